@@ -1,0 +1,8 @@
+//! Checkpoint I/O: safetensors files and timm hub model directories.
+
+pub mod atomic;
+pub mod model_dir;
+pub mod safetensors_io;
+
+pub use model_dir::{load_vit, save_vit, LoadedVit, ModelConfig, CONFIG_FILE, WEIGHTS_FILE};
+pub use safetensors_io::{write_tensors, LoadedTensor, TensorFile};

@@ -1,0 +1,144 @@
+//! Reading and writing `.safetensors` files with errors that name the file and the problem.
+//! Float tensors of any width are read as f32, the dtype scalenet computes in.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensorError, TensorView};
+use safetensors::SafeTensors;
+
+use super::atomic::atomic_write;
+use crate::error::{Error, Result};
+use crate::model::NamedTensor;
+
+/// One tensor read from a file: its original dtype, shape and f32 values.
+#[derive(Clone, Debug)]
+pub struct LoadedTensor {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+/// All tensors of one file, by name.
+#[derive(Debug)]
+pub struct TensorFile {
+    pub path: PathBuf,
+    pub tensors: BTreeMap<String, LoadedTensor>,
+}
+
+impl TensorFile {
+    /// Reads and validates a whole file. Non-float tensors are an error.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
+            path: path.to_path_buf(),
+            msg: describe(&e, bytes.len()),
+        })?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let values = to_f32(&view).ok_or_else(|| Error::BadDtype {
+                path: path.to_path_buf(),
+                key: name.clone(),
+                dtype: format!("{:?}", view.dtype()),
+            })?;
+            tensors.insert(
+                name,
+                LoadedTensor {
+                    dtype: view.dtype(),
+                    shape: view.shape().to_vec(),
+                    values,
+                },
+            );
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            tensors,
+        })
+    }
+
+    /// Removes and returns one tensor, or says which file lacks it.
+    pub fn take(&mut self, key: &str) -> Result<LoadedTensor> {
+        self.tensors.remove(key).ok_or_else(|| Error::Keys {
+            path: self.path.clone(),
+            missing: vec![key.to_string()],
+            unexpected: vec![],
+        })
+    }
+}
+
+fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
+    let data = view.data();
+    let pairs2 = || data.chunks_exact(2).map(|c| [c[0], c[1]]);
+    Some(match view.dtype() {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => pairs2()
+            .map(|b| half::f16::from_le_bytes(b).to_f32())
+            .collect(),
+        Dtype::BF16 => pairs2()
+            .map(|b| half::bf16::from_le_bytes(b).to_f32())
+            .collect(),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
+            .collect(),
+        _ => return None,
+    })
+}
+
+fn describe(e: &SafeTensorError, file_len: usize) -> String {
+    match e {
+        SafeTensorError::HeaderTooSmall => format!("file is too short ({file_len} bytes) to hold a header"),
+        SafeTensorError::InvalidHeaderLength => {
+            "header length points past the end of the file (truncated or not safetensors)".into()
+        }
+        SafeTensorError::InvalidHeader
+        | SafeTensorError::InvalidHeaderStart
+        | SafeTensorError::InvalidHeaderDeserialization
+        | SafeTensorError::JsonError(_) => "header is not valid safetensors JSON".into(),
+        SafeTensorError::HeaderTooLarge => "header is larger than 100 MB".into(),
+        SafeTensorError::MetadataIncompleteBuffer => format!(
+            "tensor data does not match the header's offsets ({file_len} bytes in the file; truncated?)"
+        ),
+        SafeTensorError::InvalidOffset(name) => format!("offsets of tensor '{name}' point outside the data"),
+        SafeTensorError::TensorInvalidInfo => "a tensor's dtype, shape and offsets disagree".into(),
+        SafeTensorError::ValidationOverflow => "a tensor's shape overflows".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Writes f32 tensors to `path` atomically (temporary file, then rename).
+pub fn write_tensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
+    let bytes = serialize(tensors).map_err(|msg| Error::Safetensors {
+        path: path.to_path_buf(),
+        msg,
+    })?;
+    atomic_write(path, &bytes)
+}
+
+/// Serialises f32 tensors with torch's metadata (`{"format": "pt"}`), as `save_file` does.
+pub fn serialize(tensors: &[NamedTensor]) -> std::result::Result<Vec<u8>, String> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|t| {
+            let b = t.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (t.name.clone(), t.shape.clone(), b)
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(name, shape, b)| {
+            TensorView::new(Dtype::F32, shape.clone(), b)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| format!("tensor '{name}': {e}"))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let metadata = Some(
+        [("format".to_string(), "pt".to_string())]
+            .into_iter()
+            .collect(),
+    );
+    safetensors::tensor::serialize(views, &metadata).map_err(|e| e.to_string())
+}

@@ -1,0 +1,67 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use scalenet::checkpoint::model_dir::check_output_dir;
+use scalenet::checkpoint::{save_vit, ModelConfig};
+use scalenet::config::preset_names;
+use scalenet::model::{RandomInit, VisionTransformer};
+use serde_json::{Map, Value};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// timm architecture, e.g. deit_tiny_patch16_224 (`--arch list` prints them all).
+    #[arg(long)]
+    arch: String,
+    /// Override a model argument, timm-style: img_size=32, in_chans=1, depth=6, global_pool=avg.
+    /// Values are JSON (numbers, true/false, [h,w]); bare words are strings.
+    #[arg(long = "model-arg", value_name = "KEY=VALUE")]
+    model_args: Vec<String>,
+    /// Seed of the random initialisation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output model directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Overwrite a model already in --out.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.arch == "list" {
+        for name in preset_names() {
+            println!("{name}");
+        }
+        return Ok(());
+    }
+    let overrides = parse_model_args(&args.model_args)?;
+    let config = ModelConfig::from_preset(&args.arch, &overrides)?;
+    let out = check_output_dir(&args.out, args.force)?;
+    let device = burn::tensor::Device::flex();
+    let model = VisionTransformer::new(&config.vit, &mut RandomInit::new(args.seed), &device);
+    save_vit(&out, &config, &model)?;
+    let n = model.param_counts().total();
+    println!(
+        "initialised {} ({} parameters) in {}",
+        config.architecture,
+        super::info::thousands(n),
+        out.display()
+    );
+    Ok(())
+}
+
+/// `key=value` pairs → a JSON object; values parse as JSON, falling back to strings.
+pub fn parse_model_args(pairs: &[String]) -> Result<Map<String, Value>> {
+    let mut map = Map::new();
+    for pair in pairs {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("--model-arg '{pair}': expected KEY=VALUE, e.g. img_size=32");
+        };
+        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+        if k.trim().is_empty() {
+            bail!("--model-arg '{pair}': empty key");
+        }
+        map.insert(k.trim().to_string(), value);
+    }
+    Ok(map)
+}

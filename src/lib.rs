@@ -1,0 +1,20 @@
+//! # scalenet
+//!
+//! Grow a pretrained Vision Transformer deeper at almost no parameter cost, following ScaleNet
+//! (Hao et al., "ScaleNet: Scaling up Pretrained Neural Networks with Incremental Parameters",
+//! IEEE TIP 2025, arXiv 2510.18431).
+//!
+//! The crate follows the data's path: [`config`] (timm model arguments and presets) →
+//! [`model`] (a timm-faithful ViT on burn) → [`checkpoint`] (timm hub directories:
+//! `config.json` + `model.safetensors`) → the `scalenet` binary.
+
+pub mod checkpoint;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod inference;
+pub mod model;
+
+pub use config::{GlobalPool, PretrainedCfg, VitConfig};
+pub use error::{Error, Result};
+pub use model::VisionTransformer;

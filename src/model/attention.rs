@@ -1,0 +1,79 @@
+//! Multi-head self-attention with a fused `qkv` projection, as timm's `Attention`.
+
+use burn::module::Module;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Tensor};
+
+use super::layers::Linear;
+use super::weights::{TensorSink, WeightSource};
+
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// `[d, 3d]`: q, k, v for all heads, in that order (timm's layout).
+    pub qkv: Linear,
+    pub proj: Linear,
+    pub num_heads: usize,
+}
+
+impl Attention {
+    pub fn new(
+        src: &mut dyn WeightSource,
+        key: &str,
+        dim: usize,
+        num_heads: usize,
+        qkv_bias: bool,
+        device: &Device,
+    ) -> Self {
+        Self {
+            qkv: Linear::new(
+                src,
+                &format!("{key}.qkv"),
+                dim,
+                3 * dim,
+                qkv_bias,
+                Linear::timm_init(),
+                device,
+            ),
+            proj: Linear::new(
+                src,
+                &format!("{key}.proj"),
+                dim,
+                dim,
+                true,
+                Linear::timm_init(),
+                device,
+            ),
+            num_heads,
+        }
+    }
+
+    /// `[batch, tokens, dim]` → `[batch, tokens, dim]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, n, d] = x.dims();
+        let h = self.num_heads;
+        let hd = d / h;
+        // [3, batch, heads, tokens, head_dim]
+        let qkv = self
+            .qkv
+            .forward(x)
+            .reshape([b, n, 3, h, hd])
+            .permute([2, 0, 3, 1, 4]);
+        let part = |i: usize| qkv.clone().slice(i..i + 1).reshape([b, h, n, hd]);
+        let (q, k, v) = (part(0), part(1), part(2));
+        // scale = head_dim^-0.5 (timm's default), applied by the op when `scale` is None.
+        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
+        // [batch, tokens, heads * head_dim]
+        let out = out.swap_dims(1, 2).reshape([b, n, d]);
+        self.proj.forward(out)
+    }
+
+    pub fn export(&self, key: &str, out: &mut TensorSink) {
+        self.qkv.export(&format!("{key}.qkv"), out);
+        self.proj.export(&format!("{key}.proj"), out);
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.qkv.num_params() + self.proj.num_params()
+    }
+}

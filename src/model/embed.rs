@@ -1,0 +1,124 @@
+//! From pixels to tokens: the patch embedding (timm's `patch_embed.proj`, a conv with
+//! stride = kernel = patch), the prefix tokens (`cls_token`, DeiT's `dist_token`) and the learned
+//! `pos_embed`, laid out as timm lays it: `[1, prefix + patches, dim]`, prefix first.
+//!
+//! The conv is computed as one matmul over non-overlapping patches, which is the same function
+//! and avoids an im2col pass.
+
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor};
+
+use super::weights::{param, transpose, Init, TensorSink, WeightSource};
+use crate::config::VitConfig;
+
+#[derive(Module, Debug)]
+pub struct Embeddings {
+    /// `[in_chans * patch * patch, dim]` (the conv kernel `[dim, c, p, p]` flattened and transposed)
+    pub proj_weight: Param<Tensor<2>>,
+    pub proj_bias: Param<Tensor<1>>,
+    /// `[1, 1, dim]`
+    pub cls_token: Option<Param<Tensor<3>>>,
+    /// `[1, 1, dim]`
+    pub dist_token: Option<Param<Tensor<3>>>,
+    /// `[1, prefix + patches, dim]`
+    pub pos_embed: Param<Tensor<3>>,
+    pub patch_size: usize,
+    pub grid_h: usize,
+    pub grid_w: usize,
+}
+
+impl Embeddings {
+    pub fn new(src: &mut dyn WeightSource, cfg: &VitConfig, device: &Device) -> Self {
+        let (c, p, d) = (cfg.in_chans, cfg.patch_size, cfg.embed_dim);
+        let k = c * p * p;
+        // The conv keeps torch's default init in timm (its init only touches nn.Linear).
+        let w = src.tensor(
+            "patch_embed.proj.weight",
+            &[d, c, p, p],
+            Init::torch_default(k),
+        );
+        let b = src.tensor("patch_embed.proj.bias", &[d], Init::torch_default(k));
+        let token = |src: &mut dyn WeightSource, key: &str, init| {
+            param(src.tensor(key, &[1, 1, d], init), [1, 1, d], device)
+        };
+        let cls_token = cfg
+            .class_token
+            .then(|| token(src, "cls_token", Init::Normal(1e-6)));
+        let dist_token = cfg
+            .distilled
+            .then(|| token(src, "dist_token", Init::TruncNormal(0.02)));
+        let n = cfg.num_tokens();
+        let pos = src.tensor("pos_embed", &[1, n, d], Init::TruncNormal(0.02));
+        let [grid_h, grid_w] = cfg.grid();
+        Self {
+            proj_weight: param(transpose(&w, d, k), [k, d], device),
+            proj_bias: param(b, [d], device),
+            cls_token,
+            dist_token,
+            pos_embed: param(pos, [1, n, d], device),
+            patch_size: p,
+            grid_h,
+            grid_w,
+        }
+    }
+
+    /// `[batch, chans, h, w]` → `[batch, prefix + patches, dim]`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<3> {
+        let [b, c, h, w] = x.dims();
+        let (p, gh, gw) = (self.patch_size, self.grid_h, self.grid_w);
+        // A strided conv ignores the pixels past the last whole patch; so do we.
+        let x = if h != gh * p || w != gw * p {
+            x.slice([0..b, 0..c, 0..gh * p, 0..gw * p])
+        } else {
+            x
+        };
+        // [b, c, gh, p, gw, p] → [b, gh, gw, c, p, p] → [b, patches, c*p*p]
+        let patches = x
+            .reshape([b, c, gh, p, gw, p])
+            .permute([0, 2, 4, 1, 3, 5])
+            .reshape([b, gh * gw, c * p * p]);
+        let tokens = burn::tensor::module::linear(
+            patches,
+            self.proj_weight.val(),
+            Some(self.proj_bias.val()),
+        );
+        let d = tokens.dims()[2];
+        let mut parts = Vec::with_capacity(3);
+        for t in [&self.cls_token, &self.dist_token].into_iter().flatten() {
+            parts.push(t.val().expand([b, 1, d]));
+        }
+        let x = if parts.is_empty() {
+            tokens
+        } else {
+            parts.push(tokens);
+            Tensor::cat(parts, 1)
+        };
+        x + self.pos_embed.val()
+    }
+
+    pub fn export(&self, out: &mut TensorSink) {
+        let [k, d] = self.proj_weight.dims();
+        let p = self.patch_size;
+        let c = k / (p * p);
+        let w = super::weights::to_vec(self.proj_weight.val());
+        out.push_raw(
+            "patch_embed.proj.weight",
+            vec![d, c, p, p],
+            transpose(&w, k, d),
+        );
+        out.push("patch_embed.proj.bias", self.proj_bias.val());
+        if let Some(t) = &self.cls_token {
+            out.push("cls_token", t.val());
+        }
+        if let Some(t) = &self.dist_token {
+            out.push("dist_token", t.val());
+        }
+        out.push("pos_embed", self.pos_embed.val());
+    }
+
+    pub fn num_params(&self) -> usize {
+        let [k, d] = self.proj_weight.dims();
+        let tokens = usize::from(self.cls_token.is_some()) + usize::from(self.dist_token.is_some());
+        k * d + d + tokens * d + self.pos_embed.dims().iter().product::<usize>()
+    }
+}

@@ -1,0 +1,94 @@
+//! timm's `VisionTransformer` (and DeiT's distilled variant): embeddings → blocks → head.
+//! `forward_features` and `forward_head` split the forward where timm splits it.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use super::block::Block;
+use super::embed::Embeddings;
+use super::head::ClassifierHead;
+use super::weights::{TensorSink, WeightSource};
+use crate::config::VitConfig;
+
+#[derive(Module, Debug)]
+pub struct VisionTransformer {
+    /// `patch_embed.*`, `cls_token`, `dist_token`, `pos_embed` (top-level keys in timm).
+    pub embed: Embeddings,
+    /// `blocks.{i}.*`
+    pub blocks: Vec<Block>,
+    /// `norm`, `fc_norm`, `head`, `head_dist` (top-level keys in timm).
+    pub head: ClassifierHead,
+    #[module(skip)]
+    pub config: VitConfig,
+}
+
+impl VisionTransformer {
+    /// Builds the model, taking every tensor from `src` under its timm key.
+    /// The config must already be valid (`VitConfig::validate`).
+    pub fn new(cfg: &VitConfig, src: &mut dyn WeightSource, device: &Device) -> Self {
+        let embed = Embeddings::new(src, cfg, device);
+        let blocks = (0..cfg.depth)
+            .map(|i| Block::new(src, &format!("blocks.{i}"), cfg, device))
+            .collect();
+        let head = ClassifierHead::new(src, cfg, device);
+        Self {
+            embed,
+            blocks,
+            head,
+            config: cfg.clone(),
+        }
+    }
+
+    /// `[batch, chans, h, w]` → `[batch, tokens, dim]` (after the final norm).
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<3> {
+        let mut x = self.embed.forward(x);
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        x
+    }
+
+    pub fn forward_head(&self, x: Tensor<3>, pre_logits: bool) -> Tensor<2> {
+        self.head.forward(x, pre_logits)
+    }
+
+    /// `[batch, chans, h, w]` → `[batch, num_classes]`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_head(self.forward_features(x), false)
+    }
+
+    /// All tensors under timm's names, in torch layout.
+    pub fn export(&self) -> TensorSink {
+        let mut out = TensorSink::default();
+        self.embed.export(&mut out);
+        for (i, block) in self.blocks.iter().enumerate() {
+            block.export(&format!("blocks.{i}"), &mut out);
+        }
+        self.head.export(&mut out);
+        out
+    }
+
+    pub fn param_counts(&self) -> ParamCounts {
+        ParamCounts {
+            embeddings: self.embed.num_params(),
+            blocks: self.blocks.iter().map(Block::num_params).sum(),
+            norm: self.head.norm_params(),
+            head: self.head.head_params(),
+        }
+    }
+}
+
+/// Parameter counts by group, as `scalenet info` prints them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ParamCounts {
+    pub embeddings: usize,
+    pub blocks: usize,
+    pub norm: usize,
+    pub head: usize,
+}
+
+impl ParamCounts {
+    pub fn total(&self) -> usize {
+        self.embeddings + self.blocks + self.norm + self.head
+    }
+}
