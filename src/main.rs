@@ -4,6 +4,12 @@
 mod cli;
 
 fn main() {
+    // A bug must still end as one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!(
+            "error: internal error: {info} (please report this at the scalenet issue tracker)"
+        );
+    }));
     if let Err(err) = cli::run() {
         eprintln!("error: {err:#}");
         std::process::exit(1);

@@ -55,9 +55,9 @@ impl ModelConfig {
 
     /// Parses `config.json` text; `path` is only used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text).map_err(|source| Error::Json {
+        let value: Value = serde_json::from_str(text).map_err(|cause| Error::Json {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let Value::Object(raw) = value else {
             return Err(Error::config(
@@ -144,10 +144,7 @@ fn check_dir(dir: &Path) -> Result<()> {
     if !dir.exists() {
         return Err(Error::io(
             dir,
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "model directory does not exist",
-            ),
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such model directory"),
         ));
     }
     if !dir.is_dir() {
