@@ -12,8 +12,10 @@ pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod growth;
 pub mod inference;
 pub mod model;
+pub mod network;
 
 pub use config::{GlobalPool, PretrainedCfg, VitConfig};
 pub use error::{Error, Result};

@@ -4,5 +4,8 @@ pub mod atomic;
 pub mod model_dir;
 pub mod safetensors_io;
 
-pub use model_dir::{load_vit, save_vit, LoadedVit, ModelConfig, CONFIG_FILE, WEIGHTS_FILE};
+pub use model_dir::{
+    load_model, load_vit, save_model, save_vit, LoadedModel, LoadedVit, ModelConfig, CONFIG_FILE,
+    WEIGHTS_FILE,
+};
 pub use safetensors_io::{write_tensors, LoadedTensor, TensorFile};

@@ -15,7 +15,9 @@ use super::atomic::{commit, write_temp};
 use super::safetensors_io::{serialize, TensorFile};
 use crate::config::{preset, suggest, PretrainedCfg, VitConfig};
 use crate::error::{Error, Result};
+use crate::growth::{GrownVit, GrowthSpec};
 use crate::model::{Init, NamedTensor, VisionTransformer, WeightSource};
+use crate::network::Network;
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -28,6 +30,8 @@ pub struct ModelConfig {
     /// The architecture after `num_classes` and `model_args` are applied.
     pub vit: VitConfig,
     pub pretrained_cfg: PretrainedCfg,
+    /// The `scalenet` section of a grown model; `None` for a plain timm model.
+    pub growth: Option<GrowthSpec>,
     /// The whole JSON object as read, so unknown fields survive a round trip.
     pub raw: Map<String, Value>,
 }
@@ -49,6 +53,7 @@ impl ModelConfig {
             architecture: p.name.to_string(),
             vit,
             pretrained_cfg,
+            growth: None,
             raw: Map::new(),
         })
     }
@@ -101,10 +106,21 @@ impl ModelConfig {
         vit.apply_model_args(&args)
             .map_err(|m| Error::config(path, m))?;
         vit.validate().map_err(|m| Error::config(path, m))?;
+        let growth = match raw.get("scalenet") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let spec: GrowthSpec = serde_json::from_value(v.clone())
+                    .map_err(|e| Error::config(path, format!("'scalenet' section: {e}")))?;
+                spec.validate(vit.depth)
+                    .map_err(|m| Error::config(path, m))?;
+                Some(spec)
+            }
+        };
         Ok(Self {
             architecture: arch,
             vit,
             pretrained_cfg: PretrainedCfg(pretrained),
+            growth,
             raw,
         })
     }
@@ -127,8 +143,15 @@ impl ModelConfig {
         let mut pcfg = self.pretrained_cfg.clone();
         pcfg.conform_to(&self.vit);
         out.insert("pretrained_cfg".into(), Value::Object(pcfg.0));
+        if let Some(g) = &self.growth {
+            out.insert(
+                "scalenet".into(),
+                serde_json::to_value(g).expect("GrowthSpec serialises"),
+            );
+        }
         for (k, v) in &self.raw {
-            if !out.contains_key(k) && !is_old_style_pretrained_key(k, &self.raw) {
+            if !out.contains_key(k) && k != "scalenet" && !is_old_style_pretrained_key(k, &self.raw)
+            {
                 out.insert(k.clone(), v.clone());
             }
         }
@@ -225,14 +248,42 @@ pub struct LoadedVit {
     pub model: VisionTransformer,
 }
 
-/// Reads `dir/config.json` and `dir/model.safetensors` and builds the model on `device`.
+/// A plain or grown model read from a directory.
+pub struct LoadedModel {
+    pub config: ModelConfig,
+    pub network: Network,
+}
+
+/// Reads a plain timm model directory; a grown directory is an error that says so.
 pub fn load_vit(dir: &Path, device: &Device) -> Result<LoadedVit> {
+    match load_model(dir, device)? {
+        LoadedModel {
+            config,
+            network: Network::Plain(model),
+        } => Ok(LoadedVit { config, model }),
+        LoadedModel { .. } => Err(Error::config(
+            dir.join(CONFIG_FILE),
+            "is a grown scalenet model; this command needs a plain timm model directory",
+        )),
+    }
+}
+
+/// Reads `dir/config.json` and `dir/model.safetensors` and builds the model on `device`.
+pub fn load_model(dir: &Path, device: &Device) -> Result<LoadedModel> {
     let config = ModelConfig::read(dir)?;
     let file = read_weights(dir)?;
     let mut src = CheckpointSource::new(file);
-    let model = VisionTransformer::new(&config.vit, &mut src, device);
+    let network = match &config.growth {
+        None => Network::Plain(VisionTransformer::new(&config.vit, &mut src, device)),
+        Some(spec) => Network::Grown(GrownVit::new(&config.vit, spec, &mut src, device)),
+    };
     src.finish()?;
-    Ok(LoadedVit { config, model })
+    Ok(LoadedModel { config, network })
+}
+
+/// Saves a plain or grown model; the config's `growth` must match the network.
+pub fn save_model(dir: &Path, config: &ModelConfig, network: &Network) -> Result<()> {
+    save_dir(dir, &config.to_json(), &network.export().tensors)
 }
 
 pub fn read_weights(dir: &Path) -> Result<TensorFile> {

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use scalenet::checkpoint::{load_vit, write_tensors};
+use scalenet::checkpoint::{load_model, write_tensors};
 use scalenet::device::{parse_device, DEVICE_HELP};
 use scalenet::inference::{run_batched, ImageBatch};
 use scalenet::model::NamedTensor;
@@ -25,9 +25,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let device = parse_device(&args.device)?;
-    let loaded = load_vit(&args.model_dir, &device)?;
+    let loaded = load_model(&args.model_dir, &device)?;
     let images = ImageBatch::read(&args.input, &loaded.config.vit)?;
-    let model = &loaded.model;
+    let model = &loaded.network;
     let (logits, width) = run_batched(
         &images,
         args.batch_size,

@@ -2,7 +2,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use burn::tensor::Device;
-use scalenet::checkpoint::load_vit;
+use scalenet::checkpoint::load_model;
+use scalenet::network::Network;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -14,11 +15,39 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let loaded = load_vit(&args.model_dir, &Device::flex())?;
+    let loaded = load_model(&args.model_dir, &Device::flex())?;
     let cfg = &loaded.config;
     let v = &cfg.vit;
-    let counts = loaded.model.param_counts();
     let p = &cfg.pretrained_cfg;
+    let (rows, growth_json) = match &loaded.network {
+        Network::Plain(m) => {
+            let c = m.param_counts();
+            let rows = vec![
+                ("embeddings", c.embeddings),
+                ("blocks", c.blocks),
+                ("norm", c.norm),
+                ("head", c.head),
+                ("total", c.total()),
+            ];
+            (rows, serde_json::Value::Null)
+        }
+        Network::Grown(g) => {
+            let c = g.param_counts();
+            let rows = vec![
+                ("embeddings", c.embeddings),
+                ("shared blocks", c.shared_blocks),
+                ("adapters", c.adapters),
+                ("pos. norms", c.position_norms),
+                ("gates", c.gates),
+                ("norm", c.norm),
+                ("head", c.head),
+                ("total", c.total()),
+                ("unshared", c.unshared_total()),
+            ];
+            let j = serde_json::json!({"spec": g.spec, "params": c, "total": c.total(), "unshared_total": c.unshared_total()});
+            (rows, j)
+        }
+    };
     if args.json {
         let out = serde_json::json!({
             "architecture": cfg.architecture,
@@ -30,10 +59,8 @@ pub fn run(args: Args) -> Result<()> {
                 "mean": p.mean(), "std": p.std(),
                 "interpolation": p.interpolation(), "crop_pct": p.crop_pct(),
             },
-            "params": {
-                "embeddings": counts.embeddings, "blocks": counts.blocks,
-                "norm": counts.norm, "head": counts.head, "total": counts.total(),
-            },
+            "params": rows.iter().map(|(k, n)| (k.replace(". ", "_").replace(' ', "_"), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
+            "scalenet": growth_json,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -46,9 +73,10 @@ pub fn run(args: Args) -> Result<()> {
         if v.distilled { " (distilled)" } else { "" }
     );
     println!(
-        "dims         embed {} · depth {} · heads {} (head dim {}) · mlp {} · qkv_bias {}",
+        "dims         embed {} · depth {}{} · heads {} (head dim {}) · mlp {} · qkv_bias {}",
         v.embed_dim,
         v.depth,
+        if cfg.growth.is_some() { " (base)" } else { "" },
         v.num_heads,
         v.head_dim(),
         v.mlp_hidden(),
@@ -95,18 +123,60 @@ pub fn run(args: Args) -> Result<()> {
             .map(|c| c.to_string())
             .unwrap_or_else(|| "-".into())
     );
+    if let Network::Grown(g) = &loaded.network {
+        let s = &g.spec;
+        let adapter = match &s.adapter {
+            Some(a) => format!(
+                "adapters {} · rank {} · scale {} · {}",
+                a.placement
+                    .iter()
+                    .map(|p| format!("{p:?}").to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join("+"),
+                a.rank,
+                a.scale,
+                format!("{:?}", a.activation).to_lowercase()
+            ),
+            None => "no adapters".into(),
+        };
+        println!(
+            "growth       {} base blocks → {} positions · map {}",
+            s.base_depth,
+            s.depth(),
+            short_map(&s.layer_map)
+        );
+        println!(
+            "             {adapter} · norms {} · gates {}",
+            if s.unshared_norms {
+                "per position"
+            } else {
+                "shared"
+            },
+            if s.layer_scale {
+                "per position"
+            } else {
+                "none"
+            }
+        );
+    }
     println!("parameters");
-    let rows = [
-        ("embeddings", counts.embeddings),
-        ("blocks", counts.blocks),
-        ("norm", counts.norm),
-        ("head", counts.head),
-        ("total", counts.total()),
-    ];
     for (name, n) in rows {
-        println!("  {name:<12} {:>14}  ({})", thousands(n), human(n));
+        let note = match name {
+            "unshared" => "  the same depth without sharing",
+            "shared blocks" => "  each base block stored once",
+            _ => "",
+        };
+        println!("  {name:<14} {:>14}  ({}){note}", thousands(n), human(n));
     }
     Ok(())
+}
+
+/// The layer map as a compact list: `0,1,2,3,0,1`.
+pub fn short_map(map: &[usize]) -> String {
+    map.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `1234567` → `1,234,567`

@@ -1,6 +1,7 @@
 //! Command-line parsing: raw flags become validated settings here, then each subcommand's
 //! `run` does the work through the library.
 
+mod expand;
 mod forward;
 mod info;
 mod init;
@@ -23,6 +24,8 @@ enum Command {
     Forward(forward::Args),
     /// Create a freshly initialised model directory (timm's init) from a preset.
     Init(init::Args),
+    /// Grow a model deeper: shared base blocks plus per-position adapters (ScaleNet).
+    Expand(expand::Args),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -31,5 +34,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Info(a) => info::run(a),
         Command::Forward(a) => forward::run(a),
         Command::Init(a) => init::run(a),
+        Command::Expand(a) => expand::run(a),
     }
 }

@@ -36,6 +36,13 @@ pub trait WeightSource {
     fn tensor(&mut self, key: &str, shape: &[usize], init: Init) -> Vec<f32>;
 }
 
+/// Any closure can serve tensors, e.g. to remap keys or override a few values.
+impl<F: FnMut(&str, &[usize], Init) -> Vec<f32>> WeightSource for F {
+    fn tensor(&mut self, key: &str, shape: &[usize], init: Init) -> Vec<f32> {
+        self(key, shape, init)
+    }
+}
+
 /// Draws every tensor fresh from its `Init`, in a deterministic order for a given seed.
 pub struct RandomInit {
     rng: StdRng,

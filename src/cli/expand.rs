@@ -1,0 +1,146 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use scalenet::checkpoint::model_dir::check_output_dir;
+use scalenet::checkpoint::{load_vit, save_model};
+use scalenet::growth::{
+    expand, Activation, AdapterSpec, ExpandOptions, InitMode, MapStrategy, Placement,
+};
+use scalenet::network::Network;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Base model directory (a plain timm model).
+    base_dir: PathBuf,
+    /// Number of block positions L' in the grown model (≥ the base depth).
+    #[arg(long)]
+    depth: usize,
+    /// Which base block runs at each position: cyclic (0..L-1, 0..L-1, ...; the paper's),
+    /// interleave (0,0,1,1,...), or an explicit list such as 0,1,1,2.
+    #[arg(long, default_value = "cyclic")]
+    map: String,
+    /// `parallel` adapters beside each branch, or `none` (sharing without adjustment).
+    #[arg(long, default_value = "parallel", value_parser = ["parallel", "none"])]
+    adapter: String,
+    /// Adapter bottleneck width r.
+    #[arg(long, default_value_t = 32)]
+    adapter_rank: usize,
+    /// Branches that get an adapter: attn, mlp, or attn,mlp.
+    #[arg(long, default_value = "attn,mlp")]
+    adapter_placement: String,
+    /// Adapter output scale s.
+    #[arg(long, default_value_t = 0.1)]
+    adapter_scale: f64,
+    #[arg(long, default_value = "relu", value_parser = ["relu", "gelu"])]
+    adapter_act: String,
+    /// Give each position its own norm1/norm2 (initialised from its base block's).
+    #[arg(long)]
+    unshared_norms: bool,
+    /// paper: no gates (the paper's). identity: per-position gates, 1 at each base block's
+    /// first position and 0 after, so the grown model starts as the base model's function.
+    #[arg(long, default_value = "paper", value_parser = ["paper", "identity"])]
+    init: String,
+    /// Write independent copies as a plain timm model of depth L' (the stacking baseline).
+    #[arg(long)]
+    no_share: bool,
+    /// Seed for the adapters' down-projections.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output model directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Overwrite a model already in --out.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let opts = options(&args)?;
+    let out = check_output_dir(&args.out, args.force)?;
+    let device = burn::tensor::Device::flex();
+    let base = load_vit(&args.base_dir, &device)?;
+    if opts.no_share && opts.adapter.is_some() && args.adapter == "parallel" {
+        eprintln!("note: --no-share writes a plain timm model; adapters (zero at this point) are not part of it");
+    }
+    let base_params = base.model.param_counts().total();
+    let (config, network) = expand(base.model, &base.config, &opts)?;
+    save_model(&out, &config, &network)?;
+    match &network {
+        Network::Grown(g) => {
+            let c = g.param_counts();
+            println!(
+                "grew {} from {} to {} positions (map {}) in {}",
+                config.architecture,
+                g.blocks.len(),
+                g.positions.len(),
+                super::info::short_map(&g.layer_map),
+                out.display()
+            );
+            println!(
+                "parameters: {} = base {} + adjustments {} (+{:.2}%); unshared, the same depth would hold {}",
+                super::info::thousands(c.total()),
+                super::info::thousands(base_params),
+                super::info::thousands(c.adjustments()),
+                100.0 * c.adjustments() as f64 / base_params as f64,
+                super::info::thousands(c.unshared_total())
+            );
+        }
+        Network::Plain(m) => println!(
+            "wrote a plain {}-block copy of {} ({} parameters) in {}",
+            m.blocks.len(),
+            config.architecture,
+            super::info::thousands(m.param_counts().total()),
+            out.display()
+        ),
+    }
+    Ok(())
+}
+
+fn options(args: &Args) -> Result<ExpandOptions> {
+    let map = MapStrategy::parse(&args.map).map_err(anyhow::Error::msg)?;
+    let adapter = match args.adapter.as_str() {
+        "none" => None,
+        _ => {
+            let mut placement = Vec::new();
+            for p in args.adapter_placement.split(',').map(str::trim) {
+                let p = match p {
+                    "attn" => Placement::Attn,
+                    "mlp" => Placement::Mlp,
+                    other => bail!("--adapter-placement: '{other}' is not attn or mlp"),
+                };
+                if !placement.contains(&p) {
+                    placement.push(p);
+                }
+            }
+            if args.adapter_rank == 0 {
+                bail!("--adapter-rank must be at least 1");
+            }
+            if !args.adapter_scale.is_finite() {
+                bail!("--adapter-scale must be a finite number");
+            }
+            Some(AdapterSpec {
+                placement,
+                rank: args.adapter_rank,
+                scale: args.adapter_scale,
+                activation: if args.adapter_act == "gelu" {
+                    Activation::Gelu
+                } else {
+                    Activation::Relu
+                },
+            })
+        }
+    };
+    Ok(ExpandOptions {
+        depth: args.depth,
+        map,
+        adapter,
+        unshared_norms: args.unshared_norms,
+        init: if args.init == "identity" {
+            InitMode::Identity
+        } else {
+            InitMode::Paper
+        },
+        no_share: args.no_share,
+        seed: args.seed,
+    })
+}

@@ -1,0 +1,95 @@
+//! Turning a base model into a grown one (what `scalenet expand` does).
+
+use std::collections::HashMap;
+
+use burn::tensor::Device;
+
+use super::grown::{position_key, GrownVit};
+use super::plan::{
+    identity_gates, layer_map, AdapterSpec, GrowthSpec, MapStrategy, FORMAT_VERSION,
+};
+use crate::checkpoint::ModelConfig;
+use crate::error::{Error, Result};
+use crate::model::weights::to_vec;
+use crate::model::{Init, RandomInit, VisionTransformer, WeightSource};
+use crate::network::Network;
+
+/// How positions start out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitMode {
+    /// The paper's: shared blocks, zero-output adapters, no gates.
+    Paper,
+    /// Per-position gates, 1 at each base block's first position and 0 after, so the grown
+    /// model computes the base model's function at step 0.
+    Identity,
+}
+
+#[derive(Clone, Debug)]
+pub struct ExpandOptions {
+    pub depth: usize,
+    pub map: MapStrategy,
+    /// `None` shares blocks without any adjustment.
+    pub adapter: Option<AdapterSpec>,
+    pub unshared_norms: bool,
+    pub init: InitMode,
+    /// Write independent copies as a plain timm model (the stacking baseline).
+    pub no_share: bool,
+    pub seed: u64,
+}
+
+/// Grows `base` as `opts` says; returns the config and network to save.
+pub fn expand(
+    base: VisionTransformer,
+    base_config: &ModelConfig,
+    opts: &ExpandOptions,
+) -> Result<(ModelConfig, Network)> {
+    let cfg = &base.config;
+    let map = layer_map(&opts.map, cfg.depth, opts.depth).map_err(Error::InvalidModel)?;
+    let spec = GrowthSpec {
+        format_version: FORMAT_VERSION,
+        base_depth: cfg.depth,
+        layer_map: map.clone(),
+        adapter: opts.adapter.clone(),
+        unshared_norms: opts.unshared_norms,
+        layer_scale: opts.init == InitMode::Identity,
+    };
+    spec.validate(cfg.depth).map_err(Error::InvalidModel)?;
+
+    // Values that are not random: per-position norms start as their base block's, and gates
+    // as the identity schedule. They are copied through the host so that each position's
+    // tensor is a parameter of its own, not an alias of the base's.
+    let d = cfg.embed_dim;
+    let mut fixed: HashMap<String, Vec<f32>> = HashMap::new();
+    let gates = identity_gates(&map);
+    for (i, &j) in map.iter().enumerate() {
+        let key = position_key(i);
+        let b = &base.blocks[j];
+        if spec.unshared_norms {
+            fixed.insert(format!("{key}.norm1.weight"), to_vec(b.norm1.weight.val()));
+            fixed.insert(format!("{key}.norm1.bias"), to_vec(b.norm1.bias.val()));
+            fixed.insert(format!("{key}.norm2.weight"), to_vec(b.norm2.weight.val()));
+            fixed.insert(format!("{key}.norm2.bias"), to_vec(b.norm2.bias.val()));
+        }
+        if spec.layer_scale {
+            fixed.insert(format!("{key}.ls1.gamma"), vec![gates[i]; d]);
+            fixed.insert(format!("{key}.ls2.gamma"), vec![gates[i]; d]);
+        }
+    }
+    let mut rng = RandomInit::new(opts.seed);
+    let mut src = |key: &str, shape: &[usize], init: Init| match fixed.remove(key) {
+        Some(v) => v,
+        None => rng.tensor(key, shape, init),
+    };
+    let device: Device = base.embed.pos_embed.val().device();
+    let grown = GrownVit::from_base(base, &spec, &mut src, &device);
+
+    let mut config = base_config.clone();
+    if opts.no_share {
+        let plain = grown.unshared(&device);
+        config.vit = plain.config.clone();
+        config.growth = None;
+        return Ok((config, Network::Plain(plain)));
+    }
+    config.growth = Some(spec);
+    Ok((config, Network::Grown(grown)))
+}

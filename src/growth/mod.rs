@@ -1,0 +1,14 @@
+//! ScaleNet growth: expansion plans, per-position adapters, and the grown model whose
+//! positions share the base blocks.
+
+pub mod adapter;
+pub mod expand;
+pub mod grown;
+pub mod plan;
+
+pub use adapter::Adapter;
+pub use expand::{expand, ExpandOptions, InitMode};
+pub use grown::{GrownCounts, GrownVit, Position};
+pub use plan::{
+    identity_gates, layer_map, Activation, AdapterSpec, GrowthSpec, MapStrategy, Placement,
+};

@@ -1,0 +1,249 @@
+//! Expansion plans: which base block runs at each position of the grown model.
+
+use serde::{Deserialize, Serialize};
+
+/// How base blocks are laid out over the grown depth.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapStrategy {
+    /// The paper's: the whole stack, then again (position i → i mod L).
+    Cyclic,
+    /// Each base block repeated in place (0,0,1,1,...); extra repeats spread evenly.
+    Interleave,
+    /// A given map.
+    Explicit(Vec<usize>),
+}
+
+impl MapStrategy {
+    /// Parses `cyclic`, `interleave` or a comma-separated list such as `0,1,1,2`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "cyclic" => Ok(Self::Cyclic),
+            "interleave" => Ok(Self::Interleave),
+            list => list
+                .split(',')
+                .map(|t| {
+                    t.trim()
+                        .parse::<usize>()
+                        .map_err(|_| format!("--map '{s}': expected cyclic, interleave or a list of block indices like 0,1,1,2"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Self::Explicit),
+        }
+    }
+}
+
+/// Builds the layer map for growing `base_depth` blocks to `target_depth` positions.
+pub fn layer_map(
+    strategy: &MapStrategy,
+    base_depth: usize,
+    target_depth: usize,
+) -> Result<Vec<usize>, String> {
+    if base_depth == 0 {
+        return Err("the base model has no blocks to grow".into());
+    }
+    if target_depth < base_depth {
+        return Err(format!(
+            "target depth {target_depth} is smaller than the base depth {base_depth}; every base block needs a position"
+        ));
+    }
+    let map = match strategy {
+        MapStrategy::Cyclic => (0..target_depth).map(|i| i % base_depth).collect(),
+        MapStrategy::Interleave => {
+            let (k, extra) = (target_depth / base_depth, target_depth % base_depth);
+            let mut map = Vec::with_capacity(target_depth);
+            for j in 0..base_depth {
+                // Block j gets an extra repeat when floor(j·extra/L) steps up at j+1.
+                let more = (j + 1) * extra / base_depth - j * extra / base_depth;
+                map.extend(std::iter::repeat_n(j, k + more));
+            }
+            map
+        }
+        MapStrategy::Explicit(m) => {
+            if m.len() != target_depth {
+                return Err(format!(
+                    "--map has {} entries but --depth is {target_depth}",
+                    m.len()
+                ));
+            }
+            m.clone()
+        }
+    };
+    validate_map(&map, base_depth)?;
+    Ok(map)
+}
+
+/// Every entry is a base block index, and every base block appears at least once.
+pub fn validate_map(map: &[usize], base_depth: usize) -> Result<(), String> {
+    if let Some((i, &j)) = map.iter().enumerate().find(|(_, &j)| j >= base_depth) {
+        return Err(format!(
+            "layer_map[{i}] = {j} is out of range: the base has blocks 0..{}",
+            base_depth.saturating_sub(1)
+        ));
+    }
+    let unused: Vec<String> = (0..base_depth)
+        .filter(|j| !map.contains(j))
+        .map(|j| j.to_string())
+        .collect();
+    if !unused.is_empty() {
+        return Err(format!(
+            "layer_map never uses base block(s) {}; every base block must appear at least once",
+            unused.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Gate values for `--init identity`: 1 at the first position of each base block, 0 after,
+/// so the grown model computes the base model's function at step 0.
+pub fn identity_gates(map: &[usize]) -> Vec<f32> {
+    let mut seen = std::collections::HashSet::new();
+    map.iter()
+        .map(|j| if seen.insert(*j) { 1.0 } else { 0.0 })
+        .collect()
+}
+
+/// Where adapters sit beside a block's branches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    Attn,
+    Mlp,
+}
+
+/// The adapter's nonlinearity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Relu,
+    /// Exact (erf) GELU.
+    Gelu,
+}
+
+/// Adapter hyper-parameters, as stored in `config.json` under `scalenet.adapter`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterSpec {
+    pub placement: Vec<Placement>,
+    pub rank: usize,
+    pub scale: f64,
+    pub activation: Activation,
+}
+
+impl Default for AdapterSpec {
+    fn default() -> Self {
+        Self {
+            placement: vec![Placement::Attn, Placement::Mlp],
+            rank: 32,
+            scale: 0.1,
+            activation: Activation::Relu,
+        }
+    }
+}
+
+impl AdapterSpec {
+    pub fn has(&self, p: Placement) -> bool {
+        self.placement.contains(&p)
+    }
+}
+
+/// The `scalenet` section of a grown model's `config.json` (format version 1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrowthSpec {
+    pub format_version: u32,
+    pub base_depth: usize,
+    pub layer_map: Vec<usize>,
+    pub adapter: Option<AdapterSpec>,
+    pub unshared_norms: bool,
+    pub layer_scale: bool,
+}
+
+pub const FORMAT_VERSION: u32 = 1;
+
+impl GrowthSpec {
+    pub fn depth(&self) -> usize {
+        self.layer_map.len()
+    }
+
+    /// Internal consistency; `model_depth` is the depth in `model_args`.
+    pub fn validate(&self, model_depth: usize) -> Result<(), String> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(format!(
+                "scalenet.format_version {} is not supported (this scalenet reads version {FORMAT_VERSION})",
+                self.format_version
+            ));
+        }
+        if self.base_depth != model_depth {
+            return Err(format!(
+                "scalenet.base_depth {} contradicts model_args depth {model_depth}",
+                self.base_depth
+            ));
+        }
+        if self.layer_map.is_empty() {
+            return Err("scalenet.layer_map is empty".into());
+        }
+        validate_map(&self.layer_map, self.base_depth).map_err(|m| format!("scalenet.{m}"))?;
+        if let Some(a) = &self.adapter {
+            if a.placement.is_empty() {
+                return Err(
+                    "scalenet.adapter.placement is empty; use \"adapter\": null for no adapters"
+                        .into(),
+                );
+            }
+            if a.rank == 0 {
+                return Err("scalenet.adapter.rank must be positive".into());
+            }
+            if !a.scale.is_finite() {
+                return Err(format!("scalenet.adapter.scale {} is not finite", a.scale));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cyclic_and_interleave() {
+        let c = layer_map(&MapStrategy::Cyclic, 12, 18).unwrap();
+        assert_eq!(c, (0..12).chain(0..6).collect::<Vec<_>>());
+        assert_eq!(
+            layer_map(&MapStrategy::Interleave, 3, 6).unwrap(),
+            vec![0, 0, 1, 1, 2, 2]
+        );
+        let i = layer_map(&MapStrategy::Interleave, 4, 6).unwrap();
+        assert_eq!(i, vec![0, 1, 1, 2, 3, 3]);
+        let i = layer_map(&MapStrategy::Interleave, 12, 18).unwrap();
+        assert_eq!(i.len(), 18);
+        assert!(i.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(
+            layer_map(&MapStrategy::Interleave, 5, 5).unwrap(),
+            vec![0, 1, 2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn violations_are_reported() {
+        assert!(layer_map(&MapStrategy::Explicit(vec![0, 0, 1]), 3, 3)
+            .unwrap_err()
+            .contains("block(s) 2"));
+        assert!(layer_map(&MapStrategy::Explicit(vec![0, 1, 3]), 3, 3)
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(layer_map(&MapStrategy::Cyclic, 4, 3)
+            .unwrap_err()
+            .contains("smaller"));
+        assert!(layer_map(&MapStrategy::Explicit(vec![0, 1]), 2, 3)
+            .unwrap_err()
+            .contains("entries"));
+        assert!(MapStrategy::parse("0,x").is_err());
+    }
+
+    #[test]
+    fn identity_gates_open_first_occurrence() {
+        assert_eq!(identity_gates(&[0, 1, 0, 1]), vec![1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(identity_gates(&[0, 0, 1, 1]), vec![1.0, 0.0, 1.0, 0.0]);
+    }
+}
