@@ -290,3 +290,173 @@ fn init_rejects_bad_arguments() {
     assert_clean_error(&o, &["not divisible by num_heads"]);
     assert!(!dir.join("b").exists());
 }
+
+fn grown_fixture(name: &str, tag: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/grown")
+        .join(name);
+    let dst = tempdir(tag).join(name);
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["config.json", "model.safetensors", "io.safetensors"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    dst
+}
+
+fn edit_json(path: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn expand_then_info_and_forward() {
+    let dir = tempdir("expand");
+    let base = fixture("rgb_token_p8");
+    let g = dir.join("g");
+    let o = run(bin()
+        .arg("expand")
+        .arg(&base)
+        .args(["--depth", "5", "--map", "interleave", "--init", "identity"])
+        .args(["--unshared-norms", "--adapter-rank", "4", "--out"])
+        .arg(&g));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("from 2 to 5 positions"));
+    let o = run(bin().arg("info").arg(&g).arg("--json"));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["scalenet"]["spec"]["layer_map"],
+        serde_json::json!([0, 0, 1, 1, 1])
+    );
+    assert_eq!(v["scalenet"]["spec"]["layer_scale"], true);
+    // 5 positions × 2 adapters × (2·32·4 + 4 + 32), plus 5 × 2 norms × 64, plus 5 × 2 gates × 32.
+    assert_eq!(
+        v["scalenet"]["params"]["adapters"],
+        5 * 2 * (2 * 32 * 4 + 4 + 32)
+    );
+    assert_eq!(v["scalenet"]["params"]["position_norms"], 5 * 2 * 64);
+    assert_eq!(v["scalenet"]["params"]["gates"], 5 * 2 * 32);
+    // Identity init: the grown model gives the base's logits.
+    let (a, b) = (dir.join("a.safetensors"), dir.join("b.safetensors"));
+    assert!(forward(&base, &base.join("io.safetensors"), &a)
+        .status
+        .success());
+    assert!(forward(&g, &base.join("io.safetensors"), &b)
+        .status
+        .success());
+    let read = |p: &Path| {
+        let bytes = std::fs::read(p).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        st.tensor("logits")
+            .unwrap()
+            .data()
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let (la, lb) = (read(&a), read(&b));
+    assert!(la.iter().zip(&lb).all(|(x, y)| (x - y).abs() < 1e-5));
+    // --no-share writes a plain timm model of the grown depth.
+    let n = dir.join("n");
+    let o = run(bin()
+        .arg("expand")
+        .arg(&base)
+        .args(["--depth", "4", "--no-share", "--out"])
+        .arg(&n));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(bin().arg("info").arg(&n).arg("--json"));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["model_args"]["depth"], 4);
+    assert!(v["scalenet"].is_null());
+    // Growing a grown model is refused with a clear message.
+    let o = run(bin()
+        .arg("expand")
+        .arg(&g)
+        .args(["--depth", "8", "--out"])
+        .arg(dir.join("gg")));
+    assert_clean_error(&o, &["grown scalenet model"]);
+    let o = run(bin()
+        .arg("expand")
+        .arg(&base)
+        .args(["--depth", "3", "--map", "0,0,0", "--out"])
+        .arg(dir.join("x")));
+    assert_clean_error(&o, &["never uses base block(s) 1"]);
+    let o = run(bin()
+        .arg("expand")
+        .arg(&base)
+        .args(["--depth", "1", "--out"])
+        .arg(dir.join("x")));
+    assert_clean_error(&o, &["smaller than the base depth"]);
+    assert!(!dir.join("x").exists());
+}
+
+#[test]
+fn malformed_grown_directories() {
+    let info = |m: &Path| run(bin().arg("info").arg(m));
+    // Map out of range.
+    let m = grown_fixture("irregular_full", "g-range");
+    edit_json(&m.join("config.json"), |v| {
+        v["scalenet"]["layer_map"][2] = serde_json::json!(3)
+    });
+    assert_clean_error(
+        &info(&m),
+        &["config.json", "layer_map[2] = 3 is out of range"],
+    );
+    // Map shorter than the per-position tensors present.
+    let m = grown_fixture("irregular_full", "g-short");
+    edit_json(&m.join("config.json"), |v| {
+        v["scalenet"]["layer_map"].as_array_mut().unwrap().pop();
+    });
+    assert_clean_error(
+        &info(&m),
+        &["model.safetensors", "unexpected", "scalenet.layers.6."],
+    );
+    // Map longer than the tensors present.
+    let m = grown_fixture("irregular_full", "g-long");
+    edit_json(&m.join("config.json"), |v| {
+        v["scalenet"]["layer_map"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!(0))
+    });
+    assert_clean_error(
+        &info(&m),
+        &["missing", "scalenet.layers.7.attn_adapter.down.weight"],
+    );
+    // Rank in the config differs from the tensors.
+    let m = grown_fixture("irregular_full", "g-rank");
+    edit_json(&m.join("config.json"), |v| {
+        v["scalenet"]["adapter"]["rank"] = serde_json::json!(8)
+    });
+    assert_clean_error(
+        &info(&m),
+        &[
+            "scalenet.layers.0.attn_adapter.down.weight",
+            "[4, 32]",
+            "[8, 32]",
+        ],
+    );
+    // Placement claims an adapter that is not there.
+    let m = grown_fixture("gelu_mlp_layerscale_base", "g-place");
+    edit_json(&m.join("config.json"), |v| {
+        v["scalenet"]["adapter"]["placement"] = serde_json::json!(["attn", "mlp"])
+    });
+    assert_clean_error(&info(&m), &["missing", "attn_adapter"]);
+    // base_depth contradicting model_args, unknown version, unknown field.
+    let m = grown_fixture("irregular_full", "g-depth");
+    edit_json(&m.join("config.json"), |v| {
+        v["scalenet"]["base_depth"] = serde_json::json!(4)
+    });
+    assert_clean_error(&info(&m), &["base_depth 4 contradicts model_args depth 3"]);
+    let m = grown_fixture("irregular_full", "g-version");
+    edit_json(&m.join("config.json"), |v| {
+        v["scalenet"]["format_version"] = serde_json::json!(2)
+    });
+    assert_clean_error(&info(&m), &["format_version 2"]);
+    let m = grown_fixture("irregular_full", "g-field");
+    edit_json(&m.join("config.json"), |v| {
+        v["scalenet"]["adapters"] = serde_json::json!(1)
+    });
+    assert_clean_error(&info(&m), &["'scalenet' section", "adapters"]);
+}
