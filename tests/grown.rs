@@ -235,3 +235,27 @@ fn deit_tiny_12_to_24_costs_base_plus_adapters() {
     assert_eq!(g.num_params(), closed);
     assert_eq!(g.param_counts().unshared_total(), 11_055_784);
 }
+
+#[test]
+fn grown_save_round_trip_is_lossless() {
+    let device = Device::flex();
+    for name in [
+        "irregular_full",
+        "gelu_mlp_layerscale_base",
+        "shared_only_distilled",
+    ] {
+        let dir = fixtures("grown").join(name);
+        let loaded = load_model(&dir, &device).unwrap();
+        let out =
+            std::env::temp_dir().join(format!("scalenet-grown-rt-{}-{name}", std::process::id()));
+        scalenet::checkpoint::save_model(&out, &loaded.config, &loaded.network).unwrap();
+        let again = load_model(&out, &device).unwrap();
+        assert_eq!(again.config.growth, loaded.config.growth);
+        let a = TensorFile::read(&dir.join("model.safetensors")).unwrap();
+        let b = TensorFile::read(&out.join("model.safetensors")).unwrap();
+        assert_eq!(a.tensors.len(), b.tensors.len());
+        for (k, t) in &a.tensors {
+            assert_eq!(t.values, b.tensors[k].values, "{name}: {k}");
+        }
+    }
+}

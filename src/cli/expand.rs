@@ -41,6 +41,7 @@ pub struct Args {
     #[arg(long, default_value = "paper", value_parser = ["paper", "identity"])]
     init: String,
     /// Write independent copies as a plain timm model of depth L' (the stacking baseline).
+    /// Adapters have no place in a timm model and are left out (they add zero at this point).
     #[arg(long)]
     no_share: bool,
     /// Seed for the adapters' down-projections.
@@ -59,9 +60,6 @@ pub fn run(args: Args) -> Result<()> {
     let out = check_output_dir(&args.out, args.force)?;
     let device = burn::tensor::Device::flex();
     let base = load_vit(&args.base_dir, &device)?;
-    if opts.no_share && opts.adapter.is_some() && args.adapter == "parallel" {
-        eprintln!("note: --no-share writes a plain timm model; adapters (zero at this point) are not part of it");
-    }
     let base_params = base.model.param_counts().total();
     let (config, network) = expand(base.model, &base.config, &opts)?;
     save_model(&out, &config, &network)?;
