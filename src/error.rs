@@ -73,6 +73,10 @@ pub enum Error {
     #[error("{}: {msg}", path.display())]
     Refused { path: PathBuf, msg: String },
 
+    /// A dataset could not be read.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+
     /// A computation failed inside the tensor backend.
     #[error("tensor backend: {0}")]
     Backend(String),

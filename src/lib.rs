@@ -9,6 +9,7 @@
 //! `config.json` + `model.safetensors`) → the `scalenet` binary.
 
 pub mod checkpoint;
+pub mod data;
 pub mod config;
 pub mod device;
 pub mod error;
@@ -16,6 +17,8 @@ pub mod growth;
 pub mod inference;
 pub mod model;
 pub mod network;
+pub mod plot;
+pub mod train;
 
 pub use config::{GlobalPool, PretrainedCfg, VitConfig};
 pub use error::{Error, Result};

@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use crate::growth::GrownVit;
+use crate::model::drop_path::DropPath;
 use crate::model::{TensorSink, VisionTransformer};
 
 #[derive(Module, Debug)]
@@ -19,6 +20,21 @@ impl Network {
         match self {
             Network::Plain(m) => m.forward(x),
             Network::Grown(m) => m.forward(x),
+        }
+    }
+
+    /// The training forward, with stochastic depth when `dp` is given.
+    pub fn forward_train(&self, x: Tensor<4>, dp: &mut Option<&mut DropPath>) -> Tensor<2> {
+        match self {
+            Network::Plain(m) => m.head.forward(m.forward_features_train(x, dp), false),
+            Network::Grown(m) => m.head.forward(m.forward_features_train(x, dp), false),
+        }
+    }
+
+    pub fn config(&self) -> &crate::config::VitConfig {
+        match self {
+            Network::Plain(m) => &m.config,
+            Network::Grown(m) => &m.config,
         }
     }
 

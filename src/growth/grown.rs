@@ -21,6 +21,7 @@ use super::adapter::Adapter;
 use super::plan::{GrowthSpec, Placement};
 use crate::config::VitConfig;
 use crate::model::block::{gate, Block};
+use crate::model::drop_path::{self, DropPath};
 use crate::model::embed::Embeddings;
 use crate::model::head::ClassifierHead;
 use crate::model::layers::{LayerNorm, LayerScale};
@@ -84,18 +85,23 @@ impl Position {
 
     /// Runs base block `b` at this position. `[batch, tokens, dim]` → same.
     pub fn forward(&self, b: &Block, x: Tensor<3>) -> Tensor<3> {
+        self.forward_train(b, x, 0, &mut None)
+    }
+
+    /// The forward with stochastic depth at block `position` when `dp` is given.
+    pub fn forward_train(&self, b: &Block, x: Tensor<3>, position: usize, dp: &mut Option<&mut DropPath>) -> Tensor<3> {
         let n1 = self.norm1.as_ref().unwrap_or(&b.norm1).forward(x.clone());
         let mut a = gate(&b.ls1, b.attn.forward(n1.clone()));
         if let Some(ad) = &self.attn_adapter {
             a = a + ad.forward(n1);
         }
-        let x = x + gate(&self.ls1, a);
+        let x = x + drop_path::maybe(dp, position, gate(&self.ls1, a));
         let n2 = self.norm2.as_ref().unwrap_or(&b.norm2).forward(x.clone());
         let mut f = gate(&b.ls2, b.mlp.forward(n2.clone()));
         if let Some(ad) = &self.mlp_adapter {
             f = f + ad.forward(n2);
         }
-        x + gate(&self.ls2, f)
+        x + drop_path::maybe(dp, position, gate(&self.ls2, f))
     }
 
     pub fn export(&self, i: usize, out: &mut TensorSink) {
@@ -210,9 +216,14 @@ impl GrownVit {
     }
 
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<3> {
+        self.forward_features_train(x, &mut None)
+    }
+
+    /// `forward_features` with stochastic depth (by position) when `dp` is given.
+    pub fn forward_features_train(&self, x: Tensor<4>, dp: &mut Option<&mut DropPath>) -> Tensor<3> {
         let mut x = self.embed.forward(x);
-        for (pos, &j) in self.positions.iter().zip(&self.layer_map) {
-            x = pos.forward(&self.blocks[j], x);
+        for (i, (pos, &j)) in self.positions.iter().zip(&self.layer_map).enumerate() {
+            x = pos.forward_train(&self.blocks[j], x, i, dp);
         }
         x
     }

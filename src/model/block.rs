@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use super::attention::Attention;
+use super::drop_path::{self, DropPath};
 use super::layers::{LayerNorm, LayerScale};
 use super::mlp::Mlp;
 use super::weights::{TensorSink, WeightSource};
@@ -48,8 +49,15 @@ impl Block {
 
     /// `[batch, tokens, dim]` → `[batch, tokens, dim]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = x.clone() + gate(&self.ls1, self.attn.forward(self.norm1.forward(x)));
-        x.clone() + gate(&self.ls2, self.mlp.forward(self.norm2.forward(x)))
+        self.forward_train(x, 0, &mut None)
+    }
+
+    /// The forward with stochastic depth at block `position` when `dp` is given.
+    pub fn forward_train(&self, x: Tensor<3>, position: usize, dp: &mut Option<&mut DropPath>) -> Tensor<3> {
+        let a = gate(&self.ls1, self.attn.forward(self.norm1.forward(x.clone())));
+        let x = x + drop_path::maybe(dp, position, a);
+        let f = gate(&self.ls2, self.mlp.forward(self.norm2.forward(x.clone())));
+        x + drop_path::maybe(dp, position, f)
     }
 
     pub fn export(&self, key: &str, out: &mut TensorSink) {

@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod block;
+pub mod drop_path;
 pub mod embed;
 pub mod head;
 pub mod layers;

@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use super::block::Block;
+use super::drop_path::DropPath;
 use super::embed::Embeddings;
 use super::head::ClassifierHead;
 use super::weights::{TensorSink, WeightSource};
@@ -41,9 +42,14 @@ impl VisionTransformer {
 
     /// `[batch, chans, h, w]` → `[batch, tokens, dim]` (after the final norm).
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<3> {
+        self.forward_features_train(x, &mut None)
+    }
+
+    /// `forward_features` with stochastic depth when `dp` is given.
+    pub fn forward_features_train(&self, x: Tensor<4>, dp: &mut Option<&mut DropPath>) -> Tensor<3> {
         let mut x = self.embed.forward(x);
-        for block in &self.blocks {
-            x = block.forward(x);
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward_train(x, i, dp);
         }
         x
     }

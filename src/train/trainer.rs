@@ -1,0 +1,503 @@
+//! The training loop and its run directory.
+//!
+//! ```text
+//! RUN_DIR/run.json          the full configuration
+//! RUN_DIR/metrics.jsonl     one line per epoch
+//! RUN_DIR/curves.png        loss and accuracy against epoch
+//! RUN_DIR/checkpoint/       model/ (model directory), optimizer.safetensors, state.json
+//! RUN_DIR/model/            the final model directory (timm layout or the grown format)
+//! ```
+//!
+//! Every random choice is seeded from `(seed, epoch, batch)` or `(seed, step)`, and the
+//! checkpoint holds the weights, AdamW moments, EMA, step counters and the running sums of the
+//! current epoch, so a resumed run computes exactly what the uninterrupted run would have.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::eval::{evaluate, EvalResult};
+use super::optim::{accumulate, freeze, grad_norm, AdamW, AdamWConfig, Ema, TrainOnly};
+use super::schedule::Schedule;
+use crate::checkpoint::atomic::atomic_write;
+use crate::checkpoint::{load_model, save_model, ModelConfig, TensorFile};
+use crate::data::loader::{derive_seed, epoch_batches, iterate, LoaderConfig, Mixing, OnBadImage};
+use crate::data::transform::{Augment, Transform};
+use crate::data::{Dataset, Split};
+use crate::error::{Error, Result};
+use crate::model::drop_path::DropPath;
+use crate::model::layers::Linear;
+use crate::model::{Init, NamedTensor, RandomInit};
+use crate::network::Network;
+
+/// Everything that defines a run; saved as `run.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub model_dir: PathBuf,
+    pub data: String,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_epochs: f64,
+    pub warmup_lr: f64,
+    pub weight_decay: f64,
+    pub smoothing: f64,
+    pub drop_path: f64,
+    pub mixup: f64,
+    pub cutmix: f64,
+    pub reprob: f64,
+    pub ema: Option<f64>,
+    pub clip_grad: Option<f64>,
+    pub accum: usize,
+    pub train_only: TrainOnly,
+    pub val_split: f64,
+    pub train_subset: Option<usize>,
+    pub test_subset: Option<usize>,
+    pub seed: u64,
+    pub workers: usize,
+    pub reset_head: bool,
+    pub skip_bad_images: bool,
+    pub eval_batch_size: usize,
+    pub device: String,
+}
+
+/// Progress reporting and interruption, supplied by the caller.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Show a progress bar per epoch.
+    pub progress: bool,
+    /// Set (e.g. by Ctrl-C) to checkpoint and stop after the current step.
+    pub interrupt: Arc<AtomicBool>,
+    /// Stop (as if interrupted) after this many optimizer steps in this process; for tests.
+    pub stop_after_steps: Option<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Finished { final_model: PathBuf },
+    Interrupted { checkpoint: PathBuf },
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub lr: f64,
+    pub val_top1: Option<f64>,
+    pub val_top5: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub test_top1: Option<f64>,
+    pub test_top5: Option<f64>,
+    pub img_per_s: f64,
+    pub wall_s: f64,
+    /// Images seen in training so far (all epochs).
+    pub train_images: u64,
+}
+
+/// Where a run stands; saved with each checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct State {
+    epoch: usize,
+    batch: usize,
+    global_step: usize,
+    adam_step: u64,
+    loss_sum: f64,
+    loss_count: usize,
+    epoch_images: u64,
+    train_images: u64,
+    wall_s: f64,
+}
+
+const CHECKPOINT: &str = "checkpoint";
+
+/// Runs (or, with `resume`, continues) training into `out`.
+pub fn train(mut cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Result<Outcome> {
+    let ckpt = out.join(CHECKPOINT);
+    let mut state = State::default();
+    if resume {
+        state = read_json(&ckpt.join("state.json"))?;
+    } else {
+        check_new_run_dir(out)?;
+    }
+    let base_device = crate::device::parse_device(&cfg.device)?;
+    let device = base_device.clone().autodiff();
+
+    // Data.
+    let data = Dataset::open(&cfg.data)?;
+    let mut train_split = data.train.clone();
+    if let Some(n) = cfg.train_subset {
+        train_split = train_split.subset(n, cfg.seed);
+    }
+    let (train_split, val_split) = if cfg.val_split > 0.0 {
+        let (t, v) = train_split.carve(cfg.val_split, cfg.seed);
+        (t, Some(v))
+    } else {
+        (train_split, None)
+    };
+    let test_split = data.test.clone().map(|t| match cfg.test_subset {
+        Some(n) => t.subset(n, cfg.seed),
+        None => t,
+    });
+    if train_split.is_empty() {
+        return Err(Error::InvalidModel(format!("--data {}: the training split is empty", cfg.data)));
+    }
+
+    // Model.
+    let source_dir = if resume { ckpt.join("model") } else { cfg.model_dir.clone() };
+    let loaded = load_model(&source_dir, &device)?;
+    let mut config = loaded.config;
+    let mut net = loaded.network;
+    let k = data.num_classes();
+    if config.vit.num_classes != k {
+        if !cfg.reset_head {
+            return Err(Error::BadConfig {
+                path: source_dir.join("config.json"),
+                msg: format!(
+                    "the model has {} classes but --data {} has {k}; pass --reset-head to replace the classifier",
+                    config.vit.num_classes, cfg.data
+                ),
+            });
+        }
+        net = reset_head(net, &mut config, k, cfg.seed, &device);
+    }
+    let mut net = freeze(net, cfg.train_only);
+
+    let vit = net.config().clone();
+    let small = train_split.is_small();
+    let mut augment = Augment::for_split(small, vit.img_size[0]);
+    augment.erase_prob = cfg.reprob;
+    let train_tf = Transform::new(vit.in_chans, vit.img_size, &config.pretrained_cfg, Some(augment));
+    let eval_tf = Transform::new(vit.in_chans, vit.img_size, &config.pretrained_cfg, None);
+    let loader = LoaderConfig {
+        batch_size: cfg.batch_size,
+        shuffle: true,
+        drop_last: true,
+        workers: cfg.workers,
+        seed: cfg.seed,
+        num_classes: k,
+        mixing: Mixing { mixup: cfg.mixup, cutmix: cfg.cutmix, smoothing: cfg.smoothing },
+        on_bad_image: if cfg.skip_bad_images { OnBadImage::Skip } else { OnBadImage::Fail },
+    };
+    let batches_per_epoch = epoch_batches(train_split.len(), &loader, 0).len();
+    let accum = cfg.accum.max(1);
+    let steps_per_epoch = batches_per_epoch.div_ceil(accum);
+    let schedule = Schedule {
+        lr: cfg.lr,
+        min_lr: cfg.min_lr,
+        warmup_lr: cfg.warmup_lr,
+        warmup_steps: (cfg.warmup_epochs * steps_per_epoch as f64).round() as usize,
+        total_steps: cfg.epochs * steps_per_epoch,
+    };
+    let mut optim = AdamW::new(AdamWConfig { weight_decay: cfg.weight_decay, ..AdamWConfig::default() });
+    let mut ema = cfg.ema.map(|d| Ema::new(d, &net));
+    if resume {
+        let file = TensorFile::read(&ckpt.join("optimizer.safetensors"))?;
+        let tensors: Vec<NamedTensor> = file
+            .tensors
+            .into_iter()
+            .map(|(name, t)| NamedTensor { name, shape: t.shape, values: t.values })
+            .collect();
+        optim.import(tensors.clone(), &base_device);
+        optim.step = state.adam_step;
+        if let Some(e) = ema.as_mut() {
+            e.import(&tensors, &base_device);
+        }
+    } else {
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        write_json(&out.join("run.json"), &cfg)?;
+        let _ = std::fs::remove_file(out.join("metrics.jsonl"));
+    }
+    // --epochs may grow on resume; run.json keeps the latest.
+    if resume {
+        write_json(&out.join("run.json"), &cfg)?;
+    }
+    cfg.accum = accum;
+
+    let dp_rate = cfg.drop_path;
+    let depth = net.depth();
+    let skipped = Arc::new(AtomicUsize::new(0));
+    let mut steps_this_process = 0usize;
+    while state.epoch < cfg.epochs {
+        let epoch = state.epoch;
+        let started = Instant::now();
+        let bar = progress_bar(hooks.progress, batches_per_epoch, state.batch, epoch, cfg.epochs);
+        let mut grads_acc: Option<GradientsParams> = None;
+        let mut lr = schedule.lr_at(state.global_step);
+        let batches = iterate(&train_split, &train_tf, &loader, epoch, state.batch, skipped.clone());
+        for batch in batches {
+            let batch = batch?;
+            let b = batch.labels.len();
+            let micro = state.batch % accum;
+            let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
+            let y = Tensor::<2>::from_data(TensorData::new(batch.targets, [b, k]), &device);
+            let mut dp = DropPath::new(dp_rate, depth, derive_seed(&[cfg.seed, state.global_step as u64, micro as u64, 0xd9]));
+            let mut dp_ref = (dp_rate > 0.0).then_some(&mut dp);
+            let logits = net.forward_train(x, &mut dp_ref);
+            let loss = (y * log_softmax(logits, 1)).sum_dim(1).mean().neg();
+            let loss_value = loss.clone().into_scalar::<f32>() as f64;
+            if !loss_value.is_finite() {
+                bar.abandon();
+                return Err(Error::InvalidModel(format!(
+                    "training loss became {loss_value} at epoch {} batch {}; stopped without saving this state. \
+                     The last good checkpoint is {} (try a lower --lr or --clip-grad 1.0)",
+                    epoch + 1,
+                    state.batch,
+                    ckpt.display()
+                )));
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            match grads_acc.as_mut() {
+                Some(acc) => accumulate(&net, acc, grads),
+                None => grads_acc = Some(grads),
+            }
+            state.batch += 1;
+            state.loss_sum += loss_value * b as f64;
+            state.loss_count += b;
+            state.epoch_images += b as u64;
+            state.train_images += b as u64;
+            if micro + 1 == accum || state.batch == batches_per_epoch {
+                let grads = grads_acc.take().expect("gradients of at least one micro-batch");
+                let mut scale = 1.0 / (micro + 1) as f64;
+                if let Some(c) = cfg.clip_grad {
+                    let norm = grad_norm(&net, &grads) * scale;
+                    if norm > c {
+                        scale *= c / norm;
+                    }
+                }
+                lr = schedule.lr_at(state.global_step);
+                net = optim.step(lr, net, grads, scale);
+                state.global_step += 1;
+                steps_this_process += 1;
+                if let Some(e) = ema.as_mut() {
+                    e.update(&net);
+                }
+            }
+            let elapsed = state.wall_s + started.elapsed().as_secs_f64();
+            bar.set_position(state.batch as u64);
+            bar.set_message(format!("loss {:.4} · {:.1} img/s", state.loss_sum / state.loss_count.max(1) as f64, state.epoch_images as f64 / elapsed.max(1e-9)));
+            let stop = hooks.interrupt.load(Ordering::SeqCst) || hooks.stop_after_steps.is_some_and(|n| steps_this_process >= n);
+            if stop && grads_acc.is_none() {
+                bar.abandon_with_message("interrupted; saving a checkpoint");
+                state.wall_s = elapsed;
+                state.adam_step = optim.step;
+                save_checkpoint(&ckpt, &config, &net, &optim, ema.as_ref(), &state)?;
+                return Ok(Outcome::Interrupted { checkpoint: ckpt });
+            }
+        }
+        bar.finish_and_clear();
+        let train_s = state.wall_s + started.elapsed().as_secs_f64();
+
+        // Evaluate (with EMA weights when enabled).
+        let eval_net = match &ema {
+            Some(e) => e.apply(net.valid()),
+            None => net.valid(),
+        };
+        let run_eval = |split: &Split| -> Result<EvalResult> {
+            evaluate(&eval_net, split, &eval_tf, k, cfg.eval_batch_size, cfg.workers, &base_device, loader.on_bad_image, |_| {})
+        };
+        let val = val_split.as_ref().map(&run_eval).transpose()?;
+        let test = test_split.as_ref().map(&run_eval).transpose()?;
+        let m = EpochMetrics {
+            epoch: epoch + 1,
+            train_loss: state.loss_sum / state.loss_count.max(1) as f64,
+            lr,
+            val_top1: val.as_ref().map(|v| v.top1),
+            val_top5: val.as_ref().map(|v| v.top5),
+            val_loss: val.as_ref().map(|v| v.loss),
+            test_top1: test.as_ref().map(|v| v.top1),
+            test_top5: test.as_ref().map(|v| v.top5),
+            img_per_s: state.epoch_images as f64 / train_s.max(1e-9),
+            wall_s: train_s + started.elapsed().as_secs_f64() - (train_s - state.wall_s),
+            train_images: state.train_images,
+        };
+        append_metrics(out, &m)?;
+        if hooks.progress {
+            eprintln!(
+                "epoch {}/{} · loss {:.4} · val top-1 {} · test top-1 {} · {:.1} img/s · {:.0}s",
+                m.epoch,
+                cfg.epochs,
+                m.train_loss,
+                pct(m.val_top1),
+                pct(m.test_top1),
+                m.img_per_s,
+                m.wall_s
+            );
+        }
+        state = State {
+            epoch: epoch + 1,
+            global_step: state.global_step,
+            adam_step: optim.step,
+            train_images: state.train_images,
+            ..State::default()
+        };
+        save_checkpoint(&ckpt, &config, &net, &optim, ema.as_ref(), &state)?;
+        let _ = plot_curves(out);
+        if hooks.interrupt.load(Ordering::SeqCst) {
+            return Ok(Outcome::Interrupted { checkpoint: ckpt });
+        }
+    }
+    let skipped = skipped.load(Ordering::Relaxed);
+    if skipped > 0 {
+        eprintln!("warning: skipped {skipped} unreadable image(s)");
+    }
+    let final_dir = out.join("model");
+    let final_net = match &ema {
+        Some(e) => e.apply(net.valid()),
+        None => net.valid(),
+    };
+    save_model(&final_dir, &config, &final_net)?;
+    Ok(Outcome::Finished { final_model: final_dir })
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map(|x| format!("{:.2}%", 100.0 * x)).unwrap_or_else(|| "-".into())
+}
+
+fn progress_bar(show: bool, len: usize, pos: usize, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "epoch {}/{epochs} [{{bar:30}}] {{pos}}/{{len}} batches · {{msg}} · ETA {{eta}}",
+            epoch + 1
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_position(pos as u64);
+    bar
+}
+
+/// A fresh classifier for `k` classes (timm's head init), for `--reset-head`.
+fn reset_head(net: Network, config: &mut ModelConfig, k: usize, seed: u64, device: &Device) -> Network {
+    config.vit.num_classes = k;
+    let d = config.vit.embed_dim;
+    let mut rng = RandomInit::new(seed ^ 0x4ead);
+    let mut new_head = |key: &str| Linear::new(&mut rng, key, d, k, true, (Init::TruncNormal(0.02), Init::ZEROS), device);
+    match net {
+        Network::Plain(mut m) => {
+            m.config.num_classes = k;
+            m.head.head = Some(new_head("head"));
+            if m.head.head_dist.is_some() {
+                m.head.head_dist = Some(new_head("head_dist"));
+            }
+            Network::Plain(m)
+        }
+        Network::Grown(mut m) => {
+            m.config.num_classes = k;
+            m.head.head = Some(new_head("head"));
+            if m.head.head_dist.is_some() {
+                m.head.head_dist = Some(new_head("head_dist"));
+            }
+            Network::Grown(m)
+        }
+    }
+}
+
+fn save_checkpoint(dir: &Path, config: &ModelConfig, net: &Network, optim: &AdamW, ema: Option<&Ema>, state: &State) -> Result<()> {
+    // Write into a fresh directory, then swap it in, so a crash mid-save keeps the old one.
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let tmp = parent.join(format!(".{CHECKPOINT}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    save_model(&tmp.join("model"), config, net)?;
+    let mut tensors = optim.export();
+    if let Some(e) = ema {
+        tensors.extend(e.export());
+    }
+    save_dir_tensors(&tmp.join("optimizer.safetensors"), &tensors)?;
+    write_json(&tmp.join("state.json"), state)?;
+    let old = parent.join(format!(".{CHECKPOINT}.old-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+fn save_dir_tensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
+    crate::checkpoint::write_tensors(path, tensors)
+}
+
+fn check_new_run_dir(out: &Path) -> Result<()> {
+    if out.join("run.json").exists() {
+        return Err(Error::Refused {
+            path: out.to_path_buf(),
+            msg: "already holds a run; pass --resume to continue it, or choose another --out".into(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).expect("serialisable");
+    text.push('\n');
+    atomic_write(path, text.as_bytes())
+}
+
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|cause| Error::Json { path: path.to_path_buf(), cause })
+}
+
+fn append_metrics(out: &Path, m: &EpochMetrics) -> Result<()> {
+    use std::io::Write;
+    let path = out.join("metrics.jsonl");
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+    writeln!(f, "{}", serde_json::to_string(m).expect("serialisable")).map_err(|e| Error::io(&path, e))
+}
+
+/// Reads `metrics.jsonl` of a run.
+pub fn read_metrics(out: &Path) -> Result<Vec<EpochMetrics>> {
+    let path = out.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|cause| Error::Json { path: path.clone(), cause }))
+        .collect()
+}
+
+/// Writes `curves.png`: training loss, and validation/test top-1 against epoch.
+pub fn plot_curves(out: &Path) -> Result<()> {
+    use crate::plot::{render, Chart, Series};
+    let ms = read_metrics(out)?;
+    let series = |name: &str, f: &dyn Fn(&EpochMetrics) -> Option<f64>| Series {
+        name: name.into(),
+        points: ms.iter().filter_map(|m| f(m).map(|v| (m.epoch as f64, v))).collect(),
+        markers: ms.len() < 20,
+    };
+    let loss = Chart {
+        title: "training loss".into(),
+        x_label: "epoch".into(),
+        y_label: "loss".into(),
+        series: vec![series("train", &|m| Some(m.train_loss)), series("val", &|m| m.val_loss)],
+    };
+    let acc = Chart {
+        title: "top-1 accuracy (%)".into(),
+        x_label: "epoch".into(),
+        y_label: "top-1 %".into(),
+        series: vec![
+            series("val", &|m| m.val_top1.map(|v| 100.0 * v)),
+            series("test", &|m| m.test_top1.map(|v| 100.0 * v)),
+        ],
+    };
+    let charts: Vec<Chart> = [loss, acc]
+        .into_iter()
+        .map(|mut c| {
+            c.series.retain(|s| !s.points.is_empty());
+            c
+        })
+        .collect();
+    render(&charts, &out.join("curves.png"))
+}
