@@ -9,8 +9,8 @@
 //! `config.json` + `model.safetensors`) → the `scalenet` binary.
 
 pub mod checkpoint;
-pub mod data;
 pub mod config;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod growth;

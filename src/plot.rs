@@ -48,20 +48,38 @@ pub fn render(charts: &[Chart], path: &Path) -> Result<()> {
     }
     let mut bytes = Vec::new();
     image::DynamicImage::ImageRgb8(img)
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
         .map_err(|e| Error::Backend(format!("PNG encoding: {e}")))?;
     atomic_write(path, &bytes)
 }
 
 fn draw_chart(img: &mut RgbImage, c: &Chart, x0: u32) {
     let (left, right, top, bottom) = (x0 + 64, x0 + PANEL_W - 16, 30u32, PANEL_H - 48);
-    text(img, x0 + (PANEL_W - 8 * c.title.len() as u32) / 2, 8, &c.title, [0, 0, 0]);
-    let pts: Vec<(f64, f64)> = c.series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
+    text(
+        img,
+        x0 + (PANEL_W - 8 * c.title.len() as u32) / 2,
+        8,
+        &c.title,
+        [0, 0, 0],
+    );
+    let pts: Vec<(f64, f64)> = c
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+        .collect();
     if pts.is_empty() {
         return;
     }
-    let (mut xmin, mut xmax) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let (mut ymin, mut ymax) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (mut xmin, mut xmax) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (mut ymin, mut ymax) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
     if xmax - xmin < 1e-12 {
         xmin -= 0.5;
         xmax += 0.5;
@@ -75,24 +93,70 @@ fn draw_chart(img: &mut RgbImage, c: &Chart, x0: u32) {
     for k in 0..=4 {
         let fy = ymin + (ymax - ymin) * k as f64 / 4.0;
         let py = sy(fy) as u32;
-        line(img, left as f64, py as f64, right as f64, py as f64, [230, 230, 230]);
+        line(
+            img,
+            left as f64,
+            py as f64,
+            right as f64,
+            py as f64,
+            [230, 230, 230],
+        );
         let label = tick(fy);
-        text(img, left.saturating_sub(8 * label.len() as u32 + 4), py.saturating_sub(4), &label, [60, 60, 60]);
+        text(
+            img,
+            left.saturating_sub(8 * label.len() as u32 + 4),
+            py.saturating_sub(4),
+            &label,
+            [60, 60, 60],
+        );
         let fx = xmin + (xmax - xmin) * k as f64 / 4.0;
         let px = sx(fx);
         line(img, px, top as f64, px, bottom as f64, [230, 230, 230]);
         let label = tick(fx);
-        text(img, (px as u32).saturating_sub(4 * label.len() as u32), bottom + 6, &label, [60, 60, 60]);
+        text(
+            img,
+            (px as u32).saturating_sub(4 * label.len() as u32),
+            bottom + 6,
+            &label,
+            [60, 60, 60],
+        );
     }
-    line(img, left as f64, bottom as f64, right as f64, bottom as f64, [0, 0, 0]);
-    line(img, left as f64, top as f64, left as f64, bottom as f64, [0, 0, 0]);
-    text(img, x0 + (PANEL_W - 8 * c.x_label.len() as u32) / 2, PANEL_H - 18, &c.x_label, [0, 0, 0]);
+    line(
+        img,
+        left as f64,
+        bottom as f64,
+        right as f64,
+        bottom as f64,
+        [0, 0, 0],
+    );
+    line(
+        img,
+        left as f64,
+        top as f64,
+        left as f64,
+        bottom as f64,
+        [0, 0, 0],
+    );
+    text(
+        img,
+        x0 + (PANEL_W - 8 * c.x_label.len() as u32) / 2,
+        PANEL_H - 18,
+        &c.x_label,
+        [0, 0, 0],
+    );
     text(img, x0 + 4, top - 14, &c.y_label, [0, 0, 0]);
     for (i, s) in c.series.iter().enumerate() {
         let col = PALETTE[i % PALETTE.len()];
         for w in s.points.windows(2) {
             line(img, sx(w[0].0), sy(w[0].1), sx(w[1].0), sy(w[1].1), col);
-            line(img, sx(w[0].0), sy(w[0].1) + 1.0, sx(w[1].0), sy(w[1].1) + 1.0, col);
+            line(
+                img,
+                sx(w[0].0),
+                sy(w[0].1) + 1.0,
+                sx(w[1].0),
+                sy(w[1].1) + 1.0,
+                col,
+            );
         }
         if s.markers || s.points.len() == 1 {
             for p in &s.points {
@@ -139,7 +203,12 @@ fn line(img: &mut RgbImage, x0: f64, y0: f64, x1: f64, y1: f64, c: [u8; 3]) {
     let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
     for k in 0..=n {
         let t = k as f64 / n as f64;
-        put(img, (x0 + (x1 - x0) * t).round() as i64, (y0 + (y1 - y0) * t).round() as i64, c);
+        put(
+            img,
+            (x0 + (x1 - x0) * t).round() as i64,
+            (y0 + (y1 - y0) * t).round() as i64,
+            c,
+        );
     }
 }
 
@@ -149,7 +218,12 @@ fn text(img: &mut RgbImage, x: u32, y: u32, s: &str, c: [u8; 3]) {
             for (row, bits) in glyph.iter().enumerate() {
                 for col in 0..8 {
                     if bits >> col & 1 == 1 {
-                        put(img, (x + 8 * i as u32 + col) as i64, (y + row as u32) as i64, c);
+                        put(
+                            img,
+                            (x + 8 * i as u32 + col) as i64,
+                            (y + row as u32) as i64,
+                            c,
+                        );
                     }
                 }
             }

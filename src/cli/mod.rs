@@ -1,10 +1,13 @@
 //! Command-line parsing: raw flags become validated settings here, then each subcommand's
 //! `run` does the work through the library.
 
+mod eval;
 mod expand;
 mod forward;
 mod info;
 mod init;
+mod predict;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +29,12 @@ enum Command {
     Init(init::Args),
     /// Grow a model deeper: shared base blocks plus per-position adapters (ScaleNet).
     Expand(expand::Args),
+    /// Train a plain or grown model (AdamW, cosine schedule, checkpoints, exact resume).
+    Train(train::Args),
+    /// Top-1, top-5 and per-class accuracy on a dataset's test split.
+    Eval(eval::Args),
+    /// Top-5 classes with probabilities for image files.
+    Predict(predict::Args),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -35,5 +44,8 @@ pub fn run() -> anyhow::Result<()> {
         Command::Forward(a) => forward::run(a),
         Command::Init(a) => init::run(a),
         Command::Expand(a) => expand::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Predict(a) => predict::run(a),
     }
 }

@@ -15,7 +15,10 @@ pub struct FolderSplit {
 const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "JPG", "JPEG", "PNG"];
 
 pub fn scan(root: &Path, classes: Option<&[String]>) -> Result<FolderSplit, DataError> {
-    let rd = std::fs::read_dir(root).map_err(|e| DataError::Io { path: root.to_path_buf(), cause: e })?;
+    let rd = std::fs::read_dir(root).map_err(|e| DataError::Io {
+        path: root.to_path_buf(),
+        cause: e,
+    })?;
     let mut found: Vec<String> = rd
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
@@ -44,11 +47,21 @@ pub fn scan(root: &Path, classes: Option<&[String]>) -> Result<FolderSplit, Data
     let mut labels = Vec::new();
     for name in &found {
         let dir = root.join(name);
-        let label = classes.iter().position(|c| c == name).expect("checked above");
+        let label = classes
+            .iter()
+            .position(|c| c == name)
+            .expect("checked above");
         let mut imgs: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map_err(|e| DataError::Io { path: dir.clone(), cause: e })?
+            .map_err(|e| DataError::Io {
+                path: dir.clone(),
+                cause: e,
+            })?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e)))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| EXTENSIONS.contains(&e))
+            })
             .collect();
         if imgs.is_empty() {
             return Err(DataError::Empty {
@@ -60,17 +73,30 @@ pub fn scan(root: &Path, classes: Option<&[String]>) -> Result<FolderSplit, Data
         labels.extend(std::iter::repeat_n(label, imgs.len()));
         files.extend(imgs);
     }
-    Ok(FolderSplit { files, labels, classes })
+    Ok(FolderSplit {
+        files,
+        labels,
+        classes,
+    })
 }
 
 /// Decodes an image file to 8-bit RGB, `[3, h, w]` channel-major.
 pub fn decode(path: &Path) -> Result<(Vec<u8>, usize, usize), DataError> {
     let img = image::ImageReader::open(path)
-        .map_err(|e| DataError::Io { path: path.to_path_buf(), cause: e })?
+        .map_err(|e| DataError::Io {
+            path: path.to_path_buf(),
+            cause: e,
+        })?
         .with_guessed_format()
-        .map_err(|e| DataError::Io { path: path.to_path_buf(), cause: e })?
+        .map_err(|e| DataError::Io {
+            path: path.to_path_buf(),
+            cause: e,
+        })?
         .decode()
-        .map_err(|e| DataError::BadImage { path: path.to_path_buf(), msg: e.to_string() })?
+        .map_err(|e| DataError::BadImage {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?
         .to_rgb8();
     let (w, h) = (img.width() as usize, img.height() as usize);
     let raw = img.into_raw();

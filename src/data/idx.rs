@@ -12,33 +12,70 @@ const LABELS_MAGIC: u32 = 0x0000_0801;
 pub fn read_split(dir: &Path, prefix: &str) -> Result<ImageSet, DataError> {
     let images = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
     let labels = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-    parse(&images, &read_maybe_gz(&images)?, &labels, &read_maybe_gz(&labels)?)
+    parse(
+        &images,
+        &read_maybe_gz(&images)?,
+        &labels,
+        &read_maybe_gz(&labels)?,
+    )
 }
 
 /// Parses IDX bytes (already decompressed). Paths are for messages.
-pub fn parse(images_path: &Path, images: &[u8], labels_path: &Path, labels: &[u8]) -> Result<ImageSet, DataError> {
+pub fn parse(
+    images_path: &Path,
+    images: &[u8],
+    labels_path: &Path,
+    labels: &[u8],
+) -> Result<ImageSet, DataError> {
     let bad = |p: &Path, msg: String| DataError::BadFile {
         path: p.to_path_buf(),
         msg,
     };
-    let be = |b: &[u8], i: usize| u32::from_be_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+    let be = |b: &[u8], i: usize| {
+        u32::from_be_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+    };
     if images.len() < 16 || be(images, 0) != IMAGES_MAGIC {
-        return Err(bad(images_path, "not an IDX image file (magic 0x00000803 expected)".into()));
+        return Err(bad(
+            images_path,
+            "not an IDX image file (magic 0x00000803 expected)".into(),
+        ));
     }
     if labels.len() < 8 || be(labels, 0) != LABELS_MAGIC {
-        return Err(bad(labels_path, "not an IDX label file (magic 0x00000801 expected)".into()));
+        return Err(bad(
+            labels_path,
+            "not an IDX label file (magic 0x00000801 expected)".into(),
+        ));
     }
-    let (n, h, w) = (be(images, 1) as usize, be(images, 2) as usize, be(images, 3) as usize);
+    let (n, h, w) = (
+        be(images, 1) as usize,
+        be(images, 2) as usize,
+        be(images, 3) as usize,
+    );
     let want = 16 + n * h * w;
     if images.len() != want {
-        return Err(bad(images_path, format!("header says {n} images of {h}x{w} ({want} bytes) but the file has {} bytes", images.len())));
+        return Err(bad(
+            images_path,
+            format!(
+                "header says {n} images of {h}x{w} ({want} bytes) but the file has {} bytes",
+                images.len()
+            ),
+        ));
     }
     let nl = be(labels, 1) as usize;
     if labels.len() != 8 + nl {
-        return Err(bad(labels_path, format!("header says {nl} labels but the file has {} bytes", labels.len())));
+        return Err(bad(
+            labels_path,
+            format!(
+                "header says {nl} labels but the file has {} bytes",
+                labels.len()
+            ),
+        ));
     }
     if nl != n {
-        return Err(bad(labels_path, format!("{nl} labels for {n} images in {}", images_path.display())));
+        return Err(bad(
+            labels_path,
+            format!("{nl} labels for {n} images in {}", images_path.display()),
+        ));
     }
     Ok(ImageSet {
         shape: [1, h, w],
@@ -89,9 +126,15 @@ mod tests {
     use super::*;
 
     fn idx(n: u32, h: u32, w: u32) -> (Vec<u8>, Vec<u8>) {
-        let mut i = [0x803u32, n, h, w].iter().flat_map(|v| v.to_be_bytes()).collect::<Vec<_>>();
+        let mut i = [0x803u32, n, h, w]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect::<Vec<_>>();
         i.extend((0..n * h * w).map(|v| v as u8));
-        let mut l = [0x801u32, n].iter().flat_map(|v| v.to_be_bytes()).collect::<Vec<_>>();
+        let mut l = [0x801u32, n]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect::<Vec<_>>();
         l.extend((0..n).map(|v| (v % 10) as u8));
         (i, l)
     }
@@ -107,8 +150,14 @@ mod tests {
         assert!(msg.contains("header says 3 images"), "{msg}");
         let mut bad = i.clone();
         bad[3] = 0x02;
-        assert!(parse(p, &bad, p, &l).unwrap_err().to_string().contains("magic"));
+        assert!(parse(p, &bad, p, &l)
+            .unwrap_err()
+            .to_string()
+            .contains("magic"));
         let (_, l4) = idx(4, 2, 2);
-        assert!(parse(p, &i, p, &l4).unwrap_err().to_string().contains("4 labels for 3 images"));
+        assert!(parse(p, &i, p, &l4)
+            .unwrap_err()
+            .to_string()
+            .contains("4 labels for 3 images"));
     }
 }

@@ -58,7 +58,10 @@ pub struct LoaderConfig {
 pub fn derive_seed(parts: &[u64]) -> u64 {
     let mut z = 0x9e37_79b9_7f4a_7c15u64;
     for &p in parts {
-        z ^= p.wrapping_add(0x9e37_79b9_7f4a_7c15).wrapping_add(z << 6).wrapping_add(z >> 2);
+        z ^= p
+            .wrapping_add(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(z << 6)
+            .wrapping_add(z >> 2);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^= z >> 31;
@@ -70,7 +73,11 @@ pub fn derive_seed(parts: &[u64]) -> u64 {
 pub fn epoch_batches(n: usize, cfg: &LoaderConfig, epoch: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..n).collect();
     if cfg.shuffle {
-        order.shuffle(&mut StdRng::seed_from_u64(derive_seed(&[cfg.seed, epoch as u64, 0xdada])));
+        order.shuffle(&mut StdRng::seed_from_u64(derive_seed(&[
+            cfg.seed,
+            epoch as u64,
+            0xdada,
+        ])));
     }
     let bs = cfg.batch_size.max(1);
     let mut batches: Vec<Vec<usize>> = order.chunks(bs).map(<[usize]>::to_vec).collect();
@@ -97,8 +104,15 @@ pub fn iterate(
     // Bounded: workers stay at most a few batches ahead of the trainer.
     let (tx, rx) = mpsc::sync_channel::<(usize, Result<Batch, DataError>)>(2 * workers);
     for _ in 0..workers {
-        let (tx, next, batches, split, transform, cfg, skipped) =
-            (tx.clone(), next.clone(), batches.clone(), split.clone(), transform.clone(), cfg.clone(), skipped.clone());
+        let (tx, next, batches, split, transform, cfg, skipped) = (
+            tx.clone(),
+            next.clone(),
+            batches.clone(),
+            split.clone(),
+            transform.clone(),
+            cfg.clone(),
+            skipped.clone(),
+        );
         std::thread::spawn(move || loop {
             let b = next.fetch_add(1, Ordering::SeqCst);
             if b >= total {
@@ -163,13 +177,19 @@ fn make_batch(
     let m = cfg.mixing;
     let off = m.smoothing / k as f64;
     let on = 1.0 - m.smoothing + off;
-    let one_hot = |l: usize| -> Vec<f32> { (0..k).map(|j| if j == l { on } else { off } as f32).collect() };
+    let one_hot = |l: usize| -> Vec<f32> {
+        (0..k)
+            .map(|j| if j == l { on } else { off } as f32)
+            .collect()
+    };
     let mut targets: Vec<f32> = labels.iter().flat_map(|&l| one_hot(l)).collect();
     if b > 1 && (m.mixup > 0.0 || m.cutmix > 0.0) {
         // As timm: pair each sample with the batch reversed; pick cutmix or mixup with prob 0.5.
         let use_cutmix = m.cutmix > 0.0 && (m.mixup <= 0.0 || batch_rng.random_bool(0.5));
         let alpha = if use_cutmix { m.cutmix } else { m.mixup };
-        let mut lam = Beta::new(alpha, alpha).map(|d| d.sample(&mut batch_rng)).unwrap_or(1.0);
+        let mut lam = Beta::new(alpha, alpha)
+            .map(|d| d.sample(&mut batch_rng))
+            .unwrap_or(1.0);
         let per = c * oh * ow;
         let orig = images.clone();
         if use_cutmix {
@@ -194,7 +214,8 @@ fn make_batch(
             for i in 0..b {
                 let j = b - 1 - i;
                 for o in 0..per {
-                    images[i * per + o] = (lam as f32) * orig[i * per + o] + (1.0 - lam as f32) * orig[j * per + o];
+                    images[i * per + o] =
+                        (lam as f32) * orig[i * per + o] + (1.0 - lam as f32) * orig[j * per + o];
                 }
             }
         }
@@ -202,11 +223,17 @@ fn make_batch(
         for i in 0..b {
             let j = b - 1 - i;
             for q in 0..k {
-                targets[i * k + q] = lam as f32 * t0[i * k + q] + (1.0 - lam as f32) * t0[j * k + q];
+                targets[i * k + q] =
+                    lam as f32 * t0[i * k + q] + (1.0 - lam as f32) * t0[j * k + q];
             }
         }
     }
-    Ok(Batch { images, shape: [b, c, oh, ow], labels, targets })
+    Ok(Batch {
+        images,
+        shape: [b, c, oh, ow],
+        labels,
+        targets,
+    })
 }
 
 #[cfg(test)]
@@ -236,8 +263,15 @@ mod tests {
     fn same_batches_for_any_worker_count() {
         let data = crate::data::Dataset::open("fmnist-mini").unwrap();
         let split = data.train.subset(40, 0);
-        let cfg_pt = crate::config::preset("vit_tiny_patch16_224").unwrap().pretrained_cfg;
-        let t = Transform::new(1, [28, 28], &cfg_pt, Some(crate::data::transform::Augment::for_split(true, 28)));
+        let cfg_pt = crate::config::preset("vit_tiny_patch16_224")
+            .unwrap()
+            .pretrained_cfg;
+        let t = Transform::new(
+            1,
+            [28, 28],
+            &cfg_pt,
+            Some(crate::data::transform::Augment::for_split(true, 28)),
+        );
         let mut cfg = LoaderConfig {
             batch_size: 8,
             shuffle: true,
@@ -245,7 +279,11 @@ mod tests {
             workers: 1,
             seed: 5,
             num_classes: 10,
-            mixing: Mixing { mixup: 0.8, cutmix: 1.0, smoothing: 0.1 },
+            mixing: Mixing {
+                mixup: 0.8,
+                cutmix: 1.0,
+                smoothing: 0.1,
+            },
             on_bad_image: OnBadImage::Fail,
         };
         let run = |cfg: &LoaderConfig| {

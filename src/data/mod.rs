@@ -17,7 +17,16 @@ use rand::SeedableRng;
 pub const FMNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 pub const FMNIST_CLASSES: [&str; 10] = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ];
 
 /// Failures while reading data. Each names the file or folder.
@@ -25,7 +34,10 @@ pub const FMNIST_CLASSES: [&str; 10] = [
 #[non_exhaustive]
 pub enum DataError {
     #[error("{}: {cause}", path.display())]
-    Io { path: PathBuf, cause: std::io::Error },
+    Io {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("{}: not found{hint}", path.display())]
     Missing { path: PathBuf, hint: String },
     #[error("{}: {msg}", path.display())]
@@ -83,7 +95,10 @@ impl Split {
             Source::Memory(s) => s.len(),
             Source::Files(f) => f.files.len(),
         };
-        Self { source, indices: (0..n).collect() }
+        Self {
+            source,
+            indices: (0..n).collect(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -112,11 +127,19 @@ impl Split {
         match &self.source {
             Source::Memory(s) => {
                 let per: usize = s.shape.iter().product();
-                Ok(RawImage { pixels: s.pixels[k * per..(k + 1) * per].to_vec(), shape: s.shape, label: s.labels[k] })
+                Ok(RawImage {
+                    pixels: s.pixels[k * per..(k + 1) * per].to_vec(),
+                    shape: s.shape,
+                    label: s.labels[k],
+                })
             }
             Source::Files(f) => {
                 let (pixels, h, w) = folder::decode(&f.files[k])?;
-                Ok(RawImage { pixels, shape: [3, h, w], label: f.labels[k] })
+                Ok(RawImage {
+                    pixels,
+                    shape: [3, h, w],
+                    label: f.labels[k],
+                })
             }
         }
     }
@@ -126,16 +149,28 @@ impl Split {
         let mut idx = self.indices.clone();
         idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
         idx.truncate(n);
-        Split { source: self.source.clone(), indices: idx }
+        Split {
+            source: self.source.clone(),
+            indices: idx,
+        }
     }
 
     /// Carves `fraction` of the items off (seeded) as a validation split: (rest, val).
     pub fn carve(&self, fraction: f64, seed: u64) -> (Split, Split) {
         let mut idx = self.indices.clone();
-        idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed_0f_0a1));
+        idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed_f0a1));
         let n_val = ((idx.len() as f64) * fraction).round() as usize;
         let val = idx.split_off(idx.len() - n_val);
-        (Split { source: self.source.clone(), indices: idx }, Split { source: self.source.clone(), indices: val })
+        (
+            Split {
+                source: self.source.clone(),
+                indices: idx,
+            },
+            Split {
+                source: self.source.clone(),
+                indices: val,
+            },
+        )
     }
 }
 
@@ -148,10 +183,14 @@ pub struct Dataset {
     pub classes: Vec<String>,
 }
 
-const MINI_TRAIN_IMAGES: &[u8] = include_bytes!("../../data/fashion-mnist-subset/train-images-idx3-ubyte.gz");
-const MINI_TRAIN_LABELS: &[u8] = include_bytes!("../../data/fashion-mnist-subset/train-labels-idx1-ubyte.gz");
-const MINI_TEST_IMAGES: &[u8] = include_bytes!("../../data/fashion-mnist-subset/t10k-images-idx3-ubyte.gz");
-const MINI_TEST_LABELS: &[u8] = include_bytes!("../../data/fashion-mnist-subset/t10k-labels-idx1-ubyte.gz");
+const MINI_TRAIN_IMAGES: &[u8] =
+    include_bytes!("../../data/fashion-mnist-subset/train-images-idx3-ubyte.gz");
+const MINI_TRAIN_LABELS: &[u8] =
+    include_bytes!("../../data/fashion-mnist-subset/train-labels-idx1-ubyte.gz");
+const MINI_TEST_IMAGES: &[u8] =
+    include_bytes!("../../data/fashion-mnist-subset/t10k-images-idx3-ubyte.gz");
+const MINI_TEST_LABELS: &[u8] =
+    include_bytes!("../../data/fashion-mnist-subset/t10k-labels-idx1-ubyte.gz");
 
 /// Help text for `--data`.
 pub const DATA_HELP: &str = "fmnist (Debian's dataset-fashion-mnist), fmnist-mini (5k/1k subset built in), \
@@ -165,9 +204,17 @@ impl Dataset {
             None => (spec, None),
         };
         let need_path = |p: Option<PathBuf>| {
-            p.ok_or_else(|| DataError::Spec { spec: spec.into(), msg: format!("{kind} needs a path, as {kind}:DIR") })
+            p.ok_or_else(|| DataError::Spec {
+                spec: spec.into(),
+                msg: format!("{kind} needs a path, as {kind}:DIR"),
+            })
         };
-        let fm_classes = || FMNIST_CLASSES.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let fm_classes = || {
+            FMNIST_CLASSES
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+        };
         let memory = |train: ImageSet, test: ImageSet, classes| Dataset {
             spec: spec.into(),
             train: Split::all(Source::Memory(Arc::new(train))),
@@ -190,7 +237,12 @@ impl Dataset {
                 }
                 let train = idx::read_split(&dir, "train")?;
                 let test = idx::read_split(&dir, "t10k")?;
-                let n = train.labels.iter().chain(&test.labels).max().map_or(0, |m| m + 1);
+                let n = train
+                    .labels
+                    .iter()
+                    .chain(&test.labels)
+                    .max()
+                    .map_or(0, |m| m + 1);
                 let classes = if kind == "mnist" || n != 10 {
                     (0..n).map(|i| i.to_string()).collect()
                 } else {
@@ -211,7 +263,11 @@ impl Dataset {
             }
             "imagefolder" => {
                 let root = need_path(path)?;
-                let train_dir = if root.join("train").is_dir() { root.join("train") } else { root.clone() };
+                let train_dir = if root.join("train").is_dir() {
+                    root.join("train")
+                } else {
+                    root.clone()
+                };
                 let train = folder::scan(&train_dir, None)?;
                 let classes = train.classes.clone();
                 let test = ["val", "test"]
@@ -227,7 +283,10 @@ impl Dataset {
                     classes,
                 })
             }
-            _ => Err(DataError::Spec { spec: spec.into(), msg: format!("unknown dataset; use {DATA_HELP}") }),
+            _ => Err(DataError::Spec {
+                spec: spec.into(),
+                msg: format!("unknown dataset; use {DATA_HELP}"),
+            }),
         }
     }
 

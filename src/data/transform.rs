@@ -46,13 +46,23 @@ pub struct Transform {
 }
 
 impl Transform {
-    pub fn new(channels: usize, size: [usize; 2], cfg: &PretrainedCfg, augment: Option<Augment>) -> Self {
+    pub fn new(
+        channels: usize,
+        size: [usize; 2],
+        cfg: &PretrainedCfg,
+        augment: Option<Augment>,
+    ) -> Self {
         let mut cfg = cfg.clone();
         // Mean/std follow the model's channel count (grey models average RGB statistics).
-        let fix = crate::config::VitConfig { in_chans: channels, img_size: size, ..crate::config::VitConfig::base_defaults() };
+        let fix = crate::config::VitConfig {
+            in_chans: channels,
+            img_size: size,
+            ..crate::config::VitConfig::base_defaults()
+        };
         cfg.conform_to(&fix);
         let floats = |v: Option<Vec<f64>>, d: f32| -> Vec<f32> {
-            v.map(|v| v.into_iter().map(|x| x as f32).collect()).unwrap_or_else(|| vec![d; channels])
+            v.map(|v| v.into_iter().map(|x| x as f32).collect())
+                .unwrap_or_else(|| vec![d; channels])
         };
         Self {
             channels,
@@ -105,7 +115,14 @@ impl Transform {
             if a.pad_crop > 0 {
                 let p = a.pad_crop;
                 let (dy, dx) = (rng.random_range(0..=2 * p), rng.random_range(0..=2 * p));
-                x = shift(&x, c, h, w, dy as isize - p as isize, dx as isize - p as isize);
+                x = shift(
+                    &x,
+                    c,
+                    h,
+                    w,
+                    dy as isize - p as isize,
+                    dx as isize - p as isize,
+                );
             }
             if a.hflip && rng.random_bool(0.5) {
                 for ch in 0..c {
@@ -116,7 +133,10 @@ impl Transform {
             }
         }
         for ch in 0..c {
-            let (m, s) = (self.mean[ch % self.mean.len()], self.std[ch % self.std.len()]);
+            let (m, s) = (
+                self.mean[ch % self.mean.len()],
+                self.std[ch % self.std.len()],
+            );
             for v in &mut x[ch * h * w..(ch + 1) * h * w] {
                 *v = (*v - m) / s;
             }
@@ -136,13 +156,26 @@ fn adapt_channels(x: Vec<f32>, c_in: usize, hw: usize, c_out: usize) -> Vec<f32>
         return x;
     }
     if c_out == 1 && c_in == 3 {
-        return (0..hw).map(|i| 0.299 * x[i] + 0.587 * x[hw + i] + 0.114 * x[2 * hw + i]).collect();
+        return (0..hw)
+            .map(|i| 0.299 * x[i] + 0.587 * x[hw + i] + 0.114 * x[2 * hw + i])
+            .collect();
     }
-    (0..c_out).flat_map(|c| x[(c % c_in) * hw..(c % c_in + 1) * hw].to_vec()).collect()
+    (0..c_out)
+        .flat_map(|c| x[(c % c_in) * hw..(c % c_in + 1) * hw].to_vec())
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
-fn crop(x: &[f32], c: usize, h: usize, w: usize, y0: usize, x0: usize, ch: usize, cw: usize) -> Vec<f32> {
+fn crop(
+    x: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    y0: usize,
+    x0: usize,
+    ch: usize,
+    cw: usize,
+) -> Vec<f32> {
     let mut out = Vec::with_capacity(c * ch * cw);
     for k in 0..c {
         for r in y0..y0 + ch {
@@ -164,7 +197,8 @@ fn shift(x: &[f32], c: usize, h: usize, w: usize, dy: isize, dx: isize) -> Vec<f
             for col in 0..w as isize {
                 let sc = col + dx;
                 if sc >= 0 && sc < w as isize {
-                    out[k * h * w + (r as usize) * w + col as usize] = x[k * h * w + (sr as usize) * w + sc as usize];
+                    out[k * h * w + (r as usize) * w + col as usize] =
+                        x[k * h * w + (sr as usize) * w + sc as usize];
                 }
             }
         }
@@ -181,7 +215,12 @@ fn random_resized_crop_box(h: usize, w: usize, rng: &mut StdRng) -> (usize, usiz
         let cw = (target * ratio).sqrt().round() as usize;
         let ch = (target / ratio).sqrt().round() as usize;
         if cw > 0 && ch > 0 && cw <= w && ch <= h {
-            return (rng.random_range(0..=h - ch), rng.random_range(0..=w - cw), ch, cw);
+            return (
+                rng.random_range(0..=h - ch),
+                rng.random_range(0..=w - cw),
+                ch,
+                cw,
+            );
         }
     }
     let s = h.min(w);
@@ -211,7 +250,15 @@ fn random_erase(x: &mut [f32], c: usize, h: usize, w: usize, rng: &mut StdRng) {
 }
 
 /// Separable resampling with antialiasing when shrinking (as PIL does).
-pub fn resize(x: &[f32], c: usize, h: usize, w: usize, oh: usize, ow: usize, bicubic: bool) -> Vec<f32> {
+pub fn resize(
+    x: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    bicubic: bool,
+) -> Vec<f32> {
     let rows = weights(h, oh, bicubic);
     let cols = weights(w, ow, bicubic);
     let mut tmp = vec![0.0f32; c * h * ow];
@@ -219,7 +266,11 @@ pub fn resize(x: &[f32], c: usize, h: usize, w: usize, oh: usize, ow: usize, bic
         for r in 0..h {
             let src = &x[k * h * w + r * w..k * h * w + (r + 1) * w];
             for (oc, (start, ws)) in cols.iter().enumerate() {
-                tmp[k * h * ow + r * ow + oc] = ws.iter().enumerate().map(|(i, wt)| wt * src[start + i]).sum();
+                tmp[k * h * ow + r * ow + oc] = ws
+                    .iter()
+                    .enumerate()
+                    .map(|(i, wt)| wt * src[start + i])
+                    .sum();
             }
         }
     }
@@ -227,8 +278,11 @@ pub fn resize(x: &[f32], c: usize, h: usize, w: usize, oh: usize, ow: usize, bic
     for k in 0..c {
         for (or, (start, ws)) in rows.iter().enumerate() {
             for oc in 0..ow {
-                out[k * oh * ow + or * ow + oc] =
-                    ws.iter().enumerate().map(|(i, wt)| wt * tmp[k * h * ow + (start + i) * ow + oc]).sum();
+                out[k * oh * ow + or * ow + oc] = ws
+                    .iter()
+                    .enumerate()
+                    .map(|(i, wt)| wt * tmp[k * h * ow + (start + i) * ow + oc])
+                    .sum();
             }
         }
     }
@@ -260,7 +314,9 @@ fn weights(n_in: usize, n_out: usize, bicubic: bool) -> Vec<(usize, Vec<f32>)> {
             let center = (o as f64 + 0.5) * scale;
             let lo = ((center - radius).floor() as isize).max(0) as usize;
             let hi = ((center + radius).ceil() as usize).min(n_in);
-            let mut ws: Vec<f64> = (lo..hi).map(|i| kernel((i as f64 + 0.5 - center) / support_scale)).collect();
+            let mut ws: Vec<f64> = (lo..hi)
+                .map(|i| kernel((i as f64 + 0.5 - center) / support_scale))
+                .collect();
             let sum: f64 = ws.iter().sum();
             if sum.abs() > 1e-12 {
                 ws.iter_mut().for_each(|v| *v /= sum);
@@ -289,8 +345,14 @@ mod tests {
 
     #[test]
     fn eval_transform_normalises_and_adapts_channels() {
-        let img = RawImage { pixels: vec![255; 28 * 28], shape: [1, 28, 28], label: 0 };
-        let cfg = crate::config::preset("deit_tiny_patch16_224").unwrap().pretrained_cfg;
+        let img = RawImage {
+            pixels: vec![255; 28 * 28],
+            shape: [1, 28, 28],
+            label: 0,
+        };
+        let cfg = crate::config::preset("deit_tiny_patch16_224")
+            .unwrap()
+            .pretrained_cfg;
         let t = Transform::new(3, [28, 28], &cfg, None);
         let y = t.apply(&img, true, &mut StdRng::seed_from_u64(0));
         assert_eq!(y.len(), 3 * 28 * 28);
@@ -300,8 +362,14 @@ mod tests {
 
     #[test]
     fn augmentation_is_seeded() {
-        let img = RawImage { pixels: (0..784).map(|i| (i % 251) as u8).collect(), shape: [1, 28, 28], label: 0 };
-        let cfg = crate::config::preset("vit_tiny_patch16_224").unwrap().pretrained_cfg;
+        let img = RawImage {
+            pixels: (0..784).map(|i| (i % 251) as u8).collect(),
+            shape: [1, 28, 28],
+            label: 0,
+        };
+        let cfg = crate::config::preset("vit_tiny_patch16_224")
+            .unwrap()
+            .pretrained_cfg;
         let mut a = Augment::for_split(true, 28);
         a.erase_prob = 0.5;
         let t = Transform::new(1, [28, 28], &cfg, Some(a));

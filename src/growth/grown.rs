@@ -89,7 +89,13 @@ impl Position {
     }
 
     /// The forward with stochastic depth at block `position` when `dp` is given.
-    pub fn forward_train(&self, b: &Block, x: Tensor<3>, position: usize, dp: &mut Option<&mut DropPath>) -> Tensor<3> {
+    pub fn forward_train(
+        &self,
+        b: &Block,
+        x: Tensor<3>,
+        position: usize,
+        dp: &mut Option<&mut DropPath>,
+    ) -> Tensor<3> {
         let n1 = self.norm1.as_ref().unwrap_or(&b.norm1).forward(x.clone());
         let mut a = gate(&b.ls1, b.attn.forward(n1.clone()));
         if let Some(ad) = &self.attn_adapter {
@@ -220,7 +226,11 @@ impl GrownVit {
     }
 
     /// `forward_features` with stochastic depth (by position) when `dp` is given.
-    pub fn forward_features_train(&self, x: Tensor<4>, dp: &mut Option<&mut DropPath>) -> Tensor<3> {
+    pub fn forward_features_train(
+        &self,
+        x: Tensor<4>,
+        dp: &mut Option<&mut DropPath>,
+    ) -> Tensor<3> {
         let mut x = self.embed.forward(x);
         for (i, (pos, &j)) in self.positions.iter().zip(&self.layer_map).enumerate() {
             x = pos.forward_train(&self.blocks[j], x, i, dp);

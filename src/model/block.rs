@@ -53,7 +53,12 @@ impl Block {
     }
 
     /// The forward with stochastic depth at block `position` when `dp` is given.
-    pub fn forward_train(&self, x: Tensor<3>, position: usize, dp: &mut Option<&mut DropPath>) -> Tensor<3> {
+    pub fn forward_train(
+        &self,
+        x: Tensor<3>,
+        position: usize,
+        dp: &mut Option<&mut DropPath>,
+    ) -> Tensor<3> {
         let a = gate(&self.ls1, self.attn.forward(self.norm1.forward(x.clone())));
         let x = x + drop_path::maybe(dp, position, a);
         let f = gate(&self.ls2, self.mlp.forward(self.norm2.forward(x.clone())));

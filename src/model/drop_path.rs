@@ -15,7 +15,11 @@ pub struct DropPath {
 
 impl DropPath {
     pub fn new(rate: f64, depth: usize, seed: u64) -> Self {
-        Self { rng: StdRng::seed_from_u64(seed), rate, depth }
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            rate,
+            depth,
+        }
     }
 
     fn rate_at(&self, position: usize) -> f64 {
@@ -34,7 +38,13 @@ impl DropPath {
         let [b, _, _] = x.dims();
         let keep = 1.0 - p;
         let mask: Vec<f32> = (0..b)
-            .map(|_| if self.rng.random_bool(keep) { (1.0 / keep) as f32 } else { 0.0 })
+            .map(|_| {
+                if self.rng.random_bool(keep) {
+                    (1.0 / keep) as f32
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let mask = Tensor::<3>::from_data(TensorData::new(mask, [b, 1, 1]), &x.device());
         x * mask

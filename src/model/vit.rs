@@ -46,7 +46,11 @@ impl VisionTransformer {
     }
 
     /// `forward_features` with stochastic depth when `dp` is given.
-    pub fn forward_features_train(&self, x: Tensor<4>, dp: &mut Option<&mut DropPath>) -> Tensor<3> {
+    pub fn forward_features_train(
+        &self,
+        x: Tensor<4>,
+        dp: &mut Option<&mut DropPath>,
+    ) -> Tensor<3> {
         let mut x = self.embed.forward(x);
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward_train(x, i, dp);

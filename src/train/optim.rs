@@ -23,7 +23,12 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 }
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.05,
+        }
     }
 }
 
@@ -157,17 +162,35 @@ pub fn accumulate<M: Module>(module: &M, acc: &mut GradientsParams, mut more: Gr
 
 impl AdamW {
     pub fn new(cfg: AdamWConfig) -> Self {
-        Self { cfg, step: 0, state: HashMap::new() }
+        Self {
+            cfg,
+            step: 0,
+            state: HashMap::new(),
+        }
     }
 
     /// One update with learning rate `lr`; gradients are multiplied by `grad_scale` first
     /// (clipping, accumulation averaging).
-    pub fn step<M: Module>(&mut self, lr: f64, module: M, grads: GradientsParams, grad_scale: f64) -> M {
+    pub fn step<M: Module>(
+        &mut self,
+        lr: f64,
+        module: M,
+        grads: GradientsParams,
+        grad_scale: f64,
+    ) -> M {
         self.step += 1;
         let t = self.step as i32;
         let bc1 = 1.0 - self.cfg.beta1.powi(t);
         let bc2 = 1.0 - self.cfg.beta2.powi(t);
-        let mut mapper = Update { opt: self, grads, lr, bc1, bc2, grad_scale, path: PathTracker::default() };
+        let mut mapper = Update {
+            opt: self,
+            grads,
+            lr,
+            bc1,
+            bc2,
+            grad_scale,
+            path: PathTracker::default(),
+        };
         module.map(&mut mapper)
     }
 
@@ -180,7 +203,11 @@ impl AdamW {
             let s = &self.state[k];
             for (name, t) in [("m", &s.m), ("v", &s.v)] {
                 let values = to_vec(t.clone());
-                out.push(NamedTensor { name: format!("adamw.{name}.{k}"), shape: vec![values.len()], values });
+                out.push(NamedTensor {
+                    name: format!("adamw.{name}.{k}"),
+                    shape: vec![values.len()],
+                    values,
+                });
             }
         }
         out
@@ -267,13 +294,17 @@ pub struct Ema {
 
 impl Ema {
     pub fn new<M: Module>(decay: f64, module: &M) -> Self {
-        Self { decay, values: snapshot(module) }
+        Self {
+            decay,
+            values: snapshot(module),
+        }
     }
 
     pub fn update<M: Module>(&mut self, module: &M) {
         for (k, cur) in snapshot(module) {
             let e = self.values.remove(&k).unwrap_or_else(|| cur.clone());
-            self.values.insert(k, e * self.decay + cur * (1.0 - self.decay));
+            self.values
+                .insert(k, e * self.decay + cur * (1.0 - self.decay));
         }
     }
 
@@ -305,7 +336,11 @@ impl Ema {
         keys.into_iter()
             .map(|k| {
                 let values = to_vec(self.values[k].clone());
-                NamedTensor { name: format!("ema.{k}"), shape: vec![values.len()], values }
+                NamedTensor {
+                    name: format!("ema.{k}"),
+                    shape: vec![values.len()],
+                    values,
+                }
             })
             .collect()
     }
@@ -314,7 +349,10 @@ impl Ema {
         for t in tensors {
             if let Some(k) = t.name.strip_prefix("ema.") {
                 let n = t.values.len();
-                self.values.insert(k.to_string(), Tensor::from_data(TensorData::new(t.values.clone(), [n]), device));
+                self.values.insert(
+                    k.to_string(),
+                    Tensor::from_data(TensorData::new(t.values.clone(), [n]), device),
+                );
             }
         }
     }

@@ -28,7 +28,13 @@ mod tests {
 
     #[test]
     fn warmup_then_cosine() {
-        let s = Schedule { lr: 1e-3, min_lr: 1e-5, warmup_lr: 1e-6, warmup_steps: 10, total_steps: 110 };
+        let s = Schedule {
+            lr: 1e-3,
+            min_lr: 1e-5,
+            warmup_lr: 1e-6,
+            warmup_steps: 10,
+            total_steps: 110,
+        };
         assert!(s.lr_at(0) < 2e-4);
         assert!((s.lr_at(9) - 1e-3).abs() < 1e-12);
         assert!((s.lr_at(10) - 1e-3).abs() < 1e-12);

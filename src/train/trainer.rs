@@ -148,11 +148,18 @@ pub fn train(mut cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> R
         None => t,
     });
     if train_split.is_empty() {
-        return Err(Error::InvalidModel(format!("--data {}: the training split is empty", cfg.data)));
+        return Err(Error::InvalidModel(format!(
+            "--data {}: the training split is empty",
+            cfg.data
+        )));
     }
 
     // Model.
-    let source_dir = if resume { ckpt.join("model") } else { cfg.model_dir.clone() };
+    let source_dir = if resume {
+        ckpt.join("model")
+    } else {
+        cfg.model_dir.clone()
+    };
     let loaded = load_model(&source_dir, &device)?;
     let mut config = loaded.config;
     let mut net = loaded.network;
@@ -175,7 +182,12 @@ pub fn train(mut cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> R
     let small = train_split.is_small();
     let mut augment = Augment::for_split(small, vit.img_size[0]);
     augment.erase_prob = cfg.reprob;
-    let train_tf = Transform::new(vit.in_chans, vit.img_size, &config.pretrained_cfg, Some(augment));
+    let train_tf = Transform::new(
+        vit.in_chans,
+        vit.img_size,
+        &config.pretrained_cfg,
+        Some(augment),
+    );
     let eval_tf = Transform::new(vit.in_chans, vit.img_size, &config.pretrained_cfg, None);
     let loader = LoaderConfig {
         batch_size: cfg.batch_size,
@@ -184,8 +196,16 @@ pub fn train(mut cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> R
         workers: cfg.workers,
         seed: cfg.seed,
         num_classes: k,
-        mixing: Mixing { mixup: cfg.mixup, cutmix: cfg.cutmix, smoothing: cfg.smoothing },
-        on_bad_image: if cfg.skip_bad_images { OnBadImage::Skip } else { OnBadImage::Fail },
+        mixing: Mixing {
+            mixup: cfg.mixup,
+            cutmix: cfg.cutmix,
+            smoothing: cfg.smoothing,
+        },
+        on_bad_image: if cfg.skip_bad_images {
+            OnBadImage::Skip
+        } else {
+            OnBadImage::Fail
+        },
     };
     let batches_per_epoch = epoch_batches(train_split.len(), &loader, 0).len();
     let accum = cfg.accum.max(1);
@@ -197,14 +217,21 @@ pub fn train(mut cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> R
         warmup_steps: (cfg.warmup_epochs * steps_per_epoch as f64).round() as usize,
         total_steps: cfg.epochs * steps_per_epoch,
     };
-    let mut optim = AdamW::new(AdamWConfig { weight_decay: cfg.weight_decay, ..AdamWConfig::default() });
+    let mut optim = AdamW::new(AdamWConfig {
+        weight_decay: cfg.weight_decay,
+        ..AdamWConfig::default()
+    });
     let mut ema = cfg.ema.map(|d| Ema::new(d, &net));
     if resume {
         let file = TensorFile::read(&ckpt.join("optimizer.safetensors"))?;
         let tensors: Vec<NamedTensor> = file
             .tensors
             .into_iter()
-            .map(|(name, t)| NamedTensor { name, shape: t.shape, values: t.values })
+            .map(|(name, t)| NamedTensor {
+                name,
+                shape: t.shape,
+                values: t.values,
+            })
             .collect();
         optim.import(tensors.clone(), &base_device);
         optim.step = state.adam_step;
@@ -229,17 +256,34 @@ pub fn train(mut cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> R
     while state.epoch < cfg.epochs {
         let epoch = state.epoch;
         let started = Instant::now();
-        let bar = progress_bar(hooks.progress, batches_per_epoch, state.batch, epoch, cfg.epochs);
+        let bar = progress_bar(
+            hooks.progress,
+            batches_per_epoch,
+            state.batch,
+            epoch,
+            cfg.epochs,
+        );
         let mut grads_acc: Option<GradientsParams> = None;
         let mut lr = schedule.lr_at(state.global_step);
-        let batches = iterate(&train_split, &train_tf, &loader, epoch, state.batch, skipped.clone());
+        let batches = iterate(
+            &train_split,
+            &train_tf,
+            &loader,
+            epoch,
+            state.batch,
+            skipped.clone(),
+        );
         for batch in batches {
             let batch = batch?;
             let b = batch.labels.len();
             let micro = state.batch % accum;
             let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
             let y = Tensor::<2>::from_data(TensorData::new(batch.targets, [b, k]), &device);
-            let mut dp = DropPath::new(dp_rate, depth, derive_seed(&[cfg.seed, state.global_step as u64, micro as u64, 0xd9]));
+            let mut dp = DropPath::new(
+                dp_rate,
+                depth,
+                derive_seed(&[cfg.seed, state.global_step as u64, micro as u64, 0xd9]),
+            );
             let mut dp_ref = (dp_rate > 0.0).then_some(&mut dp);
             let logits = net.forward_train(x, &mut dp_ref);
             let loss = (y * log_softmax(logits, 1)).sum_dim(1).mean().neg();
@@ -265,7 +309,9 @@ pub fn train(mut cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> R
             state.epoch_images += b as u64;
             state.train_images += b as u64;
             if micro + 1 == accum || state.batch == batches_per_epoch {
-                let grads = grads_acc.take().expect("gradients of at least one micro-batch");
+                let grads = grads_acc
+                    .take()
+                    .expect("gradients of at least one micro-batch");
                 let mut scale = 1.0 / (micro + 1) as f64;
                 if let Some(c) = cfg.clip_grad {
                     let norm = grad_norm(&net, &grads) * scale;
@@ -283,8 +329,15 @@ pub fn train(mut cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> R
             }
             let elapsed = state.wall_s + started.elapsed().as_secs_f64();
             bar.set_position(state.batch as u64);
-            bar.set_message(format!("loss {:.4} · {:.1} img/s", state.loss_sum / state.loss_count.max(1) as f64, state.epoch_images as f64 / elapsed.max(1e-9)));
-            let stop = hooks.interrupt.load(Ordering::SeqCst) || hooks.stop_after_steps.is_some_and(|n| steps_this_process >= n);
+            bar.set_message(format!(
+                "loss {:.4} · {:.1} img/s",
+                state.loss_sum / state.loss_count.max(1) as f64,
+                state.epoch_images as f64 / elapsed.max(1e-9)
+            ));
+            let stop = hooks.interrupt.load(Ordering::SeqCst)
+                || hooks
+                    .stop_after_steps
+                    .is_some_and(|n| steps_this_process >= n);
             if stop && grads_acc.is_none() {
                 bar.abandon_with_message("interrupted; saving a checkpoint");
                 state.wall_s = elapsed;
@@ -302,7 +355,17 @@ pub fn train(mut cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> R
             None => net.valid(),
         };
         let run_eval = |split: &Split| -> Result<EvalResult> {
-            evaluate(&eval_net, split, &eval_tf, k, cfg.eval_batch_size, cfg.workers, &base_device, loader.on_bad_image, |_| {})
+            evaluate(
+                &eval_net,
+                split,
+                &eval_tf,
+                k,
+                cfg.eval_batch_size,
+                cfg.workers,
+                &base_device,
+                loader.on_bad_image,
+                |_| {},
+            )
         };
         let val = val_split.as_ref().map(&run_eval).transpose()?;
         let test = test_split.as_ref().map(&run_eval).transpose()?;
@@ -316,7 +379,7 @@ pub fn train(mut cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> R
             test_top1: test.as_ref().map(|v| v.top1),
             test_top5: test.as_ref().map(|v| v.top5),
             img_per_s: state.epoch_images as f64 / train_s.max(1e-9),
-            wall_s: train_s + started.elapsed().as_secs_f64() - (train_s - state.wall_s),
+            wall_s: state.wall_s + started.elapsed().as_secs_f64(),
             train_images: state.train_images,
         };
         append_metrics(out, &m)?;
@@ -355,14 +418,23 @@ pub fn train(mut cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> R
         None => net.valid(),
     };
     save_model(&final_dir, &config, &final_net)?;
-    Ok(Outcome::Finished { final_model: final_dir })
+    Ok(Outcome::Finished {
+        final_model: final_dir,
+    })
 }
 
 fn pct(v: Option<f64>) -> String {
-    v.map(|x| format!("{:.2}%", 100.0 * x)).unwrap_or_else(|| "-".into())
+    v.map(|x| format!("{:.2}%", 100.0 * x))
+        .unwrap_or_else(|| "-".into())
 }
 
-fn progress_bar(show: bool, len: usize, pos: usize, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
+fn progress_bar(
+    show: bool,
+    len: usize,
+    pos: usize,
+    epoch: usize,
+    epochs: usize,
+) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }
@@ -380,11 +452,27 @@ fn progress_bar(show: bool, len: usize, pos: usize, epoch: usize, epochs: usize)
 }
 
 /// A fresh classifier for `k` classes (timm's head init), for `--reset-head`.
-fn reset_head(net: Network, config: &mut ModelConfig, k: usize, seed: u64, device: &Device) -> Network {
+fn reset_head(
+    net: Network,
+    config: &mut ModelConfig,
+    k: usize,
+    seed: u64,
+    device: &Device,
+) -> Network {
     config.vit.num_classes = k;
     let d = config.vit.embed_dim;
     let mut rng = RandomInit::new(seed ^ 0x4ead);
-    let mut new_head = |key: &str| Linear::new(&mut rng, key, d, k, true, (Init::TruncNormal(0.02), Init::ZEROS), device);
+    let mut new_head = |key: &str| {
+        Linear::new(
+            &mut rng,
+            key,
+            d,
+            k,
+            true,
+            (Init::TruncNormal(0.02), Init::ZEROS),
+            device,
+        )
+    };
     match net {
         Network::Plain(mut m) => {
             m.config.num_classes = k;
@@ -405,7 +493,14 @@ fn reset_head(net: Network, config: &mut ModelConfig, k: usize, seed: u64, devic
     }
 }
 
-fn save_checkpoint(dir: &Path, config: &ModelConfig, net: &Network, optim: &AdamW, ema: Option<&Ema>, state: &State) -> Result<()> {
+fn save_checkpoint(
+    dir: &Path,
+    config: &ModelConfig,
+    net: &Network,
+    optim: &AdamW,
+    ema: Option<&Ema>,
+    state: &State,
+) -> Result<()> {
     // Write into a fresh directory, then swap it in, so a crash mid-save keeps the old one.
     let parent = dir.parent().unwrap_or(Path::new("."));
     let tmp = parent.join(format!(".{CHECKPOINT}.tmp-{}", std::process::id()));
@@ -434,7 +529,8 @@ fn check_new_run_dir(out: &Path) -> Result<()> {
     if out.join("run.json").exists() {
         return Err(Error::Refused {
             path: out.to_path_buf(),
-            msg: "already holds a run; pass --resume to continue it, or choose another --out".into(),
+            msg: "already holds a run; pass --resume to continue it, or choose another --out"
+                .into(),
         });
     }
     Ok(())
@@ -448,14 +544,22 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 
 pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|cause| Error::Json { path: path.to_path_buf(), cause })
+    serde_json::from_str(&text).map_err(|cause| Error::Json {
+        path: path.to_path_buf(),
+        cause,
+    })
 }
 
 fn append_metrics(out: &Path, m: &EpochMetrics) -> Result<()> {
     use std::io::Write;
     let path = out.join("metrics.jsonl");
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
-    writeln!(f, "{}", serde_json::to_string(m).expect("serialisable")).map_err(|e| Error::io(&path, e))
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    writeln!(f, "{}", serde_json::to_string(m).expect("serialisable"))
+        .map_err(|e| Error::io(&path, e))
 }
 
 /// Reads `metrics.jsonl` of a run.
@@ -464,7 +568,12 @@ pub fn read_metrics(out: &Path) -> Result<Vec<EpochMetrics>> {
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).map_err(|cause| Error::Json { path: path.clone(), cause }))
+        .map(|l| {
+            serde_json::from_str(l).map_err(|cause| Error::Json {
+                path: path.clone(),
+                cause,
+            })
+        })
         .collect()
 }
 
@@ -474,14 +583,20 @@ pub fn plot_curves(out: &Path) -> Result<()> {
     let ms = read_metrics(out)?;
     let series = |name: &str, f: &dyn Fn(&EpochMetrics) -> Option<f64>| Series {
         name: name.into(),
-        points: ms.iter().filter_map(|m| f(m).map(|v| (m.epoch as f64, v))).collect(),
+        points: ms
+            .iter()
+            .filter_map(|m| f(m).map(|v| (m.epoch as f64, v)))
+            .collect(),
         markers: ms.len() < 20,
     };
     let loss = Chart {
         title: "training loss".into(),
         x_label: "epoch".into(),
         y_label: "loss".into(),
-        series: vec![series("train", &|m| Some(m.train_loss)), series("val", &|m| m.val_loss)],
+        series: vec![
+            series("train", &|m| Some(m.train_loss)),
+            series("val", &|m| m.val_loss),
+        ],
     };
     let acc = Chart {
         title: "top-1 accuracy (%)".into(),

@@ -1,0 +1,236 @@
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use anyhow::{bail, Result};
+use scalenet::data::DATA_HELP;
+use scalenet::device::DEVICE_HELP;
+use scalenet::train::optim::TrainOnly;
+use scalenet::train::{train, Hooks, Outcome, TrainConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model directory to train (plain or grown); not needed with --resume.
+    model_dir: Option<PathBuf>,
+    #[arg(long, help = DATA_HELP)]
+    data: Option<String>,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Peak learning rate (AdamW).
+    #[arg(long, default_value_t = 5e-4)]
+    lr: f64,
+    #[arg(long, default_value_t = 1e-5)]
+    min_lr: f64,
+    #[arg(long, default_value_t = 1.0)]
+    warmup_epochs: f64,
+    #[arg(long, default_value_t = 1e-6)]
+    warmup_lr: f64,
+    /// Decoupled weight decay on weight matrices (not on norms, biases, pos_embed, tokens, gates).
+    #[arg(long, default_value_t = 0.05)]
+    weight_decay: f64,
+    /// Label smoothing.
+    #[arg(long, default_value_t = 0.1)]
+    smoothing: f64,
+    /// Stochastic depth at the last position (rising linearly from 0).
+    #[arg(long, default_value_t = 0.0)]
+    drop_path: f64,
+    /// Mixup alpha (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    mixup: f64,
+    /// CutMix alpha (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    cutmix: f64,
+    /// Random erasing probability.
+    #[arg(long, default_value_t = 0.0)]
+    reprob: f64,
+    /// Keep an EMA of the weights with this decay (e.g. 0.9998); evaluation and the final model use it.
+    #[arg(long)]
+    ema: Option<f64>,
+    /// Clip gradients to this global L2 norm.
+    #[arg(long)]
+    clip_grad: Option<f64>,
+    /// Accumulate gradients over K batches per update.
+    #[arg(long, default_value_t = 1)]
+    accum: usize,
+    /// Which parameters train: all, adapters (per-position parameters of a grown model), adapters+head.
+    #[arg(long, default_value = "all", value_parser = ["all", "adapters", "adapters+head"])]
+    train_only: String,
+    /// Fraction of the training set held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    val_split: f64,
+    /// Train on a seeded random subset of N training images.
+    #[arg(long)]
+    train_subset: Option<usize>,
+    /// Evaluate on a seeded random subset of N test images.
+    #[arg(long)]
+    test_subset: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Threads decoding and augmenting images.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Replace the classifier when the data's class count differs from the model's.
+    #[arg(long)]
+    reset_head: bool,
+    /// What to do with an unreadable image.
+    #[arg(long, default_value = "fail", value_parser = ["fail", "skip"])]
+    on_bad_image: String,
+    #[arg(long, default_value_t = 256)]
+    eval_batch_size: usize,
+    #[arg(long, default_value = "flex", help = DEVICE_HELP)]
+    device: String,
+    /// Run directory to create (metrics.jsonl, curves.png, checkpoint/, model/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint.
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
+    /// Checkpoint and stop after N optimizer steps (for testing resume).
+    #[arg(long, hide = true)]
+    stop_after_steps: Option<usize>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let hooks = Hooks {
+        progress: true,
+        stop_after_steps: args.stop_after_steps,
+        ..Hooks::default()
+    };
+    let flag = hooks.interrupt.clone();
+    // First Ctrl-C: checkpoint after the current step. Second: stop at once.
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to abort)");
+    });
+    let (cfg, out, resume) = match &args.resume {
+        Some(dir) => (resume_config(&args, dir)?, dir.clone(), true),
+        None => {
+            let Some(out) = args.out.clone() else {
+                bail!("--out RUN_DIR is required (or --resume RUN_DIR)")
+            };
+            (config_from_args(&args)?, out, false)
+        }
+    };
+    validate(&cfg)?;
+    match train(cfg, &out, resume, &hooks)? {
+        Outcome::Finished { final_model } => {
+            println!(
+                "finished: model in {}, metrics in {}",
+                final_model.display(),
+                out.join("metrics.jsonl").display()
+            );
+            println!("next: scalenet eval {} --data ...", final_model.display());
+        }
+        Outcome::Interrupted { checkpoint } => {
+            println!(
+                "stopped; checkpoint in {}. Continue with: scalenet train --resume {}",
+                checkpoint.display(),
+                out.display()
+            );
+            std::process::exit(130);
+        }
+    }
+    Ok(())
+}
+
+fn config_from_args(a: &Args) -> Result<TrainConfig> {
+    let Some(model_dir) = a.model_dir.clone() else {
+        bail!("MODEL_DIR is required")
+    };
+    let Some(data) = a.data.clone() else {
+        bail!("--data is required ({DATA_HELP})")
+    };
+    Ok(TrainConfig {
+        model_dir,
+        data,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        min_lr: a.min_lr,
+        warmup_epochs: a.warmup_epochs,
+        warmup_lr: a.warmup_lr,
+        weight_decay: a.weight_decay,
+        smoothing: a.smoothing,
+        drop_path: a.drop_path,
+        mixup: a.mixup,
+        cutmix: a.cutmix,
+        reprob: a.reprob,
+        ema: a.ema,
+        clip_grad: a.clip_grad,
+        accum: a.accum,
+        train_only: match a.train_only.as_str() {
+            "adapters" => TrainOnly::Adapters,
+            "adapters+head" => TrainOnly::AdaptersHead,
+            _ => TrainOnly::All,
+        },
+        val_split: a.val_split,
+        train_subset: a.train_subset,
+        test_subset: a.test_subset,
+        seed: a.seed,
+        workers: a.workers,
+        reset_head: a.reset_head,
+        skip_bad_images: a.on_bad_image == "skip",
+        eval_batch_size: a.eval_batch_size,
+        device: a.device.clone(),
+    })
+}
+
+/// The run's own configuration; a model or data given on the command line must agree with it.
+fn resume_config(a: &Args, dir: &std::path::Path) -> Result<TrainConfig> {
+    let path = dir.join("run.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("{}: {e} (is this a run directory?)", path.display()))?;
+    let mut cfg: TrainConfig = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: not a scalenet run config: {e}", path.display()))?;
+    if let Some(m) = &a.model_dir {
+        if m != &cfg.model_dir {
+            bail!(
+                "{}: this run trains {}, not {}",
+                path.display(),
+                cfg.model_dir.display(),
+                m.display()
+            );
+        }
+    }
+    if let Some(d) = &a.data {
+        if d != &cfg.data {
+            bail!(
+                "{}: this run uses --data {}, not {d}",
+                path.display(),
+                cfg.data
+            );
+        }
+    }
+    // Only the epoch count may change on resume (to extend a run).
+    if a.epochs != 10 {
+        cfg.epochs = a.epochs;
+    }
+    Ok(cfg)
+}
+
+fn validate(c: &TrainConfig) -> Result<()> {
+    if c.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    if !(0.0..1.0).contains(&c.val_split) {
+        bail!("--val-split must be in [0, 1)");
+    }
+    if !(c.lr.is_finite() && c.lr > 0.0) {
+        bail!("--lr must be a positive number");
+    }
+    if !(0.0..1.0).contains(&c.drop_path) {
+        bail!("--drop-path must be in [0, 1)");
+    }
+    if let Some(e) = c.ema {
+        if !(0.0..1.0).contains(&e) {
+            bail!("--ema must be in [0, 1), e.g. 0.9998");
+        }
+    }
+    if !(0.0..1.0).contains(&c.smoothing) {
+        bail!("--smoothing must be in [0, 1)");
+    }
+    Ok(())
+}
