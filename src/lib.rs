@@ -8,6 +8,7 @@
 //! [`model`] (a timm-faithful ViT on burn) → [`checkpoint`] (timm hub directories:
 //! `config.json` + `model.safetensors`) → the `scalenet` binary.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

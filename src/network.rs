@@ -31,6 +31,16 @@ impl Network {
         }
     }
 
+    /// A small tensor that depends on the last update (the head bias or pos_embed), read to
+    /// make sure pending work has finished, e.g. when timing.
+    pub fn config_probe(&self) -> Tensor<1> {
+        let embed = match self {
+            Network::Plain(m) => &m.embed,
+            Network::Grown(m) => &m.embed,
+        };
+        embed.proj_bias.val().slice(0..1)
+    }
+
     pub fn config(&self) -> &crate::config::VitConfig {
         match self {
             Network::Plain(m) => &m.config,

@@ -460,3 +460,235 @@ fn malformed_grown_directories() {
     });
     assert_clean_error(&info(&m), &["'scalenet' section", "adapters"]);
 }
+
+/// A tiny grey model for Fashion-MNIST-sized input.
+fn tiny_fmnist_model(dir: &Path, classes: usize) -> PathBuf {
+    let m = dir.join(format!("tiny{classes}"));
+    let o = run(bin()
+        .args(["init", "--arch", "vit_tiny_patch16_224"])
+        .args([
+            "--model-arg",
+            "img_size=28",
+            "--model-arg",
+            "patch_size=7",
+            "--model-arg",
+            "in_chans=1",
+        ])
+        .args([
+            "--model-arg",
+            "depth=1",
+            "--model-arg",
+            "embed_dim=16",
+            "--model-arg",
+            "num_heads=2",
+        ])
+        .arg("--model-arg")
+        .arg(format!("num_classes={classes}"))
+        .arg("--out")
+        .arg(&m));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    m
+}
+
+fn train_cmd(model: &Path, data: &str, out: &Path) -> Command {
+    let mut c = bin();
+    c.arg("train")
+        .arg(model)
+        .args([
+            "--data",
+            data,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--train-subset",
+            "64",
+        ])
+        .args(["--test-subset", "32", "--val-split", "0.25", "--out"])
+        .arg(out);
+    c
+}
+
+#[test]
+fn train_eval_predict_through_the_cli() {
+    let dir = tempdir("train-cli");
+    let m = tiny_fmnist_model(&dir, 10);
+    let out = dir.join("run");
+    let o = run(&mut train_cmd(&m, "fmnist-mini", &out));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    for k in [
+        "train_loss",
+        "lr",
+        "val_top1",
+        "val_top5",
+        "test_top1",
+        "test_top5",
+        "img_per_s",
+        "wall_s",
+    ] {
+        assert!(v[k].is_number(), "{k} in {v}");
+    }
+    assert!(out.join("curves.png").exists());
+    // A second run into the same directory is refused; resuming a finished run is a no-op.
+    assert_clean_error(
+        &run(&mut train_cmd(&m, "fmnist-mini", &out)),
+        &["already holds a run", "--resume"],
+    );
+    let json = dir.join("eval.json");
+    let o = run(bin()
+        .arg("eval")
+        .arg(out.join("model"))
+        .args(["--data", "fmnist-mini", "--json"])
+        .arg(&json));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Ankle boot"));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["n"], 1000);
+    // predict on a PNG.
+    let png = dir.join("shoe.png");
+    image::GrayImage::from_fn(28, 28, |x, y| image::Luma([((x * y) % 256) as u8]))
+        .save(&png)
+        .unwrap();
+    let o = run(bin().arg("predict").arg(out.join("model")).arg(&png));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 6);
+}
+
+#[test]
+fn training_bad_inputs() {
+    let dir = tempdir("train-bad");
+    let m10 = tiny_fmnist_model(&dir, 10);
+    // Missing dataset directory.
+    assert_clean_error(
+        &run(&mut train_cmd(
+            &m10,
+            "idx:/nonexistent/data",
+            &dir.join("r0"),
+        )),
+        &["/nonexistent/data", "not found"],
+    );
+    // Unknown dataset kind.
+    assert_clean_error(
+        &run(&mut train_cmd(&m10, "svhn:/x", &dir.join("r0"))),
+        &["--data svhn:/x", "unknown dataset"],
+    );
+    // IDX with the wrong magic.
+    let idx = dir.join("idx");
+    std::fs::create_dir_all(&idx).unwrap();
+    for f in [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        std::fs::write(idx.join(f), [0u8, 0, 8, 9, 0, 0, 0, 0]).unwrap();
+    }
+    assert_clean_error(
+        &run(&mut train_cmd(
+            &m10,
+            &format!("idx:{}", idx.display()),
+            &dir.join("r1"),
+        )),
+        &["train-images-idx3-ubyte", "magic"],
+    );
+    // Class count that contradicts the model, and the way out.
+    let m5 = tiny_fmnist_model(&dir, 5);
+    assert_clean_error(
+        &run(&mut train_cmd(&m5, "fmnist-mini", &dir.join("r2"))),
+        &["5 classes", "has 10", "--reset-head"],
+    );
+    assert!(!dir.join("r2").join("run.json").exists());
+    let o = run(train_cmd(&m5, "fmnist-mini", &dir.join("r3")).arg("--reset-head"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Resuming with another model is refused.
+    let o = run(bin()
+        .arg("train")
+        .arg(&m10)
+        .arg("--resume")
+        .arg(dir.join("r3")));
+    assert_clean_error(&o, &["run.json", "this run trains"]);
+    assert_clean_error(
+        &run(bin().arg("train").arg("--resume").arg(dir.join("nothing"))),
+        &["run.json"],
+    );
+}
+
+#[test]
+fn image_folders_empty_classes_and_corrupt_images() {
+    let dir = tempdir("folder");
+    let root = dir.join("imgs");
+    for (class, n) in [("cat", 3), ("dog", 3)] {
+        std::fs::create_dir_all(root.join("train").join(class)).unwrap();
+        for i in 0..n {
+            image::RgbImage::from_fn(20, 24, |x, y| {
+                image::Rgb([(x * 9) as u8, (y * 7) as u8, i as u8 * 40])
+            })
+            .save(root.join("train").join(class).join(format!("{i}.png")))
+            .unwrap();
+        }
+    }
+    let m = dir.join("m");
+    let o = run(bin()
+        .args([
+            "init",
+            "--arch",
+            "vit_tiny_patch16_224",
+            "--model-arg",
+            "img_size=16",
+            "--model-arg",
+            "patch_size=8",
+        ])
+        .args([
+            "--model-arg",
+            "depth=1",
+            "--model-arg",
+            "embed_dim=16",
+            "--model-arg",
+            "num_heads=2",
+            "--model-arg",
+            "num_classes=2",
+            "--out",
+        ])
+        .arg(&m));
+    assert!(o.status.success());
+    let data = format!("imagefolder:{}", root.display());
+    let go = |out: &str, extra: &[&str]| {
+        run(bin()
+            .arg("train")
+            .arg(&m)
+            .args([
+                "--data",
+                &data,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "2",
+                "--val-split",
+                "0",
+            ])
+            .args(extra)
+            .arg("--out")
+            .arg(dir.join(out)))
+    };
+    let o = go("ok", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A corrupt image fails the run by default, and is skipped and counted on request.
+    std::fs::write(
+        root.join("train/dog/broken.png"),
+        b"\x89PNG\r\n\x1a\nnot really",
+    )
+    .unwrap();
+    assert_clean_error(
+        &go("bad", &[]),
+        &["broken.png", "corrupt", "--on-bad-image skip"],
+    );
+    let o = go("skip", &["--on-bad-image", "skip"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("skipped 1 unreadable image"));
+    // A class folder with no images.
+    std::fs::create_dir_all(root.join("train/empty")).unwrap();
+    assert_clean_error(&go("empty", &[]), &["train/empty", "no .jpg"]);
+}

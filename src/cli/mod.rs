@@ -1,6 +1,7 @@
 //! Command-line parsing: raw flags become validated settings here, then each subcommand's
 //! `run` does the work through the library.
 
+mod bench;
 mod eval;
 mod expand;
 mod forward;
@@ -35,6 +36,8 @@ enum Command {
     Eval(eval::Args),
     /// Top-5 classes with probabilities for image files.
     Predict(predict::Args),
+    /// Time training steps and inference on random data; prints img/s and peak memory as JSON.
+    Bench(bench::Args),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -47,5 +50,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

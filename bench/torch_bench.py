@@ -1,0 +1,82 @@
+"""Times the same configuration as `scalenet bench` in PyTorch + timm: training steps
+(forward + backward + AdamW) and inference on random data, after warm-up; prints JSON with the
+median img/s and peak RSS, in the same fields as scalenet.
+
+    python bench/torch_bench.py --arch deit_tiny_patch16_224 --batch-size 16
+    python bench/torch_bench.py --arch vit_tiny_patch16_224 --model-arg img_size=28 \
+        --model-arg patch_size=4 --model-arg in_chans=1 --batch-size 128 [--bf16]
+"""
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import timm
+import torch
+
+
+def parse_value(v):
+    try:
+        return json.loads(v)
+    except json.JSONDecodeError:
+        return v
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arch", required=True)
+    ap.add_argument("--model-arg", action="append", default=[])
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--bf16", action="store_true", help="torch.autocast('cpu', bfloat16)")
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    kwargs = {k: parse_value(v) for k, v in (s.split("=", 1) for s in a.model_arg)}
+    model = timm.create_model(a.arch, pretrained=False, **kwargs)
+    c = model.pretrained_cfg
+    chans = kwargs.get("in_chans", 3)
+    size = kwargs.get("img_size", c["input_size"][1])
+    h, w = (size, size) if isinstance(size, int) else size
+    x = torch.randn(a.batch_size, chans, h, w)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16)
+
+    model.eval()
+    infer = []
+    with torch.no_grad(), autocast:
+        for i in range(a.warmup + a.steps):
+            t = time.perf_counter()
+            model(x)
+            if i >= a.warmup:
+                infer.append(a.batch_size / (time.perf_counter() - t))
+    infer_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    target = torch.softmax(torch.rand(a.batch_size, model.num_classes), dim=1)
+    train = []
+    for i in range(a.warmup + a.steps):
+        t = time.perf_counter()
+        with autocast:
+            logits = model(x)
+        loss = torch.sum(-target * torch.log_softmax(logits.float(), dim=1), dim=1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= a.warmup:
+            train.append(a.batch_size / (time.perf_counter() - t))
+    print(json.dumps({
+        "batch_size": a.batch_size, "steps": a.steps,
+        "train_img_per_s": statistics.median(train), "infer_img_per_s": statistics.median(infer),
+        "infer_peak_rss_mib": infer_peak,
+        "train_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "device": f"torch {torch.__version__} cpu threads={torch.get_num_threads()}"
+                  + (" bf16 autocast" if a.bf16 else ""),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use scalenet::checkpoint::{load_model, ModelConfig};
+use scalenet::device::{parse_device, DEVICE_HELP};
+use scalenet::model::{RandomInit, VisionTransformer};
+use scalenet::network::Network;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model directory to time (or use --arch).
+    model_dir: Option<PathBuf>,
+    /// A preset to time with fresh weights, e.g. deit_tiny_patch16_224.
+    #[arg(long)]
+    arch: Option<String>,
+    /// Model argument overrides for --arch (KEY=VALUE, as in `init`).
+    #[arg(long = "model-arg", value_name = "KEY=VALUE")]
+    model_args: Vec<String>,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    #[arg(long, default_value = "flex", help = DEVICE_HELP)]
+    device: String,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.steps == 0 || args.batch_size == 0 {
+        bail!("--steps and --batch-size must be at least 1");
+    }
+    let device = parse_device(&args.device)?;
+    let make = |d: &burn::tensor::Device| -> scalenet::Result<Network> {
+        match (&args.model_dir, &args.arch) {
+            (Some(dir), _) => Ok(load_model(dir, d)?.network),
+            (None, Some(arch)) => {
+                let overrides = super::init::parse_model_args(&args.model_args)
+                    .map_err(|e| scalenet::Error::InvalidModel(e.to_string()))?;
+                let cfg = ModelConfig::from_preset(arch, &overrides)?;
+                Ok(Network::Plain(VisionTransformer::new(
+                    &cfg.vit,
+                    &mut RandomInit::new(0),
+                    d,
+                )))
+            }
+            (None, None) => Err(scalenet::Error::InvalidModel(
+                "give a MODEL_DIR or --arch NAME".into(),
+            )),
+        }
+    };
+    let r = scalenet::bench::run(&make, &device, args.batch_size, args.steps, args.warmup)?;
+    println!("{}", serde_json::to_string_pretty(&r)?);
+    Ok(())
+}
