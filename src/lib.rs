@@ -19,6 +19,7 @@ pub mod inference;
 pub mod model;
 pub mod network;
 pub mod plot;
+pub mod study;
 pub mod train;
 
 pub use config::{GlobalPool, PretrainedCfg, VitConfig};

@@ -8,6 +8,7 @@ mod forward;
 mod info;
 mod init;
 mod predict;
+mod study;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the whole idea end to end in minutes on the built-in Fashion-MNIST subset.
+    Demo(study::DemoArgs),
     /// Describe a model directory: architecture, shapes, input config, parameter counts.
     Info(info::Args),
     /// Run a model on a tensor of images (`input` [N,C,H,W] f32) and write `logits`.
@@ -38,6 +41,8 @@ enum Command {
     Predict(predict::Args),
     /// Time training steps and inference on random data; prints img/s and peak memory as JSON.
     Bench(bench::Args),
+    /// The reproduction study: base, grown (paper and identity init) and every baseline.
+    Reproduce(study::ReproduceArgs),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -51,5 +56,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Reproduce(a) => study::reproduce(a),
+        Command::Demo(a) => study::demo(a),
     }
 }

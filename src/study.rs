@@ -1,0 +1,469 @@
+//! The reproduction study (`scalenet reproduce`) and its small sibling (`scalenet demo`):
+//! pretrain a base ViT of depth L, grow it to 2L, fine-tune for E epochs, and compare against
+//! the baselines the paper's claim is about, all with one recipe.
+//!
+//! Every arm is an ordinary `train` run in its own directory under the study directory, so a
+//! study that is stopped can be re-run and continues where it was: finished arms are reused.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::checkpoint::{load_model, load_vit, save_model, save_vit, ModelConfig};
+use crate::error::{Error, Result};
+use crate::growth::{expand, AdapterSpec, ExpandOptions, InitMode, MapStrategy};
+use crate::model::{RandomInit, VisionTransformer};
+use crate::network::Network;
+use crate::plot::{render, Chart, Series};
+use crate::train::optim::TrainOnly;
+use crate::train::trainer::{read_metrics, write_json, EpochMetrics};
+use crate::train::{train, Hooks, Outcome, TrainConfig};
+
+/// Everything that sizes a study; saved as `study.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StudyConfig {
+    pub data: String,
+    pub train_subset: Option<usize>,
+    pub test_subset: Option<usize>,
+    pub val_split: f64,
+    pub img_size: usize,
+    pub patch_size: usize,
+    pub embed_dim: usize,
+    pub num_heads: usize,
+    /// L; the grown and from-scratch deep models have 2L positions.
+    pub base_depth: usize,
+    /// Epochs to pretrain the base.
+    pub base_epochs: usize,
+    /// E: epochs of fine-tuning after growth (scratch-long trains 3E).
+    pub epochs: usize,
+    /// Seeds for the arms the claim rests on (grown, identity, scratch 3E).
+    pub seeds: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup_epochs: f64,
+    pub weight_decay: f64,
+    pub smoothing: f64,
+    pub drop_path: f64,
+    pub adapter_rank: usize,
+    pub adapter_scale: f64,
+    pub workers: usize,
+    pub device: String,
+    /// Arms to run (all when empty).
+    pub only: Vec<String>,
+}
+
+impl StudyConfig {
+    /// The committed study: full Fashion-MNIST, sized for about 90 minutes on 2 CPU cores.
+    pub fn reproduce() -> Self {
+        Self {
+            data: "fmnist".into(),
+            train_subset: None,
+            test_subset: None,
+            val_split: 0.1,
+            img_size: 28,
+            patch_size: 7,
+            embed_dim: 72,
+            num_heads: 3,
+            base_depth: 3,
+            base_epochs: 3,
+            epochs: 1,
+            seeds: 3,
+            batch_size: 256,
+            lr: 2e-3,
+            warmup_epochs: 0.3,
+            weight_decay: 0.05,
+            smoothing: 0.1,
+            drop_path: 0.0,
+            adapter_rank: 32,
+            adapter_scale: 0.1,
+            workers: 2,
+            device: "flex".into(),
+            only: vec![],
+        }
+    }
+
+    /// The demo: the built-in subset, a few minutes on 2 cores.
+    pub fn demo() -> Self {
+        Self {
+            data: "fmnist-mini".into(),
+            base_depth: 2,
+            base_epochs: 6,
+            epochs: 3,
+            seeds: 1,
+            batch_size: 128,
+            warmup_epochs: 0.5,
+            only: ["base", "grown", "scratch-3E"].map(String::from).to_vec(),
+            ..Self::reproduce()
+        }
+    }
+}
+
+/// One arm: how its model is made and how long it trains.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Arm {
+    pub name: &'static str,
+    pub what: &'static str,
+    pub epochs_factor: usize,
+    pub seeded: bool,
+}
+
+pub const ARMS: &[Arm] = &[
+    Arm {
+        name: "grown",
+        what: "base grown to 2L (ScaleNet: shared blocks + adapters, paper init), E epochs",
+        epochs_factor: 1,
+        seeded: true,
+    },
+    Arm {
+        name: "grown-identity",
+        what: "base grown to 2L with identity init (gates), E epochs",
+        epochs_factor: 1,
+        seeded: true,
+    },
+    Arm {
+        name: "scratch-3E",
+        what: "2L from scratch, 3E epochs",
+        epochs_factor: 3,
+        seeded: true,
+    },
+    Arm {
+        name: "scratch-E",
+        what: "2L from scratch, E epochs",
+        epochs_factor: 1,
+        seeded: false,
+    },
+    Arm {
+        name: "stacked",
+        what: "base stacked to 2L as independent copies (no sharing), E epochs",
+        epochs_factor: 1,
+        seeded: false,
+    },
+    Arm {
+        name: "shared-only",
+        what: "base grown to 2L, shared blocks without adapters, E epochs",
+        epochs_factor: 1,
+        seeded: false,
+    },
+    Arm {
+        name: "base+E",
+        what: "the base (depth L) trained E more epochs",
+        epochs_factor: 1,
+        seeded: false,
+    },
+];
+
+/// Results of one arm over its seeds.
+#[derive(Clone, Debug, Serialize)]
+pub struct ArmResult {
+    pub name: String,
+    pub what: String,
+    pub seeds: usize,
+    pub test_top1: Vec<f64>,
+    pub val_top1: Vec<f64>,
+    pub params_total: usize,
+    pub params_trainable: usize,
+    pub depth: usize,
+    pub epochs: usize,
+    pub train_images: u64,
+    pub wall_s: f64,
+    pub img_per_s: f64,
+    /// Mean test top-1 against training images seen in this arm, per epoch.
+    pub curve: Vec<(f64, f64)>,
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+/// Runs (or continues) a study in `dir`; returns the results and writes RESULTS.md and
+/// results.png there.
+pub fn run_study(cfg: &StudyConfig, dir: &Path, progress: bool) -> Result<Vec<ArmResult>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let study_json = dir.join("study.json");
+    if study_json.exists() {
+        let old: StudyConfig = crate::train::trainer::read_json(&study_json)?;
+        if &old != cfg {
+            return Err(Error::Refused {
+                path: study_json,
+                msg: "holds a study with other settings; choose another --out".into(),
+            });
+        }
+    }
+    write_json(&study_json, cfg)?;
+    let wants = |name: &str| cfg.only.is_empty() || cfg.only.iter().any(|o| o == name);
+    let recipe = |model_dir: PathBuf, epochs: usize, seed: u64| TrainConfig {
+        model_dir,
+        data: cfg.data.clone(),
+        epochs,
+        batch_size: cfg.batch_size,
+        lr: cfg.lr,
+        min_lr: 1e-5,
+        warmup_epochs: cfg.warmup_epochs,
+        warmup_lr: 1e-6,
+        weight_decay: cfg.weight_decay,
+        smoothing: cfg.smoothing,
+        drop_path: cfg.drop_path,
+        mixup: 0.0,
+        cutmix: 0.0,
+        reprob: 0.0,
+        ema: None,
+        clip_grad: None,
+        accum: 1,
+        train_only: TrainOnly::All,
+        val_split: cfg.val_split,
+        train_subset: cfg.train_subset,
+        test_subset: cfg.test_subset,
+        seed,
+        workers: cfg.workers,
+        reset_head: false,
+        skip_bad_images: false,
+        eval_batch_size: 256,
+        device: cfg.device.clone(),
+    };
+    let say = |s: String| {
+        if progress {
+            eprintln!("{s}");
+        }
+    };
+    let models = dir.join("models");
+    let model_args = |depth: usize| {
+        json!({"img_size": cfg.img_size, "patch_size": cfg.patch_size, "in_chans": 1, "num_classes": 10,
+               "embed_dim": cfg.embed_dim, "depth": depth, "num_heads": cfg.num_heads})
+    };
+    let init_model = |name: &str, depth: usize, seed: u64| -> Result<PathBuf> {
+        let out = models.join(name);
+        if !out.join("config.json").exists() {
+            let mc = ModelConfig::from_preset(
+                "deit_tiny_patch16_224",
+                model_args(depth).as_object().expect("object"),
+            )?;
+            let m = VisionTransformer::new(
+                &mc.vit,
+                &mut RandomInit::new(seed),
+                &burn::tensor::Device::flex(),
+            );
+            save_vit(&out, &mc, &m)?;
+        }
+        Ok(out)
+    };
+    // Runs one training arm unless already finished.
+    let run_arm = |run: &str, model_dir: PathBuf, epochs: usize, seed: u64| -> Result<PathBuf> {
+        let out = dir.join("runs").join(run);
+        if out.join("model").join("config.json").exists() {
+            say(format!("· {run}: done earlier, reusing"));
+            return Ok(out);
+        }
+        say(format!("· {run}: {epochs} epoch(s)"));
+        let resume = out.join("checkpoint").join("state.json").exists();
+        let hooks = Hooks {
+            progress,
+            ..Hooks::default()
+        };
+        match train(recipe(model_dir, epochs, seed), &out, resume, &hooks)? {
+            Outcome::Finished { .. } => Ok(out),
+            Outcome::Interrupted { .. } => Err(Error::Refused {
+                path: out,
+                msg: "interrupted; run the same command again to continue".into(),
+            }),
+        }
+    };
+
+    // 1. The base: depth L, pretrained for E_base epochs.
+    let l = cfg.base_depth;
+    let base_run = run_arm(
+        "base",
+        init_model("base-init", l, 1000)?,
+        cfg.base_epochs,
+        0,
+    )?;
+    let base_dir = base_run.join("model");
+    let grow = |name: &str, opts: ExpandOptions| -> Result<PathBuf> {
+        let out = models.join(name);
+        if !out.join("config.json").exists() {
+            let base = load_vit(&base_dir, &burn::tensor::Device::flex())?;
+            let (c, n) = expand(base.model, &base.config, &opts)?;
+            save_model(&out, &c, &n)?;
+        }
+        Ok(out)
+    };
+    let grow_opts = |init: InitMode, adapter: bool, no_share: bool, seed: u64| ExpandOptions {
+        depth: 2 * l,
+        map: MapStrategy::Cyclic,
+        adapter: adapter.then(|| AdapterSpec {
+            rank: cfg.adapter_rank,
+            scale: cfg.adapter_scale,
+            ..AdapterSpec::default()
+        }),
+        unshared_norms: false,
+        init,
+        no_share,
+        seed,
+    };
+    let e = cfg.epochs;
+    let mut runs: Vec<(&Arm, Vec<PathBuf>)> = Vec::new();
+    for arm in ARMS {
+        if !wants(arm.name) {
+            continue;
+        }
+        let seeds: Vec<u64> = if arm.seeded {
+            (0..cfg.seeds as u64).collect()
+        } else {
+            vec![0]
+        };
+        let mut dirs = Vec::new();
+        for s in seeds {
+            let run = format!("{}-s{s}", arm.name);
+            let model = match arm.name {
+                "grown" => grow(
+                    &format!("grown-s{s}"),
+                    grow_opts(InitMode::Paper, true, false, s),
+                )?,
+                "grown-identity" => grow(
+                    &format!("grown-identity-s{s}"),
+                    grow_opts(InitMode::Identity, true, false, s),
+                )?,
+                "stacked" => grow("stacked", grow_opts(InitMode::Paper, false, true, s))?,
+                "shared-only" => grow("shared-only", grow_opts(InitMode::Paper, false, false, s))?,
+                "base+E" => base_dir.clone(),
+                _ => init_model(&format!("scratch-init-s{s}"), 2 * l, 2000 + s)?,
+            };
+            dirs.push(run_arm(&run, model, e * arm.epochs_factor, s)?);
+        }
+        runs.push((arm, dirs));
+    }
+
+    // Collect.
+    let mut results = vec![collect(
+        "base",
+        "base ViT of depth L, pretrained from scratch",
+        &[base_run],
+        l,
+    )?];
+    for (arm, dirs) in &runs {
+        let depth = if arm.name == "base+E" { l } else { 2 * l };
+        results.push(collect(arm.name, arm.what, dirs, depth)?);
+    }
+    write_report(cfg, dir, &results)?;
+    Ok(results)
+}
+
+fn collect(name: &str, what: &str, dirs: &[PathBuf], depth: usize) -> Result<ArmResult> {
+    let metrics: Vec<Vec<EpochMetrics>> = dirs
+        .iter()
+        .map(|d| read_metrics(d))
+        .collect::<Result<_>>()?;
+    let last = |m: &Vec<EpochMetrics>| {
+        m.last()
+            .cloned()
+            .ok_or_else(|| Error::InvalidModel(format!("{name}: no metrics")))
+    };
+    let lasts: Vec<EpochMetrics> = metrics.iter().map(last).collect::<Result<_>>()?;
+    let loaded = load_model(&dirs[0].join("model"), &burn::tensor::Device::flex())?;
+    let total = match &loaded.network {
+        Network::Plain(m) => m.param_counts().total(),
+        Network::Grown(g) => g.param_counts().total(),
+    };
+    let epochs = metrics[0].len();
+    let curve = (0..epochs)
+        .map(|i| {
+            let imgs = metrics[0][i].train_images as f64;
+            let accs: Vec<f64> = metrics
+                .iter()
+                .filter_map(|m| m.get(i).and_then(|x| x.test_top1))
+                .collect();
+            (imgs, 100.0 * mean_std(&accs).0)
+        })
+        .collect();
+    let wall: Vec<f64> = metrics
+        .iter()
+        .map(|m| m.iter().map(|x| x.wall_s).sum())
+        .collect();
+    Ok(ArmResult {
+        name: name.into(),
+        what: what.into(),
+        seeds: dirs.len(),
+        test_top1: lasts.iter().filter_map(|m| m.test_top1).collect(),
+        val_top1: lasts.iter().filter_map(|m| m.val_top1).collect(),
+        params_total: total,
+        params_trainable: total,
+        depth,
+        epochs,
+        train_images: lasts[0].train_images,
+        wall_s: mean_std(&wall).0,
+        img_per_s: mean_std(&lasts.iter().map(|m| m.img_per_s).collect::<Vec<_>>()).0,
+        curve,
+    })
+}
+
+/// The results table as Markdown.
+pub fn table(results: &[ArmResult]) -> String {
+    let mut s = String::from(
+        "| arm | depth | seeds | test top-1 (%) | val top-1 (%) | params (total = trainable) | train images (this arm) | wall (s, mean) | img/s |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in results {
+        let (m, sd) = mean_std(&r.test_top1);
+        let (vm, _) = mean_std(&r.val_top1);
+        let acc = if r.seeds > 1 {
+            format!("{:.2} ± {:.2}", 100.0 * m, 100.0 * sd)
+        } else {
+            format!("{:.2}", 100.0 * m)
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {acc} | {:.2} | {} | {} | {:.0} | {:.0} |\n",
+            r.name,
+            r.depth,
+            r.seeds,
+            100.0 * vm,
+            r.params_total,
+            r.train_images,
+            r.wall_s,
+            r.img_per_s
+        ));
+    }
+    s
+}
+
+fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<()> {
+    let series: Vec<Series> = results
+        .iter()
+        .map(|r| Series {
+            name: r.name.clone(),
+            points: r.curve.iter().map(|&(x, y)| (x / 1000.0, y)).collect(),
+            markers: true,
+        })
+        .collect();
+    render(
+        &[Chart {
+            title: "test top-1 vs training images (after the base)".into(),
+            x_label: "training images seen in the arm (thousands)".into(),
+            y_label: "top-1 %".into(),
+            series,
+        }],
+        &dir.join("results.png"),
+    )?;
+    let mut md = String::from("# Results\n\n");
+    md.push_str(&table(results));
+    md.push_str("\nArms:\n\n");
+    md.push_str(&format!(
+        "- base: ViT of depth L = {}, {} epochs from scratch\n",
+        cfg.base_depth, cfg.base_epochs
+    ));
+    for a in ARMS {
+        md.push_str(&format!("- {}: {}\n", a.name, a.what));
+    }
+    md.push_str(&format!(
+        "\nSettings: `{}`\n",
+        serde_json::to_string(cfg).expect("serialisable")
+    ));
+    crate::checkpoint::atomic::atomic_write(&dir.join("RESULTS.md"), md.as_bytes())?;
+    write_json(&dir.join("results.json"), &results)?;
+    Ok(())
+}
