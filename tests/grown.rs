@@ -43,6 +43,7 @@ fn grown_logits_match_the_pytorch_reference() {
         let expected = TensorFile::read(&io).unwrap().take("logits").unwrap();
         let (got, _) = run_batched(&images, 2, &device, |x| loaded.network.forward(x), |_| {});
         let err = max_abs_diff(&got, &expected.values);
+        eprintln!("{}: max abs error {err:e}", dir.display());
         assert!(err <= 1e-4, "{}: max abs error {err}", dir.display());
         n += 1;
     }
@@ -87,6 +88,7 @@ fn identity_init_reproduces_the_base() {
             let (_, g) = grow(&dir, &o, &device);
             let (got, _) = run_batched(&images, 8, &device, |x| g.forward(x), |_| {});
             let err = max_abs_diff(&got, &want);
+            eprintln!("identity {fixture} {map:?} depth {depth}: {err:e}");
             assert!(err <= 1e-5, "{fixture} {map:?}: {err}");
         }
         // The paper's init is not the identity once positions repeat.
