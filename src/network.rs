@@ -41,6 +41,19 @@ impl Network {
         embed.proj_bias.val().slice(0..1)
     }
 
+    /// The classifier and the architecture, for replacing the head.
+    pub fn head_mut(
+        &mut self,
+    ) -> (
+        &mut crate::model::head::ClassifierHead,
+        &mut crate::config::VitConfig,
+    ) {
+        match self {
+            Network::Plain(m) => (&mut m.head, &mut m.config),
+            Network::Grown(m) => (&mut m.head, &mut m.config),
+        }
+    }
+
     pub fn config(&self) -> &crate::config::VitConfig {
         match self {
             Network::Plain(m) => &m.config,

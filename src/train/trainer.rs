@@ -453,7 +453,7 @@ fn progress_bar(
 
 /// A fresh classifier for `k` classes (timm's head init), for `--reset-head`.
 fn reset_head(
-    net: Network,
+    mut net: Network,
     config: &mut ModelConfig,
     k: usize,
     seed: u64,
@@ -462,7 +462,9 @@ fn reset_head(
     config.vit.num_classes = k;
     let d = config.vit.embed_dim;
     let mut rng = RandomInit::new(seed ^ 0x4ead);
-    let mut new_head = |key: &str| {
+    let (head, vit) = net.head_mut();
+    vit.num_classes = k;
+    let mut fresh = |key: &str| {
         Linear::new(
             &mut rng,
             key,
@@ -473,24 +475,11 @@ fn reset_head(
             device,
         )
     };
-    match net {
-        Network::Plain(mut m) => {
-            m.config.num_classes = k;
-            m.head.head = Some(new_head("head"));
-            if m.head.head_dist.is_some() {
-                m.head.head_dist = Some(new_head("head_dist"));
-            }
-            Network::Plain(m)
-        }
-        Network::Grown(mut m) => {
-            m.config.num_classes = k;
-            m.head.head = Some(new_head("head"));
-            if m.head.head_dist.is_some() {
-                m.head.head_dist = Some(new_head("head_dist"));
-            }
-            Network::Grown(m)
-        }
+    head.head = Some(fresh("head"));
+    if head.head_dist.is_some() {
+        head.head_dist = Some(fresh("head_dist"));
     }
+    net
 }
 
 fn save_checkpoint(
