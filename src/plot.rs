@@ -167,8 +167,9 @@ fn draw_chart(img: &mut RgbImage, c: &Chart, x0: u32) {
                 }
             }
         }
-        // Legend, top-right inside the plot.
-        let ly = top + 6 + 12 * i as u32;
+        // Legend, bottom-right inside the plot (curves rise, so that corner is usually free).
+        let n = c.series.len() as u32;
+        let ly = bottom - 8 - 12 * (n - i as u32);
         let lx = right.saturating_sub(8 * s.name.len() as u32 + 28);
         for dx in 0..16 {
             put(img, (lx + dx) as i64, (ly + 3) as i64, col);

@@ -168,7 +168,8 @@ pub struct ArmResult {
     pub train_images: u64,
     pub wall_s: f64,
     pub img_per_s: f64,
-    /// Mean test top-1 against training images seen in this arm, per epoch.
+    /// Mean test top-1 against cumulative training images (including the base's pretraining
+    /// for arms that start from the base), per epoch.
     pub curve: Vec<(f64, f64)>,
 }
 
@@ -346,16 +347,30 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, progress: bool) -> Result<Vec<Ar
         "base ViT of depth L, pretrained from scratch",
         &[base_run],
         l,
+        0,
     )?];
+    let base_images = results[0].train_images;
     for (arm, dirs) in &runs {
         let depth = if arm.name == "base+E" { l } else { 2 * l };
-        results.push(collect(arm.name, arm.what, dirs, depth)?);
+        // Arms that start from the base carry its pretraining on the plot's x axis.
+        let offset = if arm.name.starts_with("scratch") {
+            0
+        } else {
+            base_images
+        };
+        results.push(collect(arm.name, arm.what, dirs, depth, offset)?);
     }
     write_report(cfg, dir, &results)?;
     Ok(results)
 }
 
-fn collect(name: &str, what: &str, dirs: &[PathBuf], depth: usize) -> Result<ArmResult> {
+fn collect(
+    name: &str,
+    what: &str,
+    dirs: &[PathBuf],
+    depth: usize,
+    offset: u64,
+) -> Result<ArmResult> {
     let metrics: Vec<Vec<EpochMetrics>> = dirs
         .iter()
         .map(|d| read_metrics(d))
@@ -374,7 +389,7 @@ fn collect(name: &str, what: &str, dirs: &[PathBuf], depth: usize) -> Result<Arm
     let epochs = metrics[0].len();
     let curve = (0..epochs)
         .map(|i| {
-            let imgs = metrics[0][i].train_images as f64;
+            let imgs = (offset + metrics[0][i].train_images) as f64;
             let accs: Vec<f64> = metrics
                 .iter()
                 .filter_map(|m| m.get(i).and_then(|x| x.test_top1))
@@ -456,8 +471,8 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
         .collect();
     render(
         &[Chart {
-            title: "test top-1 vs training images (after the base)".into(),
-            x_label: "training images seen in the arm (thousands)".into(),
+            title: "test top-1 vs cumulative training images".into(),
+            x_label: "training images incl. the base's pretraining (thousands)".into(),
             y_label: "top-1 %".into(),
             series,
         }],
@@ -500,7 +515,9 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
         md.push_str(&format!("- {}: {}\n", a.name, a.what));
     }
     md.push_str(&format!(
-        "\nMachine: {}. Test accuracy is the last epoch's; test top-1 of arms with several seeds is mean ± sample std. \
+        "\nThe plot's x axis counts all training images behind a model, the base's pretraining included for \
+         the arms that start from the base; the table's `train images` counts only the arm's own training.\n\
+         \nMachine: {}. Test accuracy is the last epoch's; test top-1 of arms with several seeds is mean ± sample std. \
          Parameters are all trainable. Wall time is training and evaluation per run.\n",
         machine()
     ));
