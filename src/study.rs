@@ -215,6 +215,7 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, progress: bool) -> Result<Vec<Ar
         mixup: 0.0,
         cutmix: 0.0,
         reprob: 0.0,
+        rand_augment: None,
         ema: None,
         clip_grad: None,
         accum: 1,

@@ -49,6 +49,7 @@ fn config(model_dir: PathBuf) -> TrainConfig {
         mixup: 0.0,
         cutmix: 0.0,
         reprob: 0.0,
+        rand_augment: None,
         ema: None,
         clip_grad: None,
         accum: 1,
@@ -137,6 +138,7 @@ fn interrupted_run_resumes_exactly() {
     cfg.mixup = 0.8;
     cfg.cutmix = 1.0;
     cfg.reprob = 0.25;
+    cfg.rand_augment = Some((2, 9.0));
     cfg.smoothing = 0.1;
     cfg.ema = Some(0.9);
     cfg.accum = 2;

@@ -44,6 +44,9 @@ pub struct Args {
     /// Random erasing probability.
     #[arg(long, default_value_t = 0.0)]
     reprob: f64,
+    /// RandAugment as N,M (operations per image, magnitude 0-10), e.g. 2,9 (timm's rand-m9-n2).
+    #[arg(long, value_name = "N,M")]
+    rand_augment: Option<String>,
     /// Keep an EMA of the weights with this decay (e.g. 0.9998); evaluation and the final model use it.
     #[arg(long)]
     ema: Option<f64>,
@@ -158,6 +161,21 @@ fn config_from_args(a: &Args) -> Result<TrainConfig> {
         mixup: a.mixup,
         cutmix: a.cutmix,
         reprob: a.reprob,
+        rand_augment: match &a.rand_augment {
+            None => None,
+            Some(s) => {
+                let parts: Vec<&str> = s.split(',').collect();
+                match (
+                    parts.first().and_then(|n| n.trim().parse::<usize>().ok()),
+                    parts.get(1).and_then(|m| m.trim().parse::<f64>().ok()),
+                ) {
+                    (Some(n), Some(m)) if parts.len() == 2 && (0.0..=10.0).contains(&m) => {
+                        Some((n, m))
+                    }
+                    _ => bail!("--rand-augment {s}: expected N,M such as 2,9 (M between 0 and 10)"),
+                }
+            }
+        },
         ema: a.ema,
         clip_grad: a.clip_grad,
         accum: a.accum,

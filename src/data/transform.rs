@@ -17,6 +17,8 @@ pub struct Augment {
     pub random_resized_crop: bool,
     /// Probability of erasing one random rectangle with noise (timm's `reprob`, pixel mode).
     pub erase_prob: f64,
+    /// RandAugment: `(ops per image, magnitude 0..=10)`; `None` is off.
+    pub rand_augment: Option<(usize, f64)>,
 }
 
 impl Augment {
@@ -28,6 +30,7 @@ impl Augment {
             pad_crop: if small { (img / 8).max(1) } else { 0 },
             random_resized_crop: !small,
             erase_prob: 0.0,
+            rand_augment: None,
         }
     }
 }
@@ -111,6 +114,9 @@ impl Transform {
                 (crop(&r, c, rh, rw, y0, x0, oh, ow), oh, ow)
             }
         };
+        if let Some((n, m)) = aug.and_then(|a| a.rand_augment) {
+            rand_augment(&mut x, c, h, w, n, m, rng);
+        }
         if let Some(a) = aug {
             if a.pad_crop > 0 {
                 let p = a.pad_crop;
@@ -148,6 +154,106 @@ impl Transform {
         }
         x
     }
+}
+
+/// RandAugment (Cubuk et al. 2020) on `[c, h, w]` values in [0, 1]: `n` operations drawn
+/// uniformly, each at magnitude `m` of 10 (with timm's per-op noise of std 0.5), each applied
+/// with probability 0.5. Geometric operations fill with zeros.
+fn rand_augment(
+    x: &mut Vec<f32>,
+    c: usize,
+    h: usize,
+    w: usize,
+    n: usize,
+    m: f64,
+    rng: &mut StdRng,
+) {
+    for _ in 0..n {
+        let op = rng.random_range(0..10);
+        if !rng.random_bool(0.5) {
+            continue;
+        }
+        let mag =
+            (m + rng.sample::<f64, _>(rand_distr::StandardNormal) * 0.5).clamp(0.0, 10.0) / 10.0;
+        let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
+        match op {
+            0 => {}
+            1 => affine(x, c, h, w, [1.0, sign * 0.3 * mag, 0.0, 0.0, 1.0, 0.0]), // shear x
+            2 => affine(x, c, h, w, [1.0, 0.0, 0.0, sign * 0.3 * mag, 1.0, 0.0]), // shear y
+            3 => affine(
+                x,
+                c,
+                h,
+                w,
+                [1.0, 0.0, sign * 0.45 * mag * w as f64, 0.0, 1.0, 0.0],
+            ), // translate x
+            4 => affine(
+                x,
+                c,
+                h,
+                w,
+                [1.0, 0.0, 0.0, 0.0, 1.0, sign * 0.45 * mag * h as f64],
+            ), // translate y
+            5 => {
+                let a = sign * 30f64.to_radians() * mag;
+                affine(x, c, h, w, [a.cos(), -a.sin(), 0.0, a.sin(), a.cos(), 0.0]);
+            }
+            6 => {
+                let f = (1.0 + sign * 0.9 * mag) as f32; // brightness
+                x.iter_mut().for_each(|v| *v = (*v * f).clamp(0.0, 1.0));
+            }
+            7 => {
+                let f = (1.0 + sign * 0.9 * mag) as f32; // contrast around the mean
+                let mean = x.iter().sum::<f32>() / x.len().max(1) as f32;
+                x.iter_mut()
+                    .for_each(|v| *v = (mean + (*v - mean) * f).clamp(0.0, 1.0));
+            }
+            8 => {
+                let t = (1.0 - mag) as f32; // solarize above a threshold
+                x.iter_mut().for_each(|v| {
+                    if *v >= t {
+                        *v = 1.0 - *v
+                    }
+                });
+            }
+            _ => {
+                let bits = 8 - (4.0 * mag).round() as u32; // posterize to fewer bits
+                let levels = (1u32 << bits) as f32;
+                x.iter_mut()
+                    .for_each(|v| *v = (*v * (levels - 1.0)).round() / (levels - 1.0));
+            }
+        }
+    }
+}
+
+/// Resamples through the affine map `[a, b, tx, d, e, ty]` about the image centre (bilinear).
+fn affine(x: &mut Vec<f32>, c: usize, h: usize, w: usize, t: [f64; 6]) {
+    let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
+    let mut out = vec![0.0f32; x.len()];
+    for r in 0..h {
+        for col in 0..w {
+            let (px, py) = (col as f64 + 0.5 - cx, r as f64 + 0.5 - cy);
+            let sx = t[0] * px + t[1] * py + t[2] + cx - 0.5;
+            let sy = t[3] * px + t[4] * py + t[5] + cy - 0.5;
+            let (x0, y0) = (sx.floor(), sy.floor());
+            let (fx, fy) = ((sx - x0) as f32, (sy - y0) as f32);
+            for k in 0..c {
+                let at = |yy: f64, xx: f64| -> f32 {
+                    if yy < 0.0 || xx < 0.0 || yy >= h as f64 || xx >= w as f64 {
+                        0.0
+                    } else {
+                        x[k * h * w + yy as usize * w + xx as usize]
+                    }
+                };
+                let v = at(y0, x0) * (1.0 - fx) * (1.0 - fy)
+                    + at(y0, x0 + 1.0) * fx * (1.0 - fy)
+                    + at(y0 + 1.0, x0) * (1.0 - fx) * fy
+                    + at(y0 + 1.0, x0 + 1.0) * fx * fy;
+                out[k * h * w + r * w + col] = v;
+            }
+        }
+    }
+    *x = out;
 }
 
 /// Grey → RGB by replication; RGB → grey by ITU-R 601 luma; otherwise repeat or truncate.
@@ -332,6 +438,16 @@ mod tests {
     use rand::SeedableRng;
 
     #[test]
+    fn rand_augment_identity_shift_keeps_pixels() {
+        let mut x: Vec<f32> = (0..2 * 6 * 5).map(|i| (i % 7) as f32 / 7.0).collect();
+        let orig = x.clone();
+        affine(&mut x, 2, 6, 5, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+        assert!(x.iter().zip(&orig).all(|(a, b)| (a - b).abs() < 1e-6));
+        affine(&mut x, 2, 6, 5, [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]);
+        assert!((x[0] - orig[1]).abs() < 1e-6 && x[4] == 0.0);
+    }
+
+    #[test]
     fn resize_keeps_constants_and_sizes() {
         let x = vec![0.25f32; 2 * 28 * 28];
         for bicubic in [false, true] {
@@ -372,6 +488,7 @@ mod tests {
             .pretrained_cfg;
         let mut a = Augment::for_split(true, 28);
         a.erase_prob = 0.5;
+        a.rand_augment = Some((2, 9.0));
         let t = Transform::new(1, [28, 28], &cfg, Some(a));
         let run = |s| t.apply(&img, true, &mut StdRng::seed_from_u64(s));
         assert_eq!(run(3), run(3));

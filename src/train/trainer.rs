@@ -54,6 +54,9 @@ pub struct TrainConfig {
     pub mixup: f64,
     pub cutmix: f64,
     pub reprob: f64,
+    /// RandAugment as (ops, magnitude); `None` is off.
+    #[serde(default)]
+    pub rand_augment: Option<(usize, f64)>,
     pub ema: Option<f64>,
     pub clip_grad: Option<f64>,
     pub accum: usize,
@@ -182,6 +185,7 @@ pub fn train(mut cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> R
     let small = train_split.is_small();
     let mut augment = Augment::for_split(small, vit.img_size[0]);
     augment.erase_prob = cfg.reprob;
+    augment.rand_augment = cfg.rand_augment;
     let train_tf = Transform::new(
         vit.in_chans,
         vit.img_size,
