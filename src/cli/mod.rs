@@ -34,7 +34,7 @@ enum Command {
     /// Grow a model deeper: shared base blocks plus per-position adapters (ScaleNet).
     Expand(expand::Args),
     /// Train a plain or grown model (AdamW, cosine schedule, checkpoints, exact resume).
-    Train(train::Args),
+    Train(Box<train::Args>),
     /// Top-1, top-5 and per-class accuracy on a dataset's test split.
     Eval(eval::Args),
     /// Top-5 classes with probabilities for image files.
@@ -52,7 +52,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Forward(a) => forward::run(a),
         Command::Init(a) => init::run(a),
         Command::Expand(a) => expand::run(a),
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Bench(a) => bench::run(a),
