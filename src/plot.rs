@@ -84,6 +84,10 @@ fn draw_chart(img: &mut RgbImage, c: &Chart, x0: u32) {
         xmin -= 0.5;
         xmax += 0.5;
     }
+    // Room at both ends so that markers on the edges stay visible.
+    let xpad = (xmax - xmin) * 0.04;
+    xmin -= xpad;
+    xmax += xpad;
     let pad = ((ymax - ymin) * 0.05).max(1e-6);
     ymin -= pad;
     ymax += pad;
@@ -146,7 +150,11 @@ fn draw_chart(img: &mut RgbImage, c: &Chart, x0: u32) {
     );
     text(img, x0 + 4, top - 14, &c.y_label, [0, 0, 0]);
     for (i, s) in c.series.iter().enumerate() {
+        // Colours follow the series' position, so the same series has one colour across panels.
         let col = PALETTE[i % PALETTE.len()];
+        if s.points.is_empty() {
+            continue;
+        }
         for w in s.points.windows(2) {
             line(img, sx(w[0].0), sy(w[0].1), sx(w[1].0), sy(w[1].1), col);
             line(

@@ -171,6 +171,8 @@ pub struct ArmResult {
     /// Mean test top-1 against cumulative training images (including the base's pretraining
     /// for arms that start from the base), per epoch.
     pub curve: Vec<(f64, f64)>,
+    /// Images the base's pretraining added to `curve`'s x axis.
+    pub offset: u64,
 }
 
 fn mean_std(v: &[f64]) -> (f64, f64) {
@@ -416,6 +418,7 @@ fn collect(
         wall_s: mean_std(&wall).0,
         img_per_s: mean_std(&lasts.iter().map(|m| m.img_per_s).collect::<Vec<_>>()).0,
         curve,
+        offset,
     })
 }
 
@@ -462,45 +465,68 @@ pub fn machine() -> String {
 }
 
 fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<()> {
-    let series: Vec<Series> = results
-        .iter()
-        .map(|r| Series {
-            name: r.name.clone(),
-            points: r.curve.iter().map(|&(x, y)| (x / 1000.0, y)).collect(),
-            markers: true,
-        })
-        .collect();
+    let series = |with_base: bool| -> Vec<Series> {
+        results
+            .iter()
+            .map(|r| {
+                // The base keeps its slot (and colour) in both panels but has no points in the first.
+                if !with_base && r.name == "base" {
+                    return Series {
+                        name: r.name.clone(),
+                        points: vec![],
+                        markers: true,
+                    };
+                }
+                let shift = if with_base { 0.0 } else { r.offset as f64 };
+                let points = r
+                    .curve
+                    .iter()
+                    .map(|&(x, y)| ((x - shift) / 1000.0, y))
+                    .collect();
+                Series {
+                    name: r.name.clone(),
+                    points,
+                    markers: true,
+                }
+            })
+            .collect()
+    };
     render(
-        &[Chart {
-            title: "test top-1 vs cumulative training images".into(),
-            x_label: "training images incl. the base's pretraining (thousands)".into(),
-            y_label: "top-1 %".into(),
-            series,
-        }],
+        &[
+            Chart {
+                title: "test top-1 vs images trained in the arm".into(),
+                x_label: "images after the base (thousands)".into(),
+                y_label: "top-1 %".into(),
+                series: series(false),
+            },
+            Chart {
+                title: "test top-1 vs all training images".into(),
+                x_label: "images incl. the base's pretraining (thousands)".into(),
+                y_label: "top-1 %".into(),
+                series: series(true),
+            },
+        ],
         &dir.join("results.png"),
     )?;
     let get = |n: &str| results.iter().find(|r| r.name == n);
     let mut md = String::from("# Results\n\n");
     if let (Some(g), Some(s)) = (get("grown"), get("scratch-3E")) {
+        let base_imgs = get("base").map_or(0, |b| b.train_images);
         let (gm, gs) = mean_std(&g.test_top1);
         let (sm, ss) = mean_std(&s.test_top1);
         md.push_str(&format!(
             "**Headline.** Grown 2L after E = {} epoch(s): {:.2} ± {:.2}% test top-1 ({} seeds). \
-             From scratch 2L after 3E = {} epochs: {:.2} ± {:.2}% ({} seeds). \
-             Difference {:+.2} points, with {:.2}x fewer training images in the arm \
-             ({:.2}x fewer counting the base's pretraining too).\n\n",
-            g.epochs,
-            100.0 * gm,
-            100.0 * gs,
-            g.seeds,
-            s.epochs,
-            100.0 * sm,
-            100.0 * ss,
-            s.seeds,
+             From scratch 2L after 3E = {} epochs: {:.2} ± {:.2}% ({} seeds). Difference {:+.2} points. \
+             The grown arm trained on {:.2}x fewer images than scratch-3E ({} vs {}); counting the base's \
+             pretraining as well, the grown model saw {:.2}x as many images as scratch-3E ({} vs {}).\n\n",
+            g.epochs, 100.0 * gm, 100.0 * gs, g.seeds, s.epochs, 100.0 * sm, 100.0 * ss, s.seeds,
             100.0 * (gm - sm),
             s.train_images as f64 / g.train_images.max(1) as f64,
-            s.train_images as f64
-                / (g.train_images + get("base").map_or(0, |b| b.train_images)).max(1) as f64,
+            g.train_images,
+            s.train_images,
+            (g.train_images + base_imgs) as f64 / s.train_images.max(1) as f64,
+            g.train_images + base_imgs,
+            s.train_images,
         ));
     }
     md.push_str(&table(results));

@@ -600,12 +600,6 @@ pub fn plot_curves(out: &Path) -> Result<()> {
             series("test", &|m| m.test_top1.map(|v| 100.0 * v)),
         ],
     };
-    let charts: Vec<Chart> = [loss, acc]
-        .into_iter()
-        .map(|mut c| {
-            c.series.retain(|s| !s.points.is_empty());
-            c
-        })
-        .collect();
+    let charts = [loss, acc];
     render(&charts, &out.join("curves.png"))
 }
