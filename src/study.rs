@@ -542,8 +542,9 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
         md.push_str(&format!("- {}: {}\n", a.name, a.what));
     }
     md.push_str(&format!(
-        "\nThe plot's x axis counts all training images behind a model, the base's pretraining included for \
-         the arms that start from the base; the table's `train images` counts only the arm's own training.\n\
+        "\nIn results.png the left panel counts only the images each arm trained on after the base (as the \
+         table's `train images` does); the right panel counts all training images behind a model, the base's \
+         pretraining included for the arms that start from the base.\n\
          \nMachine: {}. Test accuracy is the last epoch's; test top-1 of arms with several seeds is mean ± sample std. \
          Parameters are all trainable. Wall time is training and evaluation per run.\n",
         machine()
