@@ -16,7 +16,6 @@ use crate::growth::{expand, AdapterSpec, ExpandOptions, InitMode, MapStrategy};
 use crate::model::{RandomInit, VisionTransformer};
 use crate::network::Network;
 use crate::plot::{render, Chart, Series};
-use crate::train::optim::TrainOnly;
 use crate::train::trainer::{read_metrics, write_json, EpochMetrics};
 use crate::train::{train, Hooks, Outcome, TrainConfig};
 
@@ -203,34 +202,20 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, progress: bool) -> Result<Vec<Ar
     write_json(&study_json, cfg)?;
     let wants = |name: &str| cfg.only.is_empty() || cfg.only.iter().any(|o| o == name);
     let recipe = |model_dir: PathBuf, epochs: usize, seed: u64| TrainConfig {
-        model_dir,
-        data: cfg.data.clone(),
         epochs,
         batch_size: cfg.batch_size,
         lr: cfg.lr,
-        min_lr: 1e-5,
         warmup_epochs: cfg.warmup_epochs,
-        warmup_lr: 1e-6,
         weight_decay: cfg.weight_decay,
         smoothing: cfg.smoothing,
         drop_path: cfg.drop_path,
-        mixup: 0.0,
-        cutmix: 0.0,
-        reprob: 0.0,
-        rand_augment: None,
-        ema: None,
-        clip_grad: None,
-        accum: 1,
-        train_only: TrainOnly::All,
         val_split: cfg.val_split,
         train_subset: cfg.train_subset,
         test_subset: cfg.test_subset,
         seed,
         workers: cfg.workers,
-        reset_head: false,
-        skip_bad_images: false,
-        eval_batch_size: 256,
         device: cfg.device.clone(),
+        ..TrainConfig::new(model_dir, cfg.data.clone())
     };
     let say = |s: String| {
         if progress {

@@ -10,7 +10,7 @@ use scalenet::growth::{expand, AdapterSpec, ExpandOptions, InitMode, MapStrategy
 use scalenet::model::weights::to_vec;
 use scalenet::model::{RandomInit, VisionTransformer};
 use scalenet::network::Network;
-use scalenet::train::optim::{named_params, AdamW, AdamWConfig, TrainOnly};
+use scalenet::train::optim::{named_params, AdamW, AdamWConfig};
 use scalenet::train::trainer::read_metrics;
 use scalenet::train::{train, Hooks, Outcome, TrainConfig};
 use serde_json::json;
@@ -35,34 +35,17 @@ fn tiny_model(dir: &Path, depth: usize, dim: usize, patch: usize) -> PathBuf {
 
 fn config(model_dir: PathBuf) -> TrainConfig {
     TrainConfig {
-        model_dir,
-        data: "fmnist-mini".into(),
         epochs: 2,
         batch_size: 32,
         lr: 2e-3,
-        min_lr: 1e-5,
         warmup_epochs: 0.2,
         warmup_lr: 1e-5,
-        weight_decay: 0.05,
         smoothing: 0.0,
-        drop_path: 0.0,
-        mixup: 0.0,
-        cutmix: 0.0,
-        reprob: 0.0,
-        rand_augment: None,
-        ema: None,
-        clip_grad: None,
-        accum: 1,
-        train_only: TrainOnly::All,
-        val_split: 0.1,
         train_subset: Some(1200),
         test_subset: Some(300),
         seed: 3,
-        workers: 2,
-        reset_head: false,
-        skip_bad_images: false,
         eval_batch_size: 128,
-        device: "flex".into(),
+        ..TrainConfig::new(model_dir, "fmnist-mini")
     }
 }
 

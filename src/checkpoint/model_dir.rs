@@ -196,11 +196,6 @@ impl CheckpointSource {
         }
     }
 
-    /// Whether a tensor is present (and not yet taken).
-    pub fn contains(&self, key: &str) -> bool {
-        self.file.tensors.contains_key(key)
-    }
-
     /// Reports missing and unexpected keys together, then the first shape mismatch.
     pub fn finish(self) -> Result<()> {
         let unexpected: Vec<String> = self.file.tensors.keys().cloned().collect();

@@ -72,6 +72,42 @@ pub struct TrainConfig {
     pub device: String,
 }
 
+impl TrainConfig {
+    /// `scalenet train`'s defaults for a model and a dataset.
+    pub fn new(model_dir: PathBuf, data: impl Into<String>) -> Self {
+        Self {
+            model_dir,
+            data: data.into(),
+            epochs: 10,
+            batch_size: 128,
+            lr: 5e-4,
+            min_lr: 1e-5,
+            warmup_epochs: 1.0,
+            warmup_lr: 1e-6,
+            weight_decay: 0.05,
+            smoothing: 0.1,
+            drop_path: 0.0,
+            mixup: 0.0,
+            cutmix: 0.0,
+            reprob: 0.0,
+            rand_augment: None,
+            ema: None,
+            clip_grad: None,
+            accum: 1,
+            train_only: TrainOnly::All,
+            val_split: 0.1,
+            train_subset: None,
+            test_subset: None,
+            seed: 0,
+            workers: 2,
+            reset_head: false,
+            skip_bad_images: false,
+            eval_batch_size: 256,
+            device: "flex".into(),
+        }
+    }
+}
+
 /// Progress reporting and interruption, supplied by the caller.
 #[derive(Clone, Default)]
 pub struct Hooks {
@@ -123,7 +159,7 @@ struct State {
 const CHECKPOINT: &str = "checkpoint";
 
 /// Runs (or, with `resume`, continues) training into `out`.
-pub fn train(mut cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Result<Outcome> {
+pub fn train(cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Result<Outcome> {
     let ckpt = out.join(CHECKPOINT);
     let mut state = State::default();
     if resume {
@@ -251,7 +287,6 @@ pub fn train(mut cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> R
     if resume {
         write_json(&out.join("run.json"), &cfg)?;
     }
-    cfg.accum = accum;
 
     let dp_rate = cfg.drop_path;
     let depth = net.depth();
@@ -503,7 +538,7 @@ fn save_checkpoint(
     if let Some(e) = ema {
         tensors.extend(e.export());
     }
-    save_dir_tensors(&tmp.join("optimizer.safetensors"), &tensors)?;
+    crate::checkpoint::write_tensors(&tmp.join("optimizer.safetensors"), &tensors)?;
     write_json(&tmp.join("state.json"), state)?;
     let old = parent.join(format!(".{CHECKPOINT}.old-{}", std::process::id()));
     if dir.exists() {
@@ -512,10 +547,6 @@ fn save_checkpoint(
     std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
-}
-
-fn save_dir_tensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
-    crate::checkpoint::write_tensors(path, tensors)
 }
 
 fn check_new_run_dir(out: &Path) -> Result<()> {
