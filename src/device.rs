@@ -35,3 +35,20 @@ pub fn parse_device(name: &str) -> Result<Device> {
         ))),
     }
 }
+
+/// Keeps freed tensor buffers in the process for the next step instead of returning them to the
+/// kernel. With glibc's defaults every activation above the (adaptive) mmap threshold is mapped,
+/// faulted in page by page, zeroed and unmapped again on every step: on flex that was a third of
+/// inference time and ~10% of a training step. Call once, early; a no-op off glibc.
+pub fn tune_host_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before any other thread
+    // exists and its return value is a plain success flag.
+    unsafe {
+        // 32 MiB is glibc's largest allowed mmap threshold on 64-bit; buffers above it still map.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        // Rayon's workers free what the main thread allocated: fewer arenas, less stranded memory.
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}

@@ -4,6 +4,7 @@
 mod cli;
 
 fn main() {
+    scalenet::device::tune_host_allocator();
     // A bug must still end as one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
         eprintln!(

@@ -1,0 +1,143 @@
+//! Times the pieces of one ViT block on the flex backend (forward, and forward+backward),
+//! for docs/PERFORMANCE.md. `cargo run --release --example op_profile -- BATCH TOKENS DIM`
+use std::time::Instant;
+
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::module::{attention, layer_norm, linear};
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+
+fn time<F: FnMut()>(name: &str, flops: f64, mut f: F) {
+    f();
+    let n = 5;
+    let t = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    let s = t.elapsed().as_secs_f64() / n as f64;
+    let gf = if flops > 0.0 {
+        format!("{:7.1} GFLOP/s", flops / s / 1e9)
+    } else {
+        String::new()
+    };
+    println!("{name:40} {:8.2} ms {gf}", s * 1e3);
+}
+
+fn main() {
+    let a: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let (b, n, d) = (
+        a.first().copied().unwrap_or(128),
+        a.get(1).copied().unwrap_or(50),
+        a.get(2).copied().unwrap_or(192),
+    );
+    let h = d / 64;
+    let dev = Device::flex();
+    let r = |s: [usize; 3]| Tensor::<3>::random(s, Distribution::Normal(0.0, 1.0), &dev);
+    let w = |i: usize, o: usize| Tensor::<2>::random([i, o], Distribution::Normal(0.0, 0.02), &dev);
+    let bias = |o: usize| Tensor::<1>::zeros([o], &dev);
+    let x = r([b, n, d]);
+    let rows = (b * n) as f64;
+    for (name, o) in [("qkv", 3 * d), ("proj", d), ("fc1", 4 * d)] {
+        let wt = w(d, o);
+        let fl = 2.0 * rows * d as f64 * o as f64;
+        time(&format!("linear {name} 3-D (burn policy)"), fl, || {
+            let _ = linear(x.clone(), wt.clone(), Some(bias(o)));
+        });
+        time(&format!("linear {name} 2-D (rows merged)"), fl, || {
+            let _ = linear(x.clone().reshape([b * n, d]), wt.clone(), Some(bias(o)));
+        });
+    }
+    let wt = w(4 * d, d);
+    let hid = r([b, n, 4 * d]);
+    let fl = 2.0 * rows * d as f64 * 4.0 * d as f64;
+    time("linear fc2 3-D", fl, || {
+        let _ = linear(hid.clone(), wt.clone(), Some(bias(d)));
+    });
+    time("linear fc2 2-D", fl, || {
+        let _ = linear(
+            hid.clone().reshape([b * n, 4 * d]),
+            wt.clone(),
+            Some(bias(d)),
+        );
+    });
+    time("gelu [b,n,4d]", 0.0, || {
+        let _ = gelu(hid.clone());
+    });
+    let g = Tensor::<1>::ones([d], &dev);
+    time("layer_norm [b,n,d]", 0.0, || {
+        let _ = layer_norm(x.clone(), g.clone(), Some(bias(d)), 1e-6);
+    });
+    time("add [b,n,d]", 0.0, || {
+        let _ = x.clone() + x.clone();
+    });
+    let qkv = r([b, n, 3 * d]);
+    time("qkv reshape+permute+slice", 0.0, || {
+        let t = qkv
+            .clone()
+            .reshape([b, n, 3, h, 64])
+            .permute([2, 0, 3, 1, 4]);
+        let q = t.clone().slice(0..1).reshape([b, h, n, 64]);
+        let _ = q + 0.0;
+    });
+    let q = Tensor::<4>::random([b, h, n, 64], Distribution::Normal(0.0, 1.0), &dev);
+    let afl = 4.0 * (b * h * n * n * 64) as f64;
+    time("attention op (fwd)", afl, || {
+        let _ = attention(
+            q.clone(),
+            q.clone(),
+            q.clone(),
+            None,
+            None,
+            AttentionModuleOptions::default(),
+        );
+    });
+    time("attention decomposed (fwd)", afl, || {
+        let s = q.clone().matmul(q.clone().swap_dims(2, 3)) * 0.125;
+        let _ = softmax(s, 3).matmul(q.clone());
+    });
+    let o = q.clone();
+    time("out swap_dims+reshape", 0.0, || {
+        let _ = o.clone().swap_dims(1, 2).reshape([b, n, d]);
+    });
+
+    // forward + backward of a whole block, on autodiff
+    let ad = dev.clone().autodiff();
+    let p =
+        |s: [usize; 2]| Tensor::<2>::random(s, Distribution::Normal(0.0, 0.02), &ad).require_grad();
+    let (wqkv, wproj, w1, w2) = (p([d, 3 * d]), p([d, d]), p([d, 4 * d]), p([4 * d, d]));
+    let xa = Tensor::<3>::random([b, n, d], Distribution::Normal(0.0, 1.0), &ad);
+    let g = Tensor::<1>::ones([d], &ad).require_grad();
+    let be = Tensor::<1>::zeros([d], &ad).require_grad();
+    let fwd = |x: Tensor<3>, use_attn: bool| {
+        let y = layer_norm(x.clone(), g.clone(), Some(be.clone()), 1e-6);
+        let t = linear(y, wqkv.clone(), None)
+            .reshape([b, n, 3, h, 64])
+            .permute([2, 0, 3, 1, 4]);
+        let part = |i: usize| t.clone().slice(i..i + 1).reshape([b, h, n, 64]);
+        let (q, k, v) = (part(0), part(1), part(2));
+        let a = if use_attn {
+            attention(q, k, v, None, None, AttentionModuleOptions::default())
+        } else {
+            softmax(q.matmul(k.swap_dims(2, 3)) * 0.125, 3).matmul(v)
+        };
+        let x = x + linear(a.swap_dims(1, 2).reshape([b, n, d]), wproj.clone(), None);
+        let y = layer_norm(x.clone(), g.clone(), Some(be.clone()), 1e-6);
+        x + linear(gelu(linear(y, w1.clone(), None)), w2.clone(), None)
+    };
+    let bfl = 3.0 * 2.0 * rows * 12.0 * (d * d) as f64 + 3.0 * afl;
+    for use_attn in [true, false] {
+        time(
+            &format!("block fwd+bwd (attention op={use_attn})"),
+            bfl,
+            || {
+                let _ = fwd(xa.clone(), use_attn).sum().backward();
+            },
+        );
+    }
+    time("block fwd only on autodiff", bfl / 3.0, || {
+        let _ = fwd(xa.clone(), true);
+    });
+}
