@@ -66,6 +66,9 @@ fn main() {
     time("gelu [b,n,4d]", 0.0, || {
         let _ = gelu(hid.clone());
     });
+    time("scalenet::ops::gelu [b,n,4d]", 0.0, || {
+        let _ = scalenet::ops::gelu(hid.clone());
+    });
     let g = Tensor::<1>::ones([d], &dev);
     time("layer_norm [b,n,d]", 0.0, || {
         let _ = layer_norm(x.clone(), g.clone(), Some(bias(d)), 1e-6);

@@ -18,6 +18,7 @@ pub mod growth;
 pub mod inference;
 pub mod model;
 pub mod network;
+pub mod ops;
 pub mod plot;
 pub mod study;
 pub mod train;

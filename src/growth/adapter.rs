@@ -3,7 +3,9 @@
 //! function its initialisation defines.
 
 use burn::module::Module;
-use burn::tensor::activation::{gelu, relu};
+use burn::tensor::activation::relu;
+
+use crate::ops::gelu;
 use burn::tensor::{Device, Tensor};
 
 use super::plan::Activation;

@@ -1,7 +1,7 @@
 //! The transformer MLP: `fc1` → exact (erf) GELU → `fc2`, as timm's `Mlp`.
 
+use crate::ops::gelu;
 use burn::module::Module;
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 use super::layers::Linear;
