@@ -24,6 +24,7 @@ fn time<F: FnMut()>(name: &str, flops: f64, mut f: F) {
 }
 
 fn main() {
+    scalenet::device::tune_host_allocator();
     let a: Vec<usize> = std::env::args()
         .skip(1)
         .map(|s| s.parse().unwrap())
@@ -45,6 +46,10 @@ fn main() {
         let fl = 2.0 * rows * d as f64 * o as f64;
         time(&format!("linear {name} 3-D (burn policy)"), fl, || {
             let _ = linear(x.clone(), wt.clone(), Some(bias(o)));
+        });
+        let x2 = x.clone().reshape([b * n, d]);
+        time(&format!("matmul {name} 2-D, no bias"), fl, || {
+            let _ = x2.clone().matmul(wt.clone());
         });
         time(&format!("linear {name} 2-D (rows merged)"), fl, || {
             let _ = linear(x.clone().reshape([b * n, d]), wt.clone(), Some(bias(o)));

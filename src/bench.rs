@@ -23,6 +23,7 @@ pub struct BenchResult {
     /// Peak resident memory after the training phase (includes inference's), MiB.
     pub train_peak_rss_mib: f64,
     pub device: String,
+    pub precision: String,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -96,5 +97,7 @@ pub fn run(
         infer_peak_rss_mib: infer_peak,
         train_peak_rss_mib: peak_rss_mib(),
         device: format!("{device:?}"),
+        precision: crate::ops::precision::matmul_dtype()
+            .map_or("f32".into(), |d| format!("{d:?}").to_lowercase()),
     })
 }

@@ -83,3 +83,47 @@ fn gelu_matches_burn_forward_and_backward() {
         max_abs_diff(&ours, &numeric)
     );
 }
+
+/// Under `autocast(Bf16)` a ViT's logits stay f32 and close to the f32 ones, and the f32
+/// parameters receive f32 gradients (the master weights never change dtype).
+#[test]
+fn bf16_autocast_keeps_f32_master_weights_and_close_logits() {
+    use scalenet::checkpoint::ModelConfig;
+    use scalenet::model::{RandomInit, VisionTransformer};
+    use scalenet::ops::{autocast, Precision};
+
+    let args = serde_json::json!({"img_size": 28, "patch_size": 7, "in_chans": 1, "depth": 2,
+                                  "embed_dim": 32, "num_heads": 2, "num_classes": 10});
+    let cfg = ModelConfig::from_preset("vit_tiny_patch16_224", args.as_object().unwrap()).unwrap();
+    let ad = Device::flex().autodiff();
+    let model = VisionTransformer::new(&cfg.vit, &mut RandomInit::new(3), &ad);
+    let x = Tensor::<4>::random(
+        [4, 1, 28, 28],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &ad,
+    );
+    let full = to_vec(model.forward(x.clone()));
+    let (half, grads) = {
+        let _bf16 = autocast(Precision::Bf16);
+        let logits = model.forward(x);
+        assert_eq!(logits.dtype(), burn::tensor::DType::F32);
+        let half = to_vec(logits.clone());
+        (half, logits.sum().backward())
+    };
+    let scale = full.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let err = full
+        .iter()
+        .zip(&half)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    // bf16 keeps 8 bits of mantissa: products agree to ~1e-2 relative, not to f32 precision.
+    assert!(
+        err > 0.0 && err < 0.05 * scale.max(1.0),
+        "err {err}, scale {scale}"
+    );
+    let w = model.blocks[0].mlp.fc1.weight.val();
+    assert_eq!(w.dtype(), burn::tensor::DType::F32);
+    let g = w.grad(&grads).expect("fc1 weight has a gradient");
+    assert_eq!(g.dtype(), burn::tensor::DType::F32);
+    assert!(to_vec(g).iter().any(|v| *v != 0.0));
+}

@@ -26,6 +26,9 @@ pub struct Args {
     warmup: usize,
     #[arg(long, default_value = "flex", help = DEVICE_HELP)]
     device: String,
+    /// f32, or bf16 (matrix products in bf16, f32 master weights; see `train --help`).
+    #[arg(long, default_value = "f32")]
+    precision: scalenet::ops::Precision,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -51,6 +54,7 @@ pub fn run(args: Args) -> Result<()> {
             )),
         }
     };
+    let _autocast = scalenet::ops::autocast(args.precision);
     let r = scalenet::bench::run(&make, &device, args.batch_size, args.steps, args.warmup)?;
     println!("{}", serde_json::to_string_pretty(&r)?);
     Ok(())

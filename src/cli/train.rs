@@ -83,6 +83,10 @@ pub struct Args {
     eval_batch_size: usize,
     #[arg(long, default_value = "flex", help = DEVICE_HELP)]
     device: String,
+    /// f32, or bf16: matrix products in bf16 with f32 master weights, norms, softmax and loss
+    /// (as torch.autocast). Pays off on GPUs; on the flex CPU backend bf16 is emulated (slower).
+    #[arg(long, default_value = "f32")]
+    precision: scalenet::ops::Precision,
     /// Run directory to create (metrics.jsonl, curves.png, checkpoint/, model/).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -193,6 +197,7 @@ fn config_from_args(a: &Args) -> Result<TrainConfig> {
         skip_bad_images: a.on_bad_image == "skip",
         eval_batch_size: a.eval_batch_size,
         device: a.device.clone(),
+        precision: a.precision,
     })
 }
 

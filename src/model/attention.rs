@@ -7,6 +7,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::layers::Linear;
 use super::weights::{TensorSink, WeightSource};
+use crate::ops::precision::{lower, raise};
 
 #[derive(Module, Debug)]
 pub struct Attention {
@@ -62,7 +63,15 @@ impl Attention {
         let part = |i: usize| qkv.clone().slice(i..i + 1).reshape([b, h, n, hd]);
         let (q, k, v) = (part(0), part(1), part(2));
         // scale = head_dim^-0.5 (timm's default), applied by the op when `scale` is None.
-        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
+        let (q, k, v) = (lower(q), lower(k), lower(v));
+        let out = raise(attention(
+            q,
+            k,
+            v,
+            None,
+            None,
+            AttentionModuleOptions::default(),
+        ));
         // [batch, tokens, heads * head_dim]
         let out = out.swap_dims(1, 2).reshape([b, n, d]);
         self.proj.forward(out)

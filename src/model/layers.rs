@@ -4,6 +4,8 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
+use crate::ops::precision::{lower, raise};
+
 use super::weights::{param, transpose, Init, TensorSink, WeightSource};
 
 /// timm's `LayerNorm` epsilon for ViTs (`partial(nn.LayerNorm, eps=1e-6)`).
@@ -47,7 +49,12 @@ impl Linear {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(Param::val))
+        let bias = self.bias.as_ref().map(|b| lower(b.val()));
+        raise(burn::tensor::module::linear(
+            lower(x),
+            lower(self.weight.val()),
+            bias,
+        ))
     }
 
     pub fn d_in(&self) -> usize {

@@ -6,6 +6,9 @@
 //! took longer than all four matmuls of a block (docs/PERFORMANCE.md).
 
 pub mod math;
+pub mod precision;
+
+pub use precision::{autocast, Precision};
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;

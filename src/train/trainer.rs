@@ -12,6 +12,7 @@
 //! checkpoint holds the weights, AdamW moments, EMA, step counters and the running sums of the
 //! current epoch, so a resumed run computes exactly what the uninterrupted run would have.
 
+use crate::ops::{autocast, Precision};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -70,6 +71,9 @@ pub struct TrainConfig {
     pub skip_bad_images: bool,
     pub eval_batch_size: usize,
     pub device: String,
+    /// Matrix products in bf16 with f32 master weights (`--precision bf16`).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl TrainConfig {
@@ -104,6 +108,7 @@ impl TrainConfig {
             skip_bad_images: false,
             eval_batch_size: 256,
             device: "flex".into(),
+            precision: Precision::F32,
         }
     }
 }
@@ -169,6 +174,8 @@ pub fn train(cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Resul
     }
     let base_device = crate::device::parse_device(&cfg.device)?;
     let device = base_device.clone().autodiff();
+    // Training and evaluation alike run under the run's precision, as under torch.autocast.
+    let _autocast = autocast(cfg.precision);
 
     // Data.
     let data = Dataset::open(&cfg.data)?;
