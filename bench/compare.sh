@@ -3,19 +3,36 @@
 # other in one go, and prints each ratio (scalenet / PyTorch; above 1 means scalenet is faster,
 # below 1 for memory means scalenet uses less).
 #
-#   bench/compare.sh              # uses `python3` (needs torch + timm)
-#   bench/compare.sh --venv DIR   # creates DIR with torch + timm first if missing
+#   bench/compare.sh                     # uses `python3` (needs torch + timm)
+#   bench/compare.sh --venv DIR          # creates DIR with torch + timm first if missing
+#   bench/compare.sh --precision bf16    # bf16 against torch.autocast(bfloat16)
+#   bench/compare.sh --device cuda       # on a GPU (memory: our host RSS vs torch's GPU peak)
+#   BIN=path/to/scalenet STEPS=20 bench/compare.sh   # a prebuilt binary; more timed steps
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=python3
-if [[ "${1:-}" == "--venv" ]]; then
-    VENV="${2:?--venv needs a directory}"
-    [[ -x "$VENV/bin/python" ]] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q torch timm safetensors; }
-    PY="$VENV/bin/python"
-fi
+PRECISION=f32
+DEVICE=cpu
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --venv)
+            VENV="${2:?--venv needs a directory}"
+            [[ -x "$VENV/bin/python" ]] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q torch timm safetensors; }
+            PY="$VENV/bin/python"; shift 2 ;;
+        --precision) PRECISION="${2:?--precision needs f32 or bf16}"; shift 2 ;;
+        --device) DEVICE="${2:?--device needs cpu or cuda}"; shift 2 ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+done
 STEPS="${STEPS:-10}"
-cargo build --release -q
-BIN=target/release/scalenet
+if [[ -z "${BIN:-}" ]]; then
+    FEATURES=()
+    [[ "$DEVICE" == cuda ]] && FEATURES=(--features cuda)
+    cargo build --release -q "${FEATURES[@]}"
+    BIN=target/release/scalenet
+fi
+OURS_DEVICE=flex
+[[ "$DEVICE" == cuda ]] && OURS_DEVICE=cuda:0
 THREADS=$(nproc)
 
 run_pair() {
@@ -23,8 +40,10 @@ run_pair() {
     local margs=()
     for a in "$@"; do margs+=(--model-arg "$a"); done
     local ours theirs
-    ours=$("$BIN" bench --arch "${ARCH}" "${margs[@]}" --batch-size "$batch" --steps "$STEPS")
-    theirs=$("$PY" bench/torch_bench.py --arch "${ARCH}" "${margs[@]}" --batch-size "$batch" --steps "$STEPS" --threads "$THREADS")
+    ours=$("$BIN" bench --arch "${ARCH}" "${margs[@]}" --batch-size "$batch" --steps "$STEPS" \
+        --device "$OURS_DEVICE" --precision "$PRECISION")
+    theirs=$("$PY" bench/torch_bench.py --arch "${ARCH}" "${margs[@]}" --batch-size "$batch" \
+        --steps "$STEPS" --threads "$THREADS" --device "$DEVICE" --precision "$PRECISION")
     "$PY" - "$name" "$ours" "$theirs" <<'PYEOF'
 import json, sys
 name, ours, theirs = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
@@ -33,9 +52,10 @@ print(f"{name}")
 print(f"  train img/s    {row('train_img_per_s')}")
 print(f"  infer img/s    {row('infer_img_per_s')}")
 print(f"  train peak MiB {row('train_peak_rss_mib')}")
+print(f"  # ours: {ours['device']} {ours.get('precision', 'f32')}; theirs: {theirs['device']}")
 PYEOF
 }
 
-echo "config                  scalenet   pytorch  ratio   ($(nproc) cores, $(date -u +%F))"
+echo "config                  scalenet   pytorch  ratio   ($DEVICE, $PRECISION, $(nproc) cores, $(date -u +%F))"
 ARCH=deit_tiny_patch16_224 run_pair "DeiT-Tiny 224px, batch 16" 16
 ARCH=vit_tiny_patch16_224 run_pair "28px grey, patch 4, d192x12, batch 128" 128 img_size=28 patch_size=4 in_chans=1 num_classes=10

@@ -4,7 +4,8 @@ median img/s and peak RSS, in the same fields as scalenet.
 
     python bench/torch_bench.py --arch deit_tiny_patch16_224 --batch-size 16
     python bench/torch_bench.py --arch vit_tiny_patch16_224 --model-arg img_size=28 \
-        --model-arg patch_size=4 --model-arg in_chans=1 --batch-size 128 [--bf16]
+        --model-arg patch_size=4 --model-arg in_chans=1 --batch-size 128 [--precision bf16]
+    python bench/torch_bench.py ... --device cuda      # on a GPU (peak memory: the GPU's)
 """
 import argparse
 import json
@@ -31,18 +32,33 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--bf16", action="store_true", help="torch.autocast('cpu', bfloat16)")
+    ap.add_argument("--precision", choices=["f32", "bf16"], default="f32",
+                    help="bf16: torch.autocast(device, bfloat16), PyTorch's mixed precision")
+    ap.add_argument("--bf16", action="store_true", help="same as --precision bf16")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     a = ap.parse_args()
+    a.bf16 = a.bf16 or a.precision == "bf16"
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def peak_mib():
+        if cuda:
+            return torch.cuda.max_memory_allocated() / 2**20
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if a.threads:
         torch.set_num_threads(a.threads)
     kwargs = {k: parse_value(v) for k, v in (s.split("=", 1) for s in a.model_arg)}
-    model = timm.create_model(a.arch, pretrained=False, **kwargs)
+    model = timm.create_model(a.arch, pretrained=False, **kwargs).to(dev)
     c = model.pretrained_cfg
     chans = kwargs.get("in_chans", 3)
     size = kwargs.get("img_size", c["input_size"][1])
     h, w = (size, size) if isinstance(size, int) else size
-    x = torch.randn(a.batch_size, chans, h, w)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16)
+    x = torch.randn(a.batch_size, chans, h, w, device=dev)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16)
 
     model.eval()
     infer = []
@@ -50,13 +66,14 @@ def main():
         for i in range(a.warmup + a.steps):
             t = time.perf_counter()
             model(x)
+            sync()
             if i >= a.warmup:
                 infer.append(a.batch_size / (time.perf_counter() - t))
-    infer_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    infer_peak = peak_mib()
 
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
-    target = torch.softmax(torch.rand(a.batch_size, model.num_classes), dim=1)
+    target = torch.softmax(torch.rand(a.batch_size, model.num_classes, device=dev), dim=1)
     train = []
     for i in range(a.warmup + a.steps):
         t = time.perf_counter()
@@ -66,15 +83,17 @@ def main():
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sync()
         if i >= a.warmup:
             train.append(a.batch_size / (time.perf_counter() - t))
     print(json.dumps({
         "batch_size": a.batch_size, "steps": a.steps,
         "train_img_per_s": statistics.median(train), "infer_img_per_s": statistics.median(infer),
         "infer_peak_rss_mib": infer_peak,
-        "train_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "device": f"torch {torch.__version__} cpu threads={torch.get_num_threads()}"
-                  + (" bf16 autocast" if a.bf16 else ""),
+        "train_peak_rss_mib": peak_mib(),
+        "device": (f"torch {torch.__version__} "
+                   + (torch.cuda.get_device_name() if cuda else f"cpu threads={torch.get_num_threads()}")
+                   + (" bf16 autocast" if a.bf16 else "")),
     }, indent=2))
 
 

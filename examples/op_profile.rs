@@ -55,6 +55,49 @@ fn main() {
             let _ = linear(x.clone().reshape([b * n, d]), wt.clone(), Some(bias(o)));
         });
     }
+    {
+        use scalenet::ops::gemm_bf16::{available, gemm, View};
+        println!("avx512-bf16 available: {}", available());
+        for (name, kk, o) in [
+            ("qkv", d, 3 * d),
+            ("fc1", d, 4 * d),
+            ("fc2", 4 * d, d),
+            ("sq2048", 2048, 2048),
+        ] {
+            let m = if name == "sq2048" { 2048 } else { b * n };
+            let av: Vec<f32> = (0..m * kk).map(|i| (i % 13) as f32 * 0.1).collect();
+            let bv: Vec<f32> = (0..kk * o).map(|i| (i % 7) as f32 * 0.1).collect();
+            let mut c = vec![0f32; m * o];
+            time(
+                &format!("gemm_bf16 {name}"),
+                2.0 * (m * kk * o) as f64,
+                || {
+                    gemm(
+                        m,
+                        o,
+                        kk,
+                        View {
+                            data: &av,
+                            offset: 0,
+                            rs: kk as isize,
+                            cs: 1,
+                        },
+                        View {
+                            data: &bv,
+                            offset: 0,
+                            rs: o as isize,
+                            cs: 1,
+                        },
+                        &mut c,
+                    );
+                },
+            );
+        }
+        let sq = Tensor::<2>::random([2048, 2048], Distribution::Normal(0.0, 1.0), &dev);
+        time("flex f32 matmul sq2048", 2.0 * 2048f64.powi(3), || {
+            let _ = sq.clone().matmul(sq.clone());
+        });
+    }
     let wt = w(4 * d, d);
     let hid = r([b, n, 4 * d]);
     let fl = 2.0 * rows * d as f64 * 4.0 * d as f64;

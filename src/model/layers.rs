@@ -4,7 +4,8 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
-use crate::ops::precision::{lower, raise};
+use crate::ops::matmul_bf16;
+use crate::ops::precision::matmul_dtype;
 
 use super::weights::{param, transpose, Init, TensorSink, WeightSource};
 
@@ -49,12 +50,22 @@ impl Linear {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let bias = self.bias.as_ref().map(|b| lower(b.val()));
-        raise(burn::tensor::module::linear(
-            lower(x),
-            lower(self.weight.val()),
-            bias,
-        ))
+        let bias = self.bias.as_ref().map(Param::val);
+        if matmul_dtype().is_none() {
+            return burn::tensor::module::linear(x, self.weight.val(), bias);
+        }
+        // Mixed precision: one 2-D product over all rows in bf16 with an f32 result; the bias
+        // is added in f32.
+        let mut dims = x.dims();
+        let d_in = dims[D - 1];
+        let rows = dims.iter().product::<usize>() / d_in;
+        let y = matmul_bf16(x.reshape([rows, d_in]), self.weight.val());
+        let y = match bias {
+            Some(b) => y + b.unsqueeze::<2>(),
+            None => y,
+        };
+        dims[D - 1] = self.d_out();
+        y.reshape(dims)
     }
 
     pub fn d_in(&self) -> usize {

@@ -2,12 +2,13 @@
 //! amortise the fork, with inner loops the compiler vectorises.
 
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::ActivationOps;
+use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::Flex;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::{DType, FloatDType, TensorData};
 use rayon::prelude::*;
 
+use super::gemm_bf16;
 use super::math::{erf, exp_neg};
 use super::FusedOps;
 
@@ -99,6 +100,16 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1 / sqrt(2π)
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
+fn view(t: &FlexTensor) -> gemm_bf16::View<'_> {
+    let l = t.layout();
+    gemm_bf16::View {
+        data: t.storage::<f32>(),
+        offset: l.start_offset(),
+        rs: l.strides()[0],
+        cs: l.strides()[1],
+    }
+}
+
 impl FusedOps for Flex {
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         match contiguous_f32(&x) {
@@ -118,5 +129,25 @@ impl FusedOps for Flex {
             }
             _ => <Flex as ActivationOps<Flex>>::gelu_backward(x, grad),
         }
+    }
+
+    fn matmul_bf16(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        let f32_2d = |t: &FlexTensor| t.dtype() == DType::F32 && t.layout().shape().num_dims() == 2;
+        if !(gemm_bf16::available() && f32_2d(&lhs) && f32_2d(&rhs)) {
+            let lhs = <Flex as FloatTensorOps<Flex>>::float_cast(lhs, FloatDType::BF16);
+            let rhs = <Flex as FloatTensorOps<Flex>>::float_cast(rhs, FloatDType::BF16);
+            let out = <Flex as FloatTensorOps<Flex>>::float_matmul(lhs, rhs);
+            return <Flex as FloatTensorOps<Flex>>::float_cast(out, FloatDType::F32);
+        }
+        let (m, k) = (lhs.layout().shape()[0], lhs.layout().shape()[1]);
+        let n = rhs.layout().shape()[1];
+        assert_eq!(
+            rhs.layout().shape()[0],
+            k,
+            "matmul_bf16: inner dimensions differ"
+        );
+        let mut out = vec![0f32; m * n];
+        gemm_bf16::gemm(m, n, k, view(&lhs), view(&rhs), &mut out);
+        FlexTensor::from_data(TensorData::new(out, [m, n]))
     }
 }

@@ -1,0 +1,427 @@
+//! A bf16 matrix product for CPUs with AVX512-BF16: f32 operands (any strides) are rounded to
+//! bf16 while they are packed, products accumulate in f32 with `vdpbf16ps`, and the result is
+//! f32. That is exactly what `torch.autocast(bfloat16)` computes for a matmul, without ever
+//! materialising bf16 tensors. burn-flex's own bf16 matmul converts to f32 and runs the f32
+//! GEMM, so it can only be slower than f32.
+//!
+//! Layout: B is packed once into panels of 32 columns (two zmm registers), each k-pair of a
+//! column in one u32 (low half = row 2p, high half = row 2p+1), as `vdpbf16ps` wants; A is
+//! packed per block of rows into the same pair format. The micro-kernel keeps an 8×32 tile of
+//! C in 16 registers. Row blocks run in parallel on rayon's pool.
+
+use rayon::prelude::*;
+
+/// A strided f32 matrix view: element (i, j) is `data[offset + i*rs + j*cs]`.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub data: &'a [f32],
+    pub offset: usize,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+impl View<'_> {
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[(self.offset as isize + i as isize * self.rs + j as isize * self.cs) as usize]
+    }
+}
+
+/// Round-to-nearest-even f32 → bf16 bits (NaN stays NaN), as `vcvtneps2bf16`.
+#[inline(always)]
+fn bf16_bits(x: f32) -> u32 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return (b >> 16) | 0x40;
+    }
+    (b + 0x7fff + ((b >> 16) & 1)) >> 16
+}
+
+#[inline(always)]
+fn pair(lo: f32, hi: f32) -> u32 {
+    bf16_bits(lo) | (bf16_bits(hi) << 16)
+}
+
+const NR: usize = 32;
+const MR: usize = 8;
+/// Rows per parallel task: A's packed block (MC × k bf16) stays in L2.
+const MC: usize = 128;
+
+/// Whether this CPU can run [`gemm`].
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// C (m×n, row-major, overwritten) = A (m×k) · B (k×n), in bf16 with f32 accumulation.
+/// Panics unless [`available`].
+pub fn gemm(m: usize, n: usize, k: usize, a: View, b: View, c: &mut [f32]) {
+    assert!(available(), "gemm_bf16 needs AVX512-BF16");
+    assert_eq!(c.len(), m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let kp = k.div_ceil(2); // k-pairs; an odd k is padded with a zero row
+    let panels = n.div_ceil(NR);
+    // Packed B: panel p, pair q, column j → bpack[(p * kp + q) * NR + j].
+    let mut bpack = vec![0u32; panels * kp * NR];
+    bpack
+        .par_chunks_mut(kp * NR)
+        .enumerate()
+        .for_each(|(p, panel)| pack_b_panel(b, k, n, p * NR, panel));
+    c.par_chunks_mut(MC * n)
+        .enumerate()
+        .for_each(|(blk, cblk)| {
+            let row0 = blk * MC;
+            let rows = cblk.len() / n;
+            // Packed A block: row r, pair q → apack[r * a_rs + q * a_qs]; the layout follows A's
+            // storage so that packing reads memory in order.
+            let mut apack = vec![0u32; rows * kp];
+            let (a_rs, a_qs) = pack_a_block(a, k, row0, rows, &mut apack);
+            for p in 0..panels {
+                let bp = &bpack[p * kp * NR..(p + 1) * kp * NR];
+                let cols = NR.min(n - p * NR);
+                let mut r = 0;
+                while r < rows {
+                    let mr = MR.min(rows - r);
+                    // SAFETY: `available()` was checked above; the kernel reads `mr` rows of the
+                    // packed A from row r, the whole panel, and writes `mr` × `cols` of C in bounds.
+                    unsafe {
+                        kernel(
+                            mr,
+                            cols,
+                            kp,
+                            &apack[r * a_rs..],
+                            (a_rs, a_qs),
+                            bp,
+                            &mut cblk[r * n + p * NR..],
+                            n,
+                        )
+                    };
+                    r += mr;
+                }
+            }
+        });
+}
+
+/// Packs rows `row0..row0 + rows` of A; returns the (row, pair) strides of the packed block.
+fn pack_a_block(a: View, k: usize, row0: usize, rows: usize, out: &mut [u32]) -> (usize, usize) {
+    let kp = k.div_ceil(2);
+    if a.cs == 1 {
+        // Row-major A: a row's pairs are its elements in order.
+        for r in 0..rows {
+            let start = (a.offset as isize + (row0 + r) as isize * a.rs) as usize;
+            convert_run(&a.data[start..start + k], &mut out[r * kp..(r + 1) * kp]);
+        }
+        (kp, 1)
+    } else if a.rs == 1 {
+        // Column-major A (a transposed activation): pair q of every row comes from columns
+        // 2q and 2q+1, each contiguous over the rows.
+        for q in 0..kp {
+            let lo = (a.offset as isize + (2 * q) as isize * a.cs) as usize + row0;
+            let hi = (2 * q + 1 < k).then(|| lo + a.cs as usize);
+            interleave(a.data, lo, hi, &mut out[q * rows..(q + 1) * rows]);
+        }
+        (1, rows)
+    } else {
+        for r in 0..rows {
+            for q in 0..kp {
+                let lo = a.at(row0 + r, 2 * q);
+                let hi = if 2 * q + 1 < k {
+                    a.at(row0 + r, 2 * q + 1)
+                } else {
+                    0.0
+                };
+                out[r * kp + q] = pair(lo, hi);
+            }
+        }
+        (kp, 1)
+    }
+}
+
+/// Packs the 32-column panel of B starting at column `col0`.
+fn pack_b_panel(b: View, k: usize, n: usize, col0: usize, panel: &mut [u32]) {
+    let kp = k.div_ceil(2);
+    let cols = NR.min(n - col0);
+    if b.cs == 1 && cols == NR {
+        // Row-major B (a weight in forward): rows 2q and 2q+1 interleave into pair q.
+        for q in 0..kp {
+            let lo = (b.offset as isize + (2 * q) as isize * b.rs) as usize + col0;
+            let hi = (2 * q + 1 < k).then(|| lo + b.rs as usize);
+            interleave(b.data, lo, hi, &mut panel[q * NR..(q + 1) * NR]);
+        }
+    } else if b.rs == 1 {
+        // Column-major B (a transposed weight in backward): a column's pairs are in order.
+        let mut col = vec![0u32; kp];
+        for j in 0..cols {
+            let start = (b.offset as isize + (col0 + j) as isize * b.cs) as usize;
+            convert_run(&b.data[start..start + k], &mut col);
+            for (q, &v) in col.iter().enumerate() {
+                panel[q * NR + j] = v;
+            }
+        }
+    } else {
+        for q in 0..kp {
+            for j in 0..cols {
+                let lo = b.at(2 * q, col0 + j);
+                let hi = if 2 * q + 1 < k {
+                    b.at(2 * q + 1, col0 + j)
+                } else {
+                    0.0
+                };
+                panel[q * NR + j] = pair(lo, hi);
+            }
+        }
+    }
+}
+
+/// `out[q] = pair(src[2q], src[2q+1])`, zero-padding an odd tail.
+fn convert_run(src: &[f32], out: &mut [u32]) {
+    let full = src.len() / 32;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `gemm` checked `available()`; the loop reads 32 floats and writes 16 pairs per
+    // step, within both slices.
+    unsafe {
+        use std::arch::x86_64::*;
+        for i in 0..full {
+            let x0 = _mm512_loadu_ps(src.as_ptr().add(32 * i));
+            let x1 = _mm512_loadu_ps(src.as_ptr().add(32 * i + 16));
+            // Low half ← x0, high half ← x1: bf16 element order = source order.
+            let v: __m512i = std::mem::transmute(cvt2(x1, x0));
+            _mm512_storeu_si512(out.as_mut_ptr().add(16 * i) as *mut _, v);
+        }
+    }
+    for q in 16 * full..out.len() {
+        let lo = src[2 * q];
+        let hi = src.get(2 * q + 1).copied().unwrap_or(0.0);
+        out[q] = pair(lo, hi);
+    }
+}
+
+/// `out[j] = pair(data[lo + j], data[hi + j])` (hi = None: zero), for j < out.len().
+fn interleave(data: &[f32], lo: usize, hi: Option<usize>, out: &mut [u32]) {
+    let n = out.len();
+    let full = n / 16;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `gemm` checked `available()`; each step reads 16 floats from each row and writes
+    // 16 pairs, within the slices (bounds asserted by the slicing below).
+    unsafe {
+        use std::arch::x86_64::*;
+        let _ = &data[lo..lo + n];
+        if let Some(h) = hi {
+            let _ = &data[h..h + n];
+        }
+        // Interleaves the 16-bit halves: word 2j ← lo[j], word 2j+1 ← hi[j].
+        let idx = _mm512_set_epi16(
+            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
+            4, 19, 3, 18, 2, 17, 1, 16, 0,
+        );
+        for i in 0..full {
+            let x0 = _mm512_loadu_ps(data.as_ptr().add(lo + 16 * i));
+            let x1 = match hi {
+                Some(h) => _mm512_loadu_ps(data.as_ptr().add(h + 16 * i)),
+                None => _mm512_setzero_ps(),
+            };
+            let v: __m512i = std::mem::transmute(cvt2(x1, x0));
+            let v = _mm512_permutexvar_epi16(idx, v);
+            _mm512_storeu_si512(out.as_mut_ptr().add(16 * i) as *mut _, v);
+        }
+    }
+    for (j, o) in out.iter_mut().enumerate().skip(16 * full) {
+        *o = pair(data[lo + j], hi.map_or(0.0, |h| data[h + j]));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn cvt2(
+    hi: std::arch::x86_64::__m512,
+    lo: std::arch::x86_64::__m512,
+) -> std::arch::x86_64::__m512bh {
+    std::arch::x86_64::_mm512_cvtne2ps_pbh(hi, lo)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(
+    mr: usize,
+    cols: usize,
+    kp: usize,
+    a: &[u32],
+    (a_rs, a_qs): (usize, usize),
+    b: &[u32],
+    c: &mut [f32],
+    ldc: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let ap = a.as_ptr();
+    let bp = b.as_ptr();
+    macro_rules! step {
+        ($rows:expr) => {
+            for q in 0..kp {
+                let b0: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(bp.add(q * NR) as *const _));
+                let b1: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(bp.add(q * NR + 16) as *const _));
+                for (r, acc) in acc.iter_mut().enumerate().take($rows) {
+                    let av: __m512bh =
+                        std::mem::transmute(_mm512_set1_epi32(*ap.add(r * a_rs + q * a_qs) as i32));
+                    acc[0] = _mm512_dpbf16_ps(acc[0], av, b0);
+                    acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
+                }
+            }
+        };
+    }
+    // A constant row count lets the compiler unroll and keep all 16 accumulators in registers.
+    match mr {
+        8 => step!(8),
+        7 => step!(7),
+        6 => step!(6),
+        5 => step!(5),
+        4 => step!(4),
+        3 => step!(3),
+        2 => step!(2),
+        _ => step!(1),
+    }
+    let lo_mask: __mmask16 = if cols >= 16 {
+        0xffff
+    } else {
+        ((1u32 << cols) - 1) as u16
+    };
+    let hi_mask: __mmask16 = if cols >= 32 {
+        0xffff
+    } else if cols > 16 {
+        ((1u32 << (cols - 16)) - 1) as u16
+    } else {
+        0
+    };
+    for (r, acc) in acc.iter().enumerate().take(mr) {
+        let out = c.as_mut_ptr().add(r * ldc);
+        _mm512_mask_storeu_ps(out, lo_mask, acc[0]);
+        _mm512_mask_storeu_ps(out.add(16), hi_mask, acc[1]);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(
+    _: usize,
+    _: usize,
+    _: usize,
+    _: &[u32],
+    _: (usize, usize),
+    _: &[u32],
+    _: &mut [f32],
+    _: usize,
+) {
+    unreachable!("gemm_bf16 is only available on x86_64")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn interleave(data: &[f32], lo: usize, hi: Option<usize>, out: &mut [u32]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = pair(data[lo + j], hi.map_or(0.0, |h| data[h + j]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(x: f32) -> f32 {
+        f32::from_bits(bf16_bits(x) << 16)
+    }
+
+    fn check(c: &[f32], av: &[f32], bv: &[f32], (m, n, k): (usize, usize, usize)) {
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k)
+                    .map(|t| round(av[i * k + t]) as f64 * round(bv[t * n + j]) as f64)
+                    .sum();
+                let got = c[i * n + j] as f64;
+                let tol = 1e-4 * want.abs().max(1.0);
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{m}x{n}x{k} ({i},{j}): {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn matches_a_bf16_reference_for_every_layout_and_odd_shapes() {
+        if !available() {
+            return;
+        }
+        let shapes = [
+            (1, 1, 1),
+            (9, 33, 7),
+            (130, 70, 192),
+            (17, 16, 65),
+            (8, 32, 2),
+            (200, 64, 100),
+            (33, 96, 3),
+        ];
+        for (m, n, k) in shapes {
+            let av: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+                .collect();
+            let bv: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 13.0)
+                .collect();
+            // Every operand row-major, column-major, and with a general stride.
+            let at: Vec<f32> = (0..m * k).map(|i| av[(i % m) * k + i / m]).collect();
+            let bt: Vec<f32> = (0..n * k).map(|i| bv[(i % k) * n + i / k]).collect();
+            let ap: Vec<f32> = (0..m * k * 2)
+                .map(|i| if i % 2 == 0 { av[i / 2] } else { 9.0 })
+                .collect();
+            let a_views = [
+                View {
+                    data: &av,
+                    offset: 0,
+                    rs: k as isize,
+                    cs: 1,
+                },
+                View {
+                    data: &at,
+                    offset: 0,
+                    rs: 1,
+                    cs: m as isize,
+                },
+                View {
+                    data: &ap,
+                    offset: 0,
+                    rs: 2 * k as isize,
+                    cs: 2,
+                },
+            ];
+            let b_views = [
+                View {
+                    data: &bv,
+                    offset: 0,
+                    rs: n as isize,
+                    cs: 1,
+                },
+                View {
+                    data: &bt,
+                    offset: 0,
+                    rs: 1,
+                    cs: k as isize,
+                },
+            ];
+            for a in a_views {
+                for b in b_views {
+                    let mut c = vec![f32::NAN; m * n];
+                    gemm(m, n, k, a, b, &mut c);
+                    check(&c, &av, &bv, (m, n, k));
+                }
+            }
+        }
+    }
+}
