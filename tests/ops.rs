@@ -151,7 +151,11 @@ fn matmul_bf16_matches_f32_forward_and_backward_on_bf16_exact_values() {
                 a.clone().matmul(b.clone())
             };
             let g = (y.clone() * w).sum().backward();
-            (to_vec(y), to_vec(a.grad(&g).unwrap()), to_vec(b.grad(&g).unwrap()))
+            (
+                to_vec(y),
+                to_vec(a.grad(&g).unwrap()),
+                to_vec(b.grad(&g).unwrap()),
+            )
         };
         let (y16, ga16, gb16) = run(true);
         let (y32, ga32, gb32) = run(false);

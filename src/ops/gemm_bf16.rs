@@ -181,17 +181,31 @@ fn pack_b_panel(b: View, k: usize, n: usize, col0: usize, panel: &mut [u32]) {
 
 /// `out[q] = pair(src[2q], src[2q+1])`, zero-padding an odd tail.
 fn convert_run(src: &[f32], out: &mut [u32]) {
-    let full = src.len() / 32;
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `gemm` checked `available()`; the loop reads 32 floats and writes 16 pairs per
-    // step, within both slices.
+    // SAFETY: `gemm` checked `available()`.
+    unsafe {
+        convert_run_avx512(src, out)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    for (q, o) in out.iter_mut().enumerate() {
+        *o = pair(src[2 * q], src.get(2 * q + 1).copied().unwrap_or(0.0));
+    }
+}
+
+/// Intrinsics inline only into functions compiled with their features; called from plain code
+/// each one is a function call (10% of a bf16 training step before this was split out).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn convert_run_avx512(src: &[f32], out: &mut [u32]) {
+    let full = src.len() / 32;
+    // SAFETY: each step reads 32 floats and writes 16 pairs, within both slices.
     unsafe {
         use std::arch::x86_64::*;
         for i in 0..full {
             let x0 = _mm512_loadu_ps(src.as_ptr().add(32 * i));
             let x1 = _mm512_loadu_ps(src.as_ptr().add(32 * i + 16));
             // Low half ← x0, high half ← x1: bf16 element order = source order.
-            let v: __m512i = std::mem::transmute(cvt2(x1, x0));
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(x1, x0));
             _mm512_storeu_si512(out.as_mut_ptr().add(16 * i) as *mut _, v);
         }
     }
@@ -203,12 +217,19 @@ fn convert_run(src: &[f32], out: &mut [u32]) {
 }
 
 /// `out[j] = pair(data[lo + j], data[hi + j])` (hi = None: zero), for j < out.len().
+#[cfg(target_arch = "x86_64")]
 fn interleave(data: &[f32], lo: usize, hi: Option<usize>, out: &mut [u32]) {
+    // SAFETY: `gemm` checked `available()`.
+    unsafe { interleave_avx512(data, lo, hi, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn interleave_avx512(data: &[f32], lo: usize, hi: Option<usize>, out: &mut [u32]) {
     let n = out.len();
     let full = n / 16;
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `gemm` checked `available()`; each step reads 16 floats from each row and writes
-    // 16 pairs, within the slices (bounds asserted by the slicing below).
+    // SAFETY: each step reads 16 floats from each row and writes 16 pairs, within the slices
+    // (bounds asserted by the slicing below).
     unsafe {
         use std::arch::x86_64::*;
         let _ = &data[lo..lo + n];
@@ -226,7 +247,7 @@ fn interleave(data: &[f32], lo: usize, hi: Option<usize>, out: &mut [u32]) {
                 Some(h) => _mm512_loadu_ps(data.as_ptr().add(h + 16 * i)),
                 None => _mm512_setzero_ps(),
             };
-            let v: __m512i = std::mem::transmute(cvt2(x1, x0));
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(x1, x0));
             let v = _mm512_permutexvar_epi16(idx, v);
             _mm512_storeu_si512(out.as_mut_ptr().add(16 * i) as *mut _, v);
         }
@@ -234,15 +255,6 @@ fn interleave(data: &[f32], lo: usize, hi: Option<usize>, out: &mut [u32]) {
     for (j, o) in out.iter_mut().enumerate().skip(16 * full) {
         *o = pair(data[lo + j], hi.map_or(0.0, |h| data[h + j]));
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn cvt2(
-    hi: std::arch::x86_64::__m512,
-    lo: std::arch::x86_64::__m512,
-) -> std::arch::x86_64::__m512bh {
-    std::arch::x86_64::_mm512_cvtne2ps_pbh(hi, lo)
 }
 
 #[cfg(target_arch = "x86_64")]
