@@ -51,6 +51,9 @@ fn main() {
         time(&format!("matmul {name} 2-D, no bias"), fl, || {
             let _ = x2.clone().matmul(wt.clone());
         });
+        time(&format!("scalenet::ops::linear {name}"), fl, || {
+            let _ = scalenet::ops::linear(x2.clone(), wt.clone(), Some(bias(o)));
+        });
         time(&format!("linear {name} 2-D (rows merged)"), fl, || {
             let _ = linear(x.clone().reshape([b * n, d]), wt.clone(), Some(bias(o)));
         });

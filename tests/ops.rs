@@ -146,7 +146,10 @@ fn matmul_bf16_matches_f32_forward_and_backward_on_bf16_exact_values() {
             let b = bf16_exact(k, n, 2, &ad).require_grad();
             let w = bf16_exact(m, n, 3, &ad);
             let y = if bf16 {
-                scalenet::ops::matmul_bf16(a.clone(), b.clone())
+                {
+                    let _bf16 = scalenet::ops::autocast(scalenet::ops::Precision::Bf16);
+                    scalenet::ops::matmul(a.clone(), b.clone())
+                }
             } else {
                 a.clone().matmul(b.clone())
             };
@@ -167,7 +170,53 @@ fn matmul_bf16_matches_f32_forward_and_backward_on_bf16_exact_values() {
     let dev = Device::flex();
     let a = bf16_exact(20, 37, 4, &dev);
     let b = bf16_exact(20, 9, 5, &dev);
-    let ours = to_vec(scalenet::ops::matmul_bf16(a.clone().transpose(), b.clone()));
+    let ours = {
+        let _bf16 = scalenet::ops::autocast(scalenet::ops::Precision::Bf16);
+        to_vec(scalenet::ops::matmul(a.clone().transpose(), b.clone()))
+    };
     let want = to_vec(a.transpose().matmul(b));
+    assert!(max_abs_diff(&ours, &want) < 1e-5);
+}
+
+/// The fused linear (f32) against burn's `linear`: forward, and the gradients of input, weight
+/// and bias; also with a transposed (strided) input and without a bias.
+#[test]
+fn linear_matches_burn_forward_and_backward() {
+    let ad = Device::flex().autodiff();
+    for (m, k, n, bias) in [(70, 24, 33, true), (3, 5, 1, true), (130, 64, 96, false)] {
+        let run = |ours: bool| {
+            let x = bf16_exact(m, k, 6, &ad).require_grad();
+            let w = bf16_exact(k, n, 7, &ad).require_grad();
+            let b = bias.then(|| bf16_exact(1, n, 8, &ad).reshape([n]).require_grad());
+            let y = if ours {
+                scalenet::ops::linear(x.clone(), w.clone(), b.clone())
+            } else {
+                burn::tensor::module::linear(x.clone(), w.clone(), b.clone())
+            };
+            let g = (y.clone() * bf16_exact(m, n, 9, &ad)).sum().backward();
+            let gb = b.map(|b| to_vec(b.grad(&g).unwrap())).unwrap_or_default();
+            (
+                to_vec(y),
+                to_vec(x.grad(&g).unwrap()),
+                to_vec(w.grad(&g).unwrap()),
+                gb,
+            )
+        };
+        let (a, b) = (run(true), run(false));
+        assert!(max_abs_diff(&a.0, &b.0) < 1e-5, "{m}x{k}x{n} forward");
+        assert!(max_abs_diff(&a.1, &b.1) < 1e-5, "{m}x{k}x{n} d x");
+        assert!(max_abs_diff(&a.2, &b.2) < 1e-5, "{m}x{k}x{n} d w");
+        assert!(max_abs_diff(&a.3, &b.3) < 1e-5, "{m}x{k}x{n} d b");
+    }
+    let dev = Device::flex();
+    let x = bf16_exact(24, 70, 10, &dev);
+    let w = bf16_exact(24, 5, 11, &dev);
+    let b = bf16_exact(1, 5, 12, &dev).reshape([5]);
+    let ours = to_vec(scalenet::ops::linear(
+        x.clone().transpose(),
+        w.clone(),
+        Some(b.clone()),
+    ));
+    let want = to_vec(burn::tensor::module::linear(x.transpose(), w, Some(b)));
     assert!(max_abs_diff(&ours, &want) < 1e-5);
 }

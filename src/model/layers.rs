@@ -4,9 +4,6 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
-use crate::ops::matmul_bf16;
-use crate::ops::precision::matmul_dtype;
-
 use super::weights::{param, transpose, Init, TensorSink, WeightSource};
 
 /// timm's `LayerNorm` epsilon for ViTs (`partial(nn.LayerNorm, eps=1e-6)`).
@@ -50,20 +47,16 @@ impl Linear {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let bias = self.bias.as_ref().map(Param::val);
-        if matmul_dtype().is_none() {
-            return burn::tensor::module::linear(x, self.weight.val(), bias);
-        }
-        // Mixed precision: one 2-D product over all rows in bf16 with an f32 result; the bias
-        // is added in f32.
+        // One 2-D product over all leading dimensions: on flex it runs our fused kernel (bias as
+        // the GEMM's starting value, bf16 under autocast), elsewhere burn's matmul + add.
         let mut dims = x.dims();
         let d_in = dims[D - 1];
-        let rows = dims.iter().product::<usize>() / d_in;
-        let y = matmul_bf16(x.reshape([rows, d_in]), self.weight.val());
-        let y = match bias {
-            Some(b) => y + b.unsqueeze::<2>(),
-            None => y,
-        };
+        let rows = dims.iter().product::<usize>() / d_in.max(1);
+        let y = crate::ops::linear(
+            x.reshape([rows, d_in]),
+            self.weight.val(),
+            self.bias.as_ref().map(Param::val),
+        );
         dims[D - 1] = self.d_out();
         y.reshape(dims)
     }

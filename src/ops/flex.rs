@@ -5,7 +5,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::Flex;
-use burn::tensor::{DType, FloatDType, TensorData};
+use burn::tensor::{DType, FloatDType, Shape, TensorData};
 use rayon::prelude::*;
 
 use super::gemm_bf16;
@@ -131,23 +131,155 @@ impl FusedOps for Flex {
         }
     }
 
-    fn matmul_bf16(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
-        let f32_2d = |t: &FlexTensor| t.dtype() == DType::F32 && t.layout().shape().num_dims() == 2;
-        if !(gemm_bf16::available() && f32_2d(&lhs) && f32_2d(&rhs)) {
-            let lhs = <Flex as FloatTensorOps<Flex>>::float_cast(lhs, FloatDType::BF16);
-            let rhs = <Flex as FloatTensorOps<Flex>>::float_cast(rhs, FloatDType::BF16);
-            let out = <Flex as FloatTensorOps<Flex>>::float_matmul(lhs, rhs);
-            return <Flex as FloatTensorOps<Flex>>::float_cast(out, FloatDType::F32);
+    fn fused_matmul(
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        bf16: bool,
+    ) -> FloatTensor<Self> {
+        match gemm_into(&lhs, &rhs, bf16, None) {
+            Some(out) => out,
+            None => reference_matmul(lhs, rhs, bf16),
         }
-        let (m, k) = (lhs.layout().shape()[0], lhs.layout().shape()[1]);
-        let n = rhs.layout().shape()[1];
-        assert_eq!(
-            rhs.layout().shape()[0],
-            k,
-            "matmul_bf16: inner dimensions differ"
-        );
-        let mut out = vec![0f32; m * n];
-        gemm_bf16::gemm(m, n, k, view(&lhs), view(&rhs), &mut out);
-        FlexTensor::from_data(TensorData::new(out, [m, n]))
     }
+
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        bf16: bool,
+    ) -> FloatTensor<Self> {
+        let bias = contiguous_f32(&b);
+        let n = w.layout().shape()[1];
+        match bias.filter(|b| b.layout().num_elements() == n) {
+            Some(bias) => gemm_into(&x, &w, bf16, Some(&bias.storage::<f32>()[..n]))
+                .unwrap_or_else(|| default_linear(x, w, b, bf16)),
+            None => default_linear(x, w, b, bf16),
+        }
+    }
+
+    fn sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let Some(x) = contiguous_f32(&x).filter(|x| x.layout().shape().num_dims() == 2) else {
+            let n = x.layout().shape()[1];
+            let s = <Flex as FloatTensorOps<Flex>>::float_sum_dim(x, 0);
+            return <Flex as FloatTensorOps<Flex>>::float_reshape(s, Shape::new([n]));
+        };
+        let n = x.layout().shape()[1];
+        let data = &x.storage::<f32>()[..x.layout().num_elements()];
+        // Fixed chunks summed in order: the result does not depend on how rayon schedules
+        // them, so runs (and resumed runs) stay bit-identical.
+        let partials: Vec<Vec<f32>> = data
+            .par_chunks(n * 256)
+            .map(|rows| {
+                let mut acc = vec![0f32; n];
+                for row in rows.chunks(n) {
+                    for (a, v) in acc.iter_mut().zip(row) {
+                        *a += v;
+                    }
+                }
+                acc
+            })
+            .collect();
+        let mut sum = vec![0f32; n];
+        for p in &partials {
+            for (s, v) in sum.iter_mut().zip(p) {
+                *s += v;
+            }
+        }
+        FlexTensor::from_data(TensorData::new(sum, [n]))
+    }
+}
+
+fn reference_matmul(lhs: FlexTensor, rhs: FlexTensor, bf16: bool) -> FlexTensor {
+    type F = Flex;
+    if !bf16 {
+        return <F as FloatTensorOps<F>>::float_matmul(lhs, rhs);
+    }
+    let lhs = <F as FloatTensorOps<F>>::float_cast(lhs, FloatDType::BF16);
+    let rhs = <F as FloatTensorOps<F>>::float_cast(rhs, FloatDType::BF16);
+    let out = <F as FloatTensorOps<F>>::float_matmul(lhs, rhs);
+    <F as FloatTensorOps<F>>::float_cast(out, FloatDType::F32)
+}
+
+fn default_linear(x: FlexTensor, w: FlexTensor, b: FlexTensor, bf16: bool) -> FlexTensor {
+    let n = w.layout().shape()[1];
+    let y = reference_matmul(x, w, bf16);
+    let b = <Flex as FloatTensorOps<Flex>>::float_reshape(b, Shape::new([1, n]));
+    <Flex as FloatTensorOps<Flex>>::float_add(y, b)
+}
+
+/// `lhs · rhs` (+ `bias` on every row) into a fresh buffer: the bias rows are the GEMM's
+/// starting value, so the bias costs no extra pass. `None` where the inputs are not 2-D f32
+/// (or bf16 is asked for on a CPU without AVX512-BF16): the caller falls back.
+///
+/// burn-flex's own matmul zero-fills its output as bytes and then copies it into an aligned
+/// buffer, on the calling thread: two serial passes over every activation.
+fn gemm_into(
+    lhs: &FlexTensor,
+    rhs: &FlexTensor,
+    bf16: bool,
+    bias: Option<&[f32]>,
+) -> Option<FlexTensor> {
+    let f32_2d = |t: &FlexTensor| t.dtype() == DType::F32 && t.layout().shape().num_dims() == 2;
+    if !(f32_2d(lhs) && f32_2d(rhs)) || (bf16 && !gemm_bf16::available()) {
+        return None;
+    }
+    let (m, k) = (lhs.layout().shape()[0], lhs.layout().shape()[1]);
+    let n = rhs.layout().shape()[1];
+    assert_eq!(
+        rhs.layout().shape()[0],
+        k,
+        "matmul: inner dimensions differ"
+    );
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    let buf = &mut out.spare_capacity_mut()[..m * n];
+    if let (Some(bias), true) = (bias, n > 0) {
+        buf.par_chunks_mut(n * 64).for_each(|rows| {
+            for row in rows.chunks_mut(n) {
+                for (o, &b) in row.iter_mut().zip(bias) {
+                    o.write(b);
+                }
+            }
+        });
+    }
+    let accumulate = bias.is_some();
+    let (a, b) = (view(lhs), view(rhs));
+    if bf16 {
+        gemm_bf16::gemm(m, n, k, a, b, buf, accumulate);
+    } else if m > 0 && n > 0 {
+        let par = if m * n * k >= 64 * 64 * 64 {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: the views address `m × k` and `k × n` elements inside their storage (burn's
+        // layouts guarantee it) and `buf` holds `m × n`; the GEMM reads it (`read_dst`) only
+        // when the bias rows initialised it, and otherwise only writes.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                buf.as_mut_ptr() as *mut f32,
+                1,
+                n as isize,
+                accumulate,
+                a.data.as_ptr().add(a.offset),
+                a.cs,
+                a.rs,
+                b.data.as_ptr().add(b.offset),
+                b.cs,
+                b.rs,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            )
+        };
+    }
+    // SAFETY: all m × n elements were written above (k = 0 with no bias is the only case where
+    // the GEMM writes zeros without multiplying; gemm handles it).
+    unsafe { out.set_len(m * n) };
+    Some(FlexTensor::from_data(TensorData::new(out, [m, n])))
 }

@@ -9,6 +9,8 @@
 //! packed per block of rows into the same pair format. The micro-kernel keeps an 8×32 tile of
 //! C in 16 registers. Row blocks run in parallel on rayon's pool.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// A strided f32 matrix view: element (i, j) is `data[offset + i*rs + j*cs]`.
@@ -57,9 +59,18 @@ pub fn available() -> bool {
     false
 }
 
-/// C (m×n, row-major, overwritten) = A (m×k) · B (k×n), in bf16 with f32 accumulation.
+/// C (m×n, row-major) = A (m×k) · B (k×n), in bf16 with f32 accumulation; with `accumulate`
+/// the product is added to C (which must then be initialised), otherwise C is only written.
 /// Panics unless [`available`].
-pub fn gemm(m: usize, n: usize, k: usize, a: View, b: View, c: &mut [f32]) {
+pub fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: View,
+    b: View,
+    c: &mut [MaybeUninit<f32>],
+    accumulate: bool,
+) {
     assert!(available(), "gemm_bf16 needs AVX512-BF16");
     assert_eq!(c.len(), m * n);
     if m == 0 || n == 0 {
@@ -98,8 +109,9 @@ pub fn gemm(m: usize, n: usize, k: usize, a: View, b: View, c: &mut [f32]) {
                             &apack[r * a_rs..],
                             (a_rs, a_qs),
                             bp,
-                            &mut cblk[r * n + p * NR..],
+                            cblk[r * n + p * NR..].as_mut_ptr() as *mut f32,
                             n,
+                            accumulate,
                         )
                     };
                     r += mr;
@@ -267,8 +279,9 @@ unsafe fn kernel(
     a: &[u32],
     (a_rs, a_qs): (usize, usize),
     b: &[u32],
-    c: &mut [f32],
+    c: *mut f32,
     ldc: usize,
+    accumulate: bool,
 ) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
@@ -314,9 +327,14 @@ unsafe fn kernel(
         0
     };
     for (r, acc) in acc.iter().enumerate().take(mr) {
-        let out = c.as_mut_ptr().add(r * ldc);
-        _mm512_mask_storeu_ps(out, lo_mask, acc[0]);
-        _mm512_mask_storeu_ps(out.add(16), hi_mask, acc[1]);
+        let out = c.add(r * ldc);
+        let (mut lo, mut hi) = (acc[0], acc[1]);
+        if accumulate {
+            lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(lo_mask, out));
+            hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(hi_mask, out.add(16)));
+        }
+        _mm512_mask_storeu_ps(out, lo_mask, lo);
+        _mm512_mask_storeu_ps(out.add(16), hi_mask, hi);
     }
 }
 
@@ -329,8 +347,9 @@ unsafe fn kernel(
     _: &[u32],
     _: (usize, usize),
     _: &[u32],
-    _: &mut [f32],
+    _: *mut f32,
     _: usize,
+    _: bool,
 ) {
     unreachable!("gemm_bf16 is only available on x86_64")
 }
@@ -429,9 +448,18 @@ mod tests {
             ];
             for a in a_views {
                 for b in b_views {
-                    let mut c = vec![f32::NAN; m * n];
-                    gemm(m, n, k, a, b, &mut c);
+                    let mut c = vec![MaybeUninit::new(f32::NAN); m * n];
+                    gemm(m, n, k, a, b, &mut c, false);
+                    let c: Vec<f32> = c.iter().map(|v| unsafe { v.assume_init() }).collect();
                     check(&c, &av, &bv, (m, n, k));
+                    // Accumulating onto ones adds exactly one.
+                    let mut c1 = vec![MaybeUninit::new(1.0f32); m * n];
+                    gemm(m, n, k, a, b, &mut c1, true);
+                    let c1: Vec<f32> = c1
+                        .iter()
+                        .map(|v| unsafe { v.assume_init() } - 1.0)
+                        .collect();
+                    check(&c1, &av, &bv, (m, n, k));
                 }
             }
         }

@@ -16,7 +16,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{binary, unary, Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Autodiff, Backend};
+use burn::backend::{backend_extension, Autodiff, Backend, Shape, TensorMetadata};
 use burn::tensor::{FloatDType, Tensor};
 
 /// The extension trait. Default bodies are burn's reference ops, so a backend without a fused
@@ -31,12 +31,35 @@ pub trait FusedOps: Backend {
     fn fused_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::gelu_backward(x, grad)
     }
-    /// `lhs [m, k] · rhs [k, n]` of f32 matrices, computed in bf16 with f32 accumulation and an
-    /// f32 result (what torch.autocast does to a matmul).
-    fn matmul_bf16(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+    /// `lhs [m, k] · rhs [k, n]` of f32 matrices with an f32 result; with `bf16`, the products
+    /// take bf16-rounded inputs and accumulate in f32 (what torch.autocast does to a matmul).
+    fn fused_matmul(
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        bf16: bool,
+    ) -> FloatTensor<Self> {
+        if !bf16 {
+            return Self::float_matmul(lhs, rhs);
+        }
         let lhs = Self::float_cast(lhs, FloatDType::BF16);
         let rhs = Self::float_cast(rhs, FloatDType::BF16);
         Self::float_cast(Self::float_matmul(lhs, rhs), FloatDType::F32)
+    }
+    /// `x [m, k] · w [k, n] + b [n]` (the bias added in f32).
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        bf16: bool,
+    ) -> FloatTensor<Self> {
+        let n = b.shape()[0];
+        let y = Self::fused_matmul(x, w, bf16);
+        Self::float_add(y, Self::float_reshape(b, Shape::new([1, n])))
+    }
+    /// Column sums: `[m, n] → [n]` (a bias gradient).
+    fn sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let n = x.shape()[1];
+        Self::float_reshape(Self::float_sum_dim(x, 0), Shape::new([n]))
     }
 }
 
@@ -75,12 +98,16 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(B::fused_gelu(x)),
         }
     }
-    fn matmul_bf16(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn fused_matmul(
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        bf16: bool,
+    ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct MatmulBackward;
 
         impl<B: Backend + FusedOps> Backward<B, 2> for MatmulBackward {
-            type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive);
+            type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive, bool);
 
             fn backward(
                 self,
@@ -88,15 +115,15 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                 grads: &mut Gradients,
                 _: &mut Checkpointer,
             ) {
-                let (lhs, rhs) = ops.state;
-                // d lhs = g · rhsᵀ, d rhs = lhsᵀ · g: transposes are views, the kernel reads
+                let (lhs, rhs, bf16) = ops.state;
+                // d lhs = g · rhsᵀ, d rhs = lhsᵀ · g: transposes are views, the kernels read
                 // them through their strides.
                 binary::<B, _, _>(
                     ops.parents,
                     ops.node,
                     grads,
-                    |g| B::matmul_bf16(g, B::float_swap_dims(rhs, 0, 1)),
-                    |g| B::matmul_bf16(B::float_swap_dims(lhs, 0, 1), g),
+                    |g| B::fused_matmul(g, B::float_swap_dims(rhs, 0, 1), bf16),
+                    |g| B::fused_matmul(B::float_swap_dims(lhs, 0, 1), g, bf16),
                 );
             }
         }
@@ -109,19 +136,89 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let out = B::matmul_bf16(lhs.clone(), rhs.clone());
-                prep.finish((lhs, rhs), out)
+                let out = B::fused_matmul(lhs.clone(), rhs.clone(), bf16);
+                prep.finish((lhs, rhs, bf16), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::matmul_bf16(lhs, rhs)),
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_matmul(lhs, rhs, bf16)),
+        }
+    }
+
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        bf16: bool,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct LinearBackward;
+
+        impl<B: Backend + FusedOps> Backward<B, 3> for LinearBackward {
+            type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive, bool);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let (x, w, bf16) = ops.state;
+                let [px, pw, pb] = ops.parents;
+                let g = grads.consume::<B>(&ops.node);
+                if let Some(node) = pw {
+                    let gw = B::fused_matmul(B::float_swap_dims(x, 0, 1), g.clone(), bf16);
+                    grads.register::<B>(node.id, gw);
+                }
+                if let Some(node) = pb {
+                    grads.register::<B>(node.id, B::sum_rows(g.clone()));
+                }
+                if let Some(node) = px {
+                    let gx = B::fused_matmul(g, B::float_swap_dims(w, 0, 1), bf16);
+                    grads.register::<B>(node.id, gx);
+                }
+            }
+        }
+
+        let (x, x_node) = x.into_parts();
+        let (w, w_node) = w.into_parts();
+        let (b, b_node) = b.into_parts();
+        match LinearBackward
+            .prepare::<C>([x_node, w_node, b_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::fused_linear(x.clone(), w.clone(), b, bf16);
+                prep.finish((x, w, bf16), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_linear(x, w, b, bf16)),
         }
     }
 }
 
-/// `lhs · rhs` (2-D, f32 in and out) in bf16 with f32 accumulation.
-pub fn matmul_bf16(lhs: Tensor<2>, rhs: Tensor<2>) -> Tensor<2> {
-    Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::matmul_bf16(
+fn bf16_active() -> bool {
+    precision::matmul_dtype().is_some()
+}
+
+/// `lhs [m, k] · rhs [k, n]`, in bf16 under [`autocast`]`(Bf16)`, else in f32.
+pub fn matmul(lhs: Tensor<2>, rhs: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::fused_matmul(
         lhs.into_dispatch(),
         rhs.into_dispatch(),
+        bf16_active(),
+    ))
+}
+
+/// `x [m, k] · w [k, n] + b`, in bf16 under [`autocast`]`(Bf16)`, else in f32. On flex the bias
+/// is the GEMM's starting value and every pass is multi-threaded.
+pub fn linear(x: Tensor<2>, w: Tensor<2>, b: Option<Tensor<1>>) -> Tensor<2> {
+    let Some(b) = b else {
+        return matmul(x, w);
+    };
+    Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::fused_linear(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        b.into_dispatch(),
+        bf16_active(),
     ))
 }
 
