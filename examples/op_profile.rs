@@ -54,6 +54,9 @@ fn main() {
         time(&format!("scalenet::ops::linear {name}"), fl, || {
             let _ = scalenet::ops::linear(x2.clone(), wt.clone(), Some(bias(o)));
         });
+        time(&format!("scalenet::ops::linear {name}"), fl, || {
+            let _ = scalenet::ops::linear(x2.clone(), wt.clone(), Some(bias(o)));
+        });
         time(&format!("linear {name} 2-D (rows merged)"), fl, || {
             let _ = linear(x.clone().reshape([b * n, d]), wt.clone(), Some(bias(o)));
         });
@@ -70,7 +73,7 @@ fn main() {
             let m = if name == "sq2048" { 2048 } else { b * n };
             let av: Vec<f32> = (0..m * kk).map(|i| (i % 13) as f32 * 0.1).collect();
             let bv: Vec<f32> = (0..kk * o).map(|i| (i % 7) as f32 * 0.1).collect();
-            let mut c = vec![0f32; m * o];
+            let mut c = vec![std::mem::MaybeUninit::new(0f32); m * o];
             time(
                 &format!("gemm_bf16 {name}"),
                 2.0 * (m * kk * o) as f64,
@@ -92,6 +95,7 @@ fn main() {
                             cs: 1,
                         },
                         &mut c,
+                        false,
                     );
                 },
             );
