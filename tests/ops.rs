@@ -26,11 +26,12 @@ fn grads(f: &dyn Fn(Tensor<2>) -> Tensor<2>, x: Tensor<2>) -> (Vec<f32>, Vec<f32
     let device = Device::flex();
     let ad = device.clone().autodiff();
     // Fixed weights, so two calls see the same objective.
-    let n = x.dims().iter().product::<usize>();
+    let out_dims = f(x.clone()).dims();
+    let n = out_dims.iter().product::<usize>();
     let w: Vec<f32> = (0..n)
         .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
         .collect();
-    let w = Tensor::<2>::from_data(TensorData::new(w, x.dims()), &device);
+    let w = Tensor::<2>::from_data(TensorData::new(w, out_dims), &device);
     let xa = Tensor::<2>::from_data(x.to_data(), &ad).require_grad();
     let wa = Tensor::<2>::from_data(w.to_data(), &ad);
     let g = (f(xa.clone()) * wa).sum().backward();
@@ -219,4 +220,93 @@ fn linear_matches_burn_forward_and_backward() {
     ));
     let want = to_vec(burn::tensor::module::linear(x.transpose(), w, Some(b)));
     assert!(max_abs_diff(&ours, &want) < 1e-5);
+}
+
+/// The fused attention on a qkv activation against burn's path as the model used it: reshape,
+/// permute, slice, burn's `attention` op, swap and merge heads; forward and the qkv gradient.
+#[test]
+fn fused_attention_matches_burn_forward_and_backward() {
+    use burn::tensor::module::attention;
+    use burn::tensor::ops::AttentionModuleOptions;
+    let ad = Device::flex().autodiff();
+    for (b, n, h, hd) in [(2, 7, 2, 4), (3, 50, 3, 16), (1, 1, 1, 8)] {
+        let d = h * hd;
+        let qkv_vals: Vec<f32> = (0..b * n * 3 * d)
+            .map(|i| ((i * 7919 % 211) as f32 - 105.0) / 60.0)
+            .collect();
+        let w: Vec<f32> = (0..b * n * d)
+            .map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0)
+            .collect();
+        let run = |ours: bool| {
+            let qkv = Tensor::<3>::from_data(TensorData::new(qkv_vals.clone(), [b, n, 3 * d]), &ad)
+                .require_grad();
+            let out = if ours {
+                scalenet::ops::attention(qkv.clone(), h)
+            } else {
+                let t = qkv
+                    .clone()
+                    .reshape([b, n, 3, h, hd])
+                    .permute([2, 0, 3, 1, 4]);
+                let part = |i: usize| t.clone().slice(i..i + 1).reshape([b, h, n, hd]);
+                let o = attention(
+                    part(0),
+                    part(1),
+                    part(2),
+                    None,
+                    None,
+                    AttentionModuleOptions::default(),
+                );
+                o.swap_dims(1, 2).reshape([b, n, d])
+            };
+            let wt = Tensor::<3>::from_data(TensorData::new(w.clone(), [b, n, d]), &ad);
+            let g = (out.clone() * wt).sum().backward();
+            (to_vec(out), to_vec(qkv.grad(&g).unwrap()))
+        };
+        let (ours, burns) = (run(true), run(false));
+        assert!(
+            max_abs_diff(&ours.0, &burns.0) < 1e-5,
+            "{b}x{n}x{h}x{hd} forward: {}",
+            max_abs_diff(&ours.0, &burns.0)
+        );
+        assert!(
+            max_abs_diff(&ours.1, &burns.1) < 1e-5,
+            "{b}x{n}x{h}x{hd} backward: {}",
+            max_abs_diff(&ours.1, &burns.1)
+        );
+    }
+}
+
+/// Central finite differences (f64 accumulation of the objective) for the fused f32 ops.
+#[test]
+fn fused_ops_pass_finite_difference_checks() {
+    let device = Device::flex();
+    let vals = |r: usize, c: usize, salt: usize| {
+        let v: Vec<f32> = (0..r * c)
+            .map(|i| (((i * 7919 + salt * 31) % 97) as f32 - 48.0) / 40.0)
+            .collect();
+        Tensor::<2>::from_data(TensorData::new(v, [r, c]), &device)
+    };
+    // Attention: 2 batches × 5 tokens, 2 heads of 3 → qkv [10, 18].
+    let (b, n, h, d) = (2, 5, 2, 6);
+    let attn = move |x: Tensor<2>| {
+        scalenet::ops::attention(x.reshape([b, n, 3 * d]), h).reshape([b * n, d])
+    };
+    let (analytic, numeric) = grads(&attn, vals(b * n, 3 * d, 1));
+    assert!(
+        max_abs_diff(&analytic, &numeric) < 2e-3,
+        "attention: {}",
+        max_abs_diff(&analytic, &numeric)
+    );
+    // Linear: input, weight and bias gradients.
+    let (w, bias) = (vals(6, 4, 2), vals(1, 4, 3).reshape([4]));
+    let lin_x = |x: Tensor<2>| scalenet::ops::linear(x, w.clone(), Some(bias.clone()));
+    let (analytic, numeric) = grads(&lin_x, vals(7, 6, 4));
+    assert!(max_abs_diff(&analytic, &numeric) < 2e-3, "linear dx");
+    let x = vals(7, 6, 5);
+    let lin_w = |w: Tensor<2>| scalenet::ops::linear(x.clone(), w, Some(bias.clone()));
+    let (analytic, numeric) = grads(&lin_w, vals(6, 4, 6));
+    assert!(max_abs_diff(&analytic, &numeric) < 2e-3, "linear dw");
+    let lin_b = |b: Tensor<2>| scalenet::ops::linear(x.clone(), w.clone(), Some(b.reshape([4])));
+    let (analytic, numeric) = grads(&lin_b, vals(1, 4, 7));
+    assert!(max_abs_diff(&analytic, &numeric) < 2e-3, "linear db");
 }

@@ -53,28 +53,23 @@ impl Attention {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, n, d] = x.dims();
         let h = self.num_heads;
+        let qkv = self.qkv.forward(x);
+        // On flex our fused kernel reads q, k and v where the qkv product left them and writes
+        // the heads merged: no permute, slice or copy, forward or backward. It stays f32 under
+        // bf16 autocast (flex has no bf16 attention worth using).
+        if qkv.device() == Device::flex() {
+            return self.proj.forward(crate::ops::attention(qkv, h));
+        }
         let hd = d / h;
         // [3, batch, heads, tokens, head_dim]
-        let qkv = self
-            .qkv
-            .forward(x)
-            .reshape([b, n, 3, h, hd])
-            .permute([2, 0, 3, 1, 4]);
+        let qkv = qkv.reshape([b, n, 3, h, hd]).permute([2, 0, 3, 1, 4]);
         let part = |i: usize| qkv.clone().slice(i..i + 1).reshape([b, h, n, hd]);
-        let (q, k, v) = (part(0), part(1), part(2));
+        let (q, k, v) = (lower(part(0)), lower(part(1)), lower(part(2)));
         // scale = head_dim^-0.5 (timm's default), applied by the op when `scale` is None.
-        let (q, k, v) = (lower(q), lower(k), lower(v));
-        let out = raise(attention(
-            q,
-            k,
-            v,
-            None,
-            None,
-            AttentionModuleOptions::default(),
-        ));
+        let options = AttentionModuleOptions::default();
+        let out = raise(attention(q, k, v, None, None, options));
         // [batch, tokens, heads * head_dim]
-        let out = out.swap_dims(1, 2).reshape([b, n, d]);
-        self.proj.forward(out)
+        self.proj.forward(out.swap_dims(1, 2).reshape([b, n, d]))
     }
 
     pub fn export(&self, key: &str, out: &mut TensorSink) {

@@ -8,9 +8,9 @@ use burn::backend::Flex;
 use burn::tensor::{DType, FloatDType, Shape, TensorData};
 use rayon::prelude::*;
 
-use super::gemm_bf16;
 use super::math::{erf, exp_neg};
 use super::FusedOps;
+use super::{attention, gemm_bf16};
 
 /// Elements per rayon task: ~64 KiB of f32, several per core even for small activations.
 const CHUNK: usize = 16 * 1024;
@@ -28,7 +28,7 @@ fn contiguous_f32(t: &FlexTensor) -> Option<FlexTensor> {
 
 /// The elementwise loops are compiled twice: for AVX2+FMA (chosen at run time) and for baseline
 /// x86-64. Without FMA enabled, `f32::mul_add` becomes a libm call, slower than libm's `erff`.
-fn has_avx2_fma() -> bool {
+pub(super) fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
     #[cfg(not(target_arch = "x86_64"))]
@@ -157,6 +157,30 @@ impl FusedOps for Flex {
         }
     }
 
+    fn fused_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        let qkv = contiguous_f32(&qkv).expect("fused attention takes f32");
+        let dims = attention_dims(&qkv, heads);
+        let out = attention::forward(&qkv.storage::<f32>()[..qkv.layout().num_elements()], dims);
+        FlexTensor::from_data(TensorData::new(out, [dims.batch, dims.tokens, dims.d()]))
+    }
+
+    fn fused_attention_backward(
+        qkv: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        let qkv = contiguous_f32(&qkv).expect("fused attention takes f32");
+        let grad = contiguous_f32(&grad).expect("fused attention takes f32");
+        let dims = attention_dims(&qkv, heads);
+        let n = qkv.layout().num_elements();
+        let g = &grad.storage::<f32>()[..grad.layout().num_elements()];
+        let dqkv = attention::backward(&qkv.storage::<f32>()[..n], g, dims);
+        FlexTensor::from_data(TensorData::new(
+            dqkv,
+            [dims.batch, dims.tokens, 3 * dims.d()],
+        ))
+    }
+
     fn sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let Some(x) = contiguous_f32(&x).filter(|x| x.layout().shape().num_dims() == 2) else {
             let n = x.layout().shape()[1];
@@ -186,6 +210,22 @@ impl FusedOps for Flex {
             }
         }
         FlexTensor::from_data(TensorData::new(sum, [n]))
+    }
+}
+
+fn attention_dims(qkv: &FlexTensor, heads: usize) -> attention::Dims {
+    let shape = qkv.layout().shape();
+    assert_eq!(shape.num_dims(), 3, "fused attention takes [b, n, 3·d]");
+    let d = shape[2] / 3;
+    assert!(
+        shape[2] % 3 == 0 && heads > 0 && d % heads == 0,
+        "fused attention: bad qkv width"
+    );
+    attention::Dims {
+        batch: shape[0],
+        tokens: shape[1],
+        heads,
+        head_dim: d / heads,
     }
 }
 

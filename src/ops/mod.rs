@@ -5,6 +5,7 @@
 //! Why: burn-flex runs elementwise ops on one thread with libm's scalar `erff`, so GELU alone
 //! took longer than all four matmuls of a block (docs/PERFORMANCE.md).
 
+mod attention;
 pub mod gemm_bf16;
 pub mod math;
 pub mod precision;
@@ -55,6 +56,22 @@ pub trait FusedOps: Backend {
         let n = b.shape()[0];
         let y = Self::fused_matmul(x, w, bf16);
         Self::float_add(y, Self::float_reshape(b, Shape::new([1, n])))
+    }
+    /// timm's attention core on the fused qkv activation: `qkv [b, n, 3·d]` → `[b, n, d]`, the
+    /// heads already merged (see `ops/attention.rs`). Only flex has it: `model::attention`
+    /// takes burn's unfused path on other backends.
+    fn fused_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        let _ = (qkv, heads);
+        panic!("fused attention is implemented for the flex backend only")
+    }
+    /// Gradient of [`fused_attention`](Self::fused_attention) with respect to `qkv`.
+    fn fused_attention_backward(
+        qkv: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        let _ = (qkv, grad, heads);
+        panic!("fused attention is implemented for the flex backend only")
     }
     /// Column sums: `[m, n] → [n]` (a bias gradient).
     fn sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -193,6 +210,40 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(B::fused_linear(x, w, b, bf16)),
         }
     }
+
+    fn fused_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct AttentionBackward;
+
+        impl<B: Backend + FusedOps> Backward<B, 1> for AttentionBackward {
+            type State = (B::FloatTensorPrimitive, usize);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let (qkv, heads) = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |g| {
+                    B::fused_attention_backward(qkv, g, heads)
+                });
+            }
+        }
+
+        let (qkv, node) = qkv.into_parts();
+        match AttentionBackward
+            .prepare::<C>([node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::fused_attention(qkv.clone(), heads);
+                prep.finish((qkv, heads), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(qkv, heads)),
+        }
+    }
 }
 
 fn bf16_active() -> bool {
@@ -219,6 +270,15 @@ pub fn linear(x: Tensor<2>, w: Tensor<2>, b: Option<Tensor<1>>) -> Tensor<2> {
         w.into_dispatch(),
         b.into_dispatch(),
         bf16_active(),
+    ))
+}
+
+/// Multi-head attention core on a fused qkv activation `[b, n, 3·d]` → `[b, n, d]` (timm's
+/// channel layout, scale head_dim^-½). Flex only; check the device before calling.
+pub fn attention(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::fused_attention(
+        qkv.into_dispatch(),
+        heads,
     ))
 }
 
