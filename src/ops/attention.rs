@@ -35,6 +35,13 @@ struct Out(*mut f32);
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
+impl Out {
+    /// A method (not the field) so that closures capture the whole `Send` wrapper.
+    fn at(&self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
 /// `dst (m×n, strides rs/cs) = beta · lhs · rhs`, single-threaded (the tasks are the parallelism).
 #[allow(clippy::too_many_arguments)]
 unsafe fn mm(
@@ -138,13 +145,12 @@ pub fn forward(qkv: &[f32], dims: Dims) -> Vec<f32> {
         |p, t| {
             let (bi, h) = (t / dims.heads, t % dims.heads);
             probs(qkv, dims, bi, h, p);
-            let dst = dst;
             // SAFETY: v is n rows of hd at stride 3d; the output block (rows of batch bi,
             // columns h·hd..(h+1)·hd at row stride d) belongs to this task alone.
             unsafe {
                 mm(
                     (n, hd, n),
-                    dst.0.add(bi * n * d + h * hd),
+                    dst.at(bi * n * d + h * hd),
                     (d as isize, 1),
                     p.as_ptr(),
                     (n as isize, 1),
@@ -174,7 +180,6 @@ pub fn backward(qkv: &[f32], grad: &[f32], dims: Dims) -> Vec<f32> {
             probs(qkv, dims, bi, h, p);
             let base = bi * n * 3 * d + h * hd;
             let go = grad[bi * n * d + h * hd..].as_ptr();
-            let dst = dst;
             // SAFETY (all four products): q/k/v and their gradients are n rows of hd at row
             // stride 3d, the output gradient n rows of hd at stride d, p and dp n×n; this task
             // alone writes its head's columns of batch bi in dqkv.
@@ -182,7 +187,7 @@ pub fn backward(qkv: &[f32], grad: &[f32], dims: Dims) -> Vec<f32> {
                 // dv = pᵀ · dout
                 mm(
                     (n, hd, n),
-                    dst.0.add(base + 2 * d),
+                    dst.at(base + 2 * d),
                     (row, 1),
                     p.as_ptr(),
                     (1, n as isize),
@@ -213,7 +218,7 @@ pub fn backward(qkv: &[f32], grad: &[f32], dims: Dims) -> Vec<f32> {
                 // dq = ds · k · scale
                 mm(
                     (n, hd, n),
-                    dst.0.add(base),
+                    dst.at(base),
                     (row, 1),
                     dp.as_ptr(),
                     (n as isize, 1),
@@ -224,7 +229,7 @@ pub fn backward(qkv: &[f32], grad: &[f32], dims: Dims) -> Vec<f32> {
                 // dk = dsᵀ · q · scale
                 mm(
                     (n, hd, n),
-                    dst.0.add(base + d),
+                    dst.at(base + d),
                     (row, 1),
                     dp.as_ptr(),
                     (1, n as isize),
