@@ -218,7 +218,7 @@ fn attention_dims(qkv: &FlexTensor, heads: usize) -> attention::Dims {
     assert_eq!(shape.num_dims(), 3, "fused attention takes [b, n, 3·d]");
     let d = shape[2] / 3;
     assert!(
-        shape[2] % 3 == 0 && heads > 0 && d % heads == 0,
+        shape[2].is_multiple_of(3) && heads > 0 && d.is_multiple_of(heads),
         "fused attention: bad qkv width"
     );
     attention::Dims {
