@@ -27,6 +27,7 @@ pub fn parse_device(name: &str) -> Result<Device> {
         "cuda" => Ok(Device::cuda(index)),
         #[cfg(feature = "wgpu")]
         "wgpu" => Ok(Device::wgpu(Default::default())),
+        #[allow(unreachable_patterns)] // reachable for whichever GPU feature is off
         "cuda" | "wgpu" => Err(Error::InvalidModel(format!(
             "--device {name}: this scalenet was built without the '{kind}' feature; rebuild with `cargo build --release --features {kind}`"
         ))),

@@ -102,16 +102,29 @@ fn probs(qkv: &[f32], dims: Dims, bi: usize, h: usize, p: &mut [f32]) {
     softmax_rows(p, n);
 }
 
+/// Reduces with 8 independent lanes, so the compiler can vectorise (a single running float
+/// sum or max is a serial dependency it may not reorder).
+#[inline(always)]
+fn reduce8(r: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; 8];
+    let mut chunks = r.chunks_exact(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            acc[i] = f(acc[i], c[i]);
+        }
+    }
+    let tail = chunks.remainder().iter().fold(init, |a, &v| f(a, v));
+    acc.iter().fold(tail, |a, &v| f(a, v))
+}
+
 #[inline(always)]
 fn softmax_rows_generic(p: &mut [f32], n: usize) {
     for r in p.chunks_mut(n) {
-        let max = r.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut sum = 0.0;
+        let max = reduce8(r, f32::NEG_INFINITY, f32::max);
         for v in r.iter_mut() {
             *v = exp_neg(*v - max);
-            sum += *v;
         }
-        let inv = 1.0 / sum;
+        let inv = 1.0 / reduce8(r, 0.0, |a, b| a + b);
         for v in r.iter_mut() {
             *v *= inv;
         }
