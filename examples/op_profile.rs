@@ -100,6 +100,38 @@ fn main() {
                 },
             );
         }
+        for (name, kk, o) in [
+            ("qkv", d, 3 * d),
+            ("fc1", d, 4 * d),
+            ("fc2", 4 * d, d),
+            ("sq2048", 2048, 2048),
+        ] {
+            let m = if name == "sq2048" { 2048 } else { b * n };
+            let av: Vec<f32> = (0..m * kk).map(|i| (i % 13) as f32 * 0.1).collect();
+            let bv: Vec<f32> = (0..kk * o).map(|i| (i % 7) as f32 * 0.1).collect();
+            let mut c = vec![std::mem::MaybeUninit::new(0f32); m * o];
+            let (a, bb) = (
+                View {
+                    data: &av,
+                    offset: 0,
+                    rs: kk as isize,
+                    cs: 1,
+                },
+                View {
+                    data: &bv,
+                    offset: 0,
+                    rs: o as isize,
+                    cs: 1,
+                },
+            );
+            time(
+                &format!("gemm_f32 {name}"),
+                2.0 * (m * kk * o) as f64,
+                || {
+                    scalenet::ops::gemm_f32::gemm(m, o, kk, a, bb, &mut c, false);
+                },
+            );
+        }
         let sq = Tensor::<2>::random([2048, 2048], Distribution::Normal(0.0, 1.0), &dev);
         time("flex f32 matmul sq2048", 2.0 * 2048f64.powi(3), || {
             let _ = sq.clone().matmul(sq.clone());

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::math::{erf, exp_neg};
 use super::FusedOps;
-use super::{attention, gemm_bf16};
+use super::{attention, gemm_bf16, gemm_f32};
 
 /// Elements per rayon task: ~64 KiB of f32, several per core even for small activations.
 const CHUNK: usize = 16 * 1024;
@@ -285,6 +285,8 @@ fn gemm_into(
     let (a, b) = (view(lhs), view(rhs));
     if bf16 {
         gemm_bf16::gemm(m, n, k, a, b, buf, accumulate);
+    } else if gemm_f32::available() {
+        gemm_f32::gemm(m, n, k, a, b, buf, accumulate);
     } else if m > 0 && n > 0 {
         let par = if m * n * k >= 64 * 64 * 64 {
             gemm::Parallelism::Rayon(0)

@@ -24,7 +24,7 @@ pub struct View<'a> {
 
 impl View<'_> {
     #[inline(always)]
-    fn at(&self, i: usize, j: usize) -> f32 {
+    pub(crate) fn at(&self, i: usize, j: usize) -> f32 {
         self.data[(self.offset as isize + i as isize * self.rs + j as isize * self.cs) as usize]
     }
 }

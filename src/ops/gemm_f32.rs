@@ -1,0 +1,285 @@
+//! An f32 matrix product for CPUs with AVX-512: the same blocking as [`super::gemm_bf16`]
+//! (B packed once into 32-column panels, an 8×32 tile of C in 16 zmm registers, row blocks in
+//! parallel), with A read in place through its strides — f32 needs no conversion, so any
+//! layout (row-major activations, transposed activations in backward) is broadcast straight
+//! from memory. On the ViT shapes it replaces the `gemm` crate's AVX2 kernel that burn-flex
+//! uses (docs/PERFORMANCE.md has both measured).
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::gemm_bf16::View;
+
+const NR: usize = 32;
+const MR: usize = 8;
+/// Rows per parallel task.
+const MC: usize = 128;
+/// K per pass over a panel: a 256×32 f32 panel slice (32 KiB) stays in L1 while a row block
+/// streams past it.
+const KC: usize = 256;
+
+/// Whether this CPU can run [`gemm`].
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// C (m×n, row-major) = A (m×k) · B (k×n) in f32; with `accumulate` the product is added to C
+/// (which must then be initialised), otherwise C is only written. Panics unless [`available`].
+pub fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: View,
+    b: View,
+    c: &mut [MaybeUninit<f32>],
+    accumulate: bool,
+) {
+    assert!(available(), "gemm_f32 needs AVX-512");
+    assert_eq!(c.len(), m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c.iter_mut().for_each(|v| {
+                v.write(0.0);
+            });
+        }
+        return;
+    }
+    let panels = n.div_ceil(NR);
+    // Packed B: panel p, row kk, column j → bpack[(p * k + kk) * NR + j], zero-padded columns.
+    let mut bpack = vec![0f32; panels * k * NR];
+    bpack
+        .par_chunks_mut(k * NR)
+        .enumerate()
+        .for_each(|(p, panel)| {
+            let col0 = p * NR;
+            let cols = NR.min(n - col0);
+            for kk in 0..k {
+                let dst = &mut panel[kk * NR..kk * NR + cols];
+                if b.cs == 1 {
+                    let start = (b.offset as isize + kk as isize * b.rs) as usize + col0;
+                    dst.copy_from_slice(&b.data[start..start + cols]);
+                } else {
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        *d = b.at(kk, col0 + j);
+                    }
+                }
+            }
+        });
+    // A is read in place; check once that every element it addresses is inside its storage.
+    let last = a.offset as isize + (m as isize - 1) * a.rs.max(0) + (k as isize - 1) * a.cs.max(0);
+    let first = a.offset as isize + (m as isize - 1) * a.rs.min(0) + (k as isize - 1) * a.cs.min(0);
+    assert!(
+        first >= 0 && (last as usize) < a.data.len(),
+        "gemm_f32: A out of bounds"
+    );
+    c.par_chunks_mut(MC * n)
+        .enumerate()
+        .for_each(|(blk, cblk)| {
+            let row0 = blk * MC;
+            let rows = cblk.len() / n;
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                let acc = accumulate || k0 > 0;
+                for p in 0..panels {
+                    let bp = &bpack[(p * k + k0) * NR..(p * k + k0 + kc) * NR];
+                    let cols = NR.min(n - p * NR);
+                    let mut r = 0;
+                    while r < rows {
+                        let mr = MR.min(rows - r);
+                        let a0 =
+                            a.offset as isize + (row0 + r) as isize * a.rs + k0 as isize * a.cs;
+                        // SAFETY: `available()` was checked; A's addressed range was checked
+                        // above, the panel slice holds kc×32 floats, and C's tile (mr rows of
+                        // `cols` at stride n from this block's row r) is inside `cblk`, written
+                        // before it is read unless `acc` (initialised by the caller or the
+                        // previous K pass).
+                        unsafe {
+                            kernel(
+                                mr,
+                                cols,
+                                kc,
+                                a.data.as_ptr().offset(a0),
+                                (a.rs, a.cs),
+                                bp.as_ptr(),
+                                cblk[r * n + p * NR..].as_mut_ptr() as *mut f32,
+                                n,
+                                acc,
+                            )
+                        };
+                        r += mr;
+                    }
+                }
+            }
+        });
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(
+    mr: usize,
+    cols: usize,
+    kc: usize,
+    a: *const f32,
+    (a_rs, a_cs): (isize, isize),
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    macro_rules! step {
+        ($rows:expr) => {
+            for q in 0..kc {
+                let b0 = _mm512_loadu_ps(b.add(q * NR));
+                let b1 = _mm512_loadu_ps(b.add(q * NR + 16));
+                let aq = a.offset(q as isize * a_cs);
+                for (r, acc) in acc.iter_mut().enumerate().take($rows) {
+                    let av = _mm512_set1_ps(*aq.offset(r as isize * a_rs));
+                    acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
+                    acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
+                }
+            }
+        };
+    }
+    // A constant row count lets the compiler unroll and keep all 16 accumulators in registers.
+    match mr {
+        8 => step!(8),
+        7 => step!(7),
+        6 => step!(6),
+        5 => step!(5),
+        4 => step!(4),
+        3 => step!(3),
+        2 => step!(2),
+        _ => step!(1),
+    }
+    let lo_mask: __mmask16 = if cols >= 16 {
+        0xffff
+    } else {
+        ((1u32 << cols) - 1) as u16
+    };
+    let hi_mask: __mmask16 = if cols >= 32 {
+        0xffff
+    } else if cols > 16 {
+        ((1u32 << (cols - 16)) - 1) as u16
+    } else {
+        0
+    };
+    for (r, acc) in acc.iter().enumerate().take(mr) {
+        let out = c.add(r * ldc);
+        let (mut lo, mut hi) = (acc[0], acc[1]);
+        if accumulate {
+            lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(lo_mask, out));
+            hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(hi_mask, out.add(16)));
+        }
+        _mm512_mask_storeu_ps(out, lo_mask, lo);
+        _mm512_mask_storeu_ps(out.add(16), hi_mask, hi);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(
+    _: usize,
+    _: usize,
+    _: usize,
+    _: *const f32,
+    _: (isize, isize),
+    _: *const f32,
+    _: *mut f32,
+    _: usize,
+    _: bool,
+) {
+    unreachable!("gemm_f32 is only available on x86_64")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_f64_reference_for_every_layout_and_odd_shapes() {
+        if !available() {
+            return;
+        }
+        let shapes = [
+            (1, 1, 1),
+            (9, 33, 7),
+            (130, 70, 300),
+            (17, 16, 65),
+            (8, 32, 2),
+            (200, 64, 600),
+            (33, 96, 3),
+        ];
+        for (m, n, k) in shapes {
+            let av: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+                .collect();
+            let bv: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 13.0)
+                .collect();
+            let at: Vec<f32> = (0..m * k).map(|i| av[(i % m) * k + i / m]).collect();
+            let bt: Vec<f32> = (0..n * k).map(|i| bv[(i % k) * n + i / k]).collect();
+            let a_views = [
+                View {
+                    data: &av,
+                    offset: 0,
+                    rs: k as isize,
+                    cs: 1,
+                },
+                View {
+                    data: &at,
+                    offset: 0,
+                    rs: 1,
+                    cs: m as isize,
+                },
+            ];
+            let b_views = [
+                View {
+                    data: &bv,
+                    offset: 0,
+                    rs: n as isize,
+                    cs: 1,
+                },
+                View {
+                    data: &bt,
+                    offset: 0,
+                    rs: 1,
+                    cs: k as isize,
+                },
+            ];
+            for a in a_views {
+                for b in b_views {
+                    for acc in [false, true] {
+                        let mut c =
+                            vec![MaybeUninit::new(if acc { 1.0f32 } else { f32::NAN }); m * n];
+                        gemm(m, n, k, a, b, &mut c, acc);
+                        for i in 0..m {
+                            for j in 0..n {
+                                let want: f64 = (0..k)
+                                    .map(|t| av[i * k + t] as f64 * bv[t * n + j] as f64)
+                                    .sum::<f64>()
+                                    + if acc { 1.0 } else { 0.0 };
+                                let got = unsafe { c[i * n + j].assume_init() } as f64;
+                                assert!(
+                                    (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                                    "{m}x{n}x{k} ({i},{j}): {got} vs {want}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
