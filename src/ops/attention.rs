@@ -8,6 +8,8 @@
 
 use rayon::prelude::*;
 
+use super::gemm_bf16::View;
+use super::gemm_f32;
 use super::math::exp_neg;
 
 /// Shapes of one call.
@@ -42,37 +44,35 @@ impl Out {
     }
 }
 
-/// `dst (m×n, strides rs/cs) = beta · lhs · rhs`, single-threaded (the tasks are the parallelism).
-#[allow(clippy::too_many_arguments)]
-unsafe fn mm(
-    (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    (dst_rs, dst_cs): (isize, isize),
-    lhs: *const f32,
-    (lhs_rs, lhs_cs): (isize, isize),
-    rhs: *const f32,
-    (rhs_rs, rhs_cs): (isize, isize),
-    beta: f32,
-) {
-    // SAFETY: the caller passes pointers and strides that address m×k, k×n and m×n elements
-    // inside live buffers.
+/// `dst (m×n, row stride ldc) = lhs · rhs`, single-threaded (the tasks are the parallelism):
+/// our AVX-512 kernel where the CPU has it, the `gemm` crate otherwise.
+///
+/// # Safety
+/// `dst` addresses m rows of n writable floats at stride `ldc`.
+unsafe fn mm((m, n, k): (usize, usize, usize), dst: *mut f32, ldc: usize, a: View, b: View) {
+    if gemm_f32::available() {
+        // SAFETY: forwarded contract.
+        return unsafe { gemm_f32::gemm_serial(m, n, k, a, b, dst, ldc) };
+    }
+    // SAFETY: the views address m×k and k×n elements inside their slices (their owners'
+    // layouts), dst by contract.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             dst,
-            dst_cs,
-            dst_rs,
+            1,
+            ldc as isize,
             false,
-            lhs,
-            lhs_cs,
-            lhs_rs,
-            rhs,
-            rhs_cs,
-            rhs_rs,
+            a.data.as_ptr().add(a.offset),
+            a.cs,
+            a.rs,
+            b.data.as_ptr().add(b.offset),
+            b.cs,
+            b.rs,
             0.0,
-            beta,
+            1.0,
             false,
             false,
             false,
@@ -81,29 +81,26 @@ unsafe fn mm(
     }
 }
 
+fn view(data: &[f32], offset: usize, rs: usize, cs: usize) -> View<'_> {
+    View {
+        data,
+        offset,
+        rs: rs as isize,
+        cs: cs as isize,
+    }
+}
+
 /// P = softmax(q kᵀ · scale) for one (batch, head), into `p` (n×n, row-major).
 fn probs(qkv: &[f32], dims: Dims, bi: usize, h: usize, p: &mut [f32]) {
     let (n, d, hd) = (dims.tokens, dims.d(), dims.head_dim);
     let base = bi * n * 3 * d + h * hd;
-    let row = 3 * d as isize;
-    // SAFETY: q and k are n rows of hd values at row stride 3d inside `qkv`; p holds n×n.
-    unsafe {
-        mm(
-            (n, n, hd),
-            p.as_mut_ptr(),
-            (n as isize, 1),
-            qkv.as_ptr().add(base),
-            (row, 1),
-            qkv.as_ptr().add(base + d),
-            (1, row),
-            dims.scale(),
-        )
-    };
-    softmax_rows(p, n);
+    let q = view(qkv, base, 3 * d, 1);
+    let kt = view(qkv, base + d, 1, 3 * d);
+    // SAFETY: p holds n×n.
+    unsafe { mm((n, n, hd), p.as_mut_ptr(), n, q, kt) };
+    softmax_rows(p, n, dims.scale());
 }
 
-/// Reduces with 8 independent lanes, so the compiler can vectorise (a single running float
-/// sum or max is a serial dependency it may not reorder).
 #[inline(always)]
 fn reduce8(r: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut acc = [init; 8];
@@ -117,12 +114,13 @@ fn reduce8(r: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     acc.iter().fold(tail, |a, &v| f(a, v))
 }
 
+/// Row-wise softmax of `scale · p` (scale > 0, so the row maximum is found unscaled).
 #[inline(always)]
-fn softmax_rows_generic(p: &mut [f32], n: usize) {
+fn softmax_rows_generic(p: &mut [f32], n: usize, scale: f32) {
     for r in p.chunks_mut(n) {
         let max = reduce8(r, f32::NEG_INFINITY, f32::max);
         for v in r.iter_mut() {
-            *v = exp_neg(*v - max);
+            *v = exp_neg((*v - max) * scale);
         }
         let inv = 1.0 / reduce8(r, 0.0, |a, b| a + b);
         for v in r.iter_mut() {
@@ -134,17 +132,17 @@ fn softmax_rows_generic(p: &mut [f32], n: usize) {
 /// Compiled for AVX2+FMA when the CPU has them: `exp_neg`'s `mul_add` is a libm call otherwise.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn softmax_rows_avx2(p: &mut [f32], n: usize) {
-    softmax_rows_generic(p, n)
+fn softmax_rows_avx2(p: &mut [f32], n: usize, scale: f32) {
+    softmax_rows_generic(p, n, scale)
 }
 
-fn softmax_rows(p: &mut [f32], n: usize) {
+fn softmax_rows(p: &mut [f32], n: usize, scale: f32) {
     #[cfg(target_arch = "x86_64")]
     if super::flex::has_avx2_fma() {
         // SAFETY: the CPU has the features the function was compiled for.
-        return unsafe { softmax_rows_avx2(p, n) };
+        return unsafe { softmax_rows_avx2(p, n, scale) };
     }
-    softmax_rows_generic(p, n)
+    softmax_rows_generic(p, n, scale)
 }
 
 /// `[b, n, 3d]` → `[b, n, d]`.
@@ -158,18 +156,15 @@ pub fn forward(qkv: &[f32], dims: Dims) -> Vec<f32> {
         |p, t| {
             let (bi, h) = (t / dims.heads, t % dims.heads);
             probs(qkv, dims, bi, h, p);
-            // SAFETY: v is n rows of hd at stride 3d; the output block (rows of batch bi,
-            // columns h·hd..(h+1)·hd at row stride d) belongs to this task alone.
+            let v = view(qkv, bi * n * 3 * d + 2 * d + h * hd, 3 * d, 1);
+            // SAFETY: this task alone writes rows of batch bi, columns h·hd.. at stride d.
             unsafe {
                 mm(
                     (n, hd, n),
                     dst.at(bi * n * d + h * hd),
-                    (d as isize, 1),
-                    p.as_ptr(),
-                    (n as isize, 1),
-                    qkv.as_ptr().add(bi * n * 3 * d + 2 * d + h * hd),
-                    (3 * d as isize, 1),
-                    1.0,
+                    d,
+                    view(p, 0, n, 1),
+                    v,
                 )
             };
         },
@@ -185,71 +180,42 @@ pub fn backward(qkv: &[f32], grad: &[f32], dims: Dims) -> Vec<f32> {
     assert_eq!(grad.len(), b * n * d);
     let mut dqkv: Vec<f32> = Vec::with_capacity(b * n * 3 * d);
     let dst = Out(dqkv.spare_capacity_mut().as_mut_ptr() as *mut f32);
-    let row = 3 * d as isize;
+    let scale = dims.scale();
     (0..b * dims.heads).into_par_iter().for_each_init(
         || (vec![0f32; n * n], vec![0f32; n * n]),
         |(p, dp), t| {
             let (bi, h) = (t / dims.heads, t % dims.heads);
             probs(qkv, dims, bi, h, p);
             let base = bi * n * 3 * d + h * hd;
-            let go = grad[bi * n * d + h * hd..].as_ptr();
-            // SAFETY (all four products): q/k/v and their gradients are n rows of hd at row
-            // stride 3d, the output gradient n rows of hd at stride d, p and dp n×n; this task
-            // alone writes its head's columns of batch bi in dqkv.
+            let (q, k) = (view(qkv, base, 3 * d, 1), view(qkv, base + d, 3 * d, 1));
+            let vt = view(qkv, base + 2 * d, 1, 3 * d);
+            let go = view(grad, bi * n * d + h * hd, d, 1);
+            // SAFETY (all four products): this task alone writes its head's q, k and v columns
+            // of batch bi in dqkv (row stride 3d); dp holds n×n.
             unsafe {
                 // dv = pᵀ · dout
                 mm(
                     (n, hd, n),
                     dst.at(base + 2 * d),
-                    (row, 1),
-                    p.as_ptr(),
-                    (1, n as isize),
+                    3 * d,
+                    view(p, 0, 1, n),
                     go,
-                    (d as isize, 1),
-                    1.0,
                 );
                 // dp = dout · vᵀ
-                mm(
-                    (n, n, hd),
-                    dp.as_mut_ptr(),
-                    (n as isize, 1),
-                    go,
-                    (d as isize, 1),
-                    qkv.as_ptr().add(base + 2 * d),
-                    (1, row),
-                    1.0,
-                );
+                mm((n, n, hd), dp.as_mut_ptr(), n, go, vt);
             }
-            // ds = p ⊙ (dp − rowsum(dp ⊙ p)), in place in dp.
+            // ds = p ⊙ (dp − rowsum(dp ⊙ p)) · scale, in place in dp (the scale of q kᵀ).
             for (pr, dr) in p.chunks(n).zip(dp.chunks_mut(n)) {
                 let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
                 for (g, &pv) in dr.iter_mut().zip(pr) {
-                    *g = pv * (*g - dot);
+                    *g = pv * (*g - dot) * scale;
                 }
             }
             unsafe {
-                // dq = ds · k · scale
-                mm(
-                    (n, hd, n),
-                    dst.at(base),
-                    (row, 1),
-                    dp.as_ptr(),
-                    (n as isize, 1),
-                    qkv.as_ptr().add(base + d),
-                    (row, 1),
-                    dims.scale(),
-                );
-                // dk = dsᵀ · q · scale
-                mm(
-                    (n, hd, n),
-                    dst.at(base + d),
-                    (row, 1),
-                    dp.as_ptr(),
-                    (1, n as isize),
-                    qkv.as_ptr().add(base),
-                    (row, 1),
-                    dims.scale(),
-                );
+                // dq = ds · k
+                mm((n, hd, n), dst.at(base), 3 * d, view(dp, 0, n, 1), k);
+                // dk = dsᵀ · q
+                mm((n, hd, n), dst.at(base + d), 3 * d, view(dp, 0, 1, n), q);
             }
         },
     );

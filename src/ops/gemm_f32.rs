@@ -53,73 +53,134 @@ pub fn gemm(
         }
         return;
     }
-    let panels = n.div_ceil(NR);
-    // Packed B: panel p, row kk, column j → bpack[(p * k + kk) * NR + j], zero-padded columns.
-    let mut bpack = vec![0f32; panels * k * NR];
-    bpack
-        .par_chunks_mut(k * NR)
+    let bpack = pack_b(b, k, n, true);
+    check_a(a, m, k);
+    c.par_chunks_mut(MC * n)
         .enumerate()
-        .for_each(|(p, panel)| {
-            let col0 = p * NR;
-            let cols = NR.min(n - col0);
-            for kk in 0..k {
-                let dst = &mut panel[kk * NR..kk * NR + cols];
-                if b.cs == 1 {
-                    let start = (b.offset as isize + kk as isize * b.rs) as usize + col0;
-                    dst.copy_from_slice(&b.data[start..start + cols]);
-                } else {
-                    for (j, d) in dst.iter_mut().enumerate() {
-                        *d = b.at(kk, col0 + j);
-                    }
+        .for_each(|(blk, cblk)| {
+            let rows = cblk.len() / n;
+            // SAFETY: A was checked, `cblk` holds `rows` full rows of C at stride n.
+            unsafe {
+                block(
+                    rows,
+                    blk * MC,
+                    (n, k),
+                    a,
+                    &bpack,
+                    cblk.as_mut_ptr() as *mut f32,
+                    n,
+                    accumulate,
+                )
+            };
+        });
+}
+
+/// Like [`gemm`] on the calling thread only, with C at row stride `ldc` and overwritten: for
+/// many small products that the caller already runs in parallel (attention heads).
+///
+/// # Safety
+/// `c` must address m rows of n writable floats at row stride `ldc`.
+pub unsafe fn gemm_serial(m: usize, n: usize, k: usize, a: View, b: View, c: *mut f32, ldc: usize) {
+    assert!(available(), "gemm_f32 needs AVX-512");
+    if m == 0 || n == 0 || k == 0 {
+        for r in 0..m {
+            for j in 0..n {
+                // SAFETY: in C's range by the caller's contract.
+                unsafe { *c.add(r * ldc + j) = 0.0 };
+            }
+        }
+        return;
+    }
+    let bpack = pack_b(b, k, n, false);
+    check_a(a, m, k);
+    // SAFETY: A was checked; C by the caller's contract.
+    unsafe { block(m, 0, (n, k), a, &bpack, c, ldc, false) };
+}
+
+/// B packed into 32-column panels: panel p, row kk, column j → [(p * k + kk) * NR + j],
+/// zero-padded past column n.
+fn pack_b(b: View, k: usize, n: usize, parallel: bool) -> Vec<f32> {
+    let panels = n.div_ceil(NR);
+    let mut bpack = vec![0f32; panels * k * NR];
+    let pack = |(p, panel): (usize, &mut [f32])| {
+        let col0 = p * NR;
+        let cols = NR.min(n - col0);
+        for kk in 0..k {
+            let dst = &mut panel[kk * NR..kk * NR + cols];
+            if b.cs == 1 {
+                let start = (b.offset as isize + kk as isize * b.rs) as usize + col0;
+                dst.copy_from_slice(&b.data[start..start + cols]);
+            } else {
+                for (j, d) in dst.iter_mut().enumerate() {
+                    *d = b.at(kk, col0 + j);
                 }
             }
-        });
-    // A is read in place; check once that every element it addresses is inside its storage.
-    let last = a.offset as isize + (m as isize - 1) * a.rs.max(0) + (k as isize - 1) * a.cs.max(0);
-    let first = a.offset as isize + (m as isize - 1) * a.rs.min(0) + (k as isize - 1) * a.cs.min(0);
+        }
+    };
+    if parallel {
+        bpack.par_chunks_mut(k * NR).enumerate().for_each(pack);
+    } else {
+        bpack.chunks_mut(k * NR).enumerate().for_each(pack);
+    }
+    bpack
+}
+
+/// A is read in place: checks once that every element it addresses lies inside its storage.
+fn check_a(a: View, m: usize, k: usize) {
+    let (m1, k1) = (m as isize - 1, k as isize - 1);
+    let last = a.offset as isize + m1 * a.rs.max(0) + k1 * a.cs.max(0);
+    let first = a.offset as isize + m1 * a.rs.min(0) + k1 * a.cs.min(0);
     assert!(
         first >= 0 && (last as usize) < a.data.len(),
         "gemm_f32: A out of bounds"
     );
-    c.par_chunks_mut(MC * n)
-        .enumerate()
-        .for_each(|(blk, cblk)| {
-            let row0 = blk * MC;
-            let rows = cblk.len() / n;
-            for k0 in (0..k).step_by(KC) {
-                let kc = KC.min(k - k0);
-                let acc = accumulate || k0 > 0;
-                for p in 0..panels {
-                    let bp = &bpack[(p * k + k0) * NR..(p * k + k0 + kc) * NR];
-                    let cols = NR.min(n - p * NR);
-                    let mut r = 0;
-                    while r < rows {
-                        let mr = MR.min(rows - r);
-                        let a0 =
-                            a.offset as isize + (row0 + r) as isize * a.rs + k0 as isize * a.cs;
-                        // SAFETY: `available()` was checked; A's addressed range was checked
-                        // above, the panel slice holds kc×32 floats, and C's tile (mr rows of
-                        // `cols` at stride n from this block's row r) is inside `cblk`, written
-                        // before it is read unless `acc` (initialised by the caller or the
-                        // previous K pass).
-                        unsafe {
-                            kernel(
-                                mr,
-                                cols,
-                                kc,
-                                a.data.as_ptr().offset(a0),
-                                (a.rs, a.cs),
-                                bp.as_ptr(),
-                                cblk[r * n + p * NR..].as_mut_ptr() as *mut f32,
-                                n,
-                                acc,
-                            )
-                        };
-                        r += mr;
-                    }
-                }
+}
+
+/// Rows `row0..row0 + rows` of C (`c` points at row0, row stride `ldc`), all K passes.
+///
+/// # Safety
+/// A checked with [`check_a`]; `c` addresses `rows` × n floats at stride `ldc`, initialised
+/// if `accumulate`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn block(
+    rows: usize,
+    row0: usize,
+    (n, k): (usize, usize),
+    a: View,
+    bpack: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let panels = n.div_ceil(NR);
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        let acc = accumulate || k0 > 0;
+        for p in 0..panels {
+            let bp = &bpack[(p * k + k0) * NR..(p * k + k0 + kc) * NR];
+            let cols = NR.min(n - p * NR);
+            let mut r = 0;
+            while r < rows {
+                let mr = MR.min(rows - r);
+                let a0 = a.offset as isize + (row0 + r) as isize * a.rs + k0 as isize * a.cs;
+                // SAFETY: by this function's contract; the panel slice holds kc × 32 floats.
+                unsafe {
+                    kernel(
+                        mr,
+                        cols,
+                        kc,
+                        a.data.as_ptr().offset(a0),
+                        (a.rs, a.cs),
+                        bp.as_ptr(),
+                        c.add(r * ldc + p * NR),
+                        ldc,
+                        acc,
+                    )
+                };
+                r += mr;
             }
-        });
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
