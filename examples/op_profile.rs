@@ -132,6 +132,34 @@ fn main() {
                 },
             );
         }
+        // Weight gradients: xᵀ (column-major view) · g, K = all rows.
+        for (name, din, dout) in [("dW qkv", d, 3 * d), ("dW fc2", 4 * d, d)] {
+            let m = b * n;
+            let xv: Vec<f32> = (0..m * din).map(|i| (i % 13) as f32 * 0.1).collect();
+            let gv: Vec<f32> = (0..m * dout).map(|i| (i % 7) as f32 * 0.1).collect();
+            let mut c = vec![std::mem::MaybeUninit::new(0f32); din * dout];
+            let (a, bb) = (
+                View {
+                    data: &xv,
+                    offset: 0,
+                    rs: 1,
+                    cs: din as isize,
+                },
+                View {
+                    data: &gv,
+                    offset: 0,
+                    rs: dout as isize,
+                    cs: 1,
+                },
+            );
+            time(
+                &format!("gemm_f32 {name}"),
+                2.0 * (m * din * dout) as f64,
+                || {
+                    scalenet::ops::gemm_f32::gemm(din, dout, m, a, bb, &mut c, false);
+                },
+            );
+        }
         let sq = Tensor::<2>::random([2048, 2048], Distribution::Normal(0.0, 1.0), &dev);
         time("flex f32 matmul sq2048", 2.0 * 2048f64.powi(3), || {
             let _ = sq.clone().matmul(sq.clone());
