@@ -53,9 +53,11 @@ pub fn gemm(
         }
         return;
     }
-    let bpack = pack_b(b, k, n, true);
+    let bsrc = BSource::new(b, k, n, true);
     check_a(a, m, k);
-    c.par_chunks_mut(MC * n)
+    let tasks = 4 * rayon::current_num_threads();
+    let mc = m.div_ceil(tasks).next_multiple_of(MR).clamp(MR, MC);
+    c.par_chunks_mut(mc * n)
         .enumerate()
         .for_each(|(blk, cblk)| {
             let rows = cblk.len() / n;
@@ -63,10 +65,10 @@ pub fn gemm(
             unsafe {
                 block(
                     rows,
-                    blk * MC,
+                    blk * mc,
                     (n, k),
                     a,
-                    &bpack,
+                    &bsrc,
                     cblk.as_mut_ptr() as *mut f32,
                     n,
                     accumulate,
@@ -91,10 +93,41 @@ pub unsafe fn gemm_serial(m: usize, n: usize, k: usize, a: View, b: View, c: *mu
         }
         return;
     }
-    let bpack = pack_b(b, k, n, false);
+    let bsrc = BSource::new(b, k, n, false);
     check_a(a, m, k);
     // SAFETY: A was checked; C by the caller's contract.
-    unsafe { block(m, 0, (n, k), a, &bpack, c, ldc, false) };
+    unsafe { block(m, 0, (n, k), a, &bsrc, c, ldc, false) };
+}
+
+/// Where the kernel reads B: row-major B (unit column stride) in place — packing a large B,
+/// such as the output gradient in a weight gradient, would copy all of it every call — and
+/// any other layout packed into 32-column panels.
+enum BSource<'a> {
+    InPlace(View<'a>),
+    Packed(Vec<f32>),
+}
+
+impl<'a> BSource<'a> {
+    fn new(b: View<'a>, k: usize, n: usize, parallel: bool) -> Self {
+        if b.cs == 1 && b.rs >= 0 {
+            let end = b.offset + (k - 1) * b.rs as usize + n;
+            assert!(end <= b.data.len(), "gemm_f32: B out of bounds");
+            BSource::InPlace(b)
+        } else {
+            BSource::Packed(pack_b(b, k, n, parallel))
+        }
+    }
+
+    /// Pointer to (row k0, column 32·p) and the row stride.
+    fn panel(&self, p: usize, k0: usize, k: usize) -> (*const f32, usize) {
+        match self {
+            BSource::InPlace(b) => {
+                let at = b.offset + k0 * b.rs as usize + p * NR;
+                (b.data[at..].as_ptr(), b.rs as usize)
+            }
+            BSource::Packed(v) => (v[(p * k + k0) * NR..].as_ptr(), NR),
+        }
+    }
 }
 
 /// B packed into 32-column panels: panel p, row kk, column j → [(p * k + kk) * NR + j],
@@ -147,7 +180,7 @@ unsafe fn block(
     row0: usize,
     (n, k): (usize, usize),
     a: View,
-    bpack: &[f32],
+    bsrc: &BSource,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
@@ -157,7 +190,7 @@ unsafe fn block(
         let kc = KC.min(k - k0);
         let acc = accumulate || k0 > 0;
         for p in 0..panels {
-            let bp = &bpack[(p * k + k0) * NR..(p * k + k0 + kc) * NR];
+            let (bp, b_rs) = bsrc.panel(p, k0, k);
             let cols = NR.min(n - p * NR);
             let mut r = 0;
             while r < rows {
@@ -171,7 +204,7 @@ unsafe fn block(
                         kc,
                         a.data.as_ptr().offset(a0),
                         (a.rs, a.cs),
-                        bp.as_ptr(),
+                        (bp, b_rs),
                         c.add(r * ldc + p * NR),
                         ldc,
                         acc,
@@ -192,18 +225,31 @@ unsafe fn kernel(
     kc: usize,
     a: *const f32,
     (a_rs, a_cs): (isize, isize),
-    b: *const f32,
+    (b, b_rs): (*const f32, usize),
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
 ) {
     use std::arch::x86_64::*;
+    let lo_mask: __mmask16 = if cols >= 16 {
+        0xffff
+    } else {
+        ((1u32 << cols) - 1) as u16
+    };
+    let hi_mask: __mmask16 = if cols >= 32 {
+        0xffff
+    } else if cols > 16 {
+        ((1u32 << (cols - 16)) - 1) as u16
+    } else {
+        0
+    };
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     macro_rules! step {
         ($rows:expr) => {
             for q in 0..kc {
-                let b0 = _mm512_loadu_ps(b.add(q * NR));
-                let b1 = _mm512_loadu_ps(b.add(q * NR + 16));
+                // Masked: an in-place B's last panel is narrower than 32 columns.
+                let b0 = _mm512_maskz_loadu_ps(lo_mask, b.add(q * b_rs));
+                let b1 = _mm512_maskz_loadu_ps(hi_mask, b.add(q * b_rs + 16));
                 let aq = a.offset(q as isize * a_cs);
                 for (r, acc) in acc.iter_mut().enumerate().take($rows) {
                     let av = _mm512_set1_ps(*aq.offset(r as isize * a_rs));
@@ -224,18 +270,6 @@ unsafe fn kernel(
         2 => step!(2),
         _ => step!(1),
     }
-    let lo_mask: __mmask16 = if cols >= 16 {
-        0xffff
-    } else {
-        ((1u32 << cols) - 1) as u16
-    };
-    let hi_mask: __mmask16 = if cols >= 32 {
-        0xffff
-    } else if cols > 16 {
-        ((1u32 << (cols - 16)) - 1) as u16
-    } else {
-        0
-    };
     for (r, acc) in acc.iter().enumerate().take(mr) {
         let out = c.add(r * ldc);
         let (mut lo, mut hi) = (acc[0], acc[1]);
@@ -256,7 +290,7 @@ unsafe fn kernel(
     _: usize,
     _: *const f32,
     _: (isize, isize),
-    _: *const f32,
+    _: (*const f32, usize),
     _: *mut f32,
     _: usize,
     _: bool,
