@@ -81,21 +81,12 @@ unsafe fn mm((m, n, k): (usize, usize, usize), dst: *mut f32, ldc: usize, a: Vie
     }
 }
 
-fn view(data: &[f32], offset: usize, rs: usize, cs: usize) -> View<'_> {
-    View {
-        data,
-        offset,
-        rs: rs as isize,
-        cs: cs as isize,
-    }
-}
-
 /// P = softmax(q kᵀ · scale) for one (batch, head), into `p` (n×n, row-major).
 fn probs(qkv: &[f32], dims: Dims, bi: usize, h: usize, p: &mut [f32]) {
     let (n, d, hd) = (dims.tokens, dims.d(), dims.head_dim);
     let base = bi * n * 3 * d + h * hd;
-    let q = view(qkv, base, 3 * d, 1);
-    let kt = view(qkv, base + d, 1, 3 * d);
+    let q = View::strided(qkv, base, 3 * d, 1);
+    let kt = View::strided(qkv, base + d, 1, 3 * d);
     // SAFETY: p holds n×n.
     unsafe { mm((n, n, hd), p.as_mut_ptr(), n, q, kt) };
     softmax_rows(p, n, dims.scale());
@@ -156,14 +147,14 @@ pub fn forward(qkv: &[f32], dims: Dims) -> Vec<f32> {
         |p, t| {
             let (bi, h) = (t / dims.heads, t % dims.heads);
             probs(qkv, dims, bi, h, p);
-            let v = view(qkv, bi * n * 3 * d + 2 * d + h * hd, 3 * d, 1);
+            let v = View::strided(qkv, bi * n * 3 * d + 2 * d + h * hd, 3 * d, 1);
             // SAFETY: this task alone writes rows of batch bi, columns h·hd.. at stride d.
             unsafe {
                 mm(
                     (n, hd, n),
                     dst.at(bi * n * d + h * hd),
                     d,
-                    view(p, 0, n, 1),
+                    View::strided(p, 0, n, 1),
                     v,
                 )
             };
@@ -187,9 +178,12 @@ pub fn backward(qkv: &[f32], grad: &[f32], dims: Dims) -> Vec<f32> {
             let (bi, h) = (t / dims.heads, t % dims.heads);
             probs(qkv, dims, bi, h, p);
             let base = bi * n * 3 * d + h * hd;
-            let (q, k) = (view(qkv, base, 3 * d, 1), view(qkv, base + d, 3 * d, 1));
-            let vt = view(qkv, base + 2 * d, 1, 3 * d);
-            let go = view(grad, bi * n * d + h * hd, d, 1);
+            let (q, k) = (
+                View::strided(qkv, base, 3 * d, 1),
+                View::strided(qkv, base + d, 3 * d, 1),
+            );
+            let vt = View::strided(qkv, base + 2 * d, 1, 3 * d);
+            let go = View::strided(grad, bi * n * d + h * hd, d, 1);
             // SAFETY (all four products): this task alone writes its head's q, k and v columns
             // of batch bi in dqkv (row stride 3d); dp holds n×n.
             unsafe {
@@ -198,7 +192,7 @@ pub fn backward(qkv: &[f32], grad: &[f32], dims: Dims) -> Vec<f32> {
                     (n, hd, n),
                     dst.at(base + 2 * d),
                     3 * d,
-                    view(p, 0, 1, n),
+                    View::strided(p, 0, 1, n),
                     go,
                 );
                 // dp = dout · vᵀ
@@ -213,9 +207,21 @@ pub fn backward(qkv: &[f32], grad: &[f32], dims: Dims) -> Vec<f32> {
             }
             unsafe {
                 // dq = ds · k
-                mm((n, hd, n), dst.at(base), 3 * d, view(dp, 0, n, 1), k);
+                mm(
+                    (n, hd, n),
+                    dst.at(base),
+                    3 * d,
+                    View::strided(dp, 0, n, 1),
+                    k,
+                );
                 // dk = dsᵀ · q
-                mm((n, hd, n), dst.at(base + d), 3 * d, view(dp, 0, 1, n), q);
+                mm(
+                    (n, hd, n),
+                    dst.at(base + d),
+                    3 * d,
+                    View::strided(dp, 0, 1, n),
+                    q,
+                );
             }
         },
     );

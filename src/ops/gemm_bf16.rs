@@ -22,7 +22,17 @@ pub struct View<'a> {
     pub cs: isize,
 }
 
-impl View<'_> {
+impl<'a> View<'a> {
+    /// A view of `data` from `offset` with row stride `rs` and column stride `cs`.
+    pub fn strided(data: &'a [f32], offset: usize, rs: usize, cs: usize) -> Self {
+        View {
+            data,
+            offset,
+            rs: rs as isize,
+            cs: cs as isize,
+        }
+    }
+
     #[inline(always)]
     pub(crate) fn at(&self, i: usize, j: usize) -> f32 {
         self.data[(self.offset as isize + i as isize * self.rs + j as isize * self.cs) as usize]
@@ -314,28 +324,8 @@ unsafe fn kernel(
         2 => step!(2),
         _ => step!(1),
     }
-    let lo_mask: __mmask16 = if cols >= 16 {
-        0xffff
-    } else {
-        ((1u32 << cols) - 1) as u16
-    };
-    let hi_mask: __mmask16 = if cols >= 32 {
-        0xffff
-    } else if cols > 16 {
-        ((1u32 << (cols - 16)) - 1) as u16
-    } else {
-        0
-    };
-    for (r, acc) in acc.iter().enumerate().take(mr) {
-        let out = c.add(r * ldc);
-        let (mut lo, mut hi) = (acc[0], acc[1]);
-        if accumulate {
-            lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(lo_mask, out));
-            hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(hi_mask, out.add(16)));
-        }
-        _mm512_mask_storeu_ps(out, lo_mask, lo);
-        _mm512_mask_storeu_ps(out.add(16), hi_mask, hi);
-    }
+    let masks = super::gemm_f32::tile_masks(cols);
+    super::gemm_f32::store_tile(&acc[..mr], c, ldc, masks, accumulate);
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -363,6 +353,7 @@ fn interleave(data: &[f32], lo: usize, hi: Option<usize>, out: &mut [u32]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::gemm_f32::test_operands::{operands, SHAPES};
     use super::*;
 
     fn round(x: f32) -> f32 {
@@ -390,71 +381,29 @@ mod tests {
         if !available() {
             return;
         }
-        let shapes = [
-            (1, 1, 1),
-            (9, 33, 7),
-            (130, 70, 192),
-            (17, 16, 65),
-            (8, 32, 2),
-            (200, 64, 100),
-            (33, 96, 3),
-        ];
-        for (m, n, k) in shapes {
-            let av: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
-                .collect();
-            let bv: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 13.0)
-                .collect();
-            // Every operand row-major, column-major, and with a general stride.
-            let at: Vec<f32> = (0..m * k).map(|i| av[(i % m) * k + i / m]).collect();
-            let bt: Vec<f32> = (0..n * k).map(|i| bv[(i % k) * n + i / k]).collect();
+        for (m, n, k) in SHAPES {
+            let [av, bv, at, bt] = operands(m, n, k);
+            // A also with a general stride (every other element).
             let ap: Vec<f32> = (0..m * k * 2)
                 .map(|i| if i % 2 == 0 { av[i / 2] } else { 9.0 })
                 .collect();
             let a_views = [
-                View {
-                    data: &av,
-                    offset: 0,
-                    rs: k as isize,
-                    cs: 1,
-                },
-                View {
-                    data: &at,
-                    offset: 0,
-                    rs: 1,
-                    cs: m as isize,
-                },
-                View {
-                    data: &ap,
-                    offset: 0,
-                    rs: 2 * k as isize,
-                    cs: 2,
-                },
+                View::strided(&av, 0, k, 1),
+                View::strided(&at, 0, 1, m),
+                View::strided(&ap, 0, 2 * k, 2),
             ];
-            let b_views = [
-                View {
-                    data: &bv,
-                    offset: 0,
-                    rs: n as isize,
-                    cs: 1,
-                },
-                View {
-                    data: &bt,
-                    offset: 0,
-                    rs: 1,
-                    cs: k as isize,
-                },
-            ];
+            let b_views = [View::strided(&bv, 0, n, 1), View::strided(&bt, 0, 1, k)];
             for a in a_views {
                 for b in b_views {
                     let mut c = vec![MaybeUninit::new(f32::NAN); m * n];
                     gemm(m, n, k, a, b, &mut c, false);
+                    // SAFETY: gemm wrote every element.
                     let c: Vec<f32> = c.iter().map(|v| unsafe { v.assume_init() }).collect();
                     check(&c, &av, &bv, (m, n, k));
                     // Accumulating onto ones adds exactly one.
                     let mut c1 = vec![MaybeUninit::new(1.0f32); m * n];
                     gemm(m, n, k, a, b, &mut c1, true);
+                    // SAFETY: initialised above and accumulated into.
                     let c1: Vec<f32> = c1
                         .iter()
                         .map(|v| unsafe { v.assume_init() } - 1.0)

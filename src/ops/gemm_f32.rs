@@ -231,18 +231,7 @@ unsafe fn kernel(
     accumulate: bool,
 ) {
     use std::arch::x86_64::*;
-    let lo_mask: __mmask16 = if cols >= 16 {
-        0xffff
-    } else {
-        ((1u32 << cols) - 1) as u16
-    };
-    let hi_mask: __mmask16 = if cols >= 32 {
-        0xffff
-    } else if cols > 16 {
-        ((1u32 << (cols - 16)) - 1) as u16
-    } else {
-        0
-    };
+    let (lo_mask, hi_mask) = tile_masks(cols);
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     macro_rules! step {
         ($rows:expr) => {
@@ -270,15 +259,48 @@ unsafe fn kernel(
         2 => step!(2),
         _ => step!(1),
     }
-    for (r, acc) in acc.iter().enumerate().take(mr) {
-        let out = c.add(r * ldc);
-        let (mut lo, mut hi) = (acc[0], acc[1]);
-        if accumulate {
-            lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(lo_mask, out));
-            hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(hi_mask, out.add(16)));
+    store_tile(&acc[..mr], c, ldc, (lo_mask, hi_mask), accumulate);
+}
+
+/// Lane masks for a tile `cols` (≤ 32) wide: the low and the high 16 columns.
+pub(super) fn tile_masks(cols: usize) -> (u16, u16) {
+    let mask = |w: usize| {
+        if w >= 16 {
+            0xffff
+        } else {
+            ((1u32 << w) - 1) as u16
         }
-        _mm512_mask_storeu_ps(out, lo_mask, lo);
-        _mm512_mask_storeu_ps(out.add(16), hi_mask, hi);
+    };
+    (mask(cols), mask(cols.saturating_sub(16)))
+}
+
+/// Writes (or with `accumulate` adds) each row's two accumulators to C, masked to the tile.
+///
+/// # Safety
+/// `c` addresses `acc.len()` rows at stride `ldc` of the masked columns, initialised if
+/// `accumulate`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn store_tile(
+    acc: &[[std::arch::x86_64::__m512; 2]],
+    c: *mut f32,
+    ldc: usize,
+    (lo_mask, hi_mask): (u16, u16),
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    for (r, acc) in acc.iter().enumerate() {
+        // SAFETY: by the function's contract.
+        unsafe {
+            let out = c.add(r * ldc);
+            let (mut lo, mut hi) = (acc[0], acc[1]);
+            if accumulate {
+                lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(lo_mask, out));
+                hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(hi_mask, out.add(16)));
+            }
+            _mm512_mask_storeu_ps(out, lo_mask, lo);
+            _mm512_mask_storeu_ps(out.add(16), hi_mask, hi);
+        }
     }
 }
 
@@ -298,8 +320,37 @@ unsafe fn kernel(
     unreachable!("gemm_f32 is only available on x86_64")
 }
 
+/// Operands shared by both GEMMs' tests.
+#[cfg(test)]
+pub(super) mod test_operands {
+    /// Odd sizes, partial panels and row blocks, K across several passes.
+    pub const SHAPES: [(usize, usize, usize); 7] = [
+        (1, 1, 1),
+        (9, 33, 7),
+        (130, 70, 300),
+        (17, 16, 65),
+        (8, 32, 2),
+        (200, 64, 600),
+        (33, 96, 3),
+    ];
+
+    /// A (m×k) and B (k×n) row-major, then the same values stored column-major.
+    pub fn operands(m: usize, n: usize, k: usize) -> [Vec<f32>; 4] {
+        let av: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+            .collect();
+        let bv: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 13.0)
+            .collect();
+        let at = (0..m * k).map(|i| av[(i % m) * k + i / m]).collect();
+        let bt = (0..n * k).map(|i| bv[(i % k) * n + i / k]).collect();
+        [av, bv, at, bt]
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_operands::{operands, SHAPES};
     use super::*;
 
     #[test]
@@ -307,69 +358,26 @@ mod tests {
         if !available() {
             return;
         }
-        let shapes = [
-            (1, 1, 1),
-            (9, 33, 7),
-            (130, 70, 300),
-            (17, 16, 65),
-            (8, 32, 2),
-            (200, 64, 600),
-            (33, 96, 3),
-        ];
-        for (m, n, k) in shapes {
-            let av: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
-                .collect();
-            let bv: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 13.0)
-                .collect();
-            let at: Vec<f32> = (0..m * k).map(|i| av[(i % m) * k + i / m]).collect();
-            let bt: Vec<f32> = (0..n * k).map(|i| bv[(i % k) * n + i / k]).collect();
-            let a_views = [
-                View {
-                    data: &av,
-                    offset: 0,
-                    rs: k as isize,
-                    cs: 1,
-                },
-                View {
-                    data: &at,
-                    offset: 0,
-                    rs: 1,
-                    cs: m as isize,
-                },
-            ];
-            let b_views = [
-                View {
-                    data: &bv,
-                    offset: 0,
-                    rs: n as isize,
-                    cs: 1,
-                },
-                View {
-                    data: &bt,
-                    offset: 0,
-                    rs: 1,
-                    cs: k as isize,
-                },
-            ];
+        for (m, n, k) in SHAPES {
+            let [av, bv, at, bt] = operands(m, n, k);
+            let a_views = [View::strided(&av, 0, k, 1), View::strided(&at, 0, 1, m)];
+            let b_views = [View::strided(&bv, 0, n, 1), View::strided(&bt, 0, 1, k)];
             for a in a_views {
                 for b in b_views {
                     for acc in [false, true] {
-                        let mut c =
-                            vec![MaybeUninit::new(if acc { 1.0f32 } else { f32::NAN }); m * n];
+                        let init = if acc { 1.0f32 } else { f32::NAN };
+                        let mut c = vec![MaybeUninit::new(init); m * n];
                         gemm(m, n, k, a, b, &mut c, acc);
                         for i in 0..m {
                             for j in 0..n {
-                                let want: f64 = (0..k)
+                                let dot: f64 = (0..k)
                                     .map(|t| av[i * k + t] as f64 * bv[t * n + j] as f64)
-                                    .sum::<f64>()
-                                    + if acc { 1.0 } else { 0.0 };
+                                    .sum();
+                                let want = dot + if acc { 1.0 } else { 0.0 };
+                                // SAFETY: gemm wrote every element.
                                 let got = unsafe { c[i * n + j].assume_init() } as f64;
-                                assert!(
-                                    (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                                    "{m}x{n}x{k} ({i},{j}): {got} vs {want}"
-                                );
+                                let tol = 1e-4 * want.abs().max(1.0);
+                                assert!((got - want).abs() <= tol, "{m}x{n}x{k} ({i},{j})");
                             }
                         }
                     }
