@@ -54,31 +54,8 @@ unsafe fn mm((m, n, k): (usize, usize, usize), dst: *mut f32, ldc: usize, a: Vie
         // SAFETY: forwarded contract.
         return unsafe { gemm_f32::gemm_serial(m, n, k, a, b, dst, ldc) };
     }
-    // SAFETY: the views address m×k and k×n elements inside their slices (their owners'
-    // layouts), dst by contract.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            ldc as isize,
-            false,
-            a.data.as_ptr().add(a.offset),
-            a.cs,
-            a.rs,
-            b.data.as_ptr().add(b.offset),
-            b.cs,
-            b.rs,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
+    // SAFETY: the views address their elements inside their slices; dst by contract.
+    unsafe { gemm_f32::gemm_portable((m, n, k), a, b, dst, ldc, false, false) }
 }
 
 /// P = softmax(q kᵀ · scale) for one (batch, head), into `p` (n×n, row-major).

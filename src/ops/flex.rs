@@ -287,36 +287,18 @@ fn gemm_into(
         gemm_bf16::gemm(m, n, k, a, b, buf, accumulate);
     } else if gemm_f32::available() {
         gemm_f32::gemm(m, n, k, a, b, buf, accumulate);
-    } else if m > 0 && n > 0 {
-        let par = if m * n * k >= 64 * 64 * 64 {
-            gemm::Parallelism::Rayon(0)
-        } else {
-            gemm::Parallelism::None
-        };
-        // SAFETY: the views address `m × k` and `k × n` elements inside their storage (burn's
-        // layouts guarantee it) and `buf` holds `m × n`; the GEMM reads it (`read_dst`) only
-        // when the bias rows initialised it, and otherwise only writes.
+    } else {
+        // SAFETY: the views address their elements inside their storage (burn's layouts
+        // guarantee it) and `buf` holds m × n, initialised by the bias rows if `accumulate`.
         unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
+            gemm_f32::gemm_portable(
+                (m, n, k),
+                a,
+                b,
                 buf.as_mut_ptr() as *mut f32,
-                1,
-                n as isize,
+                n,
                 accumulate,
-                a.data.as_ptr().add(a.offset),
-                a.cs,
-                a.rs,
-                b.data.as_ptr().add(b.offset),
-                b.cs,
-                b.rs,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
+                true,
             )
         };
     }

@@ -99,6 +99,55 @@ pub unsafe fn gemm_serial(m: usize, n: usize, k: usize, a: View, b: View, c: *mu
     unsafe { block(m, 0, (n, k), a, &bsrc, c, ldc, false) };
 }
 
+/// The same product through the `gemm` crate (burn-flex's GEMM), for CPUs without AVX-512.
+///
+/// # Safety
+/// The views address m×k and k×n elements inside their slices; `c` addresses m rows of n
+/// floats at stride `ldc`, initialised if `accumulate`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_portable(
+    (m, n, k): (usize, usize, usize),
+    a: View,
+    b: View,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    parallel: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let par = if parallel && m * n * k >= 64 * 64 * 64 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: by the function's contract.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c,
+            1,
+            ldc as isize,
+            accumulate,
+            a.data.as_ptr().add(a.offset),
+            a.cs,
+            a.rs,
+            b.data.as_ptr().add(b.offset),
+            b.cs,
+            b.rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
 /// Where the kernel reads B: row-major B (unit column stride) in place — packing a large B,
 /// such as the output gradient in a weight gradient, would copy all of it every call — and
 /// any other layout packed into 32-column panels.
@@ -381,6 +430,29 @@ mod tests {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// The fallback for CPUs without AVX-512 (not otherwise reached on this machine).
+    #[test]
+    fn portable_path_matches_too() {
+        let (m, n, k) = (33, 40, 21);
+        let [av, bv, at, bt] = operands(m, n, k);
+        for (a, b) in [
+            (View::strided(&av, 0, k, 1), View::strided(&bt, 0, 1, k)),
+            (View::strided(&at, 0, 1, m), View::strided(&bv, 0, n, 1)),
+        ] {
+            let mut c = vec![1.0f32; m * n];
+            // SAFETY: c holds m × n initialised floats.
+            unsafe { gemm_portable((m, n, k), a, b, c.as_mut_ptr(), n, true, true) };
+            for i in 0..m {
+                for j in 0..n {
+                    let dot: f64 = (0..k)
+                        .map(|t| av[i * k + t] as f64 * bv[t * n + j] as f64)
+                        .sum();
+                    assert!((c[i * n + j] as f64 - dot - 1.0).abs() < 1e-4 * dot.abs().max(1.0));
                 }
             }
         }
