@@ -97,7 +97,6 @@ pub fn run(
         infer_peak_rss_mib: infer_peak,
         train_peak_rss_mib: peak_rss_mib(),
         device: format!("{device:?}"),
-        precision: crate::ops::precision::matmul_dtype()
-            .map_or("f32".into(), |d| format!("{d:?}").to_lowercase()),
+        precision: crate::ops::precision::active().to_string(),
     })
 }

@@ -2,15 +2,17 @@
 //! amortise the fork, with inner loops the compiler vectorises.
 
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{ActivationOps, FloatTensorOps};
+use burn::backend::ops::ActivationOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::Flex;
-use burn::tensor::{DType, FloatDType, Shape, TensorData};
+use burn::tensor::{DType, TensorData};
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::math::{erf, exp_neg};
-use super::FusedOps;
 use super::{attention, gemm_bf16, gemm_f32};
+use super::{reference_linear, reference_matmul, reference_sum_rows, FusedOps};
 
 /// Elements per rayon task: ~64 KiB of f32, several per core even for small activations.
 const CHUNK: usize = 16 * 1024;
@@ -35,37 +37,40 @@ pub(super) fn has_avx2_fma() -> bool {
     false
 }
 
+// Outputs are uninitialised buffers the loops fill: zero-filling them first was a serial pass
+// on the calling thread.
 #[inline(always)]
-fn loop1<F: Fn(f32) -> f32>(o: &mut [f32], a: &[f32], f: &F) {
+fn loop1<F: Fn(f32) -> f32>(o: &mut [MaybeUninit<f32>], a: &[f32], f: &F) {
     for (o, &a) in o.iter_mut().zip(a) {
-        *o = f(a);
+        o.write(f(a));
     }
 }
 
 #[inline(always)]
-fn loop2<F: Fn(f32, f32) -> f32>(o: &mut [f32], a: &[f32], b: &[f32], f: &F) {
+fn loop2<F: Fn(f32, f32) -> f32>(o: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], f: &F) {
     for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-        *o = f(a, b);
+        o.write(f(a, b));
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn loop1_avx2<F: Fn(f32) -> f32>(o: &mut [f32], a: &[f32], f: &F) {
+fn loop1_avx2<F: Fn(f32) -> f32>(o: &mut [MaybeUninit<f32>], a: &[f32], f: &F) {
     loop1(o, a, f)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn loop2_avx2<F: Fn(f32, f32) -> f32>(o: &mut [f32], a: &[f32], b: &[f32], f: &F) {
+fn loop2_avx2<F: Fn(f32, f32) -> f32>(o: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], f: &F) {
     loop2(o, a, b, f)
 }
 
 fn map1(x: &FlexTensor, f: impl Fn(f32) -> f32 + Sync) -> FlexTensor {
     let src = &x.storage::<f32>()[..x.layout().num_elements()];
-    let mut out = vec![0f32; src.len()];
+    let mut out: Vec<f32> = Vec::with_capacity(src.len());
     let simd = has_avx2_fma();
-    out.par_chunks_mut(CHUNK)
+    out.spare_capacity_mut()[..src.len()]
+        .par_chunks_mut(CHUNK)
         .zip(src.par_chunks(CHUNK))
         .for_each(|(o, a)| {
             #[cfg(target_arch = "x86_64")]
@@ -75,15 +80,18 @@ fn map1(x: &FlexTensor, f: impl Fn(f32) -> f32 + Sync) -> FlexTensor {
             }
             loop1(o, a, &f)
         });
+    // SAFETY: the loops wrote every element.
+    unsafe { out.set_len(src.len()) };
     FlexTensor::from_data(TensorData::new(out, x.layout().shape().clone()))
 }
 
 fn map2(x: &FlexTensor, y: &FlexTensor, f: impl Fn(f32, f32) -> f32 + Sync) -> FlexTensor {
     let n = x.layout().num_elements();
     let (a, b) = (&x.storage::<f32>()[..n], &y.storage::<f32>()[..n]);
-    let mut out = vec![0f32; n];
+    let mut out: Vec<f32> = Vec::with_capacity(n);
     let simd = has_avx2_fma();
-    out.par_chunks_mut(CHUNK)
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(o, (a, b))| {
             #[cfg(target_arch = "x86_64")]
@@ -93,6 +101,8 @@ fn map2(x: &FlexTensor, y: &FlexTensor, f: impl Fn(f32, f32) -> f32 + Sync) -> F
             }
             loop2(o, a, b, &f)
         });
+    // SAFETY: the loops wrote every element.
+    unsafe { out.set_len(n) };
     FlexTensor::from_data(TensorData::new(out, x.layout().shape().clone()))
 }
 
@@ -138,7 +148,7 @@ impl FusedOps for Flex {
     ) -> FloatTensor<Self> {
         match gemm_into(&lhs, &rhs, bf16, None) {
             Some(out) => out,
-            None => reference_matmul(lhs, rhs, bf16),
+            None => reference_matmul::<Flex>(lhs, rhs, bf16),
         }
     }
 
@@ -152,8 +162,8 @@ impl FusedOps for Flex {
         let n = w.layout().shape()[1];
         match bias.filter(|b| b.layout().num_elements() == n) {
             Some(bias) => gemm_into(&x, &w, bf16, Some(&bias.storage::<f32>()[..n]))
-                .unwrap_or_else(|| default_linear(x, w, b, bf16)),
-            None => default_linear(x, w, b, bf16),
+                .unwrap_or_else(|| reference_linear::<Flex>(x, w, b, bf16)),
+            None => reference_linear::<Flex>(x, w, b, bf16),
         }
     }
 
@@ -183,9 +193,7 @@ impl FusedOps for Flex {
 
     fn sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let Some(x) = contiguous_f32(&x).filter(|x| x.layout().shape().num_dims() == 2) else {
-            let n = x.layout().shape()[1];
-            let s = <Flex as FloatTensorOps<Flex>>::float_sum_dim(x, 0);
-            return <Flex as FloatTensorOps<Flex>>::float_reshape(s, Shape::new([n]));
+            return reference_sum_rows::<Flex>(x);
         };
         let n = x.layout().shape()[1];
         let data = &x.storage::<f32>()[..x.layout().num_elements()];
@@ -227,24 +235,6 @@ fn attention_dims(qkv: &FlexTensor, heads: usize) -> attention::Dims {
         heads,
         head_dim: d / heads,
     }
-}
-
-fn reference_matmul(lhs: FlexTensor, rhs: FlexTensor, bf16: bool) -> FlexTensor {
-    type F = Flex;
-    if !bf16 {
-        return <F as FloatTensorOps<F>>::float_matmul(lhs, rhs);
-    }
-    let lhs = <F as FloatTensorOps<F>>::float_cast(lhs, FloatDType::BF16);
-    let rhs = <F as FloatTensorOps<F>>::float_cast(rhs, FloatDType::BF16);
-    let out = <F as FloatTensorOps<F>>::float_matmul(lhs, rhs);
-    <F as FloatTensorOps<F>>::float_cast(out, FloatDType::F32)
-}
-
-fn default_linear(x: FlexTensor, w: FlexTensor, b: FlexTensor, bf16: bool) -> FlexTensor {
-    let n = w.layout().shape()[1];
-    let y = reference_matmul(x, w, bf16);
-    let b = <Flex as FloatTensorOps<Flex>>::float_reshape(b, Shape::new([1, n]));
-    <Flex as FloatTensorOps<Flex>>::float_add(y, b)
 }
 
 /// `lhs · rhs` (+ `bias` on every row) into a fresh buffer: the bias rows are the GEMM's

@@ -18,8 +18,8 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{binary, unary, Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Autodiff, Backend, Shape, TensorMetadata};
-use burn::tensor::{FloatDType, Tensor};
+use burn::backend::{backend_extension, Autodiff, Backend};
+use burn::tensor::Tensor;
 
 /// The extension trait. Default bodies are burn's reference ops, so a backend without a fused
 /// kernel computes exactly what burn would.
@@ -40,12 +40,7 @@ pub trait FusedOps: Backend {
         rhs: FloatTensor<Self>,
         bf16: bool,
     ) -> FloatTensor<Self> {
-        if !bf16 {
-            return Self::float_matmul(lhs, rhs);
-        }
-        let lhs = Self::float_cast(lhs, FloatDType::BF16);
-        let rhs = Self::float_cast(rhs, FloatDType::BF16);
-        Self::float_cast(Self::float_matmul(lhs, rhs), FloatDType::F32)
+        reference::matmul::<Self>(lhs, rhs, bf16)
     }
     /// `x [m, k] · w [k, n] + b [n]` (the bias added in f32).
     fn fused_linear(
@@ -54,9 +49,7 @@ pub trait FusedOps: Backend {
         b: FloatTensor<Self>,
         bf16: bool,
     ) -> FloatTensor<Self> {
-        let n = b.shape()[0];
-        let y = Self::fused_matmul(x, w, bf16);
-        Self::float_add(y, Self::float_reshape(b, Shape::new([1, n])))
+        reference::linear::<Self>(x, w, b, bf16)
     }
     /// timm's attention core on the fused qkv activation: `qkv [b, n, 3·d]` → `[b, n, d]`, the
     /// heads already merged (see `ops/attention.rs`). Only flex has it: `model::attention`
@@ -76,13 +69,53 @@ pub trait FusedOps: Backend {
     }
     /// Column sums: `[m, n] → [n]` (a bias gradient).
     fn sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let n = x.shape()[1];
-        Self::float_reshape(Self::float_sum_dim(x, 0), Shape::new([n]))
+        reference::sum_rows::<Self>(x)
     }
 }
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 impl FusedOps for burn::backend::Cube {}
+
+/// The ops composed from burn's own: the trait's default bodies, and flex's fallback where an
+/// input does not fit its kernels (not f32, not 2-D, no AVX512-BF16).
+mod reference {
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{Backend, Shape, TensorMetadata};
+    use burn::tensor::FloatDType;
+
+    pub fn matmul<B: Backend>(
+        lhs: FloatTensor<B>,
+        rhs: FloatTensor<B>,
+        bf16: bool,
+    ) -> FloatTensor<B> {
+        if !bf16 {
+            return B::float_matmul(lhs, rhs);
+        }
+        let lhs = B::float_cast(lhs, FloatDType::BF16);
+        let rhs = B::float_cast(rhs, FloatDType::BF16);
+        B::float_cast(B::float_matmul(lhs, rhs), FloatDType::F32)
+    }
+
+    pub fn linear<B: Backend>(
+        x: FloatTensor<B>,
+        w: FloatTensor<B>,
+        b: FloatTensor<B>,
+        bf16: bool,
+    ) -> FloatTensor<B> {
+        let n = b.shape()[0];
+        let y = matmul::<B>(x, w, bf16);
+        B::float_add(y, B::float_reshape(b, Shape::new([1, n])))
+    }
+
+    pub fn sum_rows<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+        let n = x.shape()[1];
+        B::float_reshape(B::float_sum_dim(x, 0), Shape::new([n]))
+    }
+}
+
+pub(crate) use reference::{
+    linear as reference_linear, matmul as reference_matmul, sum_rows as reference_sum_rows,
+};
 
 mod flex;
 
@@ -248,7 +281,7 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
 }
 
 fn bf16_active() -> bool {
-    precision::matmul_dtype().is_some()
+    precision::active() == Precision::Bf16
 }
 
 /// `lhs [m, k] · rhs [k, n]`, in bf16 under [`autocast`]`(Bf16)`, else in f32.

@@ -60,9 +60,14 @@ pub fn autocast(precision: Precision) -> Autocast {
     Autocast(ACTIVE.with(|a| a.replace(precision)))
 }
 
+/// The precision active on this thread.
+pub fn active() -> Precision {
+    ACTIVE.with(Cell::get)
+}
+
 /// The dtype matrix products take now, if not f32.
 pub fn matmul_dtype() -> Option<DType> {
-    match ACTIVE.with(Cell::get) {
+    match active() {
         Precision::F32 => None,
         Precision::Bf16 => Some(DType::BF16),
     }
