@@ -1,32 +1,92 @@
 #!/usr/bin/env bash
-# One prepared GPU session: scalenet (built with --features cuda) against PyTorch + timm on the
-# same card, f32 and bf16, plus a short bf16-vs-f32 training run on the built-in subset.
-# Writes everything under ${OUT:-gpu-out}/.
+# The GPU check in one go, for a machine that has a GPU, its driver and CUDA toolkit, and
+# PyTorch + timm, but no Rust toolchain and no network: it starts from a scalenet built
+# elsewhere with `scripts/setup-cuda.sh` (stripped, optionally `xz -9`'d).
 #
-#   BIN=path/to/scalenet bench/gpu_check.sh
+#   BIN=scalenet.xz bench/gpu_check.sh          # results under ${RESULTS:-gpu-out}/
+#
+# In order of importance, each step with its own time limit and the whole inside BUDGET seconds
+# (default 450): `scalenet selfcheck` on cuda:0 (golden fixtures, ops against the CPU, shared
+# gradients); DeiT-Small/Tiny/Base at 224 px, training and inference, f32 and bf16, scalenet
+# against PyTorch eager on the same card; a short Fashion-MNIST training in f32 and bf16; then
+# torch.compile as a second PyTorch column. Every result is JSON; bench/gpu_table.py turns
+# them into the table in docs/PERFORMANCE.md (written to $RESULTS/table.md here).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT="${OUT:-gpu-out}"
-mkdir -p "$OUT"
-BIN="${BIN:?BIN=path to a scalenet built with --features cuda}"
+RESULTS="${RESULTS:-gpu-out}"
+BUDGET="${BUDGET:-450}"
+BATCH="${BATCH:-64}"
+STEPS="${STEPS:-10}"
+# DEVICE=flex tries the script's CPU side on a machine without a GPU.
+DEVICE="${DEVICE:-cuda:0}"
+TORCH_DEVICE=cpu
+[[ "$DEVICE" == cuda* ]] && TORCH_DEVICE=cuda
+mkdir -p "$RESULTS"
+BIN="${BIN:?BIN=path to a scalenet built with --features cuda (may end in .xz)}"
+if [[ "$BIN" == *.xz ]]; then
+    xz -dc "$BIN" >/tmp/scalenet-gpu && chmod +x /tmp/scalenet-gpu || { echo "cannot unpack $BIN" >&2; exit 1; }
+    BIN=/tmp/scalenet-gpu
+fi
 export PYTHONUNBUFFERED=1
-# cubecl finds libcuda through the driver; nvrtc comes from the toolkit or from pip's wheels.
-for d in /usr/local/cuda/lib64 $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, sub, "lib") for p in nvidia.__path__ for sub in os.listdir(p)))' 2>/dev/null); do
-    [[ -d "$d" ]] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
-done
+# libdevice (math functions in kernels) comes from the toolkit.
+[[ -z "${CUDA_PATH:-}" && -d /usr/local/cuda ]] && export CUDA_PATH=/usr/local/cuda
+
+left() { echo $((BUDGET - SECONDS)); }
+# step NAME LIMIT CMD...: runs CMD with at most LIMIT seconds (less if the budget is short),
+# stdout to $RESULTS/NAME.out, stderr to $RESULTS/NAME.err, and a line in $RESULTS/steps.txt.
+step() {
+    local name="$1" limit="$2"; shift 2
+    local l; l=$(left)
+    (( l < 15 )) && { echo "$name skipped (budget spent)" | tee -a "$RESULTS/steps.txt"; return; }
+    (( limit > l - 5 )) && limit=$((l - 5))
+    local t0=$SECONDS
+    timeout "$limit" "$@" >"$RESULTS/$name.out" 2>"$RESULTS/$name.err"
+    local rc=$?
+    echo "$name rc=$rc ${limit}s-limit $((SECONDS - t0))s" | tee -a "$RESULTS/steps.txt"
+}
+
 {
-    nvidia-smi -L
+    date -u +%FT%TZ
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    nvcc --version 2>/dev/null | tail -1
+    lscpu | grep 'Model name'
     python3 -c 'import torch, timm; print("torch", torch.__version__, "timm", timm.__version__)'
-    "$BIN" bench --arch vit_tiny_patch16_224 --model-arg img_size=28 --model-arg patch_size=4 \
-        --model-arg in_chans=1 --model-arg num_classes=10 --batch-size 128 --steps 3 --warmup 3 \
-        --device cuda:0
-} 2>&1 | tee "$OUT/smoke.txt"
-STEPS=20 BIN="$BIN" timeout 240 bench/compare.sh --device cuda 2>&1 | tee "$OUT/compare-f32.txt"
-STEPS=20 BIN="$BIN" timeout 240 bench/compare.sh --device cuda --precision bf16 2>&1 | tee "$OUT/compare-bf16.txt"
-for p in f32 bf16; do
-    rm -rf "$OUT/init" "$OUT/run-$p"
-    "$BIN" init --arch vit_tiny_patch16_224 --model-arg img_size=28 --model-arg patch_size=4 \
-        --model-arg in_chans=1 --model-arg num_classes=10 --model-arg depth=6 --out "$OUT/init" >/dev/null
-    timeout 150 "$BIN" train "$OUT/init" --data fmnist-mini --epochs 5 --batch-size 128 --lr 1e-3 \
-        --device cuda:0 --precision "$p" --out "$OUT/run-$p" 2>&1 | tail -4 | tee "$OUT/train-$p.txt"
+    echo "CUDA_PATH=${CUDA_PATH:-}"
+} >"$RESULTS/env.txt" 2>&1
+cat "$RESULTS/env.txt"
+: >"$RESULTS/steps.txt"
+
+step selfcheck 150 "$BIN" selfcheck --device "$DEVICE" --json "$RESULTS/selfcheck.json"
+tail -1 "$RESULTS/selfcheck.out"
+
+bench_pair() { # ARCH PRECISION
+    local tag="${1%%_patch*}-$2"
+    step "ours-$tag" 120 "$BIN" bench --arch "$1" --batch-size "$BATCH" --steps "$STEPS" --warmup 3 \
+        --device "$DEVICE" --precision "$2"
+    step "eager-$tag" 60 python3 bench/torch_bench.py --arch "$1" --batch-size "$BATCH" \
+        --steps "$STEPS" --warmup 3 --device "$TORCH_DEVICE" --precision "$2"
+}
+bench_pair deit_small_patch16_224 bf16
+bench_pair deit_small_patch16_224 f32
+for arch in deit_tiny_patch16_224 deit_base_patch16_224; do
+    for p in bf16 f32; do bench_pair "$arch" "$p"; done
 done
+
+for p in f32 bf16; do
+    rm -rf "$RESULTS/init" "$RESULTS/run-$p"
+    "$BIN" init --arch vit_tiny_patch16_224 --model-arg img_size=28 --model-arg patch_size=4 \
+        --model-arg in_chans=1 --model-arg num_classes=10 --model-arg depth=6 --out "$RESULTS/init" >/dev/null
+    step "train-$p" 90 "$BIN" train "$RESULTS/init" --data fmnist-mini --epochs 3 --batch-size 128 \
+        --lr 1e-3 --device "$DEVICE" --precision "$p" --seed 0 --out "$RESULTS/run-$p"
+    cp "$RESULTS/run-$p/metrics.jsonl" "$RESULTS/train-$p.jsonl" 2>/dev/null
+done
+
+for arch in deit_small_patch16_224 deit_tiny_patch16_224 deit_base_patch16_224; do
+    for p in bf16 f32; do
+        step "compile-${arch%%_patch*}-$p" 150 python3 bench/torch_bench.py --arch "$arch" \
+            --batch-size "$BATCH" --steps "$STEPS" --warmup 3 --device "$TORCH_DEVICE" --precision "$p" --compile
+    done
+done
+
+python3 bench/gpu_table.py "$RESULTS" | tee "$RESULTS/table.md"
+echo "gpu_check: $SECONDS s"

@@ -22,6 +22,13 @@ pub struct BenchResult {
     pub infer_peak_rss_mib: f64,
     /// Peak resident memory after the training phase (includes inference's), MiB.
     pub train_peak_rss_mib: f64,
+    /// On a GPU: the most device memory in use after any inference step, MiB, as the driver
+    /// counts it (context and allocator cache included; see `device::cuda::memory_used_mib`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub infer_gpu_used_mib: Option<f64>,
+    /// On a GPU: the same after any training step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_gpu_used_mib: Option<f64>,
     pub device: String,
     pub precision: String,
 }
@@ -45,14 +52,29 @@ pub fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// `make(device)` builds the network on the given device (plain for inference, autodiff for training).
+/// Keeps the largest value of the GPU's memory in use seen so far.
+struct GpuPeak(Option<usize>, Option<f64>);
+
+impl GpuPeak {
+    fn sample(&mut self) {
+        if let Some(used) = self.0.and_then(crate::device::cuda::memory_used_mib) {
+            self.1 = Some(self.1.map_or(used, |p| p.max(used)));
+        }
+    }
+}
+
+/// `make(device)` builds the network on the given device (plain for inference, autodiff for
+/// training); `gpu` is the CUDA device index whose memory to watch, if any.
 pub fn run(
     make: &dyn Fn(&Device) -> crate::error::Result<Network>,
     device: &Device,
+    gpu: Option<usize>,
     batch_size: usize,
     steps: usize,
     warmup: usize,
 ) -> crate::error::Result<BenchResult> {
+    let mut infer_gpu = GpuPeak(gpu, None);
+    let mut train_gpu = GpuPeak(gpu, None);
     let net = make(device)?;
     let cfg = net.config().clone();
     let shape = [batch_size, cfg.in_chans, cfg.img_size[0], cfg.img_size[1]];
@@ -62,6 +84,7 @@ pub fn run(
         let t = Instant::now();
         let y = net.forward(x.clone());
         let _ = to_vec(y.slice([0..1, 0..1]));
+        infer_gpu.sample();
         if i >= warmup {
             infer.push(batch_size as f64 / t.elapsed().as_secs_f64());
         }
@@ -85,6 +108,7 @@ pub fn run(
         net = opt.step(1e-4, net, grads, 1.0);
         // Wait for the step to finish before stopping the clock.
         let _ = to_vec(net.config_probe());
+        train_gpu.sample();
         if i >= warmup {
             train.push(batch_size as f64 / t.elapsed().as_secs_f64());
         }
@@ -96,6 +120,8 @@ pub fn run(
         infer_img_per_s: median(infer),
         infer_peak_rss_mib: infer_peak,
         train_peak_rss_mib: peak_rss_mib(),
+        infer_gpu_used_mib: infer_gpu.1,
+        train_gpu_used_mib: train_gpu.1,
         device: format!("{device:?}"),
         precision: crate::ops::precision::active().to_string(),
     })

@@ -77,6 +77,10 @@ pub enum Error {
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
 
+    /// `--device` names a device that this build or this machine cannot use.
+    #[error("--device {name}: {msg}")]
+    Device { name: String, msg: String },
+
     /// A computation failed inside the tensor backend.
     #[error("tensor backend: {0}")]
     Backend(String),

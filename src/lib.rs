@@ -20,6 +20,7 @@ pub mod model;
 pub mod network;
 pub mod ops;
 pub mod plot;
+pub mod selfcheck;
 pub mod study;
 pub mod train;
 

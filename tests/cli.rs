@@ -692,3 +692,25 @@ fn image_folders_empty_classes_and_corrupt_images() {
     std::fs::create_dir_all(root.join("train/empty")).unwrap();
     assert_clean_error(&go("empty", &[]), &["train/empty", "no .jpg"]);
 }
+
+#[test]
+fn selfcheck_on_the_cpu_passes_every_check() {
+    let dir = tempdir("selfcheck");
+    let json = dir.join("checks.json");
+    let out = run(bin()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["selfcheck", "--device", "flex", "--json"])
+        .arg(&json));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok    fixtures  grown/"), "{stdout}");
+    assert!(stdout.contains("ok    sharing"), "{stdout}");
+    assert!(stdout.trim_end().ends_with(" passed, 0 failed"), "{stdout}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(written["checks"].as_array().unwrap().len() > 20);
+}

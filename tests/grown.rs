@@ -27,29 +27,6 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-#[test]
-fn grown_logits_match_the_pytorch_reference() {
-    let device = Device::flex();
-    let mut n = 0;
-    for entry in std::fs::read_dir(fixtures("grown")).unwrap() {
-        let dir = entry.unwrap().path();
-        if !dir.is_dir() {
-            continue;
-        }
-        let loaded = load_model(&dir, &device).unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(loaded.network, Network::Grown(_)));
-        let io = dir.join("io.safetensors");
-        let images = ImageBatch::read(&io, &loaded.config.vit).unwrap();
-        let expected = TensorFile::read(&io).unwrap().take("logits").unwrap();
-        let (got, _) = run_batched(&images, 2, &device, |x| loaded.network.forward(x), |_| {});
-        let err = max_abs_diff(&got, &expected.values);
-        eprintln!("{}: max abs error {err:e}", dir.display());
-        assert!(err <= 1e-4, "{}: max abs error {err}", dir.display());
-        n += 1;
-    }
-    assert_eq!(n, 3);
-}
-
 fn opts(depth: usize, map: MapStrategy, init: InitMode) -> ExpandOptions {
     ExpandOptions {
         depth,
@@ -102,117 +79,12 @@ fn identity_init_reproduces_the_base() {
     }
 }
 
-/// Named float tensors of a module on an autodiff device: the shared `blocks.j.*` of a grown
-/// model or the `blocks.i.*` of a plain one, with their gradients.
-fn block_grads(
-    blocks: &[scalenet::model::Block],
-    grads: &burn::tensor::Gradients,
-) -> Vec<Vec<Vec<f32>>> {
-    blocks
-        .iter()
-        .map(|b| {
-            let msg = "every block tensor gets a gradient";
-            vec![
-                to_vec(b.norm1.weight.val().grad(grads).expect(msg)),
-                to_vec(b.attn.qkv.weight.val().grad(grads).expect(msg)),
-                to_vec(
-                    b.attn
-                        .proj
-                        .bias
-                        .as_ref()
-                        .unwrap()
-                        .val()
-                        .grad(grads)
-                        .expect(msg),
-                ),
-                to_vec(b.norm2.bias.val().grad(grads).expect(msg)),
-                to_vec(b.mlp.fc1.weight.val().grad(grads).expect(msg)),
-                to_vec(b.mlp.fc2.weight.val().grad(grads).expect(msg)),
-            ]
-        })
-        .collect()
-}
-
 #[test]
 fn shared_gradients_are_sums_and_one_step_updates_once() {
-    let device = Device::flex().autodiff();
-    let dir = fixtures("timm").join("rgb_token_p8"); // depth 2
-    let map = vec![0, 1, 1, 0, 1];
-    let (_, grown) = grow(
-        &dir,
-        &opts(5, MapStrategy::Explicit(map.clone()), InitMode::Paper),
-        &device,
-    );
-    let plain: VisionTransformer = grown.unshared(&device);
-    assert_eq!(plain.blocks.len(), 5);
-
-    let x = Tensor::<4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
-    let w = Tensor::<2>::random([2, 5], Distribution::Normal(0.0, 1.0), &device);
-    let loss_g = (grown.forward(x.clone()) * w.clone()).sum();
-    let loss_p = (plain.forward(x) * w).sum();
-    assert!(
-        (loss_g.clone().into_scalar::<f32>() - loss_p.clone().into_scalar::<f32>()).abs() < 1e-4
-    );
-    let grads_g = loss_g.backward();
-    let grads_p = loss_p.backward();
-    let shared = block_grads(&grown.blocks, &grads_g);
-    let copies = block_grads(&plain.blocks, &grads_p);
-    for (j, shared_j) in shared.iter().enumerate() {
-        for (t, g) in shared_j.iter().enumerate() {
-            let mut sum = vec![0.0f32; g.len()];
-            for (i, _) in map.iter().enumerate().filter(|(_, &m)| m == j) {
-                for (s, c) in sum.iter_mut().zip(&copies[i][t]) {
-                    *s += c;
-                }
-            }
-            let scale = sum.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-            let err = max_abs_diff(g, &sum);
-            assert!(
-                err <= 1e-4 * scale.max(1.0),
-                "block {j} tensor {t}: {err} (scale {scale})"
-            );
-            assert!(scale > 1e-6, "gradient vanished");
-        }
-    }
-
-    // Every parameter gets a gradient, and the optimizer holds each shared tensor once.
-    let params = GradientsParams::from_grads(grads_g, &grown);
-    assert_eq!(params.len(), grown.num_params_tensors());
-    let before = to_vec(grown.blocks[1].attn.qkv.weight.val());
-    let g_sum = shared[1][1].clone();
-    let lr = 0.5;
-    let mut optim = SgdConfig::new().init();
-    let stepped = optim.step(lr, grown, params);
-    let after = to_vec(stepped.blocks[1].attn.qkv.weight.val());
-    // Our weight is [d_in, d_out]; gradients have the same layout.
-    let expected: Vec<f32> = before
-        .iter()
-        .zip(&g_sum)
-        .map(|(w, g)| w - lr as f32 * g)
-        .collect();
-    assert!(
-        max_abs_diff(&after, &expected) < 1e-6,
-        "shared tensor must move once by the summed gradient"
-    );
-    // Inference view shares the same values.
-    let _ = stepped.valid();
-}
-
-trait CountTensors {
-    fn num_params_tensors(&self) -> usize;
-}
-
-impl<M: Module> CountTensors for M {
-    fn num_params_tensors(&self) -> usize {
-        struct Count(usize);
-        impl burn::module::ModuleVisitor for Count {
-            fn visit_float<const D: usize>(&mut self, _: &burn::module::Param<Tensor<D>>) {
-                self.0 += 1;
-            }
-        }
-        let mut c = Count(0);
-        self.visit(&mut c);
-        c.0
+    let checks = scalenet::selfcheck::sharing(&Device::flex()).unwrap();
+    assert!(checks.len() >= 14, "{checks:?}");
+    for c in &checks {
+        assert!(c.passed(), "{}: {} > {}", c.name, c.max_err, c.tolerance);
     }
 }
 

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use scalenet::checkpoint::{load_vit, TensorFile};
-use scalenet::inference::{run_batched, ImageBatch};
 
 fn fixture_dirs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/timm");
@@ -18,33 +17,22 @@ fn fixture_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
-fn logits_match_timm_within_1e4() {
-    let device = Device::flex();
-    for dir in fixture_dirs() {
-        let loaded = load_vit(&dir, &device).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        let io = dir.join("io.safetensors");
-        let images = ImageBatch::read(&io, &loaded.config.vit).unwrap();
-        let expected = TensorFile::read(&io).unwrap().take("logits").unwrap();
-        // Batch size 2 over 3 images also exercises the ragged last batch.
-        let (got, width) = run_batched(&images, 2, &device, |x| loaded.model.forward(x), |_| {});
-        assert_eq!(
-            vec![images.len(), width],
-            expected.shape,
-            "{}",
-            dir.display()
+fn logits_match_timm_and_the_grown_reference_within_1e4() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let checks = scalenet::selfcheck::fixtures(&root, &Device::flex()).unwrap();
+    let count = |kind: &str| checks.iter().filter(|c| c.name.starts_with(kind)).count();
+    assert_eq!(count("timm/"), fixture_dirs().len());
+    assert_eq!(count("grown/"), 3);
+    for c in &checks {
+        eprintln!("{}: max abs error {:e}", c.name, c.max_err);
+        assert!(
+            c.passed(),
+            "{}: max abs error {} > {}",
+            c.name,
+            c.max_err,
+            c.tolerance
         );
-        let err = max_abs_diff(&got, &expected.values);
-        eprintln!("{}: max abs error {err:e}", dir.display());
-        assert!(err <= 1e-4, "{}: max abs error {err}", dir.display());
     }
 }
 

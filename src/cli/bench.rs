@@ -55,7 +55,14 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let _autocast = scalenet::ops::autocast(args.precision);
-    let r = scalenet::bench::run(&make, &device, args.batch_size, args.steps, args.warmup)?;
+    let r = scalenet::bench::run(
+        &make,
+        &device,
+        scalenet::device::cuda_index(&args.device),
+        args.batch_size,
+        args.steps,
+        args.warmup,
+    )?;
     println!("{}", serde_json::to_string_pretty(&r)?);
     Ok(())
 }

@@ -8,6 +8,7 @@ mod forward;
 mod info;
 mod init;
 mod predict;
+mod selfcheck;
 mod study;
 mod train;
 
@@ -41,6 +42,8 @@ enum Command {
     Predict(predict::Args),
     /// Time training steps and inference on random data; prints img/s and peak memory as JSON.
     Bench(bench::Args),
+    /// Check that a device (e.g. cuda:0) computes what the CPU and the reference fixtures do.
+    Selfcheck(selfcheck::Args),
     /// The reproduction study: base, grown (paper and identity init) and every baseline.
     Reproduce(study::ReproduceArgs),
 }
@@ -56,6 +59,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Selfcheck(a) => selfcheck::run(a),
         Command::Reproduce(a) => study::reproduce(a),
         Command::Demo(a) => study::demo(a),
     }

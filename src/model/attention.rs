@@ -51,25 +51,8 @@ impl Attention {
 
     /// `[batch, tokens, dim]` → `[batch, tokens, dim]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, n, d] = x.dims();
-        let h = self.num_heads;
-        let qkv = self.qkv.forward(x);
-        // On flex our fused kernel reads q, k and v where the qkv product left them and writes
-        // the heads merged: no permute, slice or copy, forward or backward. It stays f32 under
-        // bf16 autocast (flex has no bf16 attention worth using).
-        if qkv.device() == Device::flex() {
-            return self.proj.forward(crate::ops::attention(qkv, h));
-        }
-        let hd = d / h;
-        // [3, batch, heads, tokens, head_dim]
-        let qkv = qkv.reshape([b, n, 3, h, hd]).permute([2, 0, 3, 1, 4]);
-        let part = |i: usize| qkv.clone().slice(i..i + 1).reshape([b, h, n, hd]);
-        let (q, k, v) = (lower(part(0)), lower(part(1)), lower(part(2)));
-        // scale = head_dim^-0.5 (timm's default), applied by the op when `scale` is None.
-        let options = AttentionModuleOptions::default();
-        let out = raise(attention(q, k, v, None, None, options));
-        // [batch, tokens, heads * head_dim]
-        self.proj.forward(out.swap_dims(1, 2).reshape([b, n, d]))
+        self.proj
+            .forward(attend(self.qkv.forward(x), self.num_heads))
     }
 
     pub fn export(&self, key: &str, out: &mut TensorSink) {
@@ -80,4 +63,27 @@ impl Attention {
     pub fn num_params(&self) -> usize {
         self.qkv.num_params() + self.proj.num_params()
     }
+}
+
+/// The attention core: the fused activation `qkv [batch, tokens, 3·dim]` (timm's channel order:
+/// q, k, v, each head-major) → the heads merged, `[batch, tokens, dim]`, scale head_dim^-½.
+pub fn attend(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
+    // On flex our fused kernel reads q, k and v where the qkv product left them and writes
+    // the heads merged: no permute, slice or copy, forward or backward. It stays f32 under
+    // bf16 autocast (flex has no bf16 attention worth using).
+    if qkv.device() == Device::flex() {
+        return crate::ops::attention(qkv, heads);
+    }
+    let [b, n, d3] = qkv.dims();
+    let (d, h) = (d3 / 3, heads);
+    let hd = d / h;
+    // [3, batch, heads, tokens, head_dim]
+    let qkv = qkv.reshape([b, n, 3, h, hd]).permute([2, 0, 3, 1, 4]);
+    let part = |i: usize| qkv.clone().slice(i..i + 1).reshape([b, h, n, hd]);
+    let (q, k, v) = (lower(part(0)), lower(part(1)), lower(part(2)));
+    // scale = head_dim^-0.5 (timm's default), applied by the op when `scale` is None.
+    let options = AttentionModuleOptions::default();
+    let out = raise(attention(q, k, v, None, None, options));
+    // [batch, tokens, heads * head_dim]
+    out.swap_dims(1, 2).reshape([b, n, d])
 }

@@ -1,0 +1,59 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use scalenet::device::{parse_device, DEVICE_HELP};
+use scalenet::selfcheck::{self, Check};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long, default_value = "flex", help = DEVICE_HELP)]
+    device: String,
+    /// The golden fixtures to run (a clone's tests/fixtures); skipped when absent.
+    #[arg(long, default_value = "tests/fixtures")]
+    fixtures: PathBuf,
+    /// Also write every check as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    let mut checks: Vec<Check> = Vec::new();
+    if args.fixtures.is_dir() {
+        checks.extend(selfcheck::fixtures(&args.fixtures, &device)?);
+    } else {
+        eprintln!(
+            "note: {} not found; fixtures skipped (pass --fixtures DIR from a clone)",
+            args.fixtures.display()
+        );
+    }
+    checks.extend(selfcheck::ops(&device));
+    checks.extend(selfcheck::sharing(&device)?);
+    for c in &checks {
+        println!(
+            "{}  {:<9} {:<62} max err {:.2e} (tolerance {:.0e})",
+            if c.passed() { "ok  " } else { "FAIL" },
+            c.group,
+            c.name,
+            c.max_err,
+            c.tolerance
+        );
+    }
+    let failed = checks.iter().filter(|c| !c.passed()).count();
+    println!("{} passed, {failed} failed", checks.len() - failed);
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({"device": args.device, "checks": checks});
+        scalenet::checkpoint::atomic::atomic_write(
+            path,
+            serde_json::to_string_pretty(&json)?.as_bytes(),
+        )?;
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} checks failed on {}",
+            checks.len(),
+            args.device
+        );
+    }
+    Ok(())
+}
