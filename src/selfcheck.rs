@@ -6,7 +6,7 @@
 //! The test suite runs the same checks on the CPU, so a GPU build is held to exactly what CI
 //! holds the CPU build to, without a Rust toolchain on the GPU machine.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, SgdConfig};
@@ -79,10 +79,10 @@ fn values(n: usize, salt: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-/// Every model directory under `root/timm` and `root/grown` (tests/fixtures): our logits on
-/// `device` against the reference's, max abs error ≤ 1e-4.
-pub fn fixtures(root: &Path, device: &Device) -> Result<Vec<Check>> {
-    let mut checks = Vec::new();
+/// The model directories with golden logits under `root/timm` and `root/grown`
+/// (tests/fixtures), as `("timm/name", dir)`.
+pub fn fixture_dirs(root: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
     for kind in ["timm", "grown"] {
         let Ok(entries) = std::fs::read_dir(root.join(kind)) else {
             continue;
@@ -92,23 +92,36 @@ pub fn fixtures(root: &Path, device: &Device) -> Result<Vec<Check>> {
             .filter(|p| p.join("io.safetensors").is_file())
             .collect();
         dirs.sort();
-        for dir in dirs {
-            let loaded = load_model(&dir, device)?;
-            let io = dir.join("io.safetensors");
-            let images = ImageBatch::read(&io, &loaded.config.vit)?;
-            let expected = TensorFile::read(&io)?.take("logits")?;
-            // Batch 2 over 3 images also runs a ragged last batch.
-            let (got, _) = run_batched(&images, 2, device, |x| loaded.network.forward(x), |_| {});
-            let name = format!("{kind}/{}", dir.file_name().unwrap_or_default().display());
-            checks.push(Check::new(
-                "fixtures",
-                name,
-                max_abs_err(&got, &expected.values),
-                1e-4,
-            ));
-        }
+        out.extend(dirs.into_iter().map(|d| {
+            let name = format!("{kind}/{}", d.file_name().unwrap_or_default().display());
+            (name, d)
+        }));
     }
-    Ok(checks)
+    out
+}
+
+/// One fixture: our logits on `device` against the reference's, max abs error ≤ 1e-4.
+pub fn fixture(name: &str, dir: &Path, device: &Device) -> Result<Check> {
+    let loaded = load_model(dir, device)?;
+    let io = dir.join("io.safetensors");
+    let images = ImageBatch::read(&io, &loaded.config.vit)?;
+    let expected = TensorFile::read(&io)?.take("logits")?;
+    // Batch 2 over 3 images also runs a ragged last batch.
+    let (got, _) = run_batched(&images, 2, device, |x| loaded.network.forward(x), |_| {});
+    Ok(Check::new(
+        "fixtures",
+        name,
+        max_abs_err(&got, &expected.values),
+        1e-4,
+    ))
+}
+
+/// Every fixture under `root` (see [`fixture_dirs`]).
+pub fn fixtures(root: &Path, device: &Device) -> Result<Vec<Check>> {
+    fixture_dirs(root)
+        .iter()
+        .map(|(name, dir)| fixture(name, dir, device))
+        .collect()
 }
 
 /// Forward output and input gradients of `f` (of `sum(w · f(inputs))`) on an autodiff device.

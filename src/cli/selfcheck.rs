@@ -19,17 +19,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let device = parse_device(&args.device)?;
     let mut checks: Vec<Check> = Vec::new();
-    if args.fixtures.is_dir() {
-        checks.extend(selfcheck::fixtures(&args.fixtures, &device)?);
-    } else {
-        eprintln!(
-            "note: {} not found; fixtures skipped (pass --fixtures DIR from a clone)",
-            args.fixtures.display()
-        );
-    }
-    checks.extend(selfcheck::ops(&device));
-    checks.extend(selfcheck::sharing(&device)?);
-    for c in &checks {
+    // Printed as they finish: a first run on a GPU compiles (and tunes) kernels for minutes.
+    let mut report = |c: Check| {
         println!(
             "{}  {:<9} {:<62} max err {:.2e} (tolerance {:.0e})",
             if c.passed() { "ok  " } else { "FAIL" },
@@ -38,7 +29,22 @@ pub fn run(args: Args) -> Result<()> {
             c.max_err,
             c.tolerance
         );
+        checks.push(c);
+    };
+    if args.fixtures.is_dir() {
+        for (name, dir) in selfcheck::fixture_dirs(&args.fixtures) {
+            report(selfcheck::fixture(&name, &dir, &device)?);
+        }
+    } else {
+        eprintln!(
+            "note: {} not found; fixtures skipped (pass --fixtures DIR from a clone)",
+            args.fixtures.display()
+        );
     }
+    selfcheck::ops(&device).into_iter().for_each(&mut report);
+    selfcheck::sharing(&device)?
+        .into_iter()
+        .for_each(&mut report);
     let failed = checks.iter().filter(|c| !c.passed()).count();
     println!("{} passed, {failed} failed", checks.len() - failed);
     if let Some(path) = &args.json {

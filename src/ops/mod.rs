@@ -18,7 +18,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{binary, unary, Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Autodiff, Backend};
+use burn::backend::{backend_extension, Autodiff, Backend, TensorMetadata};
 use burn::tensor::Tensor;
 
 /// The extension trait. Default bodies are burn's reference ops, so a backend without a fused
@@ -29,12 +29,14 @@ pub trait FusedOps: Backend {
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::gelu(x)
     }
-    /// `grad · GELU'(x)`.
+    /// `grad · GELU'(x)`, of the exact (erf) GELU. Not burn's `gelu_backward`: that one is the
+    /// derivative of the tanh approximation, 1e-3 off the exact function's.
     fn fused_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::gelu_backward(x, grad)
+        reference::gelu_backward::<Self>(x, grad)
     }
-    /// `lhs [m, k] · rhs [k, n]` of f32 matrices with an f32 result; with `bf16`, the products
-    /// take bf16-rounded inputs and accumulate in f32 (what torch.autocast does to a matmul).
+    /// `lhs [.., m, k] · rhs [.., k, n]` of f32 tensors with an f32 result; with `bf16`, the
+    /// products take bf16-rounded inputs and accumulate in f32 (what torch.autocast does to a
+    /// matmul). Batched (rank > 2) only off flex, for attention.
     fn fused_matmul(
         lhs: FloatTensor<Self>,
         rhs: FloatTensor<Self>,
@@ -73,8 +75,33 @@ pub trait FusedOps: Backend {
     }
 }
 
+/// burn's CubeCL matmul runs f32 inputs through TF32 tensor cores (10-bit mantissa, ~1e-3
+/// relative error) wherever the GPU has them, and nothing in burn 0.22 turns that off. f32 here
+/// means f32 as PyTorch means it, so f32 products take the split path instead; bf16 keeps the
+/// tensor cores as they are.
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
-impl FusedOps for burn::backend::Cube {}
+impl FusedOps for burn::backend::Cube {
+    fn fused_matmul(
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        bf16: bool,
+    ) -> FloatTensor<Self> {
+        if bf16 {
+            reference::matmul::<Self>(lhs, rhs, true)
+        } else {
+            reference::matmul_split::<Self>(lhs, rhs)
+        }
+    }
+
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        bf16: bool,
+    ) -> FloatTensor<Self> {
+        reference::add_bias::<Self>(Self::fused_matmul(x, w, bf16), b)
+    }
+}
 
 /// The ops composed from burn's own: the trait's default bodies, and flex's fallback where an
 /// input does not fit its kernels (not f32, not 2-D, no AVX512-BF16).
@@ -96,14 +123,57 @@ mod reference {
         B::float_cast(B::float_matmul(lhs, rhs), FloatDType::F32)
     }
 
+    /// An f32 product to about 1e-5 relative from a matmul that rounds its f32 inputs to TF32:
+    /// each operand splits into a bf16-exact high part (exact in TF32 too) and the rest, and
+    /// hi·hi + hi·lo + lo·hi accumulate in f32. What is lost is lo·lo (2⁻¹⁸ of the product) and
+    /// lo's own TF32 rounding (2⁻²⁰): three matmuls on the tensor cores, still faster than one
+    /// in plain f32 on a GPU whose TF32 rate is 7x its f32 rate (H100/H200).
+    #[cfg_attr(not(any(feature = "cuda", feature = "wgpu", test)), allow(dead_code))]
+    pub fn matmul_split<B: Backend>(lhs: FloatTensor<B>, rhs: FloatTensor<B>) -> FloatTensor<B> {
+        let split = |x: FloatTensor<B>| {
+            let hi = B::float_cast(B::float_cast(x.clone(), FloatDType::BF16), FloatDType::F32);
+            (hi.clone(), B::float_sub(x, hi))
+        };
+        let (lhs_hi, lhs_lo) = split(lhs);
+        let (rhs_hi, rhs_lo) = split(rhs);
+        let out = B::float_matmul(lhs_hi.clone(), rhs_hi.clone());
+        let out = B::float_add(out, B::float_matmul(lhs_hi, rhs_lo));
+        B::float_add(out, B::float_matmul(lhs_lo, rhs_hi))
+    }
+
+    /// `grad · (Φ(x) + x·φ(x))`: the exact GELU's derivative.
+    pub fn gelu_backward<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+        let cdf = B::float_mul_scalar(
+            B::float_add_scalar(
+                B::float_erf(B::float_mul_scalar(
+                    x.clone(),
+                    std::f32::consts::FRAC_1_SQRT_2.into(),
+                )),
+                1.0.into(),
+            ),
+            0.5.into(),
+        );
+        // φ(x) = exp(-x²/2) / √(2π)
+        let x2 = B::float_mul(x.clone(), x.clone());
+        let pdf = B::float_mul_scalar(
+            B::float_exp(B::float_mul_scalar(x2, (-0.5).into())),
+            (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2).into(),
+        );
+        B::float_mul(B::float_add(cdf, B::float_mul(x, pdf)), grad)
+    }
+
     pub fn linear<B: Backend>(
         x: FloatTensor<B>,
         w: FloatTensor<B>,
         b: FloatTensor<B>,
         bf16: bool,
     ) -> FloatTensor<B> {
+        add_bias::<B>(matmul::<B>(x, w, bf16), b)
+    }
+
+    /// `y [m, n] + b [n]`, row by row.
+    pub fn add_bias<B: Backend>(y: FloatTensor<B>, b: FloatTensor<B>) -> FloatTensor<B> {
         let n = b.shape()[0];
-        let y = matmul::<B>(x, w, bf16);
         B::float_add(y, B::float_reshape(b, Shape::new([1, n])))
     }
 
@@ -167,14 +237,18 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                 _: &mut Checkpointer,
             ) {
                 let (lhs, rhs, bf16) = ops.state;
-                // d lhs = g · rhsᵀ, d rhs = lhsᵀ · g: transposes are views, the kernels read
-                // them through their strides.
+                // d lhs = g · rhsᵀ, d rhs = lhsᵀ · g (transposing the last two dims): transposes
+                // are views, the kernels read them through their strides.
+                let t = |x: B::FloatTensorPrimitive| {
+                    let r = x.shape().num_dims();
+                    B::float_swap_dims(x, r - 2, r - 1)
+                };
                 binary::<B, _, _>(
                     ops.parents,
                     ops.node,
                     grads,
-                    |g| B::fused_matmul(g, B::float_swap_dims(rhs, 0, 1), bf16),
-                    |g| B::fused_matmul(B::float_swap_dims(lhs, 0, 1), g, bf16),
+                    |g| B::fused_matmul(g, t(rhs), bf16),
+                    |g| B::fused_matmul(t(lhs), g, bf16),
                 );
             }
         }
@@ -284,8 +358,9 @@ fn bf16_active() -> bool {
     precision::active() == Precision::Bf16
 }
 
-/// `lhs [m, k] · rhs [k, n]`, in bf16 under [`autocast`]`(Bf16)`, else in f32.
-pub fn matmul(lhs: Tensor<2>, rhs: Tensor<2>) -> Tensor<2> {
+/// `lhs [.., m, k] · rhs [.., k, n]`, in bf16 under [`autocast`]`(Bf16)`, else in f32. Flex
+/// runs its own kernel on 2-D operands; batches go through burn's matmul there.
+pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::fused_matmul(
         lhs.into_dispatch(),
         rhs.into_dispatch(),
@@ -321,4 +396,63 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::fused_gelu(
         x.into_dispatch(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Tensor, TensorData};
+
+    use crate::model::weights::to_vec;
+
+    /// The split product on flex (whose matmul is plain f32) is the plain product to ~1e-6:
+    /// the split itself loses nothing that matters.
+    #[test]
+    fn split_matmul_is_an_f32_product() {
+        let device = Device::flex();
+        let v = |n: usize, salt: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * 7919 + salt * 104_729) % 2003) as f32 / 1001.0 - 1.0) * 3.7)
+                .collect()
+        };
+        let a = Tensor::<2>::from_data(TensorData::new(v(37 * 53, 1), [37, 53]), &device);
+        let b = Tensor::<2>::from_data(TensorData::new(v(53 * 29, 2), [53, 29]), &device);
+        let want = to_vec(a.clone().matmul(b.clone()));
+        let got = to_vec(Tensor::<2>::from_dispatch(
+            super::reference::matmul_split::<burn::backend::Dispatch>(
+                a.into_dispatch(),
+                b.into_dispatch(),
+            ),
+        ));
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs() / w.abs().max(1.0))
+            .fold(0.0f32, f32::max);
+        assert!(err < 1e-5, "{err}");
+    }
+
+    /// The exact GELU derivative that GPUs use against flex's kernel (tested against finite
+    /// differences in tests/ops.rs).
+    #[test]
+    fn reference_gelu_backward_is_the_exact_derivative() {
+        let device = Device::flex();
+        let x: Vec<f32> = (0..400).map(|i| -8.0 + i as f32 * 0.04).collect();
+        let x = Tensor::<2>::from_data(TensorData::new(x, [20, 20]), &device);
+        let g = Tensor::<2>::ones([20, 20], &device);
+        use super::FusedOps;
+        type D = burn::backend::Dispatch;
+        let want = to_vec(Tensor::<2>::from_dispatch(D::fused_gelu_backward(
+            x.clone().into_dispatch(),
+            g.clone().into_dispatch(),
+        )));
+        let got = to_vec(Tensor::<2>::from_dispatch(
+            super::reference::gelu_backward::<D>(x.into_dispatch(), g.into_dispatch()),
+        ));
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(err < 1e-5, "{err}");
+    }
 }
