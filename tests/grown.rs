@@ -4,12 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, SgdConfig};
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::Device;
 use scalenet::checkpoint::{load_model, load_vit, ModelConfig, TensorFile};
 use scalenet::growth::{expand, AdapterSpec, ExpandOptions, GrownVit, InitMode, MapStrategy};
 use scalenet::inference::{run_batched, ImageBatch};
-use scalenet::model::weights::to_vec;
 use scalenet::model::{RandomInit, VisionTransformer};
 use scalenet::network::Network;
 
