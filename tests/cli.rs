@@ -714,3 +714,27 @@ fn selfcheck_on_the_cpu_passes_every_check() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(written["checks"].as_array().unwrap().len() > 20);
 }
+
+#[test]
+fn a_gpu_device_without_a_gpu_is_one_clear_line() {
+    let out = run(bin().args([
+        "bench",
+        "--arch",
+        "deit_tiny_patch16_224",
+        "--steps",
+        "1",
+        "--device",
+        "cuda:0",
+    ]));
+    if cfg!(feature = "cuda") {
+        if scalenet::device::cuda::device_count().is_ok() {
+            return; // a machine with a GPU: nothing to refuse
+        }
+        assert_clean_error(&out, &["--device cuda:0", "no CUDA driver found"]);
+    } else {
+        assert_clean_error(
+            &out,
+            &["--device cuda:0", "built without the 'cuda' feature"],
+        );
+    }
+}
