@@ -74,6 +74,10 @@ pub struct VitConfig {
     pub distilled: bool,
 }
 
+/// The largest model scalenet builds: 10^11 parameters (400 GB in f32), 40x the largest ViT
+/// that timm ships.
+pub const MAX_PARAMS: u128 = 100_000_000_000;
+
 impl VitConfig {
     /// timm's `VisionTransformer` defaults (ViT-Base/16 at 224 px).
     pub fn base_defaults() -> Self {
@@ -133,8 +137,40 @@ impl VitConfig {
         ))
     }
 
+    /// A lower bound on the parameter count (patch projection and position embedding, the
+    /// four matrices of every block, the classifier), computed without overflow or allocation:
+    /// checked against limits and against the weights file before anything is built.
+    pub fn min_params(&self) -> u128 {
+        let [d, p, c] = [self.embed_dim, self.patch_size, self.in_chans].map(|v| v as u128);
+        let patches = (self.img_size[0] / self.patch_size.max(1)) as u128
+            * (self.img_size[1] / self.patch_size.max(1)) as u128;
+        let hidden = (self.embed_dim as f64 * self.mlp_ratio).min(1e30) as u128;
+        let heads = 1 + u128::from(self.distilled);
+        let embed = c
+            .saturating_mul(p * p)
+            .saturating_add(patches)
+            .saturating_mul(d);
+        let block = d.saturating_mul(d.saturating_mul(4).saturating_add(hidden.saturating_mul(2)));
+        embed
+            .saturating_add((self.depth as u128).saturating_mul(block))
+            .saturating_add(
+                (self.num_classes as u128)
+                    .saturating_mul(d)
+                    .saturating_mul(heads),
+            )
+    }
+
     /// Checks the invariants timm asserts, with messages a user can act on.
     pub fn validate(&self) -> Result<(), String> {
+        // Every size is checked before anything is allocated: a model that cannot fit any
+        // machine is refused here rather than aborting the process in the allocator.
+        let n = self.min_params();
+        if n > MAX_PARAMS {
+            return Err(format!(
+                "these sizes (depth {}, embed_dim {}, mlp_ratio {}, img_size {:?}, patch_size {}, num_classes {}) imply at least {n} parameters, more than the {MAX_PARAMS} scalenet accepts",
+                self.depth, self.embed_dim, self.mlp_ratio, self.img_size, self.patch_size, self.num_classes
+            ));
+        }
         let positive = [
             ("patch_size", self.patch_size),
             ("in_chans", self.in_chans),

@@ -738,3 +738,137 @@ fn a_gpu_device_without_a_gpu_is_one_clear_line() {
         );
     }
 }
+
+/// Numbers that would need terabytes are refused from the config, before anything is
+/// allocated (they used to abort the process in the allocator).
+#[test]
+fn lying_sizes_are_refused_before_allocating() {
+    let cases: [(&str, serde_json::Value, &[&str]); 5] = [
+        (
+            "depth",
+            1_000_000_000u64.into(),
+            &["depth 1000000000", "parameters"],
+        ),
+        (
+            "num_classes",
+            1_000_000_000_000u64.into(),
+            &["num_classes 1000000000000"],
+        ),
+        (
+            "embed_dim",
+            1_000_000_000u64.into(),
+            &["embed_dim 1000000000"],
+        ),
+        (
+            "img_size",
+            10_000_000u64.into(),
+            &["img_size [10000000, 10000000]"],
+        ),
+        // Within limits, but far more than the file holds: the config contradicts the weights.
+        (
+            "depth",
+            100_000u64.into(),
+            &["holds only", "contradicts the weights"],
+        ),
+    ];
+    for (i, (key, value, needles)) in cases.into_iter().enumerate() {
+        let m = copy_fixture("rgb_token_p8", &format!("lying-{i}"));
+        edit_json(&m.join("config.json"), |c| {
+            if key == "num_classes" {
+                c["num_classes"] = value.clone();
+            }
+            c["model_args"][key] = value;
+        });
+        let out = run(bin().arg("info").arg(&m));
+        let mut all = vec!["config.json"];
+        all.extend_from_slice(needles);
+        assert_clean_error(&out, &all);
+    }
+    let out = run(bin()
+        .args([
+            "init",
+            "--arch",
+            "deit_tiny_patch16_224",
+            "--model-arg",
+            "depth=1000000000",
+            "--out",
+        ])
+        .arg(tempdir("lying-init").join("m")));
+    assert_clean_error(&out, &["depth 1000000000"]);
+}
+
+#[test]
+fn a_tensor_named_twice_is_refused() {
+    let m = copy_fixture("rgb_token_p8", "dup-key");
+    let t = r#""a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#;
+    let header =
+        format!("{{{t},{t},\"b\":{{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}}}");
+    std::fs::write(
+        m.join("model.safetensors"),
+        raw_safetensors(&header, &[0; 8]),
+    )
+    .unwrap();
+    let out = run(bin().arg("info").arg(&m));
+    assert_clean_error(&out, &["model.safetensors", "names tensor 'a' twice"]);
+}
+
+#[test]
+fn lying_growth_specs_are_refused() {
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(Edit, &[&str]); 3] = [
+        (
+            |s| s["layer_map"][0] = 1_000_000_000u64.into(),
+            &["layer_map[0] = 1000000000 is out of range"],
+        ),
+        (
+            |s| s["adapter"]["rank"] = 0.into(),
+            &["rank must be positive"],
+        ),
+        (
+            |s| s["adapter"]["rank"] = 1_000_000_000_000u64.into(),
+            &["rank 1000000000000 is larger than the width"],
+        ),
+    ];
+    for (i, (edit, needles)) in cases.into_iter().enumerate() {
+        let m = grown_fixture("irregular_full", &format!("lying-grown-{i}"));
+        edit_json(&m.join("config.json"), |c| edit(&mut c["scalenet"]));
+        let out = run(bin().arg("info").arg(&m));
+        let mut all = vec!["config.json"];
+        all.extend_from_slice(needles);
+        assert_clean_error(&out, &all);
+    }
+    let base = fixture("rgb_token_p8");
+    for (flags, needle) in [
+        (["--depth", "1000000000"], "positions"),
+        (["--adapter-rank", "1000000000000"], "larger than the width"),
+    ] {
+        let mut cmd = bin();
+        cmd.arg("expand").arg(&base).args(flags);
+        if flags[0] != "--depth" {
+            cmd.args(["--depth", "4"]);
+        }
+        let out = run(cmd.arg("--out").arg(tempdir("lying-expand").join("g")));
+        assert_clean_error(&out, &[needle]);
+    }
+}
+
+/// A second trainer on a run directory that is in use is refused; the lock dies with its
+/// holder, so a killed run never blocks its own resume.
+#[test]
+fn a_run_directory_in_use_is_refused() {
+    let dir = tempdir("lock");
+    let model = tiny_fmnist_model(&dir, 10);
+    let run_dir = dir.join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let held = scalenet::checkpoint::lock::lock_dir(&run_dir).unwrap();
+    let out = run(&mut train_cmd(&model, "fmnist-mini", &run_dir));
+    assert_clean_error(&out, &["run", "another scalenet process is training"]);
+    assert!(!run_dir.join("run.json").exists(), "nothing written");
+    drop(held);
+    let out = run(&mut train_cmd(&model, "fmnist-mini", &run_dir));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

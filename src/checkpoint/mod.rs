@@ -1,6 +1,7 @@
 //! Checkpoint I/O: safetensors files and timm hub model directories.
 
 pub mod atomic;
+pub mod lock;
 pub mod model_dir;
 pub mod safetensors_io;
 

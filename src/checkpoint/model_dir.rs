@@ -111,7 +111,7 @@ impl ModelConfig {
             Some(v) => {
                 let spec: GrowthSpec = serde_json::from_value(v.clone())
                     .map_err(|e| Error::config(path, format!("'scalenet' section: {e}")))?;
-                spec.validate(vit.depth)
+                spec.validate(vit.depth, vit.embed_dim)
                     .map_err(|m| Error::config(path, m))?;
                 Some(spec)
             }
@@ -267,6 +267,25 @@ pub fn load_vit(dir: &Path, device: &Device) -> Result<LoadedVit> {
 pub fn load_model(dir: &Path, device: &Device) -> Result<LoadedModel> {
     let config = ModelConfig::read(dir)?;
     let file = read_weights(dir)?;
+    // Building allocates every tensor the config implies (zeros where the file lacks one)
+    // before the key check can name what is missing. That stays within a bound set by the
+    // file's size; a config that implies far more than the file holds is refused here.
+    let needed = config.vit.min_params();
+    let held: u128 = file.tensors.values().map(|t| t.values.len() as u128).sum();
+    if needed > held.saturating_mul(4).saturating_add(1 << 24) {
+        let v = &config.vit;
+        return Err(Error::config(
+            dir.join(CONFIG_FILE),
+            format!(
+                "implies at least {needed} parameters (depth {}, embed_dim {}, num_classes {}, img_size {:?}), but {} holds only {held} values: the config contradicts the weights",
+                v.depth,
+                v.embed_dim,
+                v.num_classes,
+                v.img_size,
+                file.path.display()
+            ),
+        ));
+    }
     let mut src = CheckpointSource::new(file);
     let network = match &config.growth {
         None => Network::Plain(VisionTransformer::new(&config.vit, &mut src, device)),

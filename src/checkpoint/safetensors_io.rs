@@ -34,6 +34,12 @@ impl TensorFile {
             path: path.to_path_buf(),
             msg: describe(&e, bytes.len()),
         })?;
+        if let Some(key) = duplicate_key(&bytes) {
+            return Err(Error::Safetensors {
+                path: path.to_path_buf(),
+                msg: format!("the header names tensor '{key}' twice"),
+            });
+        }
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             let values = to_f32(&view).ok_or_else(|| Error::BadDtype {
@@ -64,6 +70,39 @@ impl TensorFile {
             unexpected: vec![],
         })
     }
+}
+
+/// A name that the header (already parsed and checked by `SafeTensors::deserialize`) holds
+/// twice. The JSON map keeps one of them silently, and two readers may keep different ones.
+fn duplicate_key(bytes: &[u8]) -> Option<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct FirstRepeat;
+    impl<'de> Visitor<'de> for FirstRepeat {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            // The whole map is read: serde_json fails a visitor that stops early.
+            let (mut seen, mut repeat) = (std::collections::HashSet::new(), None);
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if !seen.insert(key.clone()) && repeat.is_none() {
+                    repeat = Some(key);
+                }
+            }
+            Ok(repeat)
+        }
+    }
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let header = bytes.get(8..8usize.checked_add(usize::try_from(n).ok()?)?)?;
+    serde_json::Deserializer::from_slice(header)
+        .deserialize_map(FirstRepeat)
+        .ok()
+        .flatten()
 }
 
 fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
@@ -141,4 +180,17 @@ pub fn serialize(tensors: &[NamedTensor]) -> std::result::Result<Vec<u8>, String
             .collect(),
     );
     safetensors::tensor::serialize(views, &metadata).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod duplicate_tests {
+    #[test]
+    fn a_repeated_name_is_found() {
+        // The repeat is not the last entry: the rest of the map must still be read.
+        let h = br#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+        let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(h);
+        bytes.extend_from_slice(&[0; 4]);
+        assert_eq!(super::duplicate_key(&bytes), Some("a".to_string()));
+    }
 }

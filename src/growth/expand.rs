@@ -53,7 +53,8 @@ pub fn expand(
         unshared_norms: opts.unshared_norms,
         layer_scale: opts.init == InitMode::Identity,
     };
-    spec.validate(cfg.depth).map_err(Error::InvalidModel)?;
+    spec.validate(cfg.depth, cfg.embed_dim)
+        .map_err(Error::InvalidModel)?;
 
     // Values that are not random: per-position norms start as their base block's, and gates
     // as the identity schedule. They are copied through the host so that each position's

@@ -32,6 +32,9 @@ impl MapStrategy {
     }
 }
 
+/// The most positions a grown model may have: 200x the deepest ViT timm ships.
+pub const MAX_POSITIONS: usize = 10_000;
+
 /// Builds the layer map for growing `base_depth` blocks to `target_depth` positions.
 pub fn layer_map(
     strategy: &MapStrategy,
@@ -40,6 +43,11 @@ pub fn layer_map(
 ) -> Result<Vec<usize>, String> {
     if base_depth == 0 {
         return Err("the base model has no blocks to grow".into());
+    }
+    if target_depth > MAX_POSITIONS {
+        return Err(format!(
+            "target depth {target_depth} is more than the {MAX_POSITIONS} positions scalenet grows a model to"
+        ));
     }
     if target_depth < base_depth {
         return Err(format!(
@@ -165,8 +173,9 @@ impl GrowthSpec {
         self.layer_map.len()
     }
 
-    /// Internal consistency; `model_depth` is the depth in `model_args`.
-    pub fn validate(&self, model_depth: usize) -> Result<(), String> {
+    /// Internal consistency, and fit with the base: `model_depth` and `width` are the depth and
+    /// `embed_dim` in `model_args`.
+    pub fn validate(&self, model_depth: usize, width: usize) -> Result<(), String> {
         if self.format_version != FORMAT_VERSION {
             return Err(format!(
                 "scalenet.format_version {} is not supported (this scalenet reads version {FORMAT_VERSION})",
@@ -182,6 +191,12 @@ impl GrowthSpec {
         if self.layer_map.is_empty() {
             return Err("scalenet.layer_map is empty".into());
         }
+        if self.layer_map.len() > MAX_POSITIONS {
+            return Err(format!(
+                "scalenet.layer_map has {} positions, more than the {MAX_POSITIONS} scalenet accepts",
+                self.layer_map.len()
+            ));
+        }
         validate_map(&self.layer_map, self.base_depth).map_err(|m| format!("scalenet.{m}"))?;
         if let Some(a) = &self.adapter {
             if a.placement.is_empty() {
@@ -192,6 +207,12 @@ impl GrowthSpec {
             }
             if a.rank == 0 {
                 return Err("scalenet.adapter.rank must be positive".into());
+            }
+            if a.rank > width {
+                return Err(format!(
+                    "scalenet.adapter.rank {} is larger than the width {width}: an adapter's down-projection must narrow",
+                    a.rank
+                ));
             }
             if !a.scale.is_finite() {
                 return Err(format!("scalenet.adapter.scale {} is not finite", a.scale));

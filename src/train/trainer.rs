@@ -165,12 +165,28 @@ const CHECKPOINT: &str = "checkpoint";
 
 /// Runs (or, with `resume`, continues) training into `out`.
 pub fn train(cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Result<Outcome> {
+    let created = !resume && !out.exists();
+    if !resume {
+        check_new_run_dir(out)?;
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    }
+    // Held to the end of the run: a second trainer on this directory is refused.
+    let lock = crate::checkpoint::lock::lock_dir(out)?;
+    let result = train_locked(cfg, out, resume, hooks);
+    if result.is_err() && created && !out.join("run.json").exists() {
+        // A run that never started leaves nothing behind, not even its lock.
+        drop(lock);
+        let _ = std::fs::remove_file(out.join(".lock"));
+        let _ = std::fs::remove_dir(out);
+    }
+    result
+}
+
+fn train_locked(cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Result<Outcome> {
     let ckpt = out.join(CHECKPOINT);
     let mut state = State::default();
     if resume {
         state = read_json(&ckpt.join("state.json"))?;
-    } else {
-        check_new_run_dir(out)?;
     }
     let base_device = crate::device::parse_device(&cfg.device)?;
     let device = base_device.clone().autodiff();
