@@ -871,4 +871,9 @@ fn a_run_directory_in_use_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A new run that fails before it starts leaves no directory (and no lock) behind.
+    let never = dir.join("never");
+    let out = run(&mut train_cmd(&model, "idx:/nonexistent", &never));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!never.exists(), "left {}", never.display());
 }
