@@ -31,6 +31,8 @@ pub struct BenchResult {
     pub train_gpu_used_mib: Option<f64>,
     pub device: String,
     pub precision: String,
+    /// Why this precision (`--precision auto` says what it measured).
+    pub precision_reason: String,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -124,5 +126,6 @@ pub fn run(
         train_gpu_used_mib: train_gpu.1,
         device: format!("{device:?}"),
         precision: crate::ops::precision::active().to_string(),
+        precision_reason: String::new(),
     })
 }

@@ -26,9 +26,9 @@ pub struct Args {
     warmup: usize,
     #[arg(long, default_value = "flex", help = DEVICE_HELP)]
     device: String,
-    /// f32, or bf16 (matrix products in bf16, f32 master weights; see `train --help`).
-    #[arg(long, default_value = "f32")]
-    precision: scalenet::ops::Precision,
+    /// auto, f32, or bf16 (matrix products in bf16, f32 master weights; see `train --help`).
+    #[arg(long, default_value = "auto")]
+    precision: scalenet::ops::auto_precision::Requested,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -54,8 +54,9 @@ pub fn run(args: Args) -> Result<()> {
             )),
         }
     };
-    let _autocast = scalenet::ops::autocast(args.precision);
-    let r = scalenet::bench::run(
+    let decision = scalenet::ops::auto_precision::resolve(args.precision, &args.device);
+    let _autocast = scalenet::ops::autocast(decision.precision);
+    let mut r = scalenet::bench::run(
         &make,
         &device,
         scalenet::device::cuda_index(&args.device),
@@ -63,6 +64,7 @@ pub fn run(args: Args) -> Result<()> {
         args.steps,
         args.warmup,
     )?;
+    r.precision_reason = decision.reason;
     println!("{}", serde_json::to_string_pretty(&r)?);
     Ok(())
 }

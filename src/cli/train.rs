@@ -83,10 +83,11 @@ pub struct Args {
     eval_batch_size: usize,
     #[arg(long, default_value = "flex", help = DEVICE_HELP)]
     device: String,
-    /// f32, or bf16: matrix products in bf16 with f32 master weights, norms, softmax and loss
-    /// (as torch.autocast). Pays off on GPUs; on the flex CPU backend bf16 is emulated (slower).
-    #[arg(long, default_value = "f32")]
-    precision: scalenet::ops::Precision,
+    /// auto, f32, or bf16: matrix products in bf16 with f32 master weights, norms, softmax and
+    /// loss (as torch.autocast). auto picks bf16 on GPUs, and on CPUs where our bf16 kernel
+    /// measures faster than the f32 one (measured once per CPU model, cached).
+    #[arg(long, default_value = "auto")]
+    precision: scalenet::ops::auto_precision::Requested,
     /// Run directory to create (metrics.jsonl, curves.png, checkpoint/, model/).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -197,7 +198,11 @@ fn config_from_args(a: &Args) -> Result<TrainConfig> {
         skip_bad_images: a.on_bad_image == "skip",
         eval_batch_size: a.eval_batch_size,
         device: a.device.clone(),
-        precision: a.precision,
+        precision: {
+            let d = scalenet::ops::auto_precision::resolve(a.precision, &a.device);
+            println!("precision: {} ({})", d.precision, d.reason);
+            d.precision
+        },
     })
 }
 

@@ -6,6 +6,7 @@
 //! took longer than all four matmuls of a block (docs/PERFORMANCE.md).
 
 mod attention;
+pub mod auto_precision;
 pub mod gemm_bf16;
 pub mod gemm_f32;
 pub mod math;

@@ -1,0 +1,204 @@
+//! `--precision auto`: bf16 only where it is the faster choice on this machine. On GPUs bf16
+//! runs on the tensor cores and f32 takes four TF32 products (see `ops::reference`), so bf16
+//! wins there. On CPUs it depends: an AMD Zen 4 runs our bf16 GEMM 1.5-2x faster than the f32
+//! one, an Intel Xeon of the same AVX512-BF16 generation slower (docs/PERFORMANCE.md). So the
+//! CPU decision is measured, once per CPU model, and cached.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::Precision;
+
+/// What `--precision` asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Requested {
+    /// The faster of f32 and bf16 here.
+    #[default]
+    Auto,
+    Fixed(Precision),
+}
+
+impl std::str::FromStr for Requested {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Requested::Auto),
+            other => other
+                .parse()
+                .map(Requested::Fixed)
+                .map_err(|_| format!("unknown precision '{other}' (use auto, f32 or bf16)")),
+        }
+    }
+}
+
+/// The precision a run uses, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub precision: Precision,
+    pub reason: String,
+}
+
+/// Resolves `requested` for the `--device` named `device`.
+pub fn resolve(requested: Requested, device: &str) -> Decision {
+    match requested {
+        Requested::Fixed(precision) => Decision {
+            precision,
+            reason: "as asked (--precision)".into(),
+        },
+        Requested::Auto if !matches!(device, "flex" | "cpu") => Decision {
+            precision: Precision::Bf16,
+            reason: "auto on a GPU: bf16 runs on the tensor cores, f32 takes four TF32 products per matmul".into(),
+        },
+        Requested::Auto => cpu_decision(),
+    }
+}
+
+fn cpu_decision() -> Decision {
+    let f32_only = |why: &str| Decision {
+        precision: Precision::F32,
+        reason: format!("auto on this CPU: {why}"),
+    };
+    if !super::gemm_bf16::available() {
+        return f32_only("no AVX512-BF16, so bf16 would be emulated (slower)");
+    }
+    if !super::gemm_f32::available() {
+        return f32_only("no AVX-512 f32 kernel to compare with");
+    }
+    let cpu = cpu_model();
+    let path = cache_path(&cpu);
+    let cached = path
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| Some((v["f32_gflops"].as_f64()?, v["bf16_gflops"].as_f64()?)));
+    let (f32_rate, bf16_rate, how) = match cached {
+        Some((f, b)) => (f, b, "measured earlier".to_string()),
+        None => {
+            let (f, b) = measure();
+            if let Some(p) = &path {
+                let json = serde_json::json!({"cpu": cpu, "f32_gflops": f, "bf16_gflops": b});
+                let _ = p.parent().map(std::fs::create_dir_all);
+                let _ = crate::checkpoint::atomic::atomic_write(p, json.to_string().as_bytes());
+            }
+            (f, b, "measured now".to_string())
+        }
+    };
+    // A few percent either way is noise on a shared machine; keep f32 unless bf16 clearly wins.
+    let precision = if bf16_rate > 1.1 * f32_rate {
+        Precision::Bf16
+    } else {
+        Precision::F32
+    };
+    let cache = path.map_or(String::new(), |p| format!(", cached in {}", p.display()));
+    Decision {
+        precision,
+        reason: format!(
+            "auto on this CPU ({cpu}): our bf16 GEMM runs {bf16_rate:.0} GFLOP/s and the f32 one {f32_rate:.0} ({how}{cache})"
+        ),
+    }
+}
+
+/// GFLOP/s of the f32 and bf16 GEMMs on a ViT block's two MLP shapes (DeiT-Small, 1024 rows),
+/// each the best of three after a warm-up: about a tenth of a second.
+fn measure() -> (f64, f64) {
+    use super::gemm_bf16::View;
+    use std::mem::MaybeUninit;
+    let shapes = [(1024, 384, 1536), (1024, 1536, 384)];
+    let mut rates = [0.0f64; 2];
+    for (bf16, rate) in [false, true].into_iter().zip(rates.iter_mut()) {
+        let (mut flops, mut secs) = (0.0, 0.0);
+        for &(m, k, n) in &shapes {
+            let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.1).collect();
+            let mut c = vec![MaybeUninit::new(0f32); m * n];
+            let (av, bv) = (View::strided(&a, 0, k, 1), View::strided(&b, 0, n, 1));
+            let mut best = f64::INFINITY;
+            for _ in 0..4 {
+                let t = Instant::now();
+                if bf16 {
+                    super::gemm_bf16::gemm(m, n, k, av, bv, &mut c, false);
+                } else {
+                    super::gemm_f32::gemm(m, n, k, av, bv, &mut c, false);
+                }
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            flops += 2.0 * (m * n * k) as f64;
+            secs += best;
+        }
+        *rate = flops / secs / 1e9;
+    }
+    (rates[0], rates[1])
+}
+
+/// The model name with its family/model/stepping numbers: VMs often report a generic name
+/// ("Intel(R) Xeon(R) Processor") for CPUs of different generations.
+fn cpu_model() -> String {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let name = field("model name").unwrap_or_else(|| "unknown CPU".into());
+    match (field("cpu family"), field("model"), field("stepping")) {
+        (Some(f), Some(m), Some(s)) => format!("{name}, family {f} model {m} stepping {s}"),
+        _ => name,
+    }
+}
+
+/// `$XDG_CACHE_HOME/scalenet/precision-<cpu>.json` (or under `~/.cache`).
+fn cache_path(cpu: &str) -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    let name: String = cpu
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    Some(base.join("scalenet").join(format!("precision-{name}.json")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_fixed_ones_stay() {
+        assert_eq!("auto".parse::<Requested>(), Ok(Requested::Auto));
+        assert_eq!(
+            "bf16".parse::<Requested>(),
+            Ok(Requested::Fixed(Precision::Bf16))
+        );
+        assert!("fp8".parse::<Requested>().unwrap_err().contains("auto"));
+        let d = resolve(Requested::Fixed(Precision::F32), "flex");
+        assert_eq!(d.precision, Precision::F32);
+        assert_eq!(
+            resolve(Requested::Auto, "cuda:0").precision,
+            Precision::Bf16
+        );
+    }
+
+    #[test]
+    fn auto_on_the_cpu_decides_and_says_why() {
+        let dir = std::env::temp_dir().join(format!("scalenet-auto-{}", std::process::id()));
+        std::env::set_var("XDG_CACHE_HOME", &dir);
+        let first = resolve(Requested::Auto, "flex");
+        assert!(
+            first.reason.starts_with("auto on this CPU"),
+            "{}",
+            first.reason
+        );
+        // The second decision is the cached one: the same, without measuring again.
+        let second = resolve(Requested::Auto, "flex");
+        assert_eq!(second.precision, first.precision);
+        if super::super::gemm_bf16::available() {
+            assert!(
+                second.reason.contains("measured earlier"),
+                "{}",
+                second.reason
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
