@@ -877,3 +877,126 @@ fn a_run_directory_in_use_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!never.exists(), "left {}", never.display());
 }
+
+/// A run SIGKILLed again and again at moments drawn from a seed (during start-up, mid-epoch,
+/// while checkpoints are written) and resumed each time ends with the same weights, bit for
+/// bit, and the same per-epoch losses, as the run that was never interrupted.
+#[test]
+fn sigkilled_runs_resume_to_the_same_weights() {
+    let dir = tempdir("kill");
+    let model = tiny_fmnist_model(&dir, 10);
+    let train = |out: &Path, resume: bool| {
+        let mut c = bin();
+        if resume {
+            c.arg("train").arg("--resume").arg(out);
+        } else {
+            c.arg("train").arg(&model).args([
+                "--data",
+                "fmnist-mini",
+                "--epochs",
+                "30",
+                "--batch-size",
+                "16",
+                "--train-subset",
+                "128",
+                "--test-subset",
+                "16",
+                "--val-split",
+                "0",
+                "--precision",
+                "f32",
+                "--out",
+            ]);
+            c.arg(out);
+        }
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+    let reference = dir.join("reference");
+    let t0 = std::time::Instant::now();
+    assert!(train(&reference, false).status().unwrap().success());
+    let t_ref = t0.elapsed().as_secs_f64();
+
+    let mut seed: u64 = 0x5ca1e;
+    let (mut kills, mut attempts, mut progress) = (0, 0, Vec::new());
+    // Runs until 20 kills have landed, on as many runs as that takes (a fast machine may
+    // finish one before), each carried to its end and checked.
+    for run_index in 0.. {
+        if kills >= 20 {
+            break;
+        }
+        let killed = dir.join(format!("killed-{run_index}"));
+        loop {
+            attempts += 1;
+            assert!(attempts < 500, "no progress after {kills} kills");
+            let resume = killed.join("run.json").exists();
+            let mut child = train(&killed, resume).spawn().unwrap();
+            if kills < 20 {
+                // 1-12% of the whole run: some kills land in start-up, most mid-epoch or while
+                // a checkpoint is written, and the run still moves on between them.
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let frac = 0.01 + 0.11 * ((seed >> 33) as f64 / (1u64 << 31) as f64);
+                std::thread::sleep(std::time::Duration::from_secs_f64(frac * t_ref));
+                if child.try_wait().unwrap().is_none() {
+                    child.kill().unwrap(); // SIGKILL
+                    child.wait().unwrap();
+                    kills += 1;
+                    let state = std::fs::read_to_string(killed.join("checkpoint/state.json"));
+                    let epoch = state.ok().and_then(|t| {
+                        serde_json::from_str::<serde_json::Value>(&t).ok()?["epoch"].as_u64()
+                    });
+                    progress.push(epoch.unwrap_or(0));
+                    continue;
+                }
+            }
+            let status = child.wait().unwrap();
+            assert!(
+                status.success(),
+                "attempt {attempts} failed after {kills} kills"
+            );
+            if killed.join("model/model.safetensors").exists() {
+                break;
+            }
+        }
+        check_same_run(&reference, &killed);
+    }
+    assert!(kills >= 20, "only {kills} kills");
+    eprintln!(
+        "{kills} kills in {attempts} attempts; uninterrupted run {t_ref:.2} s; epochs checkpointed at each kill: {progress:?}"
+    );
+}
+
+/// The killed run `killed` ended exactly as `reference`: weights bit for bit, the same
+/// per-epoch losses (each epoch listed once), and no leftovers of interrupted saves.
+fn check_same_run(reference: &Path, killed: &Path) {
+    let weights = |run: &Path| std::fs::read(run.join("model/model.safetensors")).unwrap();
+    assert!(
+        weights(reference) == weights(killed),
+        "weights differ: {}",
+        killed.display()
+    );
+    let losses = |run: &Path| -> Vec<(u64, f64)> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["epoch"].as_u64().unwrap(),
+                    v["train_loss"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(losses(reference), losses(killed));
+    let leftovers: Vec<_> = std::fs::read_dir(killed)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".checkpoint."))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}

@@ -186,7 +186,13 @@ fn train_locked(cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Re
     let ckpt = out.join(CHECKPOINT);
     let mut state = State::default();
     if resume {
+        recover_checkpoint(out)?;
+    }
+    // A run stopped before its first checkpoint resumes by starting over.
+    let resume = resume && ckpt.join("state.json").is_file();
+    if resume {
         state = read_json(&ckpt.join("state.json"))?;
+        trim_metrics(out, state.epoch)?;
     }
     let base_device = crate::device::parse_device(&cfg.device)?;
     let device = base_device.clone().autodiff();
@@ -563,12 +569,104 @@ fn save_checkpoint(
     }
     crate::checkpoint::write_tensors(&tmp.join("optimizer.safetensors"), &tensors)?;
     write_json(&tmp.join("state.json"), state)?;
+    // One atomic swap where the file system has it: at every instant `checkpoint/` is a
+    // complete checkpoint, the old or the new. (Two renames leave a moment without one.)
+    if dir.exists() && exchange(&tmp, dir).is_ok() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Ok(());
+    }
     let old = parent.join(format!(".{CHECKPOINT}.old-{}", std::process::id()));
     if dir.exists() {
         std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
     }
     std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
     let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Swaps two paths atomically (Linux `renameat2(RENAME_EXCHANGE)`).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+        let (a, b) = (c(a)?, c(b)?);
+        // SAFETY: two NUL-terminated paths relative to the working directory.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                a.as_ptr(),
+                libc::AT_FDCWD,
+                b.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = (a, b);
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+}
+
+/// After a crash: the checkpoint a two-rename save had moved aside comes back if `checkpoint/`
+/// is missing, and the leftovers of interrupted saves go. The run's lock is held, so no other
+/// process is writing here.
+fn recover_checkpoint(out: &Path) -> Result<()> {
+    let ckpt = out.join(CHECKPOINT);
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(());
+    };
+    let mut leftovers: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with(&format!(".{CHECKPOINT}.old-"))
+                    || n.starts_with(&format!(".{CHECKPOINT}.tmp-"))
+            })
+        })
+        .collect();
+    leftovers.sort();
+    for p in leftovers {
+        let is_old = p.to_string_lossy().contains(".old-");
+        if is_old && !ckpt.exists() && p.join("state.json").is_file() {
+            std::fs::rename(&p, &ckpt).map_err(|e| Error::io(&ckpt, e))?;
+        } else {
+            let _ = std::fs::remove_dir_all(&p);
+        }
+    }
+    Ok(())
+}
+
+/// Drops the metrics of epochs past the checkpoint (a crash between writing an epoch's metrics
+/// and its checkpoint), so that the redone epoch is not listed twice.
+fn trim_metrics(out: &Path, epochs_done: usize) -> Result<()> {
+    let path = out.join("metrics.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let keep: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["epoch"].as_u64())
+                .is_some_and(|e| e as usize <= epochs_done)
+        })
+        .collect();
+    if keep.len() != text.lines().count() {
+        let mut kept = keep.join("\n");
+        if !kept.is_empty() {
+            kept.push('\n');
+        }
+        atomic_write(&path, kept.as_bytes())?;
+    }
     Ok(())
 }
 
