@@ -23,6 +23,7 @@ pub mod plot;
 pub mod selfcheck;
 pub mod study;
 pub mod train;
+pub mod untrusted;
 
 pub use config::{GlobalPool, PretrainedCfg, VitConfig};
 pub use error::{Error, Result};

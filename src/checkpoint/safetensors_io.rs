@@ -30,11 +30,16 @@ impl TensorFile {
     /// Reads and validates a whole file. Non-float tensors are an error.
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
+        Self::parse(path, &bytes)
+    }
+
+    /// Validates and converts the bytes of a safetensors file; `path` is for messages.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
             path: path.to_path_buf(),
             msg: describe(&e, bytes.len()),
         })?;
-        if let Some(key) = duplicate_key(&bytes) {
+        if let Some(key) = duplicate_key(bytes) {
             return Err(Error::Safetensors {
                 path: path.to_path_buf(),
                 msg: format!("the header names tensor '{key}' twice"),

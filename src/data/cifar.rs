@@ -67,8 +67,20 @@ fn append(path: &PathBuf, label_bytes: usize, set: &mut ImageSet) -> Result<(), 
         path: path.clone(),
         cause: e,
     })?;
+    append_records(path, &raw, label_bytes, set)
+}
+
+/// Appends the records of one CIFAR batch file (`label_bytes` 1 for CIFAR-10, 2 for
+/// CIFAR-100); `path` is for messages.
+pub fn append_records(
+    path: &Path,
+    raw: &[u8],
+    label_bytes: usize,
+    set: &mut ImageSet,
+) -> Result<(), DataError> {
+    let path = &path.to_path_buf();
     let rec = label_bytes + PIXELS;
-    if raw.is_empty() || raw.len() % rec != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(rec) {
         return Err(DataError::BadFile {
             path: path.clone(),
             msg: format!(

@@ -82,11 +82,17 @@ pub fn scan(root: &Path, classes: Option<&[String]>) -> Result<FolderSplit, Data
 
 /// Decodes an image file to 8-bit RGB, `[3, h, w]` channel-major.
 pub fn decode(path: &Path) -> Result<(Vec<u8>, usize, usize), DataError> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| DataError::Io {
-            path: path.to_path_buf(),
-            cause: e,
-        })?
+    let bytes = std::fs::read(path).map_err(|e| DataError::Io {
+        path: path.to_path_buf(),
+        cause: e,
+    })?;
+    decode_bytes(path, &bytes)
+}
+
+/// Decodes the bytes of a JPEG or PNG file; `path` is for messages. The decoder's default
+/// limits (512 MiB per allocation) stop a header that claims a gigantic image.
+pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<(Vec<u8>, usize, usize), DataError> {
+    let img = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| DataError::Io {
             path: path.to_path_buf(),

@@ -51,8 +51,13 @@ pub fn parse(
         be(images, 2) as usize,
         be(images, 3) as usize,
     );
-    let want = 16 + n * h * w;
-    if images.len() != want {
+    // The header's numbers are a stranger's: their product may not fit.
+    let want = n
+        .checked_mul(h)
+        .and_then(|v| v.checked_mul(w))
+        .and_then(|v| v.checked_add(16));
+    if want != Some(images.len()) {
+        let want = want.map_or("more than 2^64".into(), |b| b.to_string());
         return Err(bad(
             images_path,
             format!(
@@ -62,7 +67,7 @@ pub fn parse(
         ));
     }
     let nl = be(labels, 1) as usize;
-    if labels.len() != 8 + nl {
+    if nl.checked_add(8) != Some(labels.len()) {
         return Err(bad(
             labels_path,
             format!(

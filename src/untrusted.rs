@@ -1,0 +1,76 @@
+//! Every parser that a stranger's bytes reach, from bytes, in one place: the fuzz targets in
+//! `fuzz/` call these, and `tests/fuzz_regressions.rs` replays what the fuzzers found through
+//! the same functions. The contract of each: a typed error or a valid value; never a panic, an
+//! abort, or an allocation out of proportion to the input.
+
+use std::path::Path;
+
+use crate::checkpoint::{ModelConfig, TensorFile};
+use crate::data::ImageSet;
+use crate::error::Result;
+
+/// A `model.safetensors` file.
+pub fn safetensors(bytes: &[u8]) -> Result<usize> {
+    Ok(TensorFile::parse(Path::new("fuzz.safetensors"), bytes)?
+        .tensors
+        .len())
+}
+
+/// A `config.json` (plain or grown, `scalenet` block included); for a valid one, also the
+/// numbers that loading computes from it before reading any weights.
+pub fn config(bytes: &[u8]) -> Result<u128> {
+    let text = String::from_utf8_lossy(bytes);
+    let cfg = ModelConfig::parse(Path::new("config.json"), &text)?;
+    let v = &cfg.vit;
+    let _ = (v.grid(), v.num_tokens(), v.head_dim(), v.mlp_hidden());
+    Ok(v.min_params())
+}
+
+/// An IDX pair: the first 4 bytes give the image file's length, the rest is split there.
+pub fn idx(bytes: &[u8]) -> std::result::Result<ImageSet, crate::data::DataError> {
+    let n = bytes
+        .get(..4)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let rest = bytes.get(4..).unwrap_or_default();
+    let (images, labels) = rest.split_at(n.min(rest.len()));
+    let raw = |p: &str, b: &[u8]| {
+        if b.starts_with(&[0x1f, 0x8b]) {
+            crate::data::idx::decompress(Path::new(p), b)
+        } else {
+            Ok(b.to_vec())
+        }
+    };
+    crate::data::idx::parse(
+        Path::new("images.idx"),
+        &raw("images.idx.gz", images)?,
+        Path::new("labels.idx"),
+        &raw("labels.idx.gz", labels)?,
+    )
+}
+
+/// A CIFAR batch file; the first byte picks CIFAR-10 (even) or CIFAR-100 (odd) records.
+pub fn cifar(bytes: &[u8]) -> std::result::Result<ImageSet, crate::data::DataError> {
+    let label_bytes = if bytes.first().is_some_and(|b| b % 2 == 1) {
+        2
+    } else {
+        1
+    };
+    let mut set = ImageSet {
+        shape: [3, 32, 32],
+        pixels: Vec::new(),
+        labels: Vec::new(),
+    };
+    crate::data::cifar::append_records(
+        Path::new("batch.bin"),
+        bytes.get(1..).unwrap_or_default(),
+        label_bytes,
+        &mut set,
+    )?;
+    Ok(set)
+}
+
+/// A JPEG or PNG file as the data path decodes it.
+pub fn image(bytes: &[u8]) -> std::result::Result<(usize, usize), crate::data::DataError> {
+    let (_, h, w) = crate::data::folder::decode_bytes(Path::new("image"), bytes)?;
+    Ok((h, w))
+}
