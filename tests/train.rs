@@ -218,3 +218,31 @@ fn shared_weights_move_once_by_the_summed_gradient() {
     // One optimizer state per parameter tensor: shared blocks are not duplicated.
     assert_eq!(opt.export().len(), 2 * named_params(&stepped).len());
 }
+
+/// Under `--clip-grad`, gradients that are not finite stop the run before the optimizer step,
+/// with one message, and the last good checkpoint stays as it was.
+#[test]
+fn non_finite_gradients_stop_the_run_and_keep_the_checkpoint() {
+    let dir = tempdir("nan-grad");
+    let model = tiny_model(&dir, 1, 16, 7);
+    let mut cfg = config(model);
+    cfg.train_subset = Some(64);
+    cfg.test_subset = Some(16);
+    cfg.epochs = 3;
+    cfg.clip_grad = Some(1.0);
+    cfg.batch_size = 16;
+    cfg.val_split = 0.0;
+    let out = dir.join("run");
+    // 64 images, batch 16 → 4 steps an epoch: poison the first step of epoch 2.
+    let hooks = Hooks {
+        poison_gradients_at_step: Some(4),
+        ..Hooks::default()
+    };
+    let err = train(cfg, &out, false, &hooks).unwrap_err().to_string();
+    assert!(err.contains("gradient norm became NaN"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["epoch"], 1, "the checkpoint after epoch 1 is kept");
+}

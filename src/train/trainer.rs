@@ -122,6 +122,9 @@ pub struct Hooks {
     pub interrupt: Arc<AtomicBool>,
     /// Stop (as if interrupted) after this many optimizer steps in this process; for tests.
     pub stop_after_steps: Option<usize>,
+    /// Treat the gradients of this global step as non-finite (an overflow in backward that the
+    /// loss does not show); for tests of the `--clip-grad` guard.
+    pub poison_gradients_at_step: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -382,7 +385,23 @@ fn train_locked(cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Re
                     .expect("gradients of at least one micro-batch");
                 let mut scale = 1.0 / (micro + 1) as f64;
                 if let Some(c) = cfg.clip_grad {
-                    let norm = grad_norm(&net, &grads) * scale;
+                    let mut norm = grad_norm(&net, &grads) * scale;
+                    if hooks.poison_gradients_at_step == Some(state.global_step) {
+                        norm = f64::NAN;
+                    }
+                    // A finite loss can still have overflowed gradients; stepping with them
+                    // would turn every weight into NaN.
+                    if !norm.is_finite() {
+                        bar.abandon();
+                        return Err(Error::InvalidModel(format!(
+                            "the gradient norm became {norm} at epoch {} batch {} (step {}); stopped without saving this state. \
+                             The last good checkpoint is {} (try a lower --lr, or --precision f32)",
+                            epoch + 1,
+                            state.batch,
+                            state.global_step,
+                            ckpt.display()
+                        )));
+                    }
                     if norm > c {
                         scale *= c / norm;
                     }
