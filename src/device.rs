@@ -10,16 +10,7 @@ pub const DEVICE_HELP: &str = "flex (default, pure-Rust CPU), cuda[:N] (build wi
 
 /// Parses `flex`, `cpu`, `cuda`, `cuda:N` or `wgpu` into a device (without autodiff).
 pub fn parse_device(name: &str) -> Result<Device> {
-    let (kind, index) = match name.split_once(':') {
-        Some((k, i)) => {
-            let i: usize = i.parse().map_err(|_| Error::Device {
-                name: name.into(),
-                msg: format!("'{i}' is not a device index"),
-            })?;
-            (k, i)
-        }
-        None => (name, 0),
-    };
+    let (kind, index) = split(name)?;
     // Only GPU backends take an index.
     let _ = index;
     match kind {
@@ -47,11 +38,21 @@ pub fn parse_device(name: &str) -> Result<Device> {
     }
 }
 
+/// `kind[:index]`, the index 0 when absent.
+fn split(name: &str) -> Result<(&str, usize)> {
+    match name.split_once(':') {
+        Some((k, i)) => i.parse().map(|i| (k, i)).map_err(|_| Error::Device {
+            name: name.into(),
+            msg: format!("'{i}' is not a device index"),
+        }),
+        None => Ok((name, 0)),
+    }
+}
+
 /// The CUDA device index that `--device` names, if it names one.
 pub fn cuda_index(name: &str) -> Option<usize> {
-    match name.split_once(':') {
-        Some(("cuda", i)) => i.parse().ok(),
-        None if name == "cuda" => Some(0),
+    match split(name) {
+        Ok(("cuda", i)) => Some(i),
         _ => None,
     }
 }
@@ -142,36 +143,44 @@ pub mod cuda {
             free: u64,
             used: u64,
         }
-        type Init = unsafe extern "C" fn() -> c_int;
         type ByIndex = unsafe extern "C" fn(u32, *mut *mut libc::c_void) -> c_int;
         type MemInfo = unsafe extern "C" fn(*mut libc::c_void, *mut NvmlMemory) -> c_int;
-        // SAFETY: as in `device_count`; these are NVML's documented C signatures, and
-        // nvmlInit_v2 may be called any number of times.
-        unsafe {
-            let lib = libc::dlopen(
-                c"libnvidia-ml.so.1".as_ptr(),
-                libc::RTLD_NOW | libc::RTLD_LOCAL,
-            );
-            if lib.is_null() {
-                return None;
+        // Loaded and initialised once: `bench` samples after every step.
+        static NVML: std::sync::OnceLock<Option<(ByIndex, MemInfo)>> = std::sync::OnceLock::new();
+        let (by_index, mem) = (*NVML.get_or_init(|| {
+            type Init = unsafe extern "C" fn() -> c_int;
+            // SAFETY: as in `device_count`; these are NVML's documented C signatures.
+            unsafe {
+                let lib = libc::dlopen(
+                    c"libnvidia-ml.so.1".as_ptr(),
+                    libc::RTLD_NOW | libc::RTLD_LOCAL,
+                );
+                if lib.is_null() {
+                    return None;
+                }
+                let sym = |name: &CStr| libc::dlsym(lib, name.as_ptr());
+                let (init, by_index, mem) = (
+                    sym(c"nvmlInit_v2"),
+                    sym(c"nvmlDeviceGetHandleByIndex_v2"),
+                    sym(c"nvmlDeviceGetMemoryInfo"),
+                );
+                if init.is_null() || by_index.is_null() || mem.is_null() {
+                    return None;
+                }
+                let init = std::mem::transmute::<*mut libc::c_void, Init>(init);
+                (init() == 0).then(|| {
+                    (
+                        std::mem::transmute::<*mut libc::c_void, ByIndex>(by_index),
+                        std::mem::transmute::<*mut libc::c_void, MemInfo>(mem),
+                    )
+                })
             }
-            let sym = |name: &CStr| libc::dlsym(lib, name.as_ptr());
-            let (init, by_index, mem) = (
-                sym(c"nvmlInit_v2"),
-                sym(c"nvmlDeviceGetHandleByIndex_v2"),
-                sym(c"nvmlDeviceGetMemoryInfo"),
-            );
-            if init.is_null() || by_index.is_null() || mem.is_null() {
-                return None;
-            }
-            let init: Init = std::mem::transmute::<*mut libc::c_void, Init>(init);
-            let by_index: ByIndex = std::mem::transmute::<*mut libc::c_void, ByIndex>(by_index);
-            let mem: MemInfo = std::mem::transmute::<*mut libc::c_void, MemInfo>(mem);
-            let mut handle = std::ptr::null_mut();
-            let mut info = NvmlMemory::default();
-            (init() == 0 && by_index(index as u32, &mut handle) == 0 && mem(handle, &mut info) == 0)
-                .then(|| (info.total - info.free) as f64 / (1u64 << 20) as f64)
-        }
+        }))?;
+        let mut handle = std::ptr::null_mut();
+        let mut info = NvmlMemory::default();
+        // SAFETY: NVML is initialised; both out-pointers point at live locals.
+        let ok = unsafe { by_index(index as u32, &mut handle) == 0 && mem(handle, &mut info) == 0 };
+        ok.then(|| (info.total - info.free) as f64 / (1u64 << 20) as f64)
     }
 
     /// Everything `cuda:index` needs before the backend touches the driver.

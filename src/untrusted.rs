@@ -33,18 +33,12 @@ pub fn idx(bytes: &[u8]) -> std::result::Result<ImageSet, crate::data::DataError
         .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
     let rest = bytes.get(4..).unwrap_or_default();
     let (images, labels) = rest.split_at(n.min(rest.len()));
-    let raw = |p: &str, b: &[u8]| {
-        if b.starts_with(&[0x1f, 0x8b]) {
-            crate::data::idx::decompress(Path::new(p), b)
-        } else {
-            Ok(b.to_vec())
-        }
-    };
+    let raw = |p: &str, b: &[u8]| crate::data::idx::gunzip_if_gzip(Path::new(p), b.to_vec());
     crate::data::idx::parse(
         Path::new("images.idx"),
-        &raw("images.idx.gz", images)?,
+        &raw("images.idx", images)?,
         Path::new("labels.idx"),
-        &raw("labels.idx.gz", labels)?,
+        &raw("labels.idx", labels)?,
     )
 }
 

@@ -107,6 +107,11 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
         path: path.to_path_buf(),
         cause: e,
     })?;
+    gunzip_if_gzip(path, raw)
+}
+
+/// IDX files come raw or gzip'd: the gzip magic decides.
+pub fn gunzip_if_gzip(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DataError> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         decompress(path, &raw)
     } else {

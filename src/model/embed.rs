@@ -79,13 +79,9 @@ impl Embeddings {
             .reshape([b, gh * gw, c * p * p]);
         // Through our linear: f32-exact on GPUs (burn's own matmul runs TF32 there) and bf16
         // under autocast, as torch.autocast runs the conv.
-        let tokens = crate::ops::linear(
-            patches.reshape([b * gh * gw, c * p * p]),
-            self.proj_weight.val(),
-            Some(self.proj_bias.val()),
-        );
-        let d = tokens.dims()[1];
-        let tokens = tokens.reshape([b, gh * gw, d]);
+        let tokens =
+            crate::ops::linear(patches, self.proj_weight.val(), Some(self.proj_bias.val()));
+        let d = tokens.dims()[2];
         let mut parts = Vec::with_capacity(3);
         for t in [&self.cls_token, &self.dist_token].into_iter().flatten() {
             parts.push(t.val().expand([b, 1, d]));

@@ -47,18 +47,7 @@ impl Linear {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        // One 2-D product over all leading dimensions: on flex it runs our fused kernel (bias as
-        // the GEMM's starting value, bf16 under autocast), elsewhere burn's matmul + add.
-        let mut dims = x.dims();
-        let d_in = dims[D - 1];
-        let rows = dims.iter().product::<usize>() / d_in.max(1);
-        let y = crate::ops::linear(
-            x.reshape([rows, d_in]),
-            self.weight.val(),
-            self.bias.as_ref().map(Param::val),
-        );
-        dims[D - 1] = self.d_out();
-        y.reshape(dims)
+        crate::ops::linear(x, self.weight.val(), self.bias.as_ref().map(Param::val))
     }
 
     pub fn d_in(&self) -> usize {

@@ -373,18 +373,25 @@ pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
     ))
 }
 
-/// `x [m, k] · w [k, n] + b`, in bf16 under [`autocast`]`(Bf16)`, else in f32. On flex the bias
-/// is the GEMM's starting value and every pass is multi-threaded.
-pub fn linear(x: Tensor<2>, w: Tensor<2>, b: Option<Tensor<1>>) -> Tensor<2> {
-    let Some(b) = b else {
-        return matmul(x, w);
+/// `x [.., k] · w [k, n] + b` over all leading dimensions as one 2-D product, in bf16 under
+/// [`autocast`]`(Bf16)`, else in f32. On flex the bias is the GEMM's starting value and every
+/// pass is multi-threaded; on GPUs f32 products are f32-exact (see `reference::matmul_split`).
+pub fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>, b: Option<Tensor<1>>) -> Tensor<D> {
+    let mut dims = x.dims();
+    let k = dims[D - 1];
+    let rows = dims.iter().product::<usize>() / k.max(1);
+    dims[D - 1] = w.dims()[1];
+    let x = x.reshape([rows, k]);
+    let y = match b {
+        None => matmul(x, w),
+        Some(b) => Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::fused_linear(
+            x.into_dispatch(),
+            w.into_dispatch(),
+            b.into_dispatch(),
+            bf16_active(),
+        )),
     };
-    Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::fused_linear(
-        x.into_dispatch(),
-        w.into_dispatch(),
-        b.into_dispatch(),
-        bf16_active(),
-    ))
+    y.reshape(dims)
 }
 
 /// Multi-head attention core on a fused qkv activation `[b, n, 3·d]` → `[b, n, d]` (timm's
