@@ -878,6 +878,198 @@ fn a_run_directory_in_use_is_refused() {
     assert!(!never.exists(), "left {}", never.display());
 }
 
+/// A 30-epoch run of the tiny model, quiet, for the fault tests; `resume` continues `out`.
+fn long_run(model: &Path, out: &Path, resume: bool) -> Command {
+    let mut c = bin();
+    if resume {
+        c.arg("train").arg("--resume").arg(out);
+    } else {
+        c.arg("train").arg(model).args([
+            "--data",
+            "fmnist-mini",
+            "--epochs",
+            "30",
+            "--batch-size",
+            "16",
+            "--train-subset",
+            "128",
+            "--test-subset",
+            "16",
+            "--val-split",
+            "0",
+            "--precision",
+            "f32",
+            "--out",
+        ]);
+        c.arg(out);
+    }
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    c
+}
+
+/// The epoch of the run's last complete checkpoint (0 before the first).
+fn checkpointed_epoch(run: &Path) -> u64 {
+    std::fs::read_to_string(run.join("checkpoint/state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()?["epoch"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Waits (at most a minute) until `run` has checkpointed at least one epoch.
+fn wait_for_checkpoint(run: &Path, child: &mut std::process::Child) {
+    let t0 = std::time::Instant::now();
+    while checkpointed_epoch(run) == 0 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        assert!(t0.elapsed().as_secs() < 60, "no checkpoint after a minute");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// A small tmpfs mounted for one test (needs root, or a mount namespace); unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(path.to_path_buf()))
+    }
+
+    fn remount(&self, how: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,{how}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "remount {how}");
+    }
+
+    /// Fills the file system up to its last byte with `filler`.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.0.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        for _ in 0..4096 {
+            if f.write_all(&[0]).is_err() {
+                break;
+            }
+        }
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Names in `dir` that an interrupted write would leave: temporary files and directories.
+fn leftovers(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.contains(".tmp-") || name.contains(".old-") {
+            found.push(name);
+        } else if e.path().is_dir() {
+            found.extend(leftovers(&e.path()));
+        }
+    }
+    found
+}
+
+/// Faults around a run that must lose nothing: the source model deleted mid-run, a disk that
+/// fills up while a checkpoint or a model is written, and a run directory that became
+/// read-only. Each ends in one clear line (or, for the deleted model, no error at all), the
+/// last checkpoint intact and no temporary files; the resumed run ends with the weights of the
+/// run that never met a fault.
+#[test]
+fn faults_during_training_lose_nothing() {
+    let dir = tempdir("faults");
+    let model = tiny_fmnist_model(&dir, 10);
+    let reference = dir.join("reference");
+    assert!(long_run(&model, &reference, false)
+        .status()
+        .unwrap()
+        .success());
+
+    // The model the run started from is deleted after its first epoch: the run has what it
+    // needs in memory and in its checkpoints.
+    let doomed = dir.join("doomed");
+    copy_dir(&model, &doomed);
+    let run_a = dir.join("deleted-model");
+    let mut child = long_run(&doomed, &run_a, false).spawn().unwrap();
+    wait_for_checkpoint(&run_a, &mut child);
+    std::fs::remove_dir_all(&doomed).unwrap();
+    assert!(child.wait().unwrap().success());
+    check_same_run(&reference, &run_a);
+
+    let Some(disk) = Tmpfs::mount(&dir.join("disk"), "4m") else {
+        eprintln!("skipped the full-disk and read-only cases: cannot mount a tmpfs here");
+        return;
+    };
+    // The disk fills up mid-run: the next write (a checkpoint, most likely) fails.
+    let run_b = disk.0.join("run");
+    let mut child = long_run(&model, &run_b, false)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_checkpoint(&run_b, &mut child);
+    let filler = disk.fill();
+    let out = child.wait_with_output().unwrap();
+    // Its stderr has the per-epoch lines, then the error.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains("No space left on device"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let kept = checkpointed_epoch(&run_b);
+    assert!(kept >= 1, "the last checkpoint survives");
+    assert_eq!(leftovers(&run_b), Vec::<String>::new());
+    std::fs::remove_file(&filler).unwrap();
+
+    // A read-only run directory: resume says so and changes nothing.
+    disk.remount("ro");
+    let out = run(bin().arg("train").arg("--resume").arg(&run_b));
+    disk.remount("rw");
+    assert_clean_error(&out, &["Read-only file system"]);
+    assert_eq!(checkpointed_epoch(&run_b), kept);
+
+    // With room again, the resumed run ends as if nothing had happened.
+    assert!(long_run(&model, &run_b, true).status().unwrap().success());
+    check_same_run(&reference, &run_b);
+
+    // A model written onto a full disk: one line, and neither the directory nor temp files.
+    let filler = disk.fill();
+    let target = disk.0.join("new-model");
+    let out = run(bin()
+        .args(["init", "--arch", "vit_tiny_patch16_224", "--out"])
+        .arg(&target));
+    assert_clean_error(&out, &["No space left on device"]);
+    assert!(!target.exists(), "no half-written model directory");
+    assert_eq!(leftovers(&disk.0), Vec::<String>::new());
+    std::fs::remove_file(&filler).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
 /// A run SIGKILLed again and again at moments drawn from a seed (during start-up, mid-epoch,
 /// while checkpoints are written) and resumed each time ends with the same weights, bit for
 /// bit, and the same per-epoch losses, as the run that was never interrupted.
@@ -885,34 +1077,7 @@ fn a_run_directory_in_use_is_refused() {
 fn sigkilled_runs_resume_to_the_same_weights() {
     let dir = tempdir("kill");
     let model = tiny_fmnist_model(&dir, 10);
-    let train = |out: &Path, resume: bool| {
-        let mut c = bin();
-        if resume {
-            c.arg("train").arg("--resume").arg(out);
-        } else {
-            c.arg("train").arg(&model).args([
-                "--data",
-                "fmnist-mini",
-                "--epochs",
-                "30",
-                "--batch-size",
-                "16",
-                "--train-subset",
-                "128",
-                "--test-subset",
-                "16",
-                "--val-split",
-                "0",
-                "--precision",
-                "f32",
-                "--out",
-            ]);
-            c.arg(out);
-        }
-        c.stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        c
-    };
+    let train = |out: &Path, resume: bool| long_run(&model, out, resume);
     let reference = dir.join("reference");
     let t0 = std::time::Instant::now();
     assert!(train(&reference, false).status().unwrap().success());

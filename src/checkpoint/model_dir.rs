@@ -308,7 +308,21 @@ pub fn read_weights(dir: &Path) -> Result<TensorFile> {
 /// Writes `config.json` and `model.safetensors` into `dir` (created if needed). Both files are
 /// fully written to temporary names before either is renamed into place.
 pub fn save_dir(dir: &Path, config: &Map<String, Value>, tensors: &[NamedTensor]) -> Result<()> {
+    let created = !dir.exists();
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let result = write_model_files(dir, config, tensors);
+    if result.is_err() && created {
+        // Nothing of a failed save stays behind (remove_dir only takes an empty directory).
+        let _ = std::fs::remove_dir(dir);
+    }
+    result
+}
+
+fn write_model_files(
+    dir: &Path,
+    config: &Map<String, Value>,
+    tensors: &[NamedTensor],
+) -> Result<()> {
     let weights_path = dir.join(WEIGHTS_FILE);
     let config_path = dir.join(CONFIG_FILE);
     let weights = serialize(tensors).map_err(|msg| Error::Safetensors {
@@ -325,7 +339,10 @@ pub fn save_dir(dir: &Path, config: &Map<String, Value>, tensors: &[NamedTensor]
             return Err(e);
         }
     };
-    commit(&tmp_w, &weights_path)?;
+    if let Err(e) = commit(&tmp_w, &weights_path) {
+        let _ = std::fs::remove_file(&tmp_c);
+        return Err(e);
+    }
     commit(&tmp_c, &config_path)
 }
 

@@ -123,7 +123,7 @@ pub struct Hooks {
     /// Stop (as if interrupted) after this many optimizer steps in this process; for tests.
     pub stop_after_steps: Option<usize>,
     /// Treat the gradients of this global step as non-finite (an overflow in backward that the
-    /// loss does not show); for tests of the `--clip-grad` guard.
+    /// loss does not show); for tests of the non-finite gradient guard.
     pub poison_gradients_at_step: Option<usize>,
 }
 
@@ -384,24 +384,25 @@ fn train_locked(cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Re
                     .take()
                     .expect("gradients of at least one micro-batch");
                 let mut scale = 1.0 / (micro + 1) as f64;
+                // Checked on every step, clipped or not: a finite loss can still have
+                // overflowed gradients (bf16 backward, a spike), and stepping with them turns
+                // every weight into NaN, which the next checkpoint would then keep.
+                let mut norm = grad_norm(&net, &grads) * scale;
+                if hooks.poison_gradients_at_step == Some(state.global_step) {
+                    norm = f64::NAN;
+                }
+                if !norm.is_finite() {
+                    bar.abandon();
+                    return Err(Error::InvalidModel(format!(
+                        "the gradient norm became {norm} at epoch {} batch {} (step {}); stopped without saving this state. \
+                         The last good checkpoint is {} (try a lower --lr, --clip-grad 1.0, or --precision f32)",
+                        epoch + 1,
+                        state.batch,
+                        state.global_step,
+                        ckpt.display()
+                    )));
+                }
                 if let Some(c) = cfg.clip_grad {
-                    let mut norm = grad_norm(&net, &grads) * scale;
-                    if hooks.poison_gradients_at_step == Some(state.global_step) {
-                        norm = f64::NAN;
-                    }
-                    // A finite loss can still have overflowed gradients; stepping with them
-                    // would turn every weight into NaN.
-                    if !norm.is_finite() {
-                        bar.abandon();
-                        return Err(Error::InvalidModel(format!(
-                            "the gradient norm became {norm} at epoch {} batch {} (step {}); stopped without saving this state. \
-                             The last good checkpoint is {} (try a lower --lr, or --precision f32)",
-                            epoch + 1,
-                            state.batch,
-                            state.global_step,
-                            ckpt.display()
-                        )));
-                    }
                     if norm > c {
                         scale *= c / norm;
                     }
@@ -581,13 +582,24 @@ fn save_checkpoint(
     let parent = dir.parent().unwrap_or(Path::new("."));
     let tmp = parent.join(format!(".{CHECKPOINT}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    save_model(&tmp.join("model"), config, net)?;
-    let mut tensors = optim.export();
-    if let Some(e) = ema {
-        tensors.extend(e.export());
+    let written = (|| {
+        save_model(&tmp.join("model"), config, net)?;
+        let mut tensors = optim.export();
+        if let Some(e) = ema {
+            tensors.extend(e.export());
+        }
+        crate::checkpoint::write_tensors(&tmp.join("optimizer.safetensors"), &tensors)?;
+        write_json(&tmp.join("state.json"), state)
+    })();
+    if let Err(e) = written {
+        // A full disk must not also leave half a checkpoint behind; the error names the
+        // checkpoint, not a temporary path that no longer exists.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(match e {
+            Error::Io { cause, .. } => Error::io(dir, cause),
+            e => e,
+        });
     }
-    crate::checkpoint::write_tensors(&tmp.join("optimizer.safetensors"), &tensors)?;
-    write_json(&tmp.join("state.json"), state)?;
     // One atomic swap where the file system has it: at every instant `checkpoint/` is a
     // complete checkpoint, the old or the new. (Two renames leave a moment without one.)
     if dir.exists() && exchange(&tmp, dir).is_ok() {
@@ -722,8 +734,13 @@ fn append_metrics(out: &Path, m: &EpochMetrics) -> Result<()> {
         .append(true)
         .open(&path)
         .map_err(|e| Error::io(&path, e))?;
-    writeln!(f, "{}", serde_json::to_string(m).expect("serialisable"))
-        .map_err(|e| Error::io(&path, e))
+    let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+    let line = format!("{}\n", serde_json::to_string(m).expect("serialisable"));
+    f.write_all(line.as_bytes()).map_err(|e| {
+        // No half line for the next epoch's line to run into (a full disk).
+        let _ = f.set_len(len);
+        Error::io(&path, e)
+    })
 }
 
 /// Reads `metrics.jsonl` of a run.
