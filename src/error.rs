@@ -40,6 +40,14 @@ pub enum Error {
     #[error("{}: not a valid safetensors file: {msg}", path.display())]
     Safetensors { path: PathBuf, msg: String },
 
+    /// A GGUF file is truncated, lies about its sizes, or holds what scalenet cannot read.
+    #[error("{}: not a readable GGUF file: {msg}", path.display())]
+    Gguf { path: PathBuf, msg: String },
+
+    /// A tokenizer could not be read, or contradicts its model.
+    #[error("{}: tokenizer: {msg}", path.display())]
+    Tokenizer { path: PathBuf, msg: String },
+
     /// A tensor has a dtype that cannot hold model weights or inputs.
     #[error("{}: tensor '{key}' has dtype {dtype}; expected a float (f32, f16, bf16 or f64)", path.display())]
     BadDtype {

@@ -1,6 +1,8 @@
 //! Checkpoint I/O: safetensors files and timm hub model directories.
 
 pub mod atomic;
+pub mod gguf;
+pub mod hf_dir;
 pub mod lock;
 pub mod model_dir;
 pub mod safetensors_io;
@@ -9,4 +11,4 @@ pub use model_dir::{
     load_model, load_vit, save_model, save_vit, LoadedModel, LoadedVit, ModelConfig, CONFIG_FILE,
     WEIGHTS_FILE,
 };
-pub use safetensors_io::{write_tensors, LoadedTensor, TensorFile};
+pub use safetensors_io::{read_int_tensor, write_tensors, LoadedTensor, TensorFile};

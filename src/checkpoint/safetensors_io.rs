@@ -154,6 +154,40 @@ fn describe(e: &SafeTensorError, file_len: usize) -> String {
 }
 
 /// Writes f32 tensors to `path` atomically (temporary file, then rename).
+/// Reads the integer tensor `key` (i64 or i32, as token ids come) of a safetensors file.
+pub fn read_int_tensor(path: &Path, key: &str) -> Result<(Vec<usize>, Vec<i64>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
+        path: path.to_path_buf(),
+        msg: describe(&e, bytes.len()),
+    })?;
+    let view = st.tensor(key).map_err(|_| Error::Keys {
+        path: path.to_path_buf(),
+        missing: vec![key.to_string()],
+        unexpected: vec![],
+    })?;
+    let data = view.data();
+    let values = match view.dtype() {
+        Dtype::I64 => data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("chunk of 8")))
+            .collect(),
+        Dtype::I32 => data
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().expect("chunk of 4")) as i64)
+            .collect(),
+        other => {
+            return Err(Error::BadInput {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "tensor '{key}' has dtype {other:?}; expected token ids as i64 or i32"
+                ),
+            })
+        }
+    };
+    Ok((view.shape().to_vec(), values))
+}
+
 pub fn write_tensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
     let bytes = serialize(tensors).map_err(|msg| Error::Safetensors {
         path: path.to_path_buf(),

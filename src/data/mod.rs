@@ -5,6 +5,7 @@ pub mod cifar;
 pub mod folder;
 pub mod idx;
 pub mod loader;
+pub mod tokenizer;
 pub mod transform;
 
 use std::path::{Path, PathBuf};

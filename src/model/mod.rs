@@ -6,6 +6,7 @@ pub mod drop_path;
 pub mod embed;
 pub mod head;
 pub mod layers;
+pub mod llama;
 pub mod mlp;
 pub mod vit;
 pub mod weights;

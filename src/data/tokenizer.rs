@@ -1,0 +1,113 @@
+//! Text ↔ token ids through the `tokenizers` crate, from a model's `tokenizer.json` or from
+//! the vocabulary a GGUF file embeds.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A model's tokenizer, and where it came from (for messages).
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    pub path: PathBuf,
+}
+
+impl TextTokenizer {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Parses a `tokenizer.json` document; `path` is for messages.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer {
+            path: path.to_path_buf(),
+            msg: one_line(&e.to_string()),
+        })?;
+        Ok(Self {
+            inner,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Ids for `text`, without the special tokens a template would add.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(|e| self.err(e))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, false).map_err(|e| self.err(e))
+    }
+
+    /// Tokens the tokenizer can produce, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Refuses a tokenizer that yields ids the model has no embedding for.
+    pub fn check_fits(&self, vocab_size: usize) -> Result<()> {
+        let max_id = self
+            .inner
+            .get_vocab(true)
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(0) as usize;
+        if max_id >= vocab_size {
+            return Err(Error::Tokenizer {
+                path: self.path.clone(),
+                msg: format!(
+                    "produces token id {max_id}, but the model's embeddings have only {vocab_size} rows (vocab_size)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Turns ids into text one at a time, printing each piece as soon as it is whole UTF-8.
+    pub fn streamer(&self) -> Streamer<'_> {
+        Streamer {
+            tok: self,
+            ids: Vec::new(),
+            printed: 0,
+        }
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Tokenizer {
+            path: self.path.clone(),
+            msg: one_line(&e.to_string()),
+        }
+    }
+}
+
+/// Incremental decoding for streamed generation.
+pub struct Streamer<'a> {
+    tok: &'a TextTokenizer,
+    ids: Vec<u32>,
+    printed: usize,
+}
+
+impl Streamer<'_> {
+    /// The new text that `id` completes (empty while a multi-byte character is unfinished).
+    pub fn push(&mut self, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let text = self.tok.decode(&self.ids)?;
+        if text.ends_with('\u{fffd}') || text.len() < self.printed {
+            return Ok(String::new());
+        }
+        let Some(new) = text.get(self.printed..).map(str::to_string) else {
+            return Ok(String::new());
+        };
+        self.printed = text.len();
+        Ok(new)
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.lines().collect::<Vec<_>>().join(" ")
+}

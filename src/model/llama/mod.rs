@@ -1,0 +1,454 @@
+//! The Llama decoder (`LlamaForCausalLM`), in Hugging Face's structure and key names:
+//! RMSNorm, rotary embeddings in the rotate-half layout, grouped-query attention, a SwiGLU MLP,
+//! tied or untied embeddings, a causal mask, and a KV cache for generation.
+//!
+//! A decoder layer is a pre-norm two-branch residual block, as a ViT block is:
+//! `x = x + attn(input_layernorm(x))`, then `x = x + mlp(post_attention_layernorm(x))`.
+
+pub mod config;
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::module::embedding;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+pub use config::{LlamaConfig, RopeScaling};
+
+use super::layers::Linear;
+use super::weights::{param, Init, TensorSink, WeightSource};
+
+/// `weight ⊙ x / sqrt(mean(x²) + eps)` over the last dimension (Llama's `RMSNorm`).
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    pub weight: Param<Tensor<1>>,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(
+        src: &mut dyn WeightSource,
+        key: &str,
+        dim: usize,
+        eps: f64,
+        device: &Device,
+    ) -> Self {
+        Self {
+            weight: param(
+                src.tensor(&format!("{key}.weight"), &[dim], Init::ONES),
+                [dim],
+                device,
+            ),
+            eps,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let ms = x.clone().powi_scalar(2).mean_dim(2);
+        x * (ms + self.eps).sqrt().recip() * self.weight.val().unsqueeze::<3>()
+    }
+
+    pub fn export(&self, key: &str, out: &mut TensorSink) {
+        out.push(format!("{key}.weight"), self.weight.val());
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.weight.dims()[0]
+    }
+}
+
+/// The cos/sin tables of one forward: `[tokens, head_dim]` each, for positions
+/// `start..start + tokens`, in transformers' layout (`cat(freqs, freqs)`).
+#[derive(Clone, Debug)]
+pub struct Rotary {
+    pub cos: Tensor<2>,
+    pub sin: Tensor<2>,
+}
+
+impl Rotary {
+    pub fn new(inv_freq: &[f32], start: usize, tokens: usize, device: &Device) -> Self {
+        let half = inv_freq.len();
+        let mut cos = Vec::with_capacity(tokens * 2 * half);
+        let mut sin = Vec::with_capacity(tokens * 2 * half);
+        for t in start..start + tokens {
+            // The angle is rounded to f32 as transformers computes it, then cos/sin taken.
+            let row: Vec<f32> = inv_freq.iter().map(|f| t as f32 * f).collect();
+            for _ in 0..2 {
+                cos.extend(row.iter().map(|a| (*a as f64).cos() as f32));
+                sin.extend(row.iter().map(|a| (*a as f64).sin() as f32));
+            }
+        }
+        let shape = [tokens, 2 * half];
+        Self {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        }
+    }
+
+    /// `x * cos + rotate_half(x) * sin` on `[batch, heads, tokens, head_dim]`.
+    pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let hd = x.dims()[3];
+        let half = hd / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * self.cos.clone().unsqueeze::<4>() + rotated * self.sin.clone().unsqueeze::<4>()
+    }
+}
+
+/// Keys and values of the tokens seen so far, one slot per block position.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    slots: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    /// Tokens already in the cache.
+    pub len: usize,
+}
+
+impl KvCache {
+    pub fn new(positions: usize) -> Self {
+        Self {
+            slots: (0..positions).map(|_| None).collect(),
+            len: 0,
+        }
+    }
+}
+
+/// Grouped-query self-attention with rotary embeddings (`self_attn`).
+#[derive(Module, Debug)]
+pub struct LlamaAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// What one attention call needs besides its input: the rotary tables, where the new tokens
+/// start, and (while generating) this position's cache slot.
+pub struct AttnContext<'a> {
+    pub rotary: &'a Rotary,
+    pub start: usize,
+    pub cache: Option<&'a mut Option<(Tensor<4>, Tensor<4>)>>,
+}
+
+impl LlamaAttention {
+    pub fn new(src: &mut dyn WeightSource, key: &str, cfg: &LlamaConfig, device: &Device) -> Self {
+        let d = cfg.hidden_size;
+        let q = cfg.num_attention_heads * cfg.head_dim;
+        let kv = cfg.kv_dim();
+        let init = (Init::Normal(0.02), Init::ZEROS);
+        let lin = |src: &mut dyn WeightSource, name: &str, i: usize, o: usize| {
+            Linear::new(src, &format!("{key}.{name}"), i, o, false, init, device)
+        };
+        Self {
+            q_proj: lin(src, "q_proj", d, q),
+            k_proj: lin(src, "k_proj", d, kv),
+            v_proj: lin(src, "v_proj", d, kv),
+            o_proj: lin(src, "o_proj", q, d),
+            num_heads: cfg.num_attention_heads,
+            num_kv_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim,
+        }
+    }
+
+    /// `[batch, tokens, dim]` → `[batch, tokens, dim]`, causal over the cache and the new tokens.
+    pub fn forward(&self, x: Tensor<3>, ctx: AttnContext<'_>) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
+        let q = ctx.rotary.apply(heads(self.q_proj.forward(x.clone()), h));
+        let mut k = ctx.rotary.apply(heads(self.k_proj.forward(x.clone()), kvh));
+        let mut v = heads(self.v_proj.forward(x), kvh);
+        if let Some(slot) = ctx.cache {
+            if let Some((pk, pv)) = slot.take() {
+                k = Tensor::cat(vec![pk, k], 2);
+                v = Tensor::cat(vec![pv, v], 2);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let tk = k.dims()[2];
+        // Each key/value head serves num_heads / num_kv_heads query heads (transformers'
+        // `repeat_kv`: query head i reads kv head i / n_rep).
+        let repeat = |y: Tensor<4>| {
+            if h == kvh {
+                return y;
+            }
+            y.unsqueeze_dim::<5>(2)
+                .expand([b, kvh, h / kvh, tk, hd])
+                .reshape([b, h, tk, hd])
+        };
+        let (k, v) = (repeat(k), repeat(v));
+        let scale = (hd as f64).powf(-0.5);
+        let mut scores = crate::ops::matmul(q, k.swap_dims(2, 3)) * scale;
+        if t > 1 {
+            let mask = causal_mask(ctx.start, t, tk, &scores.device());
+            scores = scores + mask.unsqueeze::<4>();
+        }
+        let out = crate::ops::matmul(softmax(scores, 3), v);
+        self.o_proj
+            .forward(out.swap_dims(1, 2).reshape([b, t, h * hd]))
+    }
+
+    pub fn export(&self, key: &str, out: &mut TensorSink) {
+        for (name, l) in [
+            ("q_proj", &self.q_proj),
+            ("k_proj", &self.k_proj),
+            ("v_proj", &self.v_proj),
+            ("o_proj", &self.o_proj),
+        ] {
+            l.export(&format!("{key}.{name}"), out);
+        }
+    }
+
+    pub fn num_params(&self) -> usize {
+        [&self.q_proj, &self.k_proj, &self.v_proj, &self.o_proj]
+            .iter()
+            .map(|l| l.num_params())
+            .sum()
+    }
+}
+
+/// `[tokens, keys]`: 0 where query `start + i` may see key j (j ≤ start + i), −∞ elsewhere.
+fn causal_mask(start: usize, tokens: usize, keys: usize, device: &Device) -> Tensor<2> {
+    let values: Vec<f32> = (0..tokens)
+        .flat_map(|i| {
+            (0..keys).map(move |j| {
+                if j > start + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(values, [tokens, keys]), device)
+}
+
+/// `down_proj(silu(gate_proj(x)) ⊙ up_proj(x))` (`mlp`).
+#[derive(Module, Debug)]
+pub struct SwiGlu {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl SwiGlu {
+    pub fn new(src: &mut dyn WeightSource, key: &str, cfg: &LlamaConfig, device: &Device) -> Self {
+        let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
+        let init = (Init::Normal(0.02), Init::ZEROS);
+        let lin = |src: &mut dyn WeightSource, name: &str, i: usize, o: usize| {
+            Linear::new(src, &format!("{key}.{name}"), i, o, false, init, device)
+        };
+        Self {
+            gate_proj: lin(src, "gate_proj", d, f),
+            up_proj: lin(src, "up_proj", d, f),
+            down_proj: lin(src, "down_proj", f, d),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+
+    pub fn export(&self, key: &str, out: &mut TensorSink) {
+        self.gate_proj.export(&format!("{key}.gate_proj"), out);
+        self.up_proj.export(&format!("{key}.up_proj"), out);
+        self.down_proj.export(&format!("{key}.down_proj"), out);
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.gate_proj.num_params() + self.up_proj.num_params() + self.down_proj.num_params()
+    }
+}
+
+/// One decoder layer (`model.layers.{i}`).
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: LlamaAttention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: SwiGlu,
+}
+
+impl DecoderLayer {
+    pub fn new(src: &mut dyn WeightSource, key: &str, cfg: &LlamaConfig, device: &Device) -> Self {
+        let (d, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+        Self {
+            input_layernorm: RmsNorm::new(src, &format!("{key}.input_layernorm"), d, eps, device),
+            self_attn: LlamaAttention::new(src, &format!("{key}.self_attn"), cfg, device),
+            post_attention_layernorm: RmsNorm::new(
+                src,
+                &format!("{key}.post_attention_layernorm"),
+                d,
+                eps,
+                device,
+            ),
+            mlp: SwiGlu::new(src, &format!("{key}.mlp"), cfg, device),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<3>, ctx: AttnContext<'_>) -> Tensor<3> {
+        let a = self
+            .self_attn
+            .forward(self.input_layernorm.forward(x.clone()), ctx);
+        let x = x + a;
+        let f = self
+            .mlp
+            .forward(self.post_attention_layernorm.forward(x.clone()));
+        x + f
+    }
+
+    pub fn export(&self, key: &str, out: &mut TensorSink) {
+        self.input_layernorm
+            .export(&format!("{key}.input_layernorm"), out);
+        self.self_attn.export(&format!("{key}.self_attn"), out);
+        self.post_attention_layernorm
+            .export(&format!("{key}.post_attention_layernorm"), out);
+        self.mlp.export(&format!("{key}.mlp"), out);
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.input_layernorm.num_params()
+            + self.self_attn.num_params()
+            + self.post_attention_layernorm.num_params()
+            + self.mlp.num_params()
+    }
+}
+
+/// Token embeddings, the final norm and the LM head: everything but the layer stack.
+#[derive(Module, Debug)]
+pub struct LlamaEnds {
+    /// `[vocab, dim]` (`model.embed_tokens.weight`).
+    pub embed_tokens: Param<Tensor<2>>,
+    pub norm: RmsNorm,
+    /// `None` when the head is tied to the embeddings.
+    pub lm_head: Option<Linear>,
+}
+
+impl LlamaEnds {
+    pub fn new(src: &mut dyn WeightSource, cfg: &LlamaConfig, device: &Device) -> Self {
+        let (v, d) = (cfg.vocab_size, cfg.hidden_size);
+        let embed = src.tensor("model.embed_tokens.weight", &[v, d], Init::Normal(0.02));
+        Self {
+            embed_tokens: param(embed, [v, d], device),
+            norm: RmsNorm::new(src, "model.norm", d, cfg.rms_norm_eps, device),
+            lm_head: (!cfg.tie_word_embeddings).then(|| {
+                Linear::new(
+                    src,
+                    "lm_head",
+                    d,
+                    v,
+                    false,
+                    (Init::Normal(0.02), Init::ZEROS),
+                    device,
+                )
+            }),
+        }
+    }
+
+    /// `[batch, tokens]` ids → `[batch, tokens, dim]`.
+    pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        embedding(self.embed_tokens.val(), ids)
+    }
+
+    /// `[batch, tokens, dim]` hidden states → `[batch, tokens, vocab]` logits.
+    pub fn logits(&self, x: Tensor<3>) -> Tensor<3> {
+        let x = self.norm.forward(x);
+        match &self.lm_head {
+            Some(head) => head.forward(x),
+            // Tied: the same parameter as the embeddings, so both uses add to one gradient.
+            None => crate::ops::linear(x, self.embed_tokens.val().transpose(), None),
+        }
+    }
+
+    pub fn export(&self, out: &mut TensorSink) {
+        out.push("model.embed_tokens.weight", self.embed_tokens.val());
+        self.norm.export("model.norm", out);
+        if let Some(h) = &self.lm_head {
+            h.export("lm_head", out);
+        }
+    }
+
+    pub fn num_params(&self) -> usize {
+        let [v, d] = self.embed_tokens.dims();
+        v * d + self.norm.num_params() + self.lm_head.as_ref().map_or(0, Linear::num_params)
+    }
+}
+
+/// A plain Llama model.
+#[derive(Module, Debug)]
+pub struct Llama {
+    pub ends: LlamaEnds,
+    pub layers: Vec<DecoderLayer>,
+    #[module(skip)]
+    pub config: LlamaConfig,
+    #[module(skip)]
+    inv_freq: Vec<f32>,
+}
+
+/// Key prefix of decoder layer `i`.
+pub fn layer_key(i: usize) -> String {
+    format!("model.layers.{i}")
+}
+
+impl Llama {
+    /// Builds the model from `src` (a checkpoint or an init); `cfg` must be valid.
+    pub fn new(cfg: &LlamaConfig, src: &mut dyn WeightSource, device: &Device) -> Self {
+        let ends = LlamaEnds::new(src, cfg, device);
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::new(src, &layer_key(i), cfg, device))
+            .collect();
+        Self {
+            ends,
+            layers,
+            config: cfg.clone(),
+            inv_freq: cfg.inv_freq(),
+        }
+    }
+
+    /// `[batch, tokens]` ids → `[batch, tokens, vocab]` logits. With a cache, the tokens
+    /// continue those already in it, and their keys and values are added to it.
+    pub fn forward(&self, ids: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let t = ids.dims()[1];
+        let start = cache.as_ref().map_or(0, |c| c.len);
+        let device = ids.device();
+        let rotary = Rotary::new(&self.inv_freq, start, t, &device);
+        let mut x = self.ends.embed(ids);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let ctx = AttnContext {
+                rotary: &rotary,
+                start,
+                cache: cache.as_mut().map(|c| &mut c.slots[i]),
+            };
+            x = layer.forward(x, ctx);
+        }
+        if let Some(c) = cache {
+            c.len += t;
+        }
+        self.ends.logits(x)
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.layers.len())
+    }
+
+    pub fn export(&self) -> TensorSink {
+        let mut out = TensorSink::default();
+        self.ends.export(&mut out);
+        for (i, l) in self.layers.iter().enumerate() {
+            l.export(&layer_key(i), &mut out);
+        }
+        out
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.ends.num_params()
+            + self
+                .layers
+                .iter()
+                .map(DecoderLayer::num_params)
+                .sum::<usize>()
+    }
+}
