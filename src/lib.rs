@@ -14,6 +14,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod generate;
 pub mod growth;
 pub mod inference;
 pub mod model;

@@ -7,7 +7,7 @@ use scalenet::network::Network;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model directory (config.json + model.safetensors).
+    /// Model directory (config.json + model.safetensors), or a GGUF file.
     model_dir: PathBuf,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -15,6 +15,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if scalenet::checkpoint::hf_dir::is_language_model(&args.model_dir) {
+        return language_model(&args);
+    }
     let loaded = load_model(&args.model_dir, &Device::flex())?;
     let cfg = &loaded.config;
     let v = &cfg.vit;
@@ -167,6 +170,76 @@ pub fn run(args: Args) -> Result<()> {
             _ => "",
         };
         println!("  {name:<14} {:>14}  ({}){note}", thousands(n), human(n));
+    }
+    Ok(())
+}
+
+/// `info` on a transformers directory or a GGUF file.
+fn language_model(args: &Args) -> Result<()> {
+    let loaded = scalenet::checkpoint::hf_dir::load_llama(&args.model_dir, &Device::flex())?;
+    let c = &loaded.config;
+    let m = &loaded.model;
+    let embed = c.vocab_size * c.hidden_size;
+    let layers: usize = m.layers.iter().map(|l| l.num_params()).sum();
+    let head = m.ends.lm_head.as_ref().map_or(0, |h| h.num_params());
+    let rows = [
+        ("embeddings", embed),
+        ("layers", layers),
+        ("norm", m.ends.norm.num_params()),
+        ("lm_head", head),
+        ("total", m.num_params()),
+    ];
+    let rope = match &c.rope_scaling {
+        scalenet::model::llama::RopeScaling::None => String::new(),
+        scalenet::model::llama::RopeScaling::Linear { factor } => {
+            format!(" · linear scaling ×{factor}")
+        }
+        scalenet::model::llama::RopeScaling::Llama3 { factor, .. } => {
+            format!(" · llama3 scaling ×{factor}")
+        }
+    };
+    let tokenizer = loaded.tokenizer.as_ref().map(|t| t.vocab_size());
+    if args.json {
+        let out = serde_json::json!({
+            "family": "llama",
+            "config": c.to_json(),
+            "tokenizer_vocab": tokenizer,
+            "params": rows.iter().map(|(k, n)| (k.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("model        {}", args.model_dir.display());
+    println!("family       llama (decoder-only language model)");
+    println!(
+        "dims         hidden {} · layers {} · heads {} / {} kv (head dim {}) · mlp {} (SwiGLU)",
+        c.hidden_size,
+        c.num_hidden_layers,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        c.head_dim,
+        c.intermediate_size
+    );
+    println!(
+        "positions    rope θ {}{rope} · context {} · rms eps {}",
+        c.rope_theta, c.max_position_embeddings, c.rms_norm_eps
+    );
+    println!(
+        "vocabulary   {} embeddings · {} · tokenizer {}",
+        c.vocab_size,
+        if c.tie_word_embeddings {
+            "tied head"
+        } else {
+            "own head"
+        },
+        tokenizer.map_or_else(
+            || "none (no tokenizer.json)".to_string(),
+            |n| format!("{n} tokens")
+        )
+    );
+    println!("parameters");
+    for (name, n) in rows {
+        println!("  {name:<14} {:>14}  ({})", thousands(n), human(n));
     }
     Ok(())
 }

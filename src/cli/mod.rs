@@ -2,9 +2,11 @@
 //! `run` does the work through the library.
 
 mod bench;
+mod convert;
 mod eval;
 mod expand;
 mod forward;
+mod generate;
 mod info;
 mod init;
 mod predict;
@@ -30,6 +32,10 @@ enum Command {
     Info(info::Args),
     /// Run a model on a tensor of images (`input` [N,C,H,W] f32) and write `logits`.
     Forward(forward::Args),
+    /// Convert a GGUF language model to a transformers directory (config, weights, tokenizer).
+    Convert(convert::Args),
+    /// Continue a prompt with a language model, streaming the tokens.
+    Generate(generate::Args),
     /// Create a freshly initialised model directory (timm's init) from a preset.
     Init(init::Args),
     /// Grow a model deeper: shared base blocks plus per-position adapters (ScaleNet).
@@ -54,6 +60,8 @@ pub fn run() -> anyhow::Result<()> {
         Command::Info(a) => info::run(a),
         Command::Forward(a) => forward::run(a),
         Command::Init(a) => init::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Convert(a) => convert::run(a),
         Command::Expand(a) => expand::run(a),
         Command::Train(a) => train::run(*a),
         Command::Eval(a) => eval::run(a),

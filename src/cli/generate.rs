@@ -1,0 +1,127 @@
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use scalenet::checkpoint::hf_dir::load_llama;
+use scalenet::device::{parse_device, DEVICE_HELP};
+use scalenet::generate::{generate, Sampling};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A language model: a transformers directory (config.json, model.safetensors,
+    /// tokenizer.json) or a GGUF file.
+    model: PathBuf,
+    /// The text to continue.
+    #[arg(long)]
+    prompt: String,
+    /// Wrap the prompt in the model's chat format (ChatML: <|im_start|>user …), for
+    /// instruction-tuned models.
+    #[arg(long)]
+    chat: bool,
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// 0 is greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Nucleus sampling: draw from the smallest set of tokens holding this much probability.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value = "flex", help = DEVICE_HELP)]
+    device: String,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
+        bail!("--top-p must be in (0, 1], not {}", args.top_p);
+    }
+    if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
+        bail!(
+            "--temperature must be 0 or positive, not {}",
+            args.temperature
+        );
+    }
+    let device = parse_device(&args.device)?;
+    let loaded = load_llama(&args.model, &device)?;
+    let Some(tok) = &loaded.tokenizer else {
+        bail!(
+            "{}: no tokenizer.json beside the model; generate needs one",
+            args.model.display()
+        );
+    };
+    let text = if args.chat {
+        if tok.token_to_id("<|im_start|>").is_none() {
+            bail!(
+                "{}: --chat needs a ChatML tokenizer (<|im_start|>), which this one is not",
+                tok.path.display()
+            );
+        }
+        format!(
+            "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",
+            args.prompt
+        )
+    } else {
+        args.prompt.clone()
+    };
+    let mut prompt = tok.encode(&text)?;
+    if prompt.is_empty() {
+        if let Some(b) = loaded.config.bos_token_id {
+            prompt.push(b);
+        } else {
+            bail!("--prompt is empty and the model has no bos_token_id to start from");
+        }
+    }
+    let mut stop = loaded.config.eos_token_ids.clone();
+    if args.chat {
+        stop.extend(tok.token_to_id("<|im_end|>"));
+    }
+    let sampling = Sampling {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+    };
+    if !args.chat {
+        print!("{}", args.prompt);
+    }
+    let mut stream = tok.streamer();
+    let mut stdout = std::io::stdout();
+    let mut failure = None;
+    let started = std::time::Instant::now();
+    let new = generate(
+        &loaded.model,
+        &prompt,
+        args.max_new_tokens,
+        &sampling,
+        &stop,
+        &device,
+        |id| {
+            if stop.contains(&id) {
+                return false;
+            }
+            match stream.push(id) {
+                Ok(piece) => {
+                    print!("{piece}");
+                    let _ = stdout.flush();
+                    true
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            }
+        },
+    );
+    println!();
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} prompt tokens, {} new tokens in {secs:.1} s ({:.1} tokens/s)",
+        prompt.len(),
+        new.len(),
+        new.len() as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
