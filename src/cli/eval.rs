@@ -27,9 +27,28 @@ pub struct Args {
     on_bad_image: String,
     #[arg(long, default_value = "flex", help = DEVICE_HELP)]
     device: String,
+    /// Language models: tokens per window (each predicts the next token).
+    #[arg(long, default_value_t = 256)]
+    seq_len: usize,
+    /// Language models: evaluate only the held-out fraction of windows that `train` with the
+    /// same --val-split and --seed held out (0: every window).
+    #[arg(long, default_value_t = 0.0)]
+    val_split: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Language models: evaluate at most this many windows.
+    #[arg(long)]
+    max_windows: Option<usize>,
+    /// Language models: write the evaluated windows (`input_ids` [N, seq_len + 1], i64) here,
+    /// to score the same tokens with another tool.
+    #[arg(long)]
+    save_tokens: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if scalenet::checkpoint::hf_dir::is_language_model(&args.model_dir) {
+        return language_model(args);
+    }
     let device = parse_device(&args.device)?;
     let loaded = load_model(&args.model_dir, &device)?;
     let data = Dataset::open(&args.data)?;
@@ -97,6 +116,87 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(p) = args.json {
         let v = serde_json::json!({"model": args.model_dir, "data": args.data, "n": r.n, "top1": r.top1, "top5": r.top5,
             "loss": r.loss, "per_class": data.classes.iter().zip(&r.per_class).map(|(c, a)| (c.clone(), serde_json::json!(a))).collect::<serde_json::Map<_, _>>()});
+        scalenet::checkpoint::atomic::atomic_write(
+            &p,
+            format!("{}\n", serde_json::to_string_pretty(&v)?).as_bytes(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Perplexity of a language model on text.
+fn language_model(args: Args) -> Result<()> {
+    use scalenet::data::text::{read_documents, text_spec, TokenWindows};
+    let Some(path) = text_spec(&args.data) else {
+        anyhow::bail!("--data {}: a language model is evaluated on text; use --data text:PATH (a .txt/.jsonl file or a directory)", args.data);
+    };
+    if !(0.0..1.0).contains(&args.val_split) {
+        anyhow::bail!("--val-split must be in [0, 1), not {}", args.val_split);
+    }
+    if args.seq_len == 0 {
+        anyhow::bail!("--seq-len must be positive");
+    }
+    let device = parse_device(&args.device)?;
+    let loaded = scalenet::checkpoint::hf_dir::load_llama(&args.model_dir, &device)?;
+    let Some(tok) = &loaded.tokenizer else {
+        anyhow::bail!(
+            "{}: no tokenizer.json beside the model",
+            args.model_dir.display()
+        );
+    };
+    let (docs, _) = read_documents(path)?;
+    let eos = loaded.config.eos_token_ids.first().copied();
+    let mut windows = TokenWindows::new(&docs, tok, eos, args.seq_len)?;
+    if args.val_split > 0.0 {
+        windows = windows.split(args.val_split, args.seed).1;
+    }
+    if let Some(n) = args.max_windows {
+        windows = windows.truncate(n);
+    }
+    if windows.is_empty() {
+        anyhow::bail!(
+            "--data {}: too little text for one window of {} tokens",
+            args.data,
+            args.seq_len
+        );
+    }
+    if let Some(p) = &args.save_tokens {
+        let ids: Vec<i64> = windows
+            .windows
+            .iter()
+            .flatten()
+            .map(|&t| t as i64)
+            .collect();
+        let bytes: Vec<u8> = ids.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let shape = vec![windows.len(), args.seq_len + 1];
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::I64, shape, &bytes)?;
+        let out = safetensors::serialize([("input_ids", view)], &None)?;
+        scalenet::checkpoint::atomic::atomic_write(p, &out)?;
+    }
+    let bar = indicatif::ProgressBar::new(windows.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "eval [{bar:30}] {pos}/{len} windows · {per_sec} · ETA {eta}",
+        )
+        .expect("valid"),
+    );
+    let model = &loaded.model;
+    let batch = (args.batch_size / 32).max(1);
+    let r = scalenet::train::lm::evaluate_lm(
+        |x| model.forward(x, None),
+        &windows,
+        batch,
+        &device,
+        |n| bar.inc(n as u64),
+    );
+    bar.finish_and_clear();
+    println!(
+        "{} windows of {} tokens · loss {:.4} · perplexity {:.3}",
+        r.windows, args.seq_len, r.loss, r.perplexity
+    );
+    if let Some(p) = args.json {
+        let v = serde_json::json!({"model": args.model_dir, "data": args.data, "seq_len": args.seq_len,
+            "windows": r.windows, "tokens": r.tokens, "loss": r.loss, "perplexity": r.perplexity});
         scalenet::checkpoint::atomic::atomic_write(
             &p,
             format!("{}\n", serde_json::to_string_pretty(&v)?).as_bytes(),

@@ -5,6 +5,7 @@ pub mod cifar;
 pub mod folder;
 pub mod idx;
 pub mod loader;
+pub mod text;
 pub mod tokenizer;
 pub mod transform;
 

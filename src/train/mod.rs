@@ -2,6 +2,7 @@
 //! checkpoints and exact resume.
 
 pub mod eval;
+pub mod lm;
 pub mod optim;
 pub mod schedule;
 pub mod trainer;
