@@ -1,16 +1,11 @@
 //! Turning a base model into a grown one (what `scalenet expand` does).
 
-use std::collections::HashMap;
-
 use burn::tensor::Device;
 
-use super::grown::{position_key, GrownVit};
-use super::plan::{
-    identity_gates, layer_map, AdapterSpec, GrowthSpec, MapStrategy, FORMAT_VERSION,
-};
+use super::grown::{fixed_position_values, GrownVit};
+use super::plan::{layer_map, AdapterSpec, GrowthSpec, MapStrategy, FORMAT_VERSION};
 use crate::checkpoint::ModelConfig;
 use crate::error::{Error, Result};
-use crate::model::weights::to_vec;
 use crate::model::{Init, RandomInit, VisionTransformer, WeightSource};
 use crate::network::Network;
 
@@ -56,26 +51,7 @@ pub fn expand(
     spec.validate(cfg.depth, cfg.embed_dim)
         .map_err(Error::InvalidModel)?;
 
-    // Values that are not random: per-position norms start as their base block's, and gates
-    // as the identity schedule. They are copied through the host so that each position's
-    // tensor is a parameter of its own, not an alias of the base's.
-    let d = cfg.embed_dim;
-    let mut fixed: HashMap<String, Vec<f32>> = HashMap::new();
-    let gates = identity_gates(&map);
-    for (i, &j) in map.iter().enumerate() {
-        let key = position_key(i);
-        let b = &base.blocks[j];
-        if spec.unshared_norms {
-            fixed.insert(format!("{key}.norm1.weight"), to_vec(b.norm1.weight.val()));
-            fixed.insert(format!("{key}.norm1.bias"), to_vec(b.norm1.bias.val()));
-            fixed.insert(format!("{key}.norm2.weight"), to_vec(b.norm2.weight.val()));
-            fixed.insert(format!("{key}.norm2.bias"), to_vec(b.norm2.bias.val()));
-        }
-        if spec.layer_scale {
-            fixed.insert(format!("{key}.ls1.gamma"), vec![gates[i]; d]);
-            fixed.insert(format!("{key}.ls2.gamma"), vec![gates[i]; d]);
-        }
-    }
+    let mut fixed = fixed_position_values(&base.blocks, &spec, cfg.embed_dim);
     let mut rng = RandomInit::new(opts.seed);
     let mut src = |key: &str, shape: &[usize], init: Init| match fixed.remove(key) {
         Some(v) => v,

@@ -11,6 +11,8 @@
 //!
 //! Sharing is real: `blocks` holds each base block once and positions only hold an index, so
 //! each shared tensor is one parameter (one optimizer entry) whose gradient sums over positions.
+//! [`Position`] and [`run_positions`] work for any [`PreNormBlock`]; [`GrownVit`] is the ViT
+//! assembled around them (the grown Llama is in `growth::llama`).
 
 use std::collections::HashMap;
 
@@ -18,6 +20,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use super::adapter::Adapter;
+use super::block::{BlockNorm, PreNormBlock};
 use super::plan::{GrowthSpec, Placement};
 use crate::config::VitConfig;
 use crate::model::block::{gate, Block};
@@ -29,11 +32,11 @@ use crate::model::{Init, TensorSink, VisionTransformer, WeightSource};
 
 /// The parameters that belong to one position alone.
 #[derive(Module, Debug)]
-pub struct Position {
+pub struct Position<N: BlockNorm> {
     pub attn_adapter: Option<Adapter>,
     pub mlp_adapter: Option<Adapter>,
-    pub norm1: Option<LayerNorm>,
-    pub norm2: Option<LayerNorm>,
+    pub norm1: Option<N>,
+    pub norm2: Option<N>,
     pub ls1: Option<LayerScale>,
     pub ls2: Option<LayerScale>,
 }
@@ -43,12 +46,15 @@ pub fn position_key(i: usize) -> String {
     format!("scalenet.layers.{i}")
 }
 
-impl Position {
-    pub fn new(
+impl<N: BlockNorm> Position<N> {
+    /// Position `i` of `spec`; `base` is the block it runs (its norms are the template for the
+    /// position's own).
+    pub fn new<B: PreNormBlock<Norm = N>>(
         src: &mut dyn WeightSource,
         i: usize,
         spec: &GrowthSpec,
         dim: usize,
+        base: &B,
         device: &Device,
     ) -> Self {
         let key = position_key(i);
@@ -65,9 +71,9 @@ impl Position {
                 )
             })
         };
-        let norm = |src: &mut dyn WeightSource, name: &str| {
+        let norm = |src: &mut dyn WeightSource, like: &N, name: &str| {
             spec.unshared_norms
-                .then(|| LayerNorm::new(src, &format!("{key}.{name}"), dim, device))
+                .then(|| like.fresh(src, &format!("{key}.{name}"), device))
         };
         let ls = |src: &mut dyn WeightSource, name: &str| {
             spec.layer_scale
@@ -76,34 +82,31 @@ impl Position {
         Self {
             attn_adapter: adapter(src, Placement::Attn, "attn_adapter"),
             mlp_adapter: adapter(src, Placement::Mlp, "mlp_adapter"),
-            norm1: norm(src, "norm1"),
-            norm2: norm(src, "norm2"),
+            norm1: norm(src, base.norm1(), "norm1"),
+            norm2: norm(src, base.norm2(), "norm2"),
             ls1: ls(src, "ls1"),
             ls2: ls(src, "ls2"),
         }
     }
 
-    /// Runs base block `b` at this position. `[batch, tokens, dim]` → same.
-    pub fn forward(&self, b: &Block, x: Tensor<3>) -> Tensor<3> {
-        self.forward_train(b, x, 0, &mut None)
-    }
-
-    /// The forward with stochastic depth at block `position` when `dp` is given.
-    pub fn forward_train(
+    /// Runs base block `b` at this position. `[batch, tokens, dim]` → same. With `dp`, the
+    /// residual branches drop out by `position` (stochastic depth).
+    pub fn forward<B: PreNormBlock<Norm = N>>(
         &self,
-        b: &Block,
+        b: &B,
         x: Tensor<3>,
+        ctx: B::Ctx<'_>,
         position: usize,
         dp: &mut Option<&mut DropPath>,
     ) -> Tensor<3> {
-        let n1 = self.norm1.as_ref().unwrap_or(&b.norm1).forward(x.clone());
-        let mut a = gate(&b.ls1, b.attn.forward(n1.clone()));
+        let n1 = self.norm1.as_ref().unwrap_or(b.norm1()).forward(x.clone());
+        let mut a = b.attn(n1.clone(), ctx);
         if let Some(ad) = &self.attn_adapter {
             a = a + ad.forward(n1);
         }
         let x = x + drop_path::maybe(dp, position, gate(&self.ls1, a));
-        let n2 = self.norm2.as_ref().unwrap_or(&b.norm2).forward(x.clone());
-        let mut f = gate(&b.ls2, b.mlp.forward(n2.clone()));
+        let n2 = self.norm2.as_ref().unwrap_or(b.norm2()).forward(x.clone());
+        let mut f = b.mlp(n2.clone());
         if let Some(ad) = &self.mlp_adapter {
             f = f + ad.forward(n2);
         }
@@ -144,7 +147,7 @@ impl Position {
         [&self.norm1, &self.norm2]
             .into_iter()
             .flatten()
-            .map(LayerNorm::num_params)
+            .map(BlockNorm::num_params)
             .sum()
     }
 
@@ -163,7 +166,7 @@ pub struct GrownVit {
     /// The L base blocks, each stored once (`blocks.{j}` in checkpoints).
     pub blocks: Vec<Block>,
     /// One per position (`scalenet.layers.{i}` in checkpoints).
-    pub positions: Vec<Position>,
+    pub positions: Vec<Position<LayerNorm>>,
     pub head: ClassifierHead,
     pub layer_map: Vec<usize>,
     /// The base architecture (depth = base depth).
@@ -182,12 +185,10 @@ impl GrownVit {
         device: &Device,
     ) -> Self {
         let embed = Embeddings::new(src, cfg, device);
-        let blocks = (0..cfg.depth)
+        let blocks: Vec<Block> = (0..cfg.depth)
             .map(|j| Block::new(src, &format!("blocks.{j}"), cfg, device))
             .collect();
-        let positions = (0..spec.depth())
-            .map(|i| Position::new(src, i, spec, cfg.embed_dim, device))
-            .collect();
+        let positions = new_positions(src, spec, cfg.embed_dim, &blocks, device);
         let head = ClassifierHead::new(src, cfg, device);
         Self {
             embed,
@@ -207,9 +208,7 @@ impl GrownVit {
         src: &mut dyn WeightSource,
         device: &Device,
     ) -> Self {
-        let positions = (0..spec.depth())
-            .map(|i| Position::new(src, i, spec, base.config.embed_dim, device))
-            .collect();
+        let positions = new_positions(src, spec, base.config.embed_dim, &base.blocks, device);
         Self {
             embed: base.embed,
             blocks: base.blocks,
@@ -231,11 +230,9 @@ impl GrownVit {
         x: Tensor<4>,
         dp: &mut Option<&mut DropPath>,
     ) -> Tensor<3> {
-        let mut x = self.embed.forward(x);
-        for (i, (pos, &j)) in self.positions.iter().zip(&self.layer_map).enumerate() {
-            x = pos.forward_train(&self.blocks[j], x, i, dp);
-        }
-        x
+        let x = self.embed.forward(x);
+        let ctxs = std::iter::repeat_n((), self.positions.len());
+        run_positions(&self.blocks, &self.positions, &self.layer_map, x, ctxs, dp)
     }
 
     /// `[batch, chans, h, w]` → `[batch, num_classes]`
@@ -300,14 +297,69 @@ impl GrownVit {
         GrownCounts {
             embeddings: self.embed.num_params(),
             shared_blocks: self.blocks.iter().map(Block::num_params).sum(),
-            adapters: self.positions.iter().map(Position::adapter_params).sum(),
-            position_norms: self.positions.iter().map(Position::norm_params).sum(),
-            gates: self.positions.iter().map(Position::gate_params).sum(),
+            adapters: self.positions.iter().map(|p| p.adapter_params()).sum(),
+            position_norms: self.positions.iter().map(|p| p.norm_params()).sum(),
+            gates: self.positions.iter().map(|p| p.gate_params()).sum(),
             norm: self.head.norm_params(),
             head: self.head.head_params(),
             unshared_blocks: block * self.positions.len(),
         }
     }
+}
+
+/// Positions 0..spec.depth(), each built against the base block it runs.
+pub fn new_positions<B: PreNormBlock>(
+    src: &mut dyn WeightSource,
+    spec: &GrowthSpec,
+    dim: usize,
+    blocks: &[B],
+    device: &Device,
+) -> Vec<Position<B::Norm>> {
+    (0..spec.depth())
+        .map(|i| Position::new(src, i, spec, dim, &blocks[spec.layer_map[i]], device))
+        .collect()
+}
+
+/// Runs `x` through every position in order: position i runs `blocks[map[i]]` with the i-th
+/// context of `ctxs`.
+pub fn run_positions<'a, B: PreNormBlock + 'a>(
+    blocks: &[B],
+    positions: &[Position<B::Norm>],
+    map: &[usize],
+    mut x: Tensor<3>,
+    ctxs: impl IntoIterator<Item = B::Ctx<'a>>,
+    dp: &mut Option<&mut DropPath>,
+) -> Tensor<3> {
+    for (i, ((pos, &j), ctx)) in positions.iter().zip(map).zip(ctxs).enumerate() {
+        x = pos.forward(&blocks[j], x, ctx, i, dp);
+    }
+    x
+}
+
+/// Per-position tensors that do not start random: norms as their base block's, and gates on
+/// the identity schedule (1 at a base block's first position, 0 after). They are copied
+/// through the host, so that each position's tensor is a parameter of its own.
+pub fn fixed_position_values<B: PreNormBlock>(
+    blocks: &[B],
+    spec: &GrowthSpec,
+    dim: usize,
+) -> HashMap<String, Vec<f32>> {
+    let mut fixed = HashMap::new();
+    let gates = super::plan::identity_gates(&spec.layer_map);
+    for (i, &j) in spec.layer_map.iter().enumerate() {
+        let key = position_key(i);
+        if spec.unshared_norms {
+            let mut sink = TensorSink::default();
+            blocks[j].norm1().export(&format!("{key}.norm1"), &mut sink);
+            blocks[j].norm2().export(&format!("{key}.norm2"), &mut sink);
+            fixed.extend(sink.tensors.into_iter().map(|t| (t.name, t.values)));
+        }
+        if spec.layer_scale {
+            fixed.insert(format!("{key}.ls1.gamma"), vec![gates[i]; dim]);
+            fixed.insert(format!("{key}.ls2.gamma"), vec![gates[i]; dim]);
+        }
+    }
+    fixed
 }
 
 /// Parameter counts of a grown model, with the cost of the same depth without sharing.

@@ -2,11 +2,13 @@
 //! positions share the base blocks.
 
 pub mod adapter;
+pub mod block;
 pub mod expand;
 pub mod grown;
 pub mod plan;
 
 pub use adapter::Adapter;
+pub use block::{BlockNorm, PreNormBlock};
 pub use expand::{expand, ExpandOptions, InitMode};
 pub use grown::{GrownCounts, GrownVit, Position};
 pub use plan::{

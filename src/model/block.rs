@@ -95,3 +95,50 @@ pub fn gate(ls: &Option<LayerScale>, x: Tensor<3>) -> Tensor<3> {
         None => x,
     }
 }
+
+impl crate::growth::BlockNorm for LayerNorm {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        LayerNorm::forward(self, x)
+    }
+
+    fn fresh(&self, src: &mut dyn WeightSource, key: &str, device: &Device) -> Self {
+        LayerNorm::new(src, key, self.weight.dims()[0], device)
+    }
+
+    fn export(&self, key: &str, out: &mut TensorSink) {
+        LayerNorm::export(self, key, out)
+    }
+
+    fn num_params(&self) -> usize {
+        LayerNorm::num_params(self)
+    }
+}
+
+impl crate::growth::PreNormBlock for Block {
+    type Norm = LayerNorm;
+    type Ctx<'a> = ();
+
+    fn norm1(&self) -> &LayerNorm {
+        &self.norm1
+    }
+
+    fn norm2(&self) -> &LayerNorm {
+        &self.norm2
+    }
+
+    fn attn(&self, x: Tensor<3>, _: ()) -> Tensor<3> {
+        gate(&self.ls1, self.attn.forward(x))
+    }
+
+    fn mlp(&self, x: Tensor<3>) -> Tensor<3> {
+        gate(&self.ls2, self.mlp.forward(x))
+    }
+
+    fn export(&self, key: &str, out: &mut TensorSink) {
+        Block::export(self, key, out)
+    }
+
+    fn num_params(&self) -> usize {
+        Block::num_params(self)
+    }
+}

@@ -1,0 +1,34 @@
+//! What growth needs from a model family: a stack of pre-norm two-branch residual blocks,
+//! `x = x + attn(norm1(x))` then `x = x + mlp(norm2(x))`. A ViT block and a Llama decoder
+//! layer are both this; each family implements the trait in its own file, and everything in
+//! `growth/` (positions, their adapters, gates and norms, expansion) is written once over it.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use crate::model::{TensorSink, WeightSource};
+
+/// A normalisation layer a position may own instead of sharing its base block's.
+pub trait BlockNorm: Module + core::fmt::Debug {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3>;
+    /// A norm of the same kind and settings as `self`, read from `src` under `key`.
+    fn fresh(&self, src: &mut dyn WeightSource, key: &str, device: &Device) -> Self;
+    fn export(&self, key: &str, out: &mut TensorSink);
+    fn num_params(&self) -> usize;
+}
+
+/// A pre-norm two-branch residual block.
+pub trait PreNormBlock: Module + core::fmt::Debug {
+    type Norm: BlockNorm;
+    /// What an attention call needs besides its input: nothing for a ViT; rotary tables, the
+    /// start position and a KV-cache slot for a decoder.
+    type Ctx<'a>;
+    fn norm1(&self) -> &Self::Norm;
+    fn norm2(&self) -> &Self::Norm;
+    /// The attention branch on the normalised input, including the block's own gate if any.
+    fn attn(&self, x: Tensor<3>, ctx: Self::Ctx<'_>) -> Tensor<3>;
+    /// The MLP branch on the normalised input, including the block's own gate if any.
+    fn mlp(&self, x: Tensor<3>) -> Tensor<3>;
+    fn export(&self, key: &str, out: &mut TensorSink);
+    fn num_params(&self) -> usize;
+}
