@@ -5,8 +5,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::model::llama::Llama;
 use crate::model::weights::to_vec;
+use crate::network::LanguageModel;
 
 /// How the next token is chosen.
 #[derive(Clone, Debug)]
@@ -31,7 +31,7 @@ impl Default for Sampling {
 /// Generates up to `max_new` tokens after `prompt`, calling `on_token` with each; stops early
 /// at any of `stop` ids or when `on_token` returns false. Returns the new ids.
 pub fn generate(
-    model: &Llama,
+    model: &LanguageModel,
     prompt: &[u32],
     max_new: usize,
     sampling: &Sampling,

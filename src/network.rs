@@ -77,3 +77,69 @@ impl Network {
         }
     }
 }
+
+/// Either kind of language model a directory (or GGUF file) can hold.
+#[derive(Module, Debug)]
+pub enum LanguageModel {
+    Plain(crate::model::llama::Llama),
+    Grown(crate::growth::GrownLlama),
+}
+
+impl LanguageModel {
+    /// `[batch, tokens]` ids → `[batch, tokens, vocab]` logits; with a cache, continuing it.
+    pub fn forward(
+        &self,
+        ids: Tensor<2, burn::tensor::Int>,
+        cache: Option<&mut crate::model::llama::KvCache>,
+    ) -> Tensor<3> {
+        match self {
+            LanguageModel::Plain(m) => m.forward(ids, cache),
+            LanguageModel::Grown(m) => m.forward(ids, cache),
+        }
+    }
+
+    pub fn new_cache(&self) -> crate::model::llama::KvCache {
+        match self {
+            LanguageModel::Plain(m) => m.new_cache(),
+            LanguageModel::Grown(m) => m.new_cache(),
+        }
+    }
+
+    /// The architecture (for a grown model, its base's).
+    pub fn config(&self) -> &crate::model::llama::LlamaConfig {
+        match self {
+            LanguageModel::Plain(m) => &m.config,
+            LanguageModel::Grown(m) => &m.config,
+        }
+    }
+
+    pub fn growth(&self) -> Option<&crate::growth::GrowthSpec> {
+        match self {
+            LanguageModel::Plain(_) => None,
+            LanguageModel::Grown(m) => Some(&m.spec),
+        }
+    }
+
+    /// All tensors under their checkpoint names, in torch layout.
+    pub fn export(&self) -> TensorSink {
+        match self {
+            LanguageModel::Plain(m) => m.export(),
+            LanguageModel::Grown(m) => m.export(),
+        }
+    }
+
+    pub fn num_params(&self) -> usize {
+        match self {
+            LanguageModel::Plain(m) => m.num_params(),
+            LanguageModel::Grown(m) => m.param_counts().total(),
+        }
+    }
+
+    /// Block positions the input passes through.
+    pub fn depth(&self) -> usize {
+        match self {
+            LanguageModel::Plain(m) => m.layers.len(),
+            LanguageModel::Grown(m) => m.positions.len(),
+        }
+    }
+}

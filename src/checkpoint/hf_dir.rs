@@ -14,8 +14,9 @@ use super::model_dir::{save_dir, CheckpointSource, CONFIG_FILE, WEIGHTS_FILE};
 use super::safetensors_io::{LoadedTensor, TensorFile};
 use crate::data::tokenizer::TextTokenizer;
 use crate::error::{Error, Result};
+use crate::growth::{GrownLlama, GrowthSpec};
 use crate::model::llama::{Llama, LlamaConfig};
-use crate::model::NamedTensor;
+use crate::network::LanguageModel;
 
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -55,7 +56,7 @@ pub struct LoadedLlama {
     pub config: LlamaConfig,
     /// `config.json` as read (or converted), so unknown fields survive a round trip.
     pub raw: Map<String, Value>,
-    pub model: Llama,
+    pub model: LanguageModel,
     pub tokenizer: Option<TextTokenizer>,
     /// `tokenizer.json`'s text, to write beside a saved model.
     pub tokenizer_json: Option<Vec<u8>>,
@@ -245,8 +246,26 @@ pub fn build(parts: LlamaParts, device: &Device) -> Result<LoadedLlama> {
             format!("the config implies at least {needed} parameters, but the weights hold only {held} values: the config contradicts the weights"),
         ));
     }
+    let growth = match raw.get("scalenet") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let spec: GrowthSpec = serde_json::from_value(v.clone())
+                .map_err(|e| Error::config(&config_path, format!("'scalenet' section: {e}")))?;
+            spec.validate(config.num_hidden_layers, config.hidden_size)
+                .map_err(|m| {
+                    Error::config(
+                        &config_path,
+                        m.replace("model_args depth", "num_hidden_layers"),
+                    )
+                })?;
+            Some(spec)
+        }
+    };
     let mut src = CheckpointSource::new(tensors);
-    let model = Llama::new(&config, &mut src, device);
+    let model = match &growth {
+        None => LanguageModel::Plain(Llama::new(&config, &mut src, device)),
+        Some(spec) => LanguageModel::Grown(GrownLlama::new(&config, spec, &mut src, device)),
+    };
     src.finish()?;
     let tokenizer = match &tokenizer_json {
         Some((p, bytes)) => {
@@ -267,25 +286,37 @@ pub fn build(parts: LlamaParts, device: &Device) -> Result<LoadedLlama> {
 
 /// The `config.json` to write: what was read, with the fields this model owns brought up to
 /// date (unknown fields such as `torch_dtype` survive).
-pub fn config_json(raw: &Map<String, Value>, config: &LlamaConfig) -> Map<String, Value> {
+pub fn config_json(
+    raw: &Map<String, Value>,
+    config: &LlamaConfig,
+    growth: Option<&GrowthSpec>,
+) -> Map<String, Value> {
     let mut out = raw.clone();
     // transformers 5 reads rope settings from either place; one source of truth is written.
     out.remove("rope_parameters");
+    out.remove("scalenet");
     for (k, v) in config.to_json() {
         out.insert(k, v);
+    }
+    if let Some(g) = growth {
+        out.insert(
+            "scalenet".into(),
+            serde_json::to_value(g).expect("GrowthSpec serialises"),
+        );
     }
     out
 }
 
-/// Writes a transformers directory: config, weights (f32) and, when given, `tokenizer.json`.
+/// Writes a transformers directory: config (with the `scalenet` block of a grown model),
+/// weights (f32) and, when given, `tokenizer.json`.
 pub fn save_llama(
     dir: &Path,
     raw: &Map<String, Value>,
-    config: &LlamaConfig,
-    tensors: &[NamedTensor],
+    model: &LanguageModel,
     tokenizer_json: Option<&[u8]>,
 ) -> Result<()> {
-    save_dir(dir, &config_json(raw, config), tensors)?;
+    let config = config_json(raw, model.config(), model.growth());
+    save_dir(dir, &config, &model.export().tensors)?;
     if let Some(t) = tokenizer_json {
         super::atomic::atomic_write(&dir.join(TOKENIZER_FILE), t)?;
     }

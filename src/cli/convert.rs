@@ -21,12 +21,10 @@ pub fn run(args: Args) -> Result<()> {
     let out = check_output_dir(&args.out, args.force)?;
     let parts = read_parts(&args.model)?;
     let loaded = build(parts, &burn::tensor::Device::flex())?;
-    let tensors = loaded.model.export().tensors;
     save_llama(
         &out,
         &loaded.raw,
-        &loaded.config,
-        &tensors,
+        &loaded.model,
         loaded.tokenizer_json.as_deref(),
     )?;
     eprintln!(

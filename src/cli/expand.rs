@@ -10,7 +10,8 @@ use scalenet::network::Network;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Base model directory (a plain timm model).
+    /// Base model: a plain timm directory, or a Llama-family language model (transformers
+    /// directory or GGUF file).
     base_dir: PathBuf,
     /// Number of block positions L' in the grown model (≥ the base depth).
     #[arg(long)]
@@ -58,6 +59,9 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let opts = options(&args)?;
     let out = check_output_dir(&args.out, args.force)?;
+    if scalenet::checkpoint::hf_dir::is_language_model(&args.base_dir) {
+        return language_model(&args, &opts, &out);
+    }
     let device = burn::tensor::Device::flex();
     let base = load_vit(&args.base_dir, &device)?;
     let base_params = base.model.param_counts().total();
@@ -88,6 +92,53 @@ pub fn run(args: Args) -> Result<()> {
             m.blocks.len(),
             config.architecture,
             super::info::thousands(m.param_counts().total()),
+            out.display()
+        ),
+    }
+    Ok(())
+}
+
+/// Grows a Llama-family model (transformers directory or GGUF file) into a transformers
+/// directory with the `scalenet` block, or with --no-share into a plain one.
+fn language_model(args: &Args, opts: &ExpandOptions, out: &std::path::Path) -> Result<()> {
+    use scalenet::checkpoint::hf_dir::{load_llama, save_llama};
+    use scalenet::network::LanguageModel;
+    let device = burn::tensor::Device::flex();
+    let base = load_llama(&args.base_dir, &device)?;
+    let LanguageModel::Plain(model) = base.model else {
+        bail!(
+            "{}: is already a grown model; expand a plain model",
+            args.base_dir.display()
+        );
+    };
+    let base_params = model.num_params();
+    let grown = scalenet::growth::expand_llama(model, opts)?;
+    save_llama(out, &base.raw, &grown, base.tokenizer_json.as_deref())?;
+    match &grown {
+        LanguageModel::Grown(g) => {
+            let c = g.param_counts();
+            println!(
+                "grew {} from {} to {} layers (map {}) in {}",
+                args.base_dir.display(),
+                g.layers.len(),
+                g.positions.len(),
+                super::info::short_map(&g.layer_map),
+                out.display()
+            );
+            println!(
+                "parameters: {} = base {} + adjustments {} (+{:.2}%); unshared, the same depth would hold {}",
+                super::info::thousands(c.total()),
+                super::info::thousands(base_params),
+                super::info::thousands(c.adjustments()),
+                100.0 * c.adjustments() as f64 / base_params as f64,
+                super::info::thousands(c.unshared_total())
+            );
+        }
+        LanguageModel::Plain(m) => println!(
+            "wrote a plain {}-layer copy of {} ({} parameters) in {}",
+            m.layers.len(),
+            args.base_dir.display(),
+            super::info::thousands(m.num_params()),
             out.display()
         ),
     }

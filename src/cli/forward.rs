@@ -8,12 +8,14 @@ use scalenet::model::NamedTensor;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model directory (config.json + model.safetensors).
+    /// Model directory (config.json + model.safetensors), or a GGUF language model.
     model_dir: PathBuf,
-    /// safetensors file holding `input`: [N, C, H, W] f32, already normalised.
+    /// safetensors file holding `input`: [N, C, H, W] f32, already normalised; for a language
+    /// model, `input_ids`: [N, T] i64 or i32.
     #[arg(long)]
     input: PathBuf,
-    /// safetensors file to write; it receives `logits`: [N, num_classes] f32.
+    /// safetensors file to write; it receives `logits`: [N, num_classes] f32 ([N, T, vocab]
+    /// for a language model).
     #[arg(long)]
     output: PathBuf,
     /// Images per forward pass; bounds memory use.
@@ -24,6 +26,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if scalenet::checkpoint::hf_dir::is_language_model(&args.model_dir) {
+        return language_model(&args);
+    }
     let device = parse_device(&args.device)?;
     let loaded = load_model(&args.model_dir, &device)?;
     let images = ImageBatch::read(&args.input, &loaded.config.vit)?;
@@ -45,6 +50,47 @@ pub fn run(args: Args) -> Result<()> {
         "wrote logits [{}, {}] to {}",
         images.len(),
         width,
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// `input_ids [N, T]` → `logits [N, T, vocab]`, `--batch-size` sequences at a time.
+fn language_model(args: &Args) -> Result<()> {
+    use burn::tensor::{Int, Tensor, TensorData};
+    let device = parse_device(&args.device)?;
+    let loaded = scalenet::checkpoint::hf_dir::load_llama(&args.model_dir, &device)?;
+    let (shape, ids) = scalenet::checkpoint::read_int_tensor(&args.input, "input_ids")?;
+    let vocab = loaded.config.vocab_size;
+    let bad = |msg: String| scalenet::Error::BadInput {
+        path: args.input.clone(),
+        msg,
+    };
+    let [n, t] = shape[..] else {
+        return Err(bad(format!("input_ids has shape {shape:?}; expected [N, T]")).into());
+    };
+    if let Some(id) = ids.iter().find(|&&i| i < 0 || i as usize >= vocab) {
+        return Err(bad(format!(
+            "input_ids holds {id}, outside the vocabulary 0..{vocab}"
+        ))
+        .into());
+    }
+    let mut logits = Vec::with_capacity(n * t * vocab);
+    for rows in ids.chunks((args.batch_size.max(1) * t).max(1)) {
+        let b = rows.len() / t.max(1);
+        let x = Tensor::<2, Int>::from_data(TensorData::new(rows.to_vec(), [b, t]), &device);
+        logits.extend(scalenet::model::weights::to_vec(
+            loaded.model.forward(x, None),
+        ));
+    }
+    let out = NamedTensor {
+        name: "logits".into(),
+        shape: vec![n, t, vocab],
+        values: logits,
+    };
+    write_tensors(&args.output, &[out])?;
+    eprintln!(
+        "wrote logits [{n}, {t}, {vocab}] to {}",
         args.output.display()
     );
     Ok(())

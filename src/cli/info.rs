@@ -178,17 +178,38 @@ pub fn run(args: Args) -> Result<()> {
 fn language_model(args: &Args) -> Result<()> {
     let loaded = scalenet::checkpoint::hf_dir::load_llama(&args.model_dir, &Device::flex())?;
     let c = &loaded.config;
-    let m = &loaded.model;
+    let head =
+        |e: &scalenet::model::llama::LlamaEnds| e.lm_head.as_ref().map_or(0, |h| h.num_params());
     let embed = c.vocab_size * c.hidden_size;
-    let layers: usize = m.layers.iter().map(|l| l.num_params()).sum();
-    let head = m.ends.lm_head.as_ref().map_or(0, |h| h.num_params());
-    let rows = [
-        ("embeddings", embed),
-        ("layers", layers),
-        ("norm", m.ends.norm.num_params()),
-        ("lm_head", head),
-        ("total", m.num_params()),
-    ];
+    let (rows, growth) = match &loaded.model {
+        scalenet::network::LanguageModel::Plain(m) => (
+            vec![
+                ("embeddings", embed),
+                ("layers", m.layers.iter().map(|l| l.num_params()).sum()),
+                ("norm", m.ends.norm.num_params()),
+                ("lm_head", head(&m.ends)),
+                ("total", m.num_params()),
+            ],
+            None,
+        ),
+        scalenet::network::LanguageModel::Grown(g) => {
+            let n = g.param_counts();
+            (
+                vec![
+                    ("embeddings", n.embeddings),
+                    ("shared layers", n.shared_blocks),
+                    ("adapters", n.adapters),
+                    ("pos. norms", n.position_norms),
+                    ("gates", n.gates),
+                    ("norm", n.norm),
+                    ("lm_head", n.head),
+                    ("total", n.total()),
+                    ("unshared", n.unshared_total()),
+                ],
+                Some(&g.spec),
+            )
+        }
+    };
     let rope = match &c.rope_scaling {
         scalenet::model::llama::RopeScaling::None => String::new(),
         scalenet::model::llama::RopeScaling::Linear { factor } => {
@@ -204,7 +225,8 @@ fn language_model(args: &Args) -> Result<()> {
             "family": "llama",
             "config": c.to_json(),
             "tokenizer_vocab": tokenizer,
-            "params": rows.iter().map(|(k, n)| (k.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
+            "scalenet": growth,
+            "params": rows.iter().map(|(k, n)| (k.replace(". ", "_").replace(' ', "_"), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -237,9 +259,25 @@ fn language_model(args: &Args) -> Result<()> {
             |n| format!("{n} tokens")
         )
     );
+    if let Some(s) = growth {
+        println!(
+            "growth       {} base layers → {} positions · map {} · adapters {} · norms {} · gates {}",
+            s.base_depth,
+            s.depth(),
+            short_map(&s.layer_map),
+            s.adapter.as_ref().map_or("none".to_string(), |a| format!("rank {} scale {}", a.rank, a.scale)),
+            if s.unshared_norms { "per position" } else { "shared" },
+            if s.layer_scale { "per position" } else { "none" },
+        );
+    }
     println!("parameters");
     for (name, n) in rows {
-        println!("  {name:<14} {:>14}  ({})", thousands(n), human(n));
+        let note = match name {
+            "unshared" => "  the same depth without sharing",
+            "shared layers" => "  each base layer stored once",
+            _ => "",
+        };
+        println!("  {name:<14} {:>14}  ({}){note}", thousands(n), human(n));
     }
     Ok(())
 }

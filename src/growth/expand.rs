@@ -6,8 +6,11 @@ use super::grown::{fixed_position_values, GrownVit};
 use super::plan::{layer_map, AdapterSpec, GrowthSpec, MapStrategy, FORMAT_VERSION};
 use crate::checkpoint::ModelConfig;
 use crate::error::{Error, Result};
+use crate::model::llama::Llama;
 use crate::model::{Init, RandomInit, VisionTransformer, WeightSource};
-use crate::network::Network;
+use crate::network::{LanguageModel, Network};
+
+use super::llama::GrownLlama;
 
 /// How positions start out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,18 +42,7 @@ pub fn expand(
     opts: &ExpandOptions,
 ) -> Result<(ModelConfig, Network)> {
     let cfg = &base.config;
-    let map = layer_map(&opts.map, cfg.depth, opts.depth).map_err(Error::InvalidModel)?;
-    let spec = GrowthSpec {
-        format_version: FORMAT_VERSION,
-        base_depth: cfg.depth,
-        layer_map: map.clone(),
-        adapter: opts.adapter.clone(),
-        unshared_norms: opts.unshared_norms,
-        layer_scale: opts.init == InitMode::Identity,
-    };
-    spec.validate(cfg.depth, cfg.embed_dim)
-        .map_err(Error::InvalidModel)?;
-
+    let spec = plan(opts, cfg.depth, cfg.embed_dim)?;
     let mut fixed = fixed_position_values(&base.blocks, &spec, cfg.embed_dim);
     let mut rng = RandomInit::new(opts.seed);
     let mut src = |key: &str, shape: &[usize], init: Init| match fixed.remove(key) {
@@ -69,4 +61,31 @@ pub fn expand(
     }
     config.growth = Some(spec);
     Ok((config, Network::Grown(grown)))
+}
+
+/// The growth spec `opts` describe for a base of `base_depth` blocks of width `width`.
+pub fn plan(opts: &ExpandOptions, base_depth: usize, width: usize) -> Result<GrowthSpec> {
+    let map = layer_map(&opts.map, base_depth, opts.depth).map_err(Error::InvalidModel)?;
+    let spec = GrowthSpec {
+        format_version: FORMAT_VERSION,
+        base_depth,
+        layer_map: map,
+        adapter: opts.adapter.clone(),
+        unshared_norms: opts.unshared_norms,
+        layer_scale: opts.init == InitMode::Identity,
+    };
+    spec.validate(base_depth, width)
+        .map_err(Error::InvalidModel)?;
+    Ok(spec)
+}
+
+/// Grows a Llama as `opts` say: a grown model, or with `no_share` a plain one of copies.
+pub fn expand_llama(base: Llama, opts: &ExpandOptions) -> Result<LanguageModel> {
+    let spec = plan(opts, base.config.num_hidden_layers, base.config.hidden_size)?;
+    let device = base.ends.embed_tokens.val().device();
+    let grown = GrownLlama::grow(base, &spec, opts.seed);
+    if opts.no_share {
+        return Ok(LanguageModel::Plain(grown.unshared(&device)));
+    }
+    Ok(LanguageModel::Grown(grown))
 }

@@ -5,12 +5,14 @@ pub mod adapter;
 pub mod block;
 pub mod expand;
 pub mod grown;
+pub mod llama;
 pub mod plan;
 
 pub use adapter::Adapter;
 pub use block::{BlockNorm, PreNormBlock};
-pub use expand::{expand, ExpandOptions, InitMode};
+pub use expand::{expand, expand_llama, ExpandOptions, InitMode};
 pub use grown::{GrownCounts, GrownVit, Position};
+pub use llama::GrownLlama;
 pub use plan::{
     identity_gates, layer_map, Activation, AdapterSpec, GrowthSpec, MapStrategy, Placement,
 };

@@ -385,7 +385,52 @@ pub struct Llama {
     #[module(skip)]
     pub config: LlamaConfig,
     #[module(skip)]
-    inv_freq: Vec<f32>,
+    pub inv_freq: Vec<f32>,
+}
+
+/// The frame of every decoder forward, plain or grown: embed, run `stack` with one attention
+/// context per block position (rotary tables, and that position's cache slot), then the final
+/// norm and the head.
+pub fn decode<F>(
+    ends: &LlamaEnds,
+    inv_freq: &[f32],
+    ids: Tensor<2, Int>,
+    mut cache: Option<&mut KvCache>,
+    positions: usize,
+    stack: F,
+) -> Tensor<3>
+where
+    F: for<'a> FnOnce(Tensor<3>, Vec<AttnContext<'a>>) -> Tensor<3>,
+{
+    let t = ids.dims()[1];
+    let start = cache.as_ref().map_or(0, |c| c.len);
+    let rotary = Rotary::new(inv_freq, start, t, &ids.device());
+    let x = ends.embed(ids);
+    let ctxs: Vec<AttnContext<'_>> = match cache.as_mut() {
+        Some(c) => {
+            assert_eq!(c.slots.len(), positions, "a cache made for this model");
+            c.slots
+                .iter_mut()
+                .map(|slot| AttnContext {
+                    rotary: &rotary,
+                    start,
+                    cache: Some(slot),
+                })
+                .collect()
+        }
+        None => (0..positions)
+            .map(|_| AttnContext {
+                rotary: &rotary,
+                start,
+                cache: None,
+            })
+            .collect(),
+    };
+    let x = stack(x, ctxs);
+    if let Some(c) = cache {
+        c.len += t;
+    }
+    ends.logits(x)
 }
 
 /// Key prefix of decoder layer `i`.
@@ -410,24 +455,20 @@ impl Llama {
 
     /// `[batch, tokens]` ids → `[batch, tokens, vocab]` logits. With a cache, the tokens
     /// continue those already in it, and their keys and values are added to it.
-    pub fn forward(&self, ids: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
-        let t = ids.dims()[1];
-        let start = cache.as_ref().map_or(0, |c| c.len);
-        let device = ids.device();
-        let rotary = Rotary::new(&self.inv_freq, start, t, &device);
-        let mut x = self.ends.embed(ids);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let ctx = AttnContext {
-                rotary: &rotary,
-                start,
-                cache: cache.as_mut().map(|c| &mut c.slots[i]),
-            };
-            x = layer.forward(x, ctx);
-        }
-        if let Some(c) = cache {
-            c.len += t;
-        }
-        self.ends.logits(x)
+    pub fn forward(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        decode(
+            &self.ends,
+            &self.inv_freq,
+            ids,
+            cache,
+            self.layers.len(),
+            |x, ctxs| {
+                self.layers
+                    .iter()
+                    .zip(ctxs)
+                    .fold(x, |x, (layer, ctx)| layer.forward(x, ctx))
+            },
+        )
     }
 
     pub fn new_cache(&self) -> KvCache {
@@ -450,5 +491,52 @@ impl Llama {
                 .iter()
                 .map(DecoderLayer::num_params)
                 .sum::<usize>()
+    }
+}
+
+impl crate::growth::BlockNorm for RmsNorm {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        RmsNorm::forward(self, x)
+    }
+
+    fn fresh(&self, src: &mut dyn WeightSource, key: &str, device: &Device) -> Self {
+        RmsNorm::new(src, key, self.weight.dims()[0], self.eps, device)
+    }
+
+    fn export(&self, key: &str, out: &mut TensorSink) {
+        RmsNorm::export(self, key, out)
+    }
+
+    fn num_params(&self) -> usize {
+        RmsNorm::num_params(self)
+    }
+}
+
+impl crate::growth::PreNormBlock for DecoderLayer {
+    type Norm = RmsNorm;
+    type Ctx<'a> = AttnContext<'a>;
+
+    fn norm1(&self) -> &RmsNorm {
+        &self.input_layernorm
+    }
+
+    fn norm2(&self) -> &RmsNorm {
+        &self.post_attention_layernorm
+    }
+
+    fn attn(&self, x: Tensor<3>, ctx: AttnContext<'_>) -> Tensor<3> {
+        self.self_attn.forward(x, ctx)
+    }
+
+    fn mlp(&self, x: Tensor<3>) -> Tensor<3> {
+        self.mlp.forward(x)
+    }
+
+    fn export(&self, key: &str, out: &mut TensorSink) {
+        DecoderLayer::export(self, key, out)
+    }
+
+    fn num_params(&self) -> usize {
+        DecoderLayer::num_params(self)
     }
 }
