@@ -8,15 +8,26 @@ use scalenet::checkpoint::hf_dir::load_llama;
 use scalenet::checkpoint::read_int_tensor;
 use scalenet::model::weights::to_vec;
 
+/// The transformers fixtures (plain models) and the grown-Llama reference fixtures.
 fn fixture_dirs() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    assert!(dirs.len() >= 3, "fixtures missing under {}", root.display());
+    let mut dirs = Vec::new();
+    for (sub, at_least) in [("llama", 3), ("grown_llama", 2)] {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(sub);
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        found.sort();
+        assert!(
+            found.len() >= at_least,
+            "fixtures missing under {}",
+            root.display()
+        );
+        dirs.extend(found);
+    }
     dirs
 }
 
@@ -24,8 +35,10 @@ fn ids_tensor(shape: &[usize], ids: &[i64], device: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(ids.to_vec(), [shape[0], shape[1]]), device)
 }
 
+/// Plain models against transformers, grown ones against the PyTorch reference
+/// (tests/fixtures/scalenet_llama_ref.py).
 #[test]
-fn logits_match_transformers_within_1e4() {
+fn logits_match_transformers_and_the_grown_reference_within_1e4() {
     let device = Device::flex();
     for dir in fixture_dirs() {
         let loaded = load_llama(&dir, &device).unwrap();
@@ -102,4 +115,114 @@ fn read_logits(path: &Path) -> Vec<f32> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
+}
+
+/// Shared decoder layers are one parameter each: the gradient a grown model gives a shared
+/// tensor is the sum of the gradients its copies get in the unshared model, and one AdamW
+/// step moves it once by that sum.
+#[test]
+fn shared_layers_move_once_by_the_summed_gradient() {
+    use burn::optim::GradientsParams;
+    use scalenet::growth::{expand_llama, AdapterSpec, ExpandOptions, InitMode, MapStrategy};
+    use scalenet::network::LanguageModel;
+    use scalenet::train::optim::{named_params, AdamW, AdamWConfig};
+    let device = Device::flex().autodiff();
+    let dir = fixture_dirs()
+        .into_iter()
+        .find(|d| d.ends_with("gqa_tied"))
+        .unwrap();
+    let LanguageModel::Plain(base) = load_llama(&dir, &device).unwrap().model else {
+        unreachable!()
+    };
+    let opts = ExpandOptions {
+        depth: 4,
+        map: MapStrategy::Cyclic,
+        adapter: Some(AdapterSpec {
+            rank: 4,
+            ..AdapterSpec::default()
+        }),
+        unshared_norms: false,
+        init: InitMode::Paper,
+        no_share: false,
+        seed: 0,
+    };
+    let LanguageModel::Grown(grown) = expand_llama(base, &opts).unwrap() else {
+        unreachable!()
+    };
+    let plain = grown.unshared(&device);
+    let ids = ids_tensor(
+        &[2, 7],
+        &[3, 9, 27, 81, 50, 1, 2, 5, 6, 7, 8, 9, 10, 11],
+        &device,
+    );
+    let w = Tensor::<3>::random(
+        [2, 7, 97],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let g_plain = (plain.forward(ids.clone(), None) * w.clone())
+        .sum()
+        .backward();
+    let grad = |i: usize| {
+        to_vec(
+            plain.layers[i]
+                .mlp
+                .gate_proj
+                .weight
+                .val()
+                .grad(&g_plain)
+                .unwrap(),
+        )
+    };
+    let sum: Vec<f32> = grad(0).iter().zip(&grad(2)).map(|(a, b)| a + b).collect();
+    let loss = (grown.forward(ids, None) * w).sum();
+    let grads = GradientsParams::from_grads(loss.backward(), &grown);
+    let before = to_vec(grown.layers[0].mlp.gate_proj.weight.val());
+    let mut opt = AdamW::new(AdamWConfig {
+        weight_decay: 0.0,
+        ..AdamWConfig::default()
+    });
+    let stepped = opt.step(1e-2, grown, grads, 1.0);
+    let after = to_vec(stepped.layers[0].mlp.gate_proj.weight.val());
+    for ((b, a), g) in before.iter().zip(&after).zip(&sum) {
+        let want = b - 1e-2 * g / (g.abs() + 1e-8);
+        assert!((a - want).abs() < 1e-5, "{a} vs {want} (g = {g})");
+    }
+    assert_eq!(opt.export().len(), 2 * named_params(&stepped).len());
+    // 2 shared layers, not 4 copies: the grown model holds the base's layers once.
+    assert_eq!(stepped.layers.len(), 2);
+}
+
+/// Identity init (gates 1 at a layer's first position, 0 after) gives the base's logits
+/// exactly, grown and as LLaMA-Pro-style copies.
+#[test]
+fn identity_growth_keeps_the_base_function() {
+    use scalenet::growth::{expand_llama, AdapterSpec, ExpandOptions, InitMode, MapStrategy};
+    use scalenet::network::LanguageModel;
+    let device = Device::flex();
+    let dir = fixture_dirs()
+        .into_iter()
+        .find(|d| d.ends_with("llama3_rope_untied"))
+        .unwrap();
+    let (shape, ids) = read_int_tensor(&dir.join("io.safetensors"), "input_ids").unwrap();
+    let base = load_llama(&dir, &device).unwrap().model;
+    let want = to_vec(base.forward(ids_tensor(&shape, &ids, &device), None));
+    for no_share in [false, true] {
+        let LanguageModel::Plain(b) = load_llama(&dir, &device).unwrap().model else {
+            unreachable!()
+        };
+        let opts = ExpandOptions {
+            depth: 5,
+            map: MapStrategy::Interleave,
+            adapter: Some(AdapterSpec::default()),
+            unshared_norms: true,
+            init: InitMode::Identity,
+            no_share,
+            seed: 1,
+        };
+        let grown = expand_llama(b, &opts).unwrap();
+        assert_eq!(grown.depth(), 5);
+        let got = to_vec(grown.forward(ids_tensor(&shape, &ids, &device), None));
+        assert_eq!(got, want, "no_share = {no_share}");
+    }
 }
