@@ -1165,3 +1165,84 @@ fn check_same_run(reference: &Path, killed: &Path) {
         .collect();
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
 }
+
+/// A copy of a transformers fixture, for editing.
+fn llama_fixture(tag: &str) -> PathBuf {
+    let src = fixture("../llama/gqa_tied");
+    let dst = tempdir(tag).join("m");
+    copy_dir(&src, &dst);
+    dst
+}
+
+#[test]
+fn language_model_bad_inputs() {
+    let info = |m: &Path| run(bin().arg("info").arg(m));
+    // A switch the model does not implement is refused by name.
+    let m = llama_fixture("lm-sliding");
+    edit_json(&m.join("config.json"), |v| {
+        v["sliding_window"] = 4096.into()
+    });
+    assert_clean_error(&info(&m), &["config.json", "'sliding_window'"]);
+    let m = llama_fixture("lm-type");
+    edit_json(&m.join("config.json"), |v| {
+        v["model_type"] = "mistral".into()
+    });
+    assert_clean_error(&info(&m), &["config.json", "model_type 'mistral'"]);
+    let m = llama_fixture("lm-bias");
+    edit_json(&m.join("config.json"), |v| {
+        v["attention_bias"] = true.into()
+    });
+    assert_clean_error(&info(&m), &["'attention_bias'"]);
+    // A shard the index names is missing.
+    let m = llama_fixture("lm-shard");
+    std::fs::rename(
+        m.join("model.safetensors"),
+        m.join("model-00001-of-00002.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(
+        m.join("model.safetensors.index.json"),
+        r#"{"weight_map": {"model.norm.weight": "model-00001-of-00002.safetensors", "lm_head.weight": "model-00002-of-00002.safetensors"}}"#,
+    )
+    .unwrap();
+    assert_clean_error(
+        &info(&m),
+        &[
+            "model.safetensors.index.json",
+            "model-00002-of-00002.safetensors",
+            "missing",
+        ],
+    );
+    // A tokenizer with ids past the embeddings.
+    let m = llama_fixture("lm-tok");
+    std::fs::write(
+        m.join("tokenizer.json"),
+        r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+            "pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+            "model":{"type":"WordLevel","vocab":{"a":0,"b":500},"unk_token":"a"}}"#,
+    )
+    .unwrap();
+    assert_clean_error(&info(&m), &["tokenizer.json", "token id 500", "97 rows"]);
+    // A truncated GGUF.
+    let dir = tempdir("lm-gguf");
+    let g = dir.join("bad.gguf");
+    std::fs::write(&g, b"GGUF\x03\x00\x00\x00\x01\x00").unwrap();
+    assert_clean_error(&info(&g), &["bad.gguf", "GGUF"]);
+    // input_ids outside the vocabulary.
+    let m = llama_fixture("lm-ids");
+    let ids = dir.join("ids.safetensors");
+    let data: Vec<u8> = [1i64, 2, 1000]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![1, 3], &data).unwrap();
+    std::fs::write(
+        &ids,
+        safetensors::serialize([("input_ids", view)], &None).unwrap(),
+    )
+    .unwrap();
+    let out = forward(&m, &ids, &dir.join("out.safetensors"));
+    assert_clean_error(&out, &["ids.safetensors", "1000", "vocabulary"]);
+    assert!(!dir.join("out.safetensors").exists());
+}
