@@ -132,7 +132,7 @@ impl Writer {
 
     /// `shape` in torch order; `bytes` already encoded as `ty`.
     fn tensor(&mut self, name: &str, shape: &[usize], ty: GgmlType, bytes: &[u8]) {
-        while self.data.len() % 32 != 0 {
+        while !self.data.len().is_multiple_of(32) {
             self.data.push(0);
         }
         gguf_str(&mut self.infos, name);
@@ -153,7 +153,7 @@ impl Writer {
         out.extend(self.n_meta.to_le_bytes());
         out.extend(self.meta);
         out.extend(self.infos);
-        while out.len() % 32 != 0 {
+        while !out.len().is_multiple_of(32) {
             out.push(0);
         }
         out.extend(self.data);
@@ -245,7 +245,10 @@ const HD: usize = 16;
 
 /// Writes a one-layer llama GGUF holding every supported tensor type; returns its path and
 /// the expected (HF name, torch shape, values) of each tensor.
-fn write_tiny(dir: &Path) -> (PathBuf, Vec<(String, Vec<usize>, Vec<f32>)>) {
+/// (HF name, torch shape, values)
+type Expected = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+fn write_tiny(dir: &Path) -> (PathBuf, Expected) {
     let vocab = byte_chars();
     let v = vocab.len();
     let mut w = Writer::new();
