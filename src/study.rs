@@ -401,7 +401,13 @@ fn collect(
         epochs,
         train_images: lasts[0].train_images,
         wall_s: mean_std(&wall).0,
-        img_per_s: mean_std(&lasts.iter().map(|m| m.img_per_s).collect::<Vec<_>>()).0,
+        img_per_s: mean_std(
+            &lasts
+                .iter()
+                .map(|m| m.img_per_s.unwrap_or(0.0))
+                .collect::<Vec<_>>(),
+        )
+        .0,
         curve,
         offset,
     })

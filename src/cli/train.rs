@@ -62,10 +62,12 @@ pub struct Args {
     /// Fraction of the training set held out for validation.
     #[arg(long, default_value_t = 0.1)]
     val_split: f64,
-    /// Train on a seeded random subset of N training images.
+    /// Train on a seeded random subset of N training images (language models: the first N
+    /// training windows).
     #[arg(long)]
     train_subset: Option<usize>,
-    /// Evaluate on a seeded random subset of N test images.
+    /// Evaluate on a seeded random subset of N test images (language models: the first N
+    /// held-out windows).
     #[arg(long)]
     test_subset: Option<usize>,
     #[arg(long, default_value_t = 0)]
@@ -88,6 +90,9 @@ pub struct Args {
     /// measures faster than the f32 one (measured once per CPU model, cached).
     #[arg(long, default_value = "auto")]
     precision: scalenet::ops::auto_precision::Requested,
+    /// Language models: tokens per training window.
+    #[arg(long, default_value_t = 256)]
+    seq_len: usize,
     /// Run directory to create (metrics.jsonl, curves.png, checkpoint/, model/).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -203,6 +208,7 @@ fn config_from_args(a: &Args) -> Result<TrainConfig> {
             println!("precision: {} ({})", d.precision, d.reason);
             d.precision
         },
+        seq_len: a.seq_len,
     })
 }
 
@@ -240,6 +246,25 @@ fn resume_config(a: &Args, dir: &std::path::Path) -> Result<TrainConfig> {
 }
 
 fn validate(c: &TrainConfig) -> Result<()> {
+    if scalenet::checkpoint::hf_dir::is_language_model(&c.model_dir) {
+        let image_only = [
+            ("--mixup", c.mixup > 0.0),
+            ("--cutmix", c.cutmix > 0.0),
+            ("--reprob", c.reprob > 0.0),
+            ("--rand-augment", c.rand_augment.is_some()),
+            ("--drop-path", c.drop_path > 0.0),
+            ("--reset-head", c.reset_head),
+        ];
+        if let Some((flag, _)) = image_only.iter().find(|(_, set)| *set) {
+            bail!(
+                "{flag} applies to image models; {} is a language model",
+                c.model_dir.display()
+            );
+        }
+        if c.seq_len == 0 {
+            bail!("--seq-len must be at least 1");
+        }
+    }
     if c.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }

@@ -25,18 +25,20 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::eval::{evaluate, EvalResult};
+use super::lm::{causal_lm_loss, evaluate_lm};
 use super::optim::{accumulate, freeze, grad_norm, AdamW, AdamWConfig, Ema, TrainOnly};
 use super::schedule::Schedule;
 use crate::checkpoint::atomic::atomic_write;
 use crate::checkpoint::{load_model, save_model, ModelConfig, TensorFile};
 use crate::data::loader::{derive_seed, epoch_batches, iterate, LoaderConfig, Mixing, OnBadImage};
+use crate::data::text::TokenWindows;
 use crate::data::transform::{Augment, Transform};
 use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
 use crate::model::drop_path::DropPath;
 use crate::model::layers::Linear;
 use crate::model::{Init, NamedTensor, RandomInit};
-use crate::network::Network;
+use crate::network::{LanguageModel, Network};
 
 /// Everything that defines a run; saved as `run.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,6 +76,13 @@ pub struct TrainConfig {
     /// Matrix products in bf16 with f32 master weights (`--precision bf16`).
     #[serde(default)]
     pub precision: Precision,
+    /// Language models: tokens per training window.
+    #[serde(default = "default_seq_len")]
+    pub seq_len: usize,
+}
+
+fn default_seq_len() -> usize {
+    256
 }
 
 impl TrainConfig {
@@ -109,6 +118,7 @@ impl TrainConfig {
             eval_batch_size: 256,
             device: "flex".into(),
             precision: Precision::F32,
+            seq_len: default_seq_len(),
         }
     }
 }
@@ -142,11 +152,19 @@ pub struct EpochMetrics {
     pub val_top1: Option<f64>,
     pub val_top5: Option<f64>,
     pub val_loss: Option<f64>,
+    /// Language models: exp(val_loss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_perplexity: Option<f64>,
     pub test_top1: Option<f64>,
     pub test_top5: Option<f64>,
-    pub img_per_s: f64,
+    /// Image models: training throughput.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub img_per_s: Option<f64>,
+    /// Language models: training throughput in tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_s: Option<f64>,
     pub wall_s: f64,
-    /// Images seen in training so far (all epochs).
+    /// Samples seen in training so far, all epochs (images, or token windows).
     pub train_images: u64,
 }
 
@@ -160,6 +178,8 @@ struct State {
     loss_sum: f64,
     loss_count: usize,
     epoch_images: u64,
+    #[serde(default)]
+    epoch_tokens: u64,
     train_images: u64,
     wall_s: f64,
 }
@@ -202,84 +222,415 @@ fn train_locked(cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Re
     // Training and evaluation alike run under the run's precision, as under torch.autocast.
     let _autocast = autocast(cfg.precision);
 
-    // Data.
-    let data = Dataset::open(&cfg.data)?;
-    let mut train_split = data.train.clone();
-    if let Some(n) = cfg.train_subset {
-        train_split = train_split.subset(n, cfg.seed);
-    }
-    let (train_split, val_split) = if cfg.val_split > 0.0 {
-        let (t, v) = train_split.carve(cfg.val_split, cfg.seed);
-        (t, Some(v))
-    } else {
-        (train_split, None)
-    };
-    let test_split = data.test.clone().map(|t| match cfg.test_subset {
-        Some(n) => t.subset(n, cfg.seed),
-        None => t,
-    });
-    if train_split.is_empty() {
-        return Err(Error::InvalidModel(format!(
-            "--data {}: the training split is empty",
-            cfg.data
-        )));
-    }
-
-    // Model.
     let source_dir = if resume {
         ckpt.join("model")
     } else {
         cfg.model_dir.clone()
     };
-    let loaded = load_model(&source_dir, &device)?;
-    let mut config = loaded.config;
-    let mut net = loaded.network;
-    let k = data.num_classes();
-    if config.vit.num_classes != k {
-        if !cfg.reset_head {
-            return Err(Error::BadConfig {
-                path: source_dir.join("config.json"),
-                msg: format!(
-                    "the model has {} classes but --data {} has {k}; pass --reset-head to replace the classifier",
-                    config.vit.num_classes, cfg.data
-                ),
-            });
-        }
-        net = reset_head(net, &mut config, k, cfg.seed, &device);
+    if crate::checkpoint::hf_dir::is_language_model(&source_dir) {
+        let task = TextTask::new(&cfg, &source_dir, &device)?;
+        run_task(task, &cfg, out, resume, state, hooks, &base_device)
+    } else {
+        let task = VisionTask::new(&cfg, &source_dir, &device)?;
+        run_task(task, &cfg, out, resume, state, hooks, &base_device)
     }
-    let mut net = freeze(net, cfg.train_only);
+}
 
-    let vit = net.config().clone();
-    let small = train_split.is_small();
-    let mut augment = Augment::for_split(small, vit.img_size[0]);
-    augment.erase_prob = cfg.reprob;
-    augment.rand_augment = cfg.rand_augment;
-    let train_tf = Transform::new(
-        vit.in_chans,
-        vit.img_size,
-        &config.pretrained_cfg,
-        Some(augment),
-    );
-    let eval_tf = Transform::new(vit.in_chans, vit.img_size, &config.pretrained_cfg, None);
-    let loader = LoaderConfig {
-        batch_size: cfg.batch_size,
-        shuffle: true,
-        drop_last: true,
-        workers: cfg.workers,
-        seed: cfg.seed,
-        num_classes: k,
-        mixing: Mixing {
-            mixup: cfg.mixup,
-            cutmix: cfg.cutmix,
-            smoothing: cfg.smoothing,
-        },
-        on_bad_image: if cfg.skip_bad_images {
-            OnBadImage::Skip
+/// What the loop needs from a kind of model and data: its batches, its loss, its evaluation
+/// and how it saves. Everything else (AdamW, the schedule, accumulation, clipping, EMA,
+/// checkpoints, exact resume, metrics) is the loop's, written once.
+pub(crate) trait Task {
+    type Model: Module;
+    type Batch;
+    fn model(&mut self) -> Self::Model;
+    fn batches_per_epoch(&self) -> usize;
+    /// The batches of `epoch` from batch `start` on.
+    fn batches<'a>(
+        &'a self,
+        epoch: usize,
+        start: usize,
+    ) -> Box<dyn Iterator<Item = Result<Self::Batch>> + 'a>;
+    /// The mean loss of one batch, and its size (samples; tokens for throughput).
+    fn loss(
+        &self,
+        model: &Self::Model,
+        batch: Self::Batch,
+        step: usize,
+        micro: usize,
+    ) -> (Tensor<1>, Sizes);
+    /// Validation and test metrics of `model` (weights as evaluated, EMA applied).
+    fn evaluate(&self, model: &Self::Model, m: &mut EpochMetrics) -> Result<()>;
+    fn save(&self, dir: &Path, model: &Self::Model) -> Result<()>;
+    /// What one epoch's throughput counts.
+    fn unit(&self) -> &'static str;
+}
+
+/// How much one batch holds: samples (images or windows) and, for text, tokens.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sizes {
+    pub samples: usize,
+    pub tokens: usize,
+}
+
+/// Images through a ViT (plain or grown), cross-entropy over classes.
+struct VisionTask {
+    cfg: TrainConfig,
+    config: ModelConfig,
+    net: Option<Network>,
+    k: usize,
+    train_split: Split,
+    val_split: Option<Split>,
+    test_split: Option<Split>,
+    train_tf: Transform,
+    eval_tf: Transform,
+    loader: LoaderConfig,
+    skipped: Arc<AtomicUsize>,
+    base_device: Device,
+    device: Device,
+}
+
+impl VisionTask {
+    fn new(cfg: &TrainConfig, source_dir: &Path, device: &Device) -> Result<Self> {
+        let data = Dataset::open(&cfg.data)?;
+        let mut train_split = data.train.clone();
+        if let Some(n) = cfg.train_subset {
+            train_split = train_split.subset(n, cfg.seed);
+        }
+        let (train_split, val_split) = if cfg.val_split > 0.0 {
+            let (t, v) = train_split.carve(cfg.val_split, cfg.seed);
+            (t, Some(v))
         } else {
-            OnBadImage::Fail
-        },
-    };
-    let batches_per_epoch = epoch_batches(train_split.len(), &loader, 0).len();
+            (train_split, None)
+        };
+        let test_split = data.test.clone().map(|t| match cfg.test_subset {
+            Some(n) => t.subset(n, cfg.seed),
+            None => t,
+        });
+        if train_split.is_empty() {
+            return Err(Error::InvalidModel(format!(
+                "--data {}: the training split is empty",
+                cfg.data
+            )));
+        }
+        let loaded = load_model(source_dir, device)?;
+        let mut config = loaded.config;
+        let mut net = loaded.network;
+        let k = data.num_classes();
+        if config.vit.num_classes != k {
+            if !cfg.reset_head {
+                return Err(Error::BadConfig {
+                    path: source_dir.join("config.json"),
+                    msg: format!(
+                        "the model has {} classes but --data {} has {k}; pass --reset-head to replace the classifier",
+                        config.vit.num_classes, cfg.data
+                    ),
+                });
+            }
+            net = reset_head(net, &mut config, k, cfg.seed, device);
+        }
+        let net = freeze(net, cfg.train_only);
+        let vit = net.config().clone();
+        let mut augment = Augment::for_split(train_split.is_small(), vit.img_size[0]);
+        augment.erase_prob = cfg.reprob;
+        augment.rand_augment = cfg.rand_augment;
+        let train_tf = Transform::new(
+            vit.in_chans,
+            vit.img_size,
+            &config.pretrained_cfg,
+            Some(augment),
+        );
+        let eval_tf = Transform::new(vit.in_chans, vit.img_size, &config.pretrained_cfg, None);
+        let loader = LoaderConfig {
+            batch_size: cfg.batch_size,
+            shuffle: true,
+            drop_last: true,
+            workers: cfg.workers,
+            seed: cfg.seed,
+            num_classes: k,
+            mixing: Mixing {
+                mixup: cfg.mixup,
+                cutmix: cfg.cutmix,
+                smoothing: cfg.smoothing,
+            },
+            on_bad_image: if cfg.skip_bad_images {
+                OnBadImage::Skip
+            } else {
+                OnBadImage::Fail
+            },
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            config,
+            net: Some(net),
+            k,
+            train_split,
+            val_split,
+            test_split,
+            train_tf,
+            eval_tf,
+            loader,
+            skipped: Arc::new(AtomicUsize::new(0)),
+            base_device: device.clone().inner(),
+            device: device.clone(),
+        })
+    }
+}
+
+impl Task for VisionTask {
+    type Model = Network;
+    type Batch = crate::data::loader::Batch;
+
+    fn model(&mut self) -> Network {
+        self.net.take().expect("the model is taken once")
+    }
+
+    fn batches_per_epoch(&self) -> usize {
+        epoch_batches(self.train_split.len(), &self.loader, 0).len()
+    }
+
+    fn batches<'a>(
+        &'a self,
+        epoch: usize,
+        start: usize,
+    ) -> Box<dyn Iterator<Item = Result<Self::Batch>> + 'a> {
+        Box::new(
+            iterate(
+                &self.train_split,
+                &self.train_tf,
+                &self.loader,
+                epoch,
+                start,
+                self.skipped.clone(),
+            )
+            .map(|b| b.map_err(Error::from)),
+        )
+    }
+
+    fn loss(
+        &self,
+        net: &Network,
+        batch: Self::Batch,
+        step: usize,
+        micro: usize,
+    ) -> (Tensor<1>, Sizes) {
+        let b = batch.labels.len();
+        let k = self.k;
+        let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &self.device);
+        let y = Tensor::<2>::from_data(TensorData::new(batch.targets, [b, k]), &self.device);
+        let mut dp = DropPath::new(
+            self.cfg.drop_path,
+            net.depth(),
+            derive_seed(&[self.cfg.seed, step as u64, micro as u64, 0xd9]),
+        );
+        let mut dp_ref = (self.cfg.drop_path > 0.0).then_some(&mut dp);
+        let logits = net.forward_train(x, &mut dp_ref);
+        let loss = (y * log_softmax(logits, 1)).sum_dim(1).mean().neg();
+        (
+            loss,
+            Sizes {
+                samples: b,
+                tokens: 0,
+            },
+        )
+    }
+
+    fn evaluate(&self, net: &Network, m: &mut EpochMetrics) -> Result<()> {
+        let run_eval = |split: &Split| -> Result<EvalResult> {
+            evaluate(
+                net,
+                split,
+                &self.eval_tf,
+                self.k,
+                self.cfg.eval_batch_size,
+                self.cfg.workers,
+                &self.base_device,
+                self.loader.on_bad_image,
+                |_| {},
+            )
+        };
+        let val = self.val_split.as_ref().map(&run_eval).transpose()?;
+        let test = self.test_split.as_ref().map(&run_eval).transpose()?;
+        m.val_top1 = val.as_ref().map(|v| v.top1);
+        m.val_top5 = val.as_ref().map(|v| v.top5);
+        m.val_loss = val.as_ref().map(|v| v.loss);
+        m.test_top1 = test.as_ref().map(|v| v.top1);
+        m.test_top5 = test.as_ref().map(|v| v.top5);
+        let skipped = self.skipped.swap(0, Ordering::Relaxed);
+        if skipped > 0 {
+            eprintln!("warning: skipped {skipped} unreadable image(s)");
+        }
+        Ok(())
+    }
+
+    fn save(&self, dir: &Path, net: &Network) -> Result<()> {
+        save_model(dir, &self.config, net)
+    }
+
+    fn unit(&self) -> &'static str {
+        "img"
+    }
+}
+
+/// Text through a language model (plain or grown Llama), next-token cross-entropy.
+struct TextTask {
+    cfg: TrainConfig,
+    raw: serde_json::Map<String, serde_json::Value>,
+    tokenizer_json: Option<Vec<u8>>,
+    net: Option<LanguageModel>,
+    train: TokenWindows,
+    val: Option<TokenWindows>,
+    loader: LoaderConfig,
+    base_device: Device,
+    device: Device,
+}
+
+impl TextTask {
+    fn new(cfg: &TrainConfig, source_dir: &Path, device: &Device) -> Result<Self> {
+        let Some(path) = crate::data::text::text_spec(&cfg.data) else {
+            return Err(Error::InvalidModel(format!(
+                "--data {}: a language model trains on text; use --data text:PATH (a .txt/.jsonl file or a directory)",
+                cfg.data
+            )));
+        };
+        let loaded = crate::checkpoint::hf_dir::load_llama(source_dir, device)?;
+        let Some(tok) = &loaded.tokenizer else {
+            return Err(Error::InvalidModel(format!(
+                "{}: no tokenizer.json beside the model; training on text needs one",
+                source_dir.display()
+            )));
+        };
+        let (docs, _) = crate::data::text::read_documents(path)?;
+        let eos = loaded.config.eos_token_ids.first().copied();
+        let windows = TokenWindows::new(&docs, tok, eos, cfg.seq_len)?;
+        let (mut train, val) = if cfg.val_split > 0.0 {
+            let (t, v) = windows.split(cfg.val_split, cfg.seed);
+            (t, Some(v))
+        } else {
+            (windows, None)
+        };
+        if let Some(n) = cfg.train_subset {
+            train = train.truncate(n);
+        }
+        let val = val.map(|v| match cfg.test_subset {
+            Some(n) => v.truncate(n),
+            None => v,
+        });
+        if train.len() < cfg.batch_size {
+            return Err(Error::InvalidModel(format!(
+                "--data {}: {} training windows of {} tokens, fewer than one batch of {}",
+                cfg.data,
+                train.len(),
+                cfg.seq_len,
+                cfg.batch_size
+            )));
+        }
+        let net = freeze(loaded.model, cfg.train_only);
+        let loader = LoaderConfig {
+            batch_size: cfg.batch_size,
+            shuffle: true,
+            drop_last: true,
+            workers: 1,
+            seed: cfg.seed,
+            num_classes: 0,
+            mixing: Mixing::default(),
+            on_bad_image: OnBadImage::Fail,
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            raw: loaded.raw,
+            tokenizer_json: loaded.tokenizer_json,
+            net: Some(net),
+            train,
+            val,
+            loader,
+            base_device: device.clone().inner(),
+            device: device.clone(),
+        })
+    }
+
+    fn ids(&self, v: Vec<i64>, b: usize, device: &Device) -> Tensor<2, burn::tensor::Int> {
+        Tensor::from_data(TensorData::new(v, [b, self.cfg.seq_len]), device)
+    }
+}
+
+impl Task for TextTask {
+    type Model = LanguageModel;
+    type Batch = Vec<usize>;
+
+    fn model(&mut self) -> LanguageModel {
+        self.net.take().expect("the model is taken once")
+    }
+
+    fn batches_per_epoch(&self) -> usize {
+        epoch_batches(self.train.len(), &self.loader, 0).len()
+    }
+
+    fn batches<'a>(
+        &'a self,
+        epoch: usize,
+        start: usize,
+    ) -> Box<dyn Iterator<Item = Result<Vec<usize>>> + 'a> {
+        Box::new(
+            epoch_batches(self.train.len(), &self.loader, epoch)
+                .into_iter()
+                .skip(start)
+                .map(Ok),
+        )
+    }
+
+    fn loss(&self, net: &LanguageModel, idx: Vec<usize>, _: usize, _: usize) -> (Tensor<1>, Sizes) {
+        let b = idx.len();
+        let (inputs, targets) = self.train.batch(&idx);
+        let x = self.ids(inputs, b, &self.device);
+        let y = self.ids(targets, b, &self.device);
+        let loss = causal_lm_loss(net.forward(x, None), y);
+        (
+            loss,
+            Sizes {
+                samples: b,
+                tokens: b * self.cfg.seq_len,
+            },
+        )
+    }
+
+    fn evaluate(&self, net: &LanguageModel, m: &mut EpochMetrics) -> Result<()> {
+        if let Some(val) = &self.val {
+            let r = evaluate_lm(
+                |x| net.forward(x, None),
+                val,
+                self.cfg.eval_batch_size.clamp(1, 8),
+                &self.base_device,
+                |_| {},
+            );
+            m.val_loss = Some(r.loss);
+            m.val_perplexity = Some(r.perplexity);
+        }
+        Ok(())
+    }
+
+    fn save(&self, dir: &Path, net: &LanguageModel) -> Result<()> {
+        crate::checkpoint::hf_dir::save_llama(dir, &self.raw, net, self.tokenizer_json.as_deref())
+    }
+
+    fn unit(&self) -> &'static str {
+        "tok"
+    }
+}
+
+/// The loop: schedule, AdamW, accumulation, the gradient guard and clipping, EMA, per-epoch
+/// evaluation, metrics and checkpoints, for any task.
+fn run_task<T: Task>(
+    mut task: T,
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    mut state: State,
+    hooks: &Hooks,
+    base_device: &Device,
+) -> Result<Outcome> {
+    let ckpt = out.join(CHECKPOINT);
+    let mut net = task.model();
+    let batches_per_epoch = task.batches_per_epoch();
     let accum = cfg.accum.max(1);
     let steps_per_epoch = batches_per_epoch.div_ceil(accum);
     let schedule = Schedule {
@@ -305,24 +656,22 @@ fn train_locked(cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Re
                 values: t.values,
             })
             .collect();
-        optim.import(tensors.clone(), &base_device);
+        optim.import(tensors.clone(), base_device);
         optim.step = state.adam_step;
         if let Some(e) = ema.as_mut() {
-            e.import(&tensors, &base_device);
+            e.import(&tensors, base_device);
         }
     } else {
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-        write_json(&out.join("run.json"), &cfg)?;
+        write_json(&out.join("run.json"), cfg)?;
         let _ = std::fs::remove_file(out.join("metrics.jsonl"));
     }
     // --epochs may grow on resume; run.json keeps the latest.
     if resume {
-        write_json(&out.join("run.json"), &cfg)?;
+        write_json(&out.join("run.json"), cfg)?;
     }
 
-    let dp_rate = cfg.drop_path;
-    let depth = net.depth();
-    let skipped = Arc::new(AtomicUsize::new(0));
+    let save = |dir: &Path, net: &T::Model| task.save(dir, net);
     let mut steps_this_process = 0usize;
     while state.epoch < cfg.epochs {
         let epoch = state.epoch;
@@ -336,28 +685,11 @@ fn train_locked(cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Re
         );
         let mut grads_acc: Option<GradientsParams> = None;
         let mut lr = schedule.lr_at(state.global_step);
-        let batches = iterate(
-            &train_split,
-            &train_tf,
-            &loader,
-            epoch,
-            state.batch,
-            skipped.clone(),
-        );
-        for batch in batches {
+        for batch in task.batches(epoch, state.batch) {
             let batch = batch?;
-            let b = batch.labels.len();
             let micro = state.batch % accum;
-            let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
-            let y = Tensor::<2>::from_data(TensorData::new(batch.targets, [b, k]), &device);
-            let mut dp = DropPath::new(
-                dp_rate,
-                depth,
-                derive_seed(&[cfg.seed, state.global_step as u64, micro as u64, 0xd9]),
-            );
-            let mut dp_ref = (dp_rate > 0.0).then_some(&mut dp);
-            let logits = net.forward_train(x, &mut dp_ref);
-            let loss = (y * log_softmax(logits, 1)).sum_dim(1).mean().neg();
+            let (loss, sizes) = task.loss(&net, batch, state.global_step, micro);
+            let b = sizes.samples;
             let loss_value = loss.clone().into_scalar::<f32>() as f64;
             if !loss_value.is_finite() {
                 bar.abandon();
@@ -378,6 +710,7 @@ fn train_locked(cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Re
             state.loss_sum += loss_value * b as f64;
             state.loss_count += b;
             state.epoch_images += b as u64;
+            state.epoch_tokens += sizes.tokens as u64;
             state.train_images += b as u64;
             if micro + 1 == accum || state.batch == batches_per_epoch {
                 let grads = grads_acc
@@ -417,10 +750,16 @@ fn train_locked(cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Re
             }
             let elapsed = state.wall_s + started.elapsed().as_secs_f64();
             bar.set_position(state.batch as u64);
+            let done = if task.unit() == "tok" {
+                state.epoch_tokens
+            } else {
+                state.epoch_images
+            };
             bar.set_message(format!(
-                "loss {:.4} · {:.1} img/s",
+                "loss {:.4} · {:.1} {}/s",
                 state.loss_sum / state.loss_count.max(1) as f64,
-                state.epoch_images as f64 / elapsed.max(1e-9)
+                done as f64 / elapsed.max(1e-9),
+                task.unit()
             ));
             let stop = hooks.interrupt.load(Ordering::SeqCst)
                 || hooks
@@ -430,7 +769,7 @@ fn train_locked(cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Re
                 bar.abandon_with_message("interrupted; saving a checkpoint");
                 state.wall_s = elapsed;
                 state.adam_step = optim.step;
-                save_checkpoint(&ckpt, &config, &net, &optim, ema.as_ref(), &state)?;
+                save_checkpoint(&ckpt, &save, &net, &optim, ema.as_ref(), &state)?;
                 return Ok(Outcome::Interrupted { checkpoint: ckpt });
             }
         }
@@ -442,45 +781,42 @@ fn train_locked(cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Re
             Some(e) => e.apply(net.valid()),
             None => net.valid(),
         };
-        let run_eval = |split: &Split| -> Result<EvalResult> {
-            evaluate(
-                &eval_net,
-                split,
-                &eval_tf,
-                k,
-                cfg.eval_batch_size,
-                cfg.workers,
-                &base_device,
-                loader.on_bad_image,
-                |_| {},
-            )
-        };
-        let val = val_split.as_ref().map(&run_eval).transpose()?;
-        let test = test_split.as_ref().map(&run_eval).transpose()?;
-        let m = EpochMetrics {
+        let per_s = |n: u64| n as f64 / train_s.max(1e-9);
+        let mut m = EpochMetrics {
             epoch: epoch + 1,
             train_loss: state.loss_sum / state.loss_count.max(1) as f64,
             lr,
-            val_top1: val.as_ref().map(|v| v.top1),
-            val_top5: val.as_ref().map(|v| v.top5),
-            val_loss: val.as_ref().map(|v| v.loss),
-            test_top1: test.as_ref().map(|v| v.top1),
-            test_top5: test.as_ref().map(|v| v.top5),
-            img_per_s: state.epoch_images as f64 / train_s.max(1e-9),
-            wall_s: state.wall_s + started.elapsed().as_secs_f64(),
+            val_top1: None,
+            val_top5: None,
+            val_loss: None,
+            val_perplexity: None,
+            test_top1: None,
+            test_top5: None,
+            img_per_s: (task.unit() == "img").then(|| per_s(state.epoch_images)),
+            tokens_per_s: (task.unit() == "tok").then(|| per_s(state.epoch_tokens)),
+            wall_s: 0.0,
             train_images: state.train_images,
         };
+        task.evaluate(&eval_net, &mut m)?;
+        m.wall_s = state.wall_s + started.elapsed().as_secs_f64();
         append_metrics(out, &m)?;
         if hooks.progress {
+            let speed = match (m.img_per_s, m.tokens_per_s) {
+                (_, Some(t)) => format!("{t:.1} tok/s"),
+                (Some(i), _) => format!("{i:.1} img/s"),
+                _ => String::new(),
+            };
+            let quality = match m.val_perplexity {
+                Some(p) => format!("val perplexity {p:.3}"),
+                None => format!(
+                    "val top-1 {} · test top-1 {}",
+                    pct(m.val_top1),
+                    pct(m.test_top1)
+                ),
+            };
             eprintln!(
-                "epoch {}/{} · loss {:.4} · val top-1 {} · test top-1 {} · {:.1} img/s · {:.0}s",
-                m.epoch,
-                cfg.epochs,
-                m.train_loss,
-                pct(m.val_top1),
-                pct(m.test_top1),
-                m.img_per_s,
-                m.wall_s
+                "epoch {}/{} · loss {:.4} · {quality} · {speed} · {:.0}s",
+                m.epoch, cfg.epochs, m.train_loss, m.wall_s
             );
         }
         state = State {
@@ -490,22 +826,18 @@ fn train_locked(cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Re
             train_images: state.train_images,
             ..State::default()
         };
-        save_checkpoint(&ckpt, &config, &net, &optim, ema.as_ref(), &state)?;
+        save_checkpoint(&ckpt, &save, &net, &optim, ema.as_ref(), &state)?;
         let _ = plot_curves(out);
         if hooks.interrupt.load(Ordering::SeqCst) {
             return Ok(Outcome::Interrupted { checkpoint: ckpt });
         }
-    }
-    let skipped = skipped.load(Ordering::Relaxed);
-    if skipped > 0 {
-        eprintln!("warning: skipped {skipped} unreadable image(s)");
     }
     let final_dir = out.join("model");
     let final_net = match &ema {
         Some(e) => e.apply(net.valid()),
         None => net.valid(),
     };
-    save_model(&final_dir, &config, &final_net)?;
+    save(&final_dir, &final_net)?;
     Ok(Outcome::Finished {
         final_model: final_dir,
     })
@@ -570,10 +902,10 @@ fn reset_head(
     net
 }
 
-fn save_checkpoint(
+fn save_checkpoint<M>(
     dir: &Path,
-    config: &ModelConfig,
-    net: &Network,
+    save_model: &impl Fn(&Path, &M) -> Result<()>,
+    net: &M,
     optim: &AdamW,
     ema: Option<&Ema>,
     state: &State,
@@ -583,7 +915,7 @@ fn save_checkpoint(
     let tmp = parent.join(format!(".{CHECKPOINT}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let written = (|| {
-        save_model(&tmp.join("model"), config, net)?;
+        save_model(&tmp.join("model"), net)?;
         let mut tensors = optim.export();
         if let Some(e) = ema {
             tensors.extend(e.export());
