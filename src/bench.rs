@@ -9,7 +9,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use serde::Serialize;
 
 use crate::model::weights::to_vec;
-use crate::network::Network;
+use crate::network::{LanguageModel, Network};
 use crate::train::optim::{AdamW, AdamWConfig};
 
 #[derive(Clone, Debug, Serialize)]
@@ -33,6 +33,19 @@ pub struct BenchResult {
     pub precision: String,
     /// Why this precision (`--precision auto` says what it measured).
     pub precision_reason: String,
+}
+
+/// Runs `step` `warmup + steps` times; the median of `items` per second over the timed ones.
+fn timed(warmup: usize, steps: usize, items: usize, mut step: impl FnMut()) -> f64 {
+    let mut rates = Vec::with_capacity(steps);
+    for i in 0..warmup + steps {
+        let t = Instant::now();
+        step();
+        if i >= warmup {
+            rates.push(items as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    median(rates)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -81,49 +94,125 @@ pub fn run(
     let cfg = net.config().clone();
     let shape = [batch_size, cfg.in_chans, cfg.img_size[0], cfg.img_size[1]];
     let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
-    let mut infer = Vec::new();
-    for i in 0..warmup + steps {
-        let t = Instant::now();
+    let infer = timed(warmup, steps, batch_size, || {
         let y = net.forward(x.clone());
         let _ = to_vec(y.slice([0..1, 0..1]));
         infer_gpu.sample();
-        if i >= warmup {
-            infer.push(batch_size as f64 / t.elapsed().as_secs_f64());
-        }
-    }
+    });
     drop(net);
     let infer_peak = peak_rss_mib();
 
     let ad = device.clone().autodiff();
-    let mut net = make(&ad)?;
+    let net = make(&ad)?;
     let k = cfg.num_classes.max(1);
     let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &ad);
     let y = Tensor::<2>::random([batch_size, k], Distribution::Uniform(0.0, 1.0), &ad);
     let y = y.clone() / y.sum_dim(1);
     let mut opt = AdamW::new(AdamWConfig::default());
-    let mut train = Vec::new();
-    for i in 0..warmup + steps {
-        let t = Instant::now();
+    let mut slot = Some(net);
+    let train = timed(warmup, steps, batch_size, || {
+        let net = slot.take().expect("the network between steps");
         let logits = net.forward_train(x.clone(), &mut None);
         let loss = (y.clone() * log_softmax(logits, 1)).sum_dim(1).mean().neg();
         let grads = GradientsParams::from_grads(loss.backward(), &net);
-        net = opt.step(1e-4, net, grads, 1.0);
+        let net = opt.step(1e-4, net, grads, 1.0);
         // Wait for the step to finish before stopping the clock.
         let _ = to_vec(net.config_probe());
         train_gpu.sample();
-        if i >= warmup {
-            train.push(batch_size as f64 / t.elapsed().as_secs_f64());
-        }
-    }
+        slot = Some(net);
+    });
     Ok(BenchResult {
         batch_size,
         steps,
-        train_img_per_s: median(train),
-        infer_img_per_s: median(infer),
+        train_img_per_s: train,
+        infer_img_per_s: infer,
         infer_peak_rss_mib: infer_peak,
         train_peak_rss_mib: peak_rss_mib(),
         infer_gpu_used_mib: infer_gpu.1,
         train_gpu_used_mib: train_gpu.1,
+        device: format!("{device:?}"),
+        precision: crate::ops::precision::active().to_string(),
+        precision_reason: String::new(),
+    })
+}
+
+/// Throughput of a language model: training steps (causal LM loss + AdamW) and a forward over
+/// whole sequences, in tokens/s, and generation one token at a time through the KV cache.
+#[derive(Clone, Debug, Serialize)]
+pub struct LmBenchResult {
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub steps: usize,
+    pub train_tokens_per_s: f64,
+    pub infer_tokens_per_s: f64,
+    /// Batch 1, after a prompt of `seq_len / 2` tokens.
+    pub decode_tokens_per_s: f64,
+    pub infer_peak_rss_mib: f64,
+    pub train_peak_rss_mib: f64,
+    pub device: String,
+    pub precision: String,
+    pub precision_reason: String,
+}
+
+pub fn run_lm(
+    make: &dyn Fn(&Device) -> crate::error::Result<LanguageModel>,
+    device: &Device,
+    batch_size: usize,
+    seq_len: usize,
+    steps: usize,
+    warmup: usize,
+) -> crate::error::Result<LmBenchResult> {
+    use burn::tensor::{Int, TensorData};
+    let net = make(device)?;
+    let vocab = net.config().vocab_size;
+    let ids = |b: usize, t: usize, d: &Device| {
+        let v: Vec<i64> = (0..b * t)
+            .map(|i| ((i * 7919 + 13) % vocab) as i64)
+            .collect();
+        Tensor::<2, Int>::from_data(TensorData::new(v, [b, t]), d)
+    };
+    let x = ids(batch_size, seq_len, device);
+    let tokens = batch_size * seq_len;
+    let infer = timed(warmup, steps, tokens, || {
+        let y = net.forward(x.clone(), None);
+        let _ = to_vec(y.slice([0..1, 0..1, 0..1]));
+    });
+    let prompt = ids(1, (seq_len / 2).max(1), device);
+    let mut cache = net.new_cache();
+    let _ = to_vec(
+        net.forward(prompt, Some(&mut cache))
+            .slice([0..1, 0..1, 0..1]),
+    );
+    let one = ids(1, 1, device);
+    let decode = timed(warmup, steps, 1, || {
+        let y = net.forward(one.clone(), Some(&mut cache));
+        let _ = to_vec(y.slice([0..1, 0..1, 0..1]));
+    });
+    drop(net);
+    let infer_peak = peak_rss_mib();
+
+    let ad = device.clone().autodiff();
+    let x = ids(batch_size, seq_len, &ad);
+    let y = ids(batch_size, seq_len, &ad);
+    let mut opt = AdamW::new(AdamWConfig::default());
+    let mut slot = Some(make(&ad)?);
+    let train = timed(warmup, steps, tokens, || {
+        let net = slot.take().expect("the model between steps");
+        let loss = crate::train::lm::causal_lm_loss(net.forward(x.clone(), None), y.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        let net = opt.step(1e-4, net, grads, 1.0);
+        let _ = to_vec(net.probe());
+        slot = Some(net);
+    });
+    Ok(LmBenchResult {
+        batch_size,
+        seq_len,
+        steps,
+        train_tokens_per_s: train,
+        infer_tokens_per_s: infer,
+        decode_tokens_per_s: decode,
+        infer_peak_rss_mib: infer_peak,
+        train_peak_rss_mib: peak_rss_mib(),
         device: format!("{device:?}"),
         precision: crate::ops::precision::active().to_string(),
         precision_reason: String::new(),

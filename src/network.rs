@@ -113,6 +113,16 @@ impl LanguageModel {
         }
     }
 
+    /// A small tensor that depends on the last update (the final norm), read to make sure
+    /// pending work has finished, e.g. when timing.
+    pub fn probe(&self) -> Tensor<1> {
+        let ends = match self {
+            LanguageModel::Plain(m) => &m.ends,
+            LanguageModel::Grown(m) => &m.ends,
+        };
+        ends.norm.weight.val().slice(0..1)
+    }
+
     pub fn growth(&self) -> Option<&crate::growth::GrowthSpec> {
         match self {
             LanguageModel::Plain(_) => None,

@@ -16,10 +16,16 @@ pub fn safetensors(bytes: &[u8]) -> Result<usize> {
         .len())
 }
 
-/// A `config.json` (plain or grown, `scalenet` block included); for a valid one, also the
-/// numbers that loading computes from it before reading any weights.
+/// A `config.json` (plain or grown, `scalenet` block included), read as a timm ViT config and
+/// as a transformers Llama config; for a valid one, also the numbers that loading computes from
+/// it before reading any weights.
 pub fn config(bytes: &[u8]) -> Result<u128> {
     let text = String::from_utf8_lossy(bytes);
+    if let Ok(serde_json::Value::Object(raw)) = serde_json::from_str(&text) {
+        if let Ok(c) = crate::model::llama::LlamaConfig::from_json(&raw) {
+            let _ = (c.min_params(), c.inv_freq().len(), c.to_json());
+        }
+    }
     let cfg = ModelConfig::parse(Path::new("config.json"), &text)?;
     let v = &cfg.vit;
     let _ = (v.grid(), v.num_tokens(), v.head_dim(), v.mlp_hidden());
@@ -67,4 +73,32 @@ pub fn cifar(bytes: &[u8]) -> std::result::Result<ImageSet, crate::data::DataErr
 pub fn image(bytes: &[u8]) -> std::result::Result<(usize, usize), crate::data::DataError> {
     let (_, h, w) = crate::data::folder::decode_bytes(Path::new("image"), bytes)?;
     Ok((h, w))
+}
+
+/// A GGUF file, as far as loading goes before building the model: header, metadata, the
+/// Llama config, every tensor dequantised under its transformers name, and the tokenizer.
+pub fn gguf(bytes: &[u8]) -> Result<usize> {
+    let path = Path::new("fuzz.gguf");
+    let file = crate::checkpoint::gguf::GgufFile::parse(path, bytes.to_vec())?;
+    let raw = file.llama_config_json()?;
+    let cfg = crate::model::llama::LlamaConfig::from_json(&raw).map_err(|msg| {
+        crate::error::Error::Gguf {
+            path: path.to_path_buf(),
+            msg,
+        }
+    })?;
+    let tensors = file.llama_tensors(&cfg)?;
+    let tok = serde_json::to_vec(&file.tokenizer_json()?).expect("JSON serialises");
+    let tok = crate::data::tokenizer::TextTokenizer::from_bytes(path, &tok)?;
+    tok.check_fits(cfg.vocab_size)?;
+    Ok(tensors.len())
+}
+
+/// A `tokenizer.json`, then a round trip of a fixed text through it.
+pub fn tokenizer(bytes: &[u8]) -> Result<usize> {
+    let tok =
+        crate::data::tokenizer::TextTokenizer::from_bytes(Path::new("tokenizer.json"), bytes)?;
+    let ids = tok.encode("The quick brown fox, 12345 — naïve café.")?;
+    tok.decode(&ids)?;
+    Ok(ids.len())
 }

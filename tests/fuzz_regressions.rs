@@ -6,7 +6,7 @@ use std::path::Path;
 
 type Target = fn(&[u8]) -> Result<(), String>;
 
-fn targets() -> [(&'static str, Target); 5] {
+fn targets() -> [(&'static str, Target); 7] {
     use scalenet::untrusted as u;
     [
         ("safetensors", |b| {
@@ -21,6 +21,10 @@ fn targets() -> [(&'static str, Target); 5] {
         }),
         ("image", |b| {
             u::image(b).map(drop).map_err(|e| e.to_string())
+        }),
+        ("gguf", |b| u::gguf(b).map(drop).map_err(|e| e.to_string())),
+        ("tokenizer", |b| {
+            u::tokenizer(b).map(drop).map_err(|e| e.to_string())
         }),
     ]
 }

@@ -18,6 +18,9 @@ pub struct Args {
     model_args: Vec<String>,
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
+    /// Language models: tokens per sequence.
+    #[arg(long, default_value_t = 256)]
+    seq_len: usize,
     /// Timed steps (the median is reported).
     #[arg(long, default_value_t = 10)]
     steps: usize,
@@ -36,6 +39,27 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--steps and --batch-size must be at least 1");
     }
     let device = parse_device(&args.device)?;
+    if let Some(dir) = args
+        .model_dir
+        .as_ref()
+        .filter(|d| scalenet::checkpoint::hf_dir::is_language_model(d))
+    {
+        let decision = scalenet::ops::auto_precision::resolve(args.precision, &args.device);
+        let _autocast = scalenet::ops::autocast(decision.precision);
+        let make =
+            |d: &burn::tensor::Device| Ok(scalenet::checkpoint::hf_dir::load_llama(dir, d)?.model);
+        let mut r = scalenet::bench::run_lm(
+            &make,
+            &device,
+            args.batch_size,
+            args.seq_len,
+            args.steps,
+            args.warmup,
+        )?;
+        r.precision_reason = decision.reason;
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
     let make = |d: &burn::tensor::Device| -> scalenet::Result<Network> {
         match (&args.model_dir, &args.arch) {
             (Some(dir), _) => Ok(load_model(dir, d)?.network),
