@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::math::{erf, exp_neg};
-use super::{attention, gemm_bf16, gemm_f32};
+use super::{attention, gemm_bf16, gemm_f32, gemv};
 use super::{reference_linear, reference_matmul, reference_sum_rows, FusedOps};
 
 /// Elements per rayon task: ~64 KiB of f32, several per core even for small activations.
@@ -273,7 +273,9 @@ fn gemm_into(
     }
     let accumulate = bias.is_some();
     let (a, b) = (view(lhs), view(rhs));
-    if bf16 {
+    if gemv::applies(m, &b) {
+        gemv::gemm(m, n, k, a, b, buf, accumulate);
+    } else if bf16 {
         gemm_bf16::gemm(m, n, k, a, b, buf, accumulate);
     } else if gemm_f32::available() {
         gemm_f32::gemm(m, n, k, a, b, buf, accumulate);

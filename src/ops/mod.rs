@@ -9,6 +9,7 @@ mod attention;
 pub mod auto_precision;
 pub mod gemm_bf16;
 pub mod gemm_f32;
+pub mod gemv;
 pub mod math;
 pub mod precision;
 

@@ -1111,14 +1111,24 @@ pub fn plot_curves(out: &Path) -> Result<()> {
             series("val", &|m| m.val_loss),
         ],
     };
-    let acc = Chart {
-        title: "top-1 accuracy (%)".into(),
-        x_label: "epoch".into(),
-        y_label: "top-1 %".into(),
-        series: vec![
-            series("val", &|m| m.val_top1.map(|v| 100.0 * v)),
-            series("test", &|m| m.test_top1.map(|v| 100.0 * v)),
-        ],
+    // A language model has perplexity where a classifier has accuracy.
+    let acc = if ms.iter().any(|m| m.val_perplexity.is_some()) {
+        Chart {
+            title: "validation perplexity".into(),
+            x_label: "epoch".into(),
+            y_label: "perplexity".into(),
+            series: vec![series("val", &|m| m.val_perplexity)],
+        }
+    } else {
+        Chart {
+            title: "top-1 accuracy (%)".into(),
+            x_label: "epoch".into(),
+            y_label: "top-1 %".into(),
+            series: vec![
+                series("val", &|m| m.val_top1.map(|v| 100.0 * v)),
+                series("test", &|m| m.test_top1.map(|v| 100.0 * v)),
+            ],
+        }
     };
     let charts = [loss, acc];
     render(&charts, &out.join("curves.png"))
