@@ -196,7 +196,8 @@ const MINI_TEST_LABELS: &[u8] =
 
 /// Help text for `--data`.
 pub const DATA_HELP: &str = "fmnist (Debian's dataset-fashion-mnist), fmnist-mini (5k/1k subset built in), \
-idx:DIR (MNIST-style IDX files), cifar10:DIR, cifar100:DIR, imagefolder:DIR (DIR/train/<class>/*.jpg, DIR/val/...)";
+idx:DIR (MNIST-style IDX files), cifar10:DIR, cifar100:DIR, imagefolder:DIR (DIR/train/<class>/*.jpg, DIR/val/...); \
+for language models text:PATH (a .txt or .jsonl file, or a directory of them)";
 
 impl Dataset {
     /// Opens a dataset from a `--data` value.
@@ -224,6 +225,11 @@ impl Dataset {
             classes,
         };
         match kind {
+            "text" => Err(DataError::Spec {
+                spec: spec.into(),
+                msg: "text trains and evaluates language models; this model is an image model"
+                    .into(),
+            }),
             "fmnist" | "fashion-mnist" | "idx" | "mnist" => {
                 let dir = match (kind, path) {
                     ("fmnist" | "fashion-mnist", None) => PathBuf::from(FMNIST_DIR),
