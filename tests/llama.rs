@@ -226,3 +226,49 @@ fn identity_growth_keeps_the_base_function() {
         assert_eq!(got, want, "no_share = {no_share}");
     }
 }
+
+/// A model split into shards with `model.safetensors.index.json` loads as the single file does.
+#[test]
+fn sharded_checkpoints_load_as_one() {
+    let device = Device::flex();
+    let src = fixture_dirs()
+        .into_iter()
+        .find(|d| d.ends_with("gqa_tied"))
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("scalenet-shards-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().cloned().collect();
+    names.sort();
+    let mut map = serde_json::Map::new();
+    for (i, half) in names.chunks(names.len().div_ceil(2)).enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", i + 1);
+        let views: Vec<(String, safetensors::tensor::TensorView)> = half
+            .iter()
+            .map(|n| (n.clone(), st.tensor(n).unwrap()))
+            .collect();
+        std::fs::write(
+            dir.join(&file),
+            safetensors::serialize(views, &None).unwrap(),
+        )
+        .unwrap();
+        for n in half {
+            map.insert(n.clone(), file.clone().into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let (shape, ids) = read_int_tensor(&src.join("io.safetensors"), "input_ids").unwrap();
+    let run = |d: &Path| {
+        to_vec(
+            load_llama(d, &device)
+                .unwrap()
+                .model
+                .forward(ids_tensor(&shape, &ids, &device), None),
+        )
+    };
+    assert_eq!(run(&dir), run(&src));
+}
