@@ -68,25 +68,14 @@ pub fn run(args: Args) -> Result<()> {
     let (config, network) = expand(base.model, &base.config, &opts)?;
     save_model(&out, &config, &network)?;
     match &network {
-        Network::Grown(g) => {
-            let c = g.param_counts();
-            println!(
-                "grew {} from {} to {} positions (map {}) in {}",
-                config.architecture,
-                g.blocks.len(),
-                g.positions.len(),
-                super::info::short_map(&g.layer_map),
-                out.display()
-            );
-            println!(
-                "parameters: {} = base {} + adjustments {} (+{:.2}%); unshared, the same depth would hold {}",
-                super::info::thousands(c.total()),
-                super::info::thousands(base_params),
-                super::info::thousands(c.adjustments()),
-                100.0 * c.adjustments() as f64 / base_params as f64,
-                super::info::thousands(c.unshared_total())
-            );
-        }
+        Network::Grown(g) => report(
+            &config.architecture,
+            "positions",
+            &g.layer_map,
+            &g.param_counts(),
+            base_params,
+            &out,
+        ),
         Network::Plain(m) => println!(
             "wrote a plain {}-block copy of {} ({} parameters) in {}",
             m.blocks.len(),
@@ -115,25 +104,14 @@ fn language_model(args: &Args, opts: &ExpandOptions, out: &std::path::Path) -> R
     let grown = scalenet::growth::expand_llama(model, opts)?;
     save_llama(out, &base.raw, &grown, base.tokenizer_json.as_deref())?;
     match &grown {
-        LanguageModel::Grown(g) => {
-            let c = g.param_counts();
-            println!(
-                "grew {} from {} to {} layers (map {}) in {}",
-                args.base_dir.display(),
-                g.layers.len(),
-                g.positions.len(),
-                super::info::short_map(&g.layer_map),
-                out.display()
-            );
-            println!(
-                "parameters: {} = base {} + adjustments {} (+{:.2}%); unshared, the same depth would hold {}",
-                super::info::thousands(c.total()),
-                super::info::thousands(base_params),
-                super::info::thousands(c.adjustments()),
-                100.0 * c.adjustments() as f64 / base_params as f64,
-                super::info::thousands(c.unshared_total())
-            );
-        }
+        LanguageModel::Grown(g) => report(
+            &args.base_dir.display().to_string(),
+            "layers",
+            &g.layer_map,
+            &g.param_counts(),
+            base_params,
+            out,
+        ),
         LanguageModel::Plain(m) => println!(
             "wrote a plain {}-layer copy of {} ({} parameters) in {}",
             m.layers.len(),
@@ -143,6 +121,32 @@ fn language_model(args: &Args, opts: &ExpandOptions, out: &std::path::Path) -> R
         ),
     }
     Ok(())
+}
+
+/// What `expand` made: depth before and after, and what the growth costs in parameters.
+fn report(
+    name: &str,
+    unit: &str,
+    map: &[usize],
+    c: &scalenet::growth::GrownCounts,
+    base_params: usize,
+    out: &std::path::Path,
+) {
+    let base_depth = map.iter().max().map_or(0, |m| m + 1);
+    println!(
+        "grew {name} from {base_depth} to {} {unit} (map {}) in {}",
+        map.len(),
+        super::info::short_map(map),
+        out.display()
+    );
+    println!(
+        "parameters: {} = base {} + adjustments {} (+{:.2}%); unshared, the same depth would hold {}",
+        super::info::thousands(c.total()),
+        super::info::thousands(base_params),
+        super::info::thousands(c.adjustments()),
+        100.0 * c.adjustments() as f64 / base_params as f64,
+        super::info::thousands(c.unshared_total())
+    );
 }
 
 fn options(args: &Args) -> Result<ExpandOptions> {
