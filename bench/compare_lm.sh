@@ -5,7 +5,7 @@
 #
 #   bench/compare_lm.sh MODEL_DIR                    # a transformers directory (e.g. `scalenet convert` output)
 #   bench/compare_lm.sh MODEL_DIR --precision bf16   # bf16 against torch.autocast(bfloat16)
-#   BIN=path/to/scalenet STEPS=5 BATCH=4 SEQ=256 bench/compare_lm.sh MODEL_DIR
+#   BIN=path/to/scalenet STEPS=5 WARMUP=2 BATCH=4 SEQ=256 bench/compare_lm.sh MODEL_DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL="${1:?usage: bench/compare_lm.sh MODEL_DIR [--precision f32|bf16]}"; shift
@@ -17,14 +17,14 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 PY="${PY:-python3}"
-STEPS="${STEPS:-5}"; BATCH="${BATCH:-4}"; SEQ="${SEQ:-256}"
+STEPS="${STEPS:-5}"; WARMUP="${WARMUP:-2}"; BATCH="${BATCH:-4}"; SEQ="${SEQ:-256}"
 if [[ -z "${BIN:-}" ]]; then
     cargo build --release -q
     BIN=target/release/scalenet
 fi
-ours=$("$BIN" bench "$MODEL" --batch-size "$BATCH" --seq-len "$SEQ" --steps "$STEPS" --precision "$PRECISION")
+ours=$("$BIN" bench "$MODEL" --batch-size "$BATCH" --seq-len "$SEQ" --steps "$STEPS" --warmup "$WARMUP" --precision "$PRECISION")
 theirs=$("$PY" bench/torch_lm_bench.py "$MODEL" --batch-size "$BATCH" --seq-len "$SEQ" --steps "$STEPS" \
-    --threads "$(nproc)" --precision "$PRECISION")
+    --warmup "$WARMUP" --threads "$(nproc)" --precision "$PRECISION")
 "$PY" - "$MODEL" "$ours" "$theirs" <<'PYEOF'
 import json, sys
 name, ours, theirs = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
