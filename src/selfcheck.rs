@@ -79,11 +79,11 @@ fn values(n: usize, salt: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-/// The model directories with golden logits under `root/timm` and `root/grown`
-/// (tests/fixtures), as `("timm/name", dir)`.
+/// The model directories with golden logits under `root/timm`, `root/grown`, `root/llama`
+/// and `root/grown_llama` (tests/fixtures), as `("timm/name", dir)`.
 pub fn fixture_dirs(root: &Path) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
-    for kind in ["timm", "grown"] {
+    for kind in ["timm", "grown", "llama", "grown_llama"] {
         let Ok(entries) = std::fs::read_dir(root.join(kind)) else {
             continue;
         };
@@ -102,6 +102,9 @@ pub fn fixture_dirs(root: &Path) -> Vec<(String, PathBuf)> {
 
 /// One fixture: our logits on `device` against the reference's, max abs error ≤ 1e-4.
 pub fn fixture(name: &str, dir: &Path, device: &Device) -> Result<Check> {
+    if crate::checkpoint::hf_dir::is_language_model(dir) {
+        return language_model_fixture(name, dir, device);
+    }
     let loaded = load_model(dir, device)?;
     let io = dir.join("io.safetensors");
     let images = ImageBatch::read(&io, &loaded.config.vit)?;
@@ -122,6 +125,25 @@ pub fn fixtures(root: &Path, device: &Device) -> Result<Vec<Check>> {
         .iter()
         .map(|(name, dir)| fixture(name, dir, device))
         .collect()
+}
+
+/// A language-model fixture: `input_ids` → logits, against transformers' or the reference's.
+fn language_model_fixture(name: &str, dir: &Path, device: &Device) -> Result<Check> {
+    let model = crate::checkpoint::hf_dir::load_llama(dir, device)?.model;
+    let io = dir.join("io.safetensors");
+    let (shape, ids) = crate::checkpoint::read_int_tensor(&io, "input_ids")?;
+    let expected = crate::checkpoint::read_float_tensor(&io, "logits")?;
+    let x = Tensor::<2, burn::tensor::Int>::from_data(
+        TensorData::new(ids, [shape[0], shape[1]]),
+        device,
+    );
+    let got = to_vec(model.forward(x, None));
+    Ok(Check::new(
+        "fixtures",
+        name,
+        max_abs_err(&got, &expected.values),
+        1e-4,
+    ))
 }
 
 /// Forward output and input gradients of `f` (of `sum(w · f(inputs))`) on an autodiff device.

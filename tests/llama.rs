@@ -36,28 +36,25 @@ fn ids_tensor(shape: &[usize], ids: &[i64], device: &Device) -> Tensor<2, Int> {
 }
 
 /// Plain models against transformers, grown ones against the PyTorch reference
-/// (tests/fixtures/scalenet_llama_ref.py).
+/// (tests/fixtures/scalenet_llama_ref.py), through the check `scalenet selfcheck` runs.
 #[test]
 fn logits_match_transformers_and_the_grown_reference_within_1e4() {
-    let device = Device::flex();
-    for dir in fixture_dirs() {
-        let loaded = load_llama(&dir, &device).unwrap();
-        let io = dir.join("io.safetensors");
-        let (shape, ids) = read_int_tensor(&io, "input_ids").unwrap();
-        let want = read_logits(&io);
-        let got = to_vec(
-            loaded
-                .model
-                .forward(ids_tensor(&shape, &ids, &device), None),
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let checks = scalenet::selfcheck::fixtures(&root, &Device::flex()).unwrap();
+    let lm: Vec<_> = checks
+        .iter()
+        .filter(|c| c.name.contains("llama/"))
+        .collect();
+    assert_eq!(lm.len(), fixture_dirs().len());
+    for c in lm {
+        eprintln!("{}: max abs error {:e}", c.name, c.max_err);
+        assert!(
+            c.passed(),
+            "{}: max abs error {} > {}",
+            c.name,
+            c.max_err,
+            c.tolerance
         );
-        assert_eq!(got.len(), want.len());
-        let err = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        eprintln!("{}: max abs error {err:e}", dir.display());
-        assert!(err <= 1e-4, "{}: max abs error {err}", dir.display());
     }
 }
 
@@ -103,18 +100,6 @@ fn kv_cache_matches_the_full_forward() {
             }
         }
     }
-}
-
-/// The f32 `logits` of a fixture's io.safetensors (which also holds integer ids).
-fn read_logits(path: &Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensor("logits")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 /// Shared decoder layers are one parameter each: the gradient a grown model gives a shared

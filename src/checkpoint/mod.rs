@@ -11,4 +11,6 @@ pub use model_dir::{
     load_model, load_vit, save_model, save_vit, LoadedModel, LoadedVit, ModelConfig, CONFIG_FILE,
     WEIGHTS_FILE,
 };
-pub use safetensors_io::{read_int_tensor, write_tensors, LoadedTensor, TensorFile};
+pub use safetensors_io::{
+    read_float_tensor, read_int_tensor, write_tensors, LoadedTensor, TensorFile,
+};

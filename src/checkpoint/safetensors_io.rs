@@ -154,6 +154,31 @@ fn describe(e: &SafeTensorError, file_len: usize) -> String {
 }
 
 /// Writes f32 tensors to `path` atomically (temporary file, then rename).
+/// Reads the float tensor `key` of a safetensors file that may also hold other dtypes (a
+/// fixture's `io.safetensors` holds integer ids beside f32 logits).
+pub fn read_float_tensor(path: &Path, key: &str) -> Result<LoadedTensor> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
+        path: path.to_path_buf(),
+        msg: describe(&e, bytes.len()),
+    })?;
+    let view = st.tensor(key).map_err(|_| Error::Keys {
+        path: path.to_path_buf(),
+        missing: vec![key.to_string()],
+        unexpected: vec![],
+    })?;
+    let values = to_f32(&view).ok_or_else(|| Error::BadDtype {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        dtype: format!("{:?}", view.dtype()),
+    })?;
+    Ok(LoadedTensor {
+        dtype: view.dtype(),
+        shape: view.shape().to_vec(),
+        values,
+    })
+}
+
 /// Reads the integer tensor `key` (i64 or i32, as token ids come) of a safetensors file.
 pub fn read_int_tensor(path: &Path, key: &str) -> Result<(Vec<usize>, Vec<i64>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
