@@ -16,6 +16,10 @@ pub struct Args {
     /// Evaluate the training split instead of the test split.
     #[arg(long)]
     train_split: bool,
+    /// Image models: evaluate a seeded random subset of N images of the split (as `train
+    /// --test-subset` does with the same --seed).
+    #[arg(long)]
+    test_subset: Option<usize>,
     /// Write the result as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -67,12 +71,15 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         data.test.clone()
     };
-    let Some(split) = split else {
+    let Some(mut split) = split else {
         anyhow::bail!(
             "--data {}: has no test split; pass --train-split",
             args.data
         )
     };
+    if let Some(n) = args.test_subset {
+        split = split.subset(n, args.seed);
+    }
     let tf = Transform::new(
         vit.in_chans,
         vit.img_size,
