@@ -1232,6 +1232,12 @@ fn language_model_bad_inputs() {
     )
     .unwrap();
     assert_clean_error(&info(&m), &["tokenizer.json", "token id 500", "97 rows"]);
+    // An image model where a language model is needed.
+    let out = run(bin()
+        .arg("generate")
+        .arg(fixture("distilled"))
+        .args(["--prompt", "hi"]));
+    assert_clean_error(&out, &["config.json", "timm image model"]);
     // A truncated GGUF.
     let dir = tempdir("lm-gguf");
     let g = dir.join("bad.gguf");

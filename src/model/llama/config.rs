@@ -50,6 +50,9 @@ impl LlamaConfig {
     /// Reads the fields of a `config.json` object, with transformers' defaults for absent ones.
     /// The error is a message naming the offending field.
     pub fn from_json(raw: &Map<String, Value>) -> Result<Self, String> {
+        if raw.contains_key("architecture") && !raw.contains_key("model_type") {
+            return Err("is a timm image model (it names an 'architecture'); this command needs a language model (a transformers directory with model_type \"llama\", or a GGUF file)".into());
+        }
         let model_type = raw.get("model_type").and_then(Value::as_str).unwrap_or("");
         if !MODEL_TYPES.contains(&model_type) {
             return Err(format!(
