@@ -1,12 +1,14 @@
 //! # scalenet
 //!
-//! Grow a pretrained Vision Transformer deeper at almost no parameter cost, following ScaleNet
-//! (Hao et al., "ScaleNet: Scaling up Pretrained Neural Networks with Incremental Parameters",
-//! IEEE TIP 2025, arXiv 2510.18431).
+//! Grow a pretrained Vision Transformer or Llama-family language model deeper at almost no
+//! parameter cost, following ScaleNet (Hao et al., "ScaleNet: Scaling up Pretrained Neural
+//! Networks with Incremental Parameters", IEEE TIP 2025, arXiv 2510.18431).
 //!
 //! The crate follows the data's path: [`config`] (timm model arguments and presets) →
-//! [`model`] (a timm-faithful ViT on burn) → [`checkpoint`] (timm hub directories:
-//! `config.json` + `model.safetensors`) → the `scalenet` binary.
+//! [`model`] (a timm-faithful ViT and a transformers-faithful Llama on burn) → [`growth`]
+//! (shared blocks and per-position adapters over any pre-norm block) → [`checkpoint`] (timm hub
+//! directories, transformers directories, GGUF) → [`data`] (images, text, tokenizers) →
+//! [`train`] (one loop for classification and language modelling) → the `scalenet` binary.
 
 pub mod bench;
 pub mod checkpoint;

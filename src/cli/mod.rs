@@ -16,7 +16,8 @@ mod train;
 
 use clap::{Parser, Subcommand};
 
-/// Grow a pretrained Vision Transformer deeper at almost no parameter cost (ScaleNet).
+/// Grow a pretrained Vision Transformer or Llama-family language model deeper at almost no
+/// parameter cost (ScaleNet).
 #[derive(Parser, Debug)]
 #[command(name = "scalenet", version, about, long_about = None)]
 struct Cli {
