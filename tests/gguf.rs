@@ -249,6 +249,11 @@ const HD: usize = 16;
 type Expected = Vec<(String, Vec<usize>, Vec<f32>)>;
 
 fn write_tiny(dir: &Path) -> (PathBuf, Expected) {
+    write_tiny_with(dir, None)
+}
+
+/// `write_tiny`, with a `rope_freqs.weight` tensor (Llama 3.1+ files) when given.
+fn write_tiny_with(dir: &Path, rope_factors: Option<&[f32]>) -> (PathBuf, Expected) {
     let vocab = byte_chars();
     let v = vocab.len();
     let mut w = Writer::new();
@@ -353,6 +358,14 @@ fn write_tiny(dir: &Path) -> (PathBuf, Expected) {
         };
         w.tensor(gguf, &shape, ty, &encode(ty, &stored));
         expected.push((hf.to_string(), shape, values));
+    }
+    if let Some(f) = rope_factors {
+        w.tensor(
+            "rope_freqs.weight",
+            &[f.len()],
+            GgmlType::F32,
+            &encode(GgmlType::F32, f),
+        );
     }
     let path = dir.join("tiny.gguf");
     std::fs::write(&path, w.finish()).unwrap();
@@ -591,4 +604,50 @@ fn a_grown_language_model_trains_and_resumes_exactly() {
         "8".as_ref(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Llama 3.1+ GGUF files carry llama3 rope scaling as per-frequency factors
+/// (`rope_freqs.weight`, as convert_hf_to_gguf.py computes them); they come back as the
+/// `rope_scaling` that made them, and factors no llama3 setting makes are refused.
+#[test]
+fn rope_factors_become_llama3_rope_scaling() {
+    use scalenet::model::llama::RopeScaling;
+    let (theta, old, low, high, factor) = (10000.0f64, 8192.0f64, 1.0f64, 4.0f64, 8.0f64);
+    let factors: Vec<f32> = (0..HD / 2)
+        .map(|i| {
+            let f = 1.0 / theta.powf((2 * i) as f64 / HD as f64);
+            let wavelen = 2.0 * std::f64::consts::PI / f;
+            let r = if wavelen < old / high {
+                1.0
+            } else if wavelen > old / low {
+                factor
+            } else {
+                let smooth = (old / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            };
+            r as f32
+        })
+        .collect();
+    assert!(
+        factors.iter().any(|&f| f > 1.0 && f < 8.0),
+        "the smooth band is exercised"
+    );
+    let dir = tempdir("rope");
+    let (path, _) = write_tiny_with(&dir, Some(&factors));
+    let parts = read_parts(&path).unwrap();
+    assert_eq!(
+        parts.config.rope_scaling,
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor: low,
+            high_freq_factor: high,
+            original_max_position_embeddings: old
+        }
+    );
+    assert!(!parts.tensors.tensors.contains_key("rope_freqs.weight"));
+    let mut odd = factors.clone();
+    odd[3] = 3.0;
+    let (path, _) = write_tiny_with(&dir, Some(&odd));
+    let err = read_parts(&path).err().expect("refused").to_string();
+    assert!(err.contains("rope_freqs.weight"), "{err}");
 }

@@ -383,11 +383,6 @@ impl GgufFile {
                 "general.architecture is '{arch}'; scalenet reads the 'llama' architecture"
             )));
         }
-        if self.tensors.iter().any(|t| t.name == "rope_freqs.weight") {
-            return Err(self.err(
-                "has rope_freqs.weight (Llama 3.1+ rope scaling), which the GGUF reader does not convert yet; convert the Hugging Face directory instead",
-            ));
-        }
         let heads = self.meta_usize("llama.attention.head_count")?;
         let d = self.meta_usize("llama.embedding_length")?;
         let vocab = match self.meta("llama.vocab_size").and_then(MetaValue::as_u64) {
@@ -466,6 +461,13 @@ impl GgufFile {
                 )))
             }
         }
+        if let Some(freqs) = self.tensors.iter().find(|t| t.name == "rope_freqs.weight") {
+            let factors = self.dequantize(freqs);
+            let scaling = llama3_from_rope_factors(&factors, theta, head_dim).ok_or_else(|| {
+                self.err("rope_freqs.weight holds rope factors that no llama3 rope_scaling (factor, low/high_freq_factor, original context) reproduces; convert the Hugging Face directory instead")
+            })?;
+            cfg.insert("rope_scaling".into(), scaling);
+        }
         let tied = !self.tensors.iter().any(|t| t.name == "output.weight");
         cfg.insert("tie_word_embeddings".into(), json!(tied));
         for (gguf, hf) in [
@@ -484,7 +486,12 @@ impl GgufFile {
     /// transformers' rotate-half order.
     pub fn llama_tensors(&self, cfg: &LlamaConfig) -> Result<Vec<NamedTensor>> {
         let mut out = Vec::with_capacity(self.tensors.len());
-        for info in &self.tensors {
+        // Rope factors become `rope_scaling` in the config (see `llama_config_json`).
+        for info in self
+            .tensors
+            .iter()
+            .filter(|t| t.name != "rope_freqs.weight")
+        {
             let Some(name) = hf_name(&info.name) else {
                 return Err(self.err(format!(
                     "tensor '{}' has no place in a Llama model",
@@ -588,6 +595,40 @@ impl GgufFile {
             }
         }))
     }
+}
+
+/// The llama3 `rope_scaling` that `convert_hf_to_gguf.py` turned into these per-frequency
+/// factors (1 for high frequencies, `factor` for low ones, a smooth blend between), found among
+/// the settings Llama 3.1-3.3 and their derivatives use; `None` if none reproduces them.
+pub fn llama3_from_rope_factors(factors: &[f32], theta: f64, head_dim: usize) -> Option<Value> {
+    let factor = factors.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    if factors.len() != head_dim / 2 || !(factor.is_finite() && factor >= 1.0) {
+        return None;
+    }
+    for old in [8192.0, 4096.0, 2048.0, 16384.0, 32768.0, 65536.0, 131072.0] {
+        for (low, high) in [(1.0, 4.0), (1.0, 2.0), (1.0, 8.0), (2.0, 4.0), (2.0, 8.0)] {
+            let fits = factors.iter().enumerate().all(|(i, &got)| {
+                let f = 1.0 / theta.powf((2 * i) as f64 / head_dim as f64);
+                let wavelen = 2.0 * std::f64::consts::PI / f;
+                let want = if wavelen < old / high {
+                    1.0
+                } else if wavelen > old / low {
+                    factor
+                } else {
+                    let smooth = (old / wavelen - low) / (high - low);
+                    1.0 / ((1.0 - smooth) / factor + smooth)
+                };
+                ((got as f64) - want).abs() <= 1e-4 * want
+            });
+            if fits {
+                return Some(json!({
+                    "rope_type": "llama3", "factor": factor, "low_freq_factor": low,
+                    "high_freq_factor": high, "original_max_position_embeddings": old as u64,
+                }));
+            }
+        }
+    }
+    None
 }
 
 /// The shortest decimal that reads back as the same f32 (GGUF stores f32; configs hold decimals).
