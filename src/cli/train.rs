@@ -62,12 +62,11 @@ pub struct Args {
     /// Fraction of the training set held out for validation.
     #[arg(long, default_value_t = 0.1)]
     val_split: f64,
-    /// Train on a seeded random subset of N training images (language models: the first N
-    /// training windows).
+    /// Train on a seeded random subset of N training images (language models: N windows).
     #[arg(long)]
     train_subset: Option<usize>,
-    /// Evaluate on a seeded random subset of N test images (language models: the first N
-    /// held-out windows).
+    /// Evaluate on a seeded random subset of N test images (language models: N held-out
+    /// windows).
     #[arg(long)]
     test_subset: Option<usize>,
     #[arg(long, default_value_t = 0)]

@@ -170,6 +170,27 @@ impl TokenWindows {
         self
     }
 
+    /// A seeded random draw of `n` windows (all of them if there are fewer), in corpus order.
+    pub fn subset(self, n: usize, seed: u64) -> Self {
+        if n >= self.windows.len() {
+            return self;
+        }
+        let mut order: Vec<usize> = (0..self.windows.len()).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed ^ 0x5b5e7));
+        let mut keep = vec![false; order.len()];
+        for &i in &order[..n] {
+            keep[i] = true;
+        }
+        let seq_len = self.seq_len;
+        let windows = self
+            .windows
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(w, k)| k.then_some(w))
+            .collect();
+        Self { seq_len, windows }
+    }
+
     /// `(inputs, targets)` of windows `idx`, each `[idx.len(), seq_len]` row-major.
     pub fn batch(&self, idx: &[usize]) -> (Vec<i64>, Vec<i64>) {
         let mut inputs = Vec::with_capacity(idx.len() * self.seq_len);

@@ -509,10 +509,10 @@ impl TextTask {
             (windows, None)
         };
         if let Some(n) = cfg.train_subset {
-            train = train.truncate(n);
+            train = train.subset(n, cfg.seed);
         }
         let val = val.map(|v| match cfg.test_subset {
-            Some(n) => v.truncate(n),
+            Some(n) => v.subset(n, cfg.seed),
             None => v,
         });
         if train.len() < cfg.batch_size {
