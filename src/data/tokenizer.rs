@@ -19,10 +19,17 @@ impl TextTokenizer {
 
     /// Parses a `tokenizer.json` document; `path` is for messages.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer {
+        let err = |msg: String| Error::Tokenizer {
             path: path.to_path_buf(),
-            msg: one_line(&e.to_string()),
-        })?;
+            msg,
+        };
+        // tokenizers 0.22 panics on some malformed JSON (found by fuzzing: an invalid escape
+        // inside "decoder"); checking the syntax first turns that into an error.
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+            .map_err(|e| err(format!("not valid JSON: {e}")))?;
+        let inner = guarded(|| tokenizers::Tokenizer::from_bytes(bytes))
+            .map_err(err)?
+            .map_err(|e| err(one_line(&e.to_string())))?;
         Ok(Self {
             inner,
             path: path.to_path_buf(),
@@ -31,12 +38,16 @@ impl TextTokenizer {
 
     /// Ids for `text`, without the special tokens a template would add.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(|e| self.err(e))?;
+        let enc = guarded(|| self.inner.encode(text, false))
+            .map_err(|m| self.err(m))?
+            .map_err(|e| self.err(e))?;
         Ok(enc.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, false).map_err(|e| self.err(e))
+        guarded(|| self.inner.decode(ids, false))
+            .map_err(|m| self.err(m))?
+            .map_err(|e| self.err(e))
     }
 
     /// Tokens the tokenizer can produce, added tokens included.
@@ -106,6 +117,22 @@ impl Streamer<'_> {
         self.printed = text.len();
         Ok(new)
     }
+}
+
+/// Runs a call into the tokenizers crate, turning a panic inside it into an error message:
+/// a stranger's tokenizer.json must not take the process down.
+fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let what = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        format!(
+            "the tokenizers library failed on this file ({})",
+            one_line(&what)
+        )
+    })
 }
 
 fn one_line(s: &str) -> String {
