@@ -7,6 +7,10 @@ fn main() {
     scalenet::device::tune_host_allocator();
     // A bug must still end as one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
+        // A panic inside the tokenizers crate is caught and reported as an error by the caller.
+        if scalenet::data::tokenizer::panic_is_guarded() {
+            return;
+        }
         eprintln!(
             "error: internal error: {info} (please report this at the scalenet issue tracker)"
         );

@@ -23,9 +23,10 @@ impl TextTokenizer {
             path: path.to_path_buf(),
             msg,
         };
-        // tokenizers 0.22 panics on some malformed JSON (found by fuzzing: an invalid escape
-        // inside "decoder"); checking the syntax first turns that into an error.
-        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        // tokenizers 0.22 panics on some malformed JSON (found by fuzzing: an invalid escape or
+        // a lone surrogate inside "decoder"); parsing it fully first (skipping strings without
+        // decoding them, as `IgnoredAny` does, misses the surrogate) turns that into an error.
+        serde_json::from_slice::<serde_json::Value>(bytes)
             .map_err(|e| err(format!("not valid JSON: {e}")))?;
         let inner = guarded(|| tokenizers::Tokenizer::from_bytes(bytes))
             .map_err(err)?
@@ -119,10 +120,23 @@ impl Streamer<'_> {
     }
 }
 
+thread_local! {
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is inside a guarded call into the tokenizers crate, whose panics become
+/// errors: a panic hook can stay quiet then (the error is reported where it is caught).
+pub fn panic_is_guarded() -> bool {
+    GUARDED.with(|g| g.get())
+}
+
 /// Runs a call into the tokenizers crate, turning a panic inside it into an error message:
 /// a stranger's tokenizer.json must not take the process down.
 fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+    GUARDED.with(|g| g.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(false));
+    result.map_err(|p| {
         let what = p
             .downcast_ref::<String>()
             .cloned()
@@ -137,4 +151,18 @@ fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
 
 fn one_line(s: &str) -> String {
     s.lines().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_panic_inside_a_guarded_call_is_an_error() {
+        let r: Result<(), String> = super::guarded(|| panic!("deep inside"));
+        let msg = r.unwrap_err();
+        assert!(
+            msg.contains("deep inside") && msg.contains("tokenizers"),
+            "{msg}"
+        );
+        assert!(!super::panic_is_guarded());
+    }
 }
