@@ -153,10 +153,12 @@ fn describe(e: &SafeTensorError, file_len: usize) -> String {
     }
 }
 
-/// Writes f32 tensors to `path` atomically (temporary file, then rename).
-/// Reads the float tensor `key` of a safetensors file that may also hold other dtypes (a
-/// fixture's `io.safetensors` holds integer ids beside f32 logits).
-pub fn read_float_tensor(path: &Path, key: &str) -> Result<LoadedTensor> {
+/// Reads `path` and hands tensor `key` to `f`; errors name the file and the key.
+fn with_tensor<T>(
+    path: &Path,
+    key: &str,
+    f: impl FnOnce(&TensorView<'_>) -> Result<T>,
+) -> Result<T> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
         path: path.to_path_buf(),
@@ -167,30 +169,32 @@ pub fn read_float_tensor(path: &Path, key: &str) -> Result<LoadedTensor> {
         missing: vec![key.to_string()],
         unexpected: vec![],
     })?;
-    let values = to_f32(&view).ok_or_else(|| Error::BadDtype {
-        path: path.to_path_buf(),
-        key: key.to_string(),
-        dtype: format!("{:?}", view.dtype()),
-    })?;
-    Ok(LoadedTensor {
-        dtype: view.dtype(),
-        shape: view.shape().to_vec(),
-        values,
+    f(&view)
+}
+
+/// Reads the float tensor `key` of a safetensors file that may also hold other dtypes (a
+/// fixture's `io.safetensors` holds integer ids beside f32 logits).
+pub fn read_float_tensor(path: &Path, key: &str) -> Result<LoadedTensor> {
+    with_tensor(path, key, |view| {
+        let values = to_f32(view).ok_or_else(|| Error::BadDtype {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            dtype: format!("{:?}", view.dtype()),
+        })?;
+        Ok(LoadedTensor {
+            dtype: view.dtype(),
+            shape: view.shape().to_vec(),
+            values,
+        })
     })
 }
 
 /// Reads the integer tensor `key` (i64 or i32, as token ids come) of a safetensors file.
 pub fn read_int_tensor(path: &Path, key: &str) -> Result<(Vec<usize>, Vec<i64>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
-        path: path.to_path_buf(),
-        msg: describe(&e, bytes.len()),
-    })?;
-    let view = st.tensor(key).map_err(|_| Error::Keys {
-        path: path.to_path_buf(),
-        missing: vec![key.to_string()],
-        unexpected: vec![],
-    })?;
+    with_tensor(path, key, |view| read_ids(path, key, view))
+}
+
+fn read_ids(path: &Path, key: &str, view: &TensorView<'_>) -> Result<(Vec<usize>, Vec<i64>)> {
     let data = view.data();
     let values = match view.dtype() {
         Dtype::I64 => data
@@ -213,6 +217,7 @@ pub fn read_int_tensor(path: &Path, key: &str) -> Result<(Vec<usize>, Vec<i64>)>
     Ok((view.shape().to_vec(), values))
 }
 
+/// Writes f32 tensors to `path` atomically (temporary file, then rename).
 pub fn write_tensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
     let bytes = serialize(tensors).map_err(|msg| Error::Safetensors {
         path: path.to_path_buf(),

@@ -34,24 +34,22 @@ pub fn gemm(
         .flat_map(|i| (0..k).map(move |j| (i, j)))
         .map(|(i, j)| a.at(i, j))
         .collect();
-    let mut out = vec![0.0f32; m * n];
-    if accumulate {
-        for (o, c) in out.iter_mut().zip(c.iter()) {
-            // SAFETY: with `accumulate` the caller initialised C.
-            *o = unsafe { c.assume_init() };
-        }
-    }
     let base = b.offset as isize;
-    // Each task owns columns [n0, n0 + NC) of every row of C.
+    // Each task owns columns [n0, n0 + NC) of every row of C, started from C or from zero.
     let mut cols: Vec<Vec<f32>> = (0..n.div_ceil(NC))
         .map(|t| {
             let (n0, n1) = (t * NC, ((t + 1) * NC).min(n));
-            let mut block = vec![0.0f32; m * (n1 - n0)];
-            for i in 0..m {
-                block[i * (n1 - n0)..(i + 1) * (n1 - n0)]
-                    .copy_from_slice(&out[i * n + n0..i * n + n1]);
-            }
-            block
+            (0..m)
+                .flat_map(|i| c[i * n + n0..i * n + n1].iter())
+                // SAFETY: with `accumulate` the caller initialised C.
+                .map(|v| {
+                    if accumulate {
+                        unsafe { v.assume_init() }
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
         })
         .collect();
     cols.par_iter_mut().enumerate().for_each(|(t, block)| {
