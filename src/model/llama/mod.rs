@@ -124,11 +124,12 @@ pub struct LlamaAttention {
     pub head_dim: usize,
 }
 
-/// What one attention call needs besides its input: the rotary tables, where the new tokens
-/// start, and (while generating) this position's cache slot.
+/// What one attention call needs besides its input: the rotary tables, the causal mask
+/// (`[tokens, keys]`, additive; none for a single new token), and (while generating) this
+/// position's cache slot. Tables and mask are built once per forward and shared by positions.
 pub struct AttnContext<'a> {
     pub rotary: &'a Rotary,
-    pub start: usize,
+    pub mask: Option<&'a Tensor<2>>,
     pub cache: Option<&'a mut Option<(Tensor<4>, Tensor<4>)>>,
 }
 
@@ -181,9 +182,9 @@ impl LlamaAttention {
         let (k, v) = (repeat(k), repeat(v));
         let scale = (hd as f64).powf(-0.5);
         let mut scores = crate::ops::matmul(q, k.swap_dims(2, 3)) * scale;
-        if t > 1 {
-            let mask = causal_mask(ctx.start, t, tk, &scores.device());
-            scores = scores + mask.unsqueeze::<4>();
+        if let Some(mask) = ctx.mask {
+            debug_assert_eq!(mask.dims(), [t, tk], "the mask of this forward");
+            scores = scores + mask.clone().unsqueeze::<4>();
         }
         let out = crate::ops::matmul(softmax(scores, 3), v);
         self.o_proj
@@ -405,6 +406,8 @@ where
     let t = ids.dims()[1];
     let start = cache.as_ref().map_or(0, |c| c.len);
     let rotary = Rotary::new(inv_freq, start, t, &ids.device());
+    let mask = (t > 1).then(|| causal_mask(start, t, start + t, &ids.device()));
+    let mask = mask.as_ref();
     let x = ends.embed(ids);
     let ctxs: Vec<AttnContext<'_>> = match cache.as_mut() {
         Some(c) => {
@@ -413,7 +416,7 @@ where
                 .iter_mut()
                 .map(|slot| AttnContext {
                     rotary: &rotary,
-                    start,
+                    mask,
                     cache: Some(slot),
                 })
                 .collect()
@@ -421,7 +424,7 @@ where
         None => (0..positions)
             .map(|_| AttnContext {
                 rotary: &rotary,
-                start,
+                mask,
                 cache: None,
             })
             .collect(),
