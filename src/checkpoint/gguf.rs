@@ -305,15 +305,17 @@ impl GgufFile {
                     type_name(kind_id)
                 ))
             })?;
+            // Nothing is allocated from these numbers here; the byte range is checked against
+            // the file below, so a truncated file is named as such.
             let count = dims
                 .iter()
                 .try_fold(1u64, |a, &d| a.checked_mul(d))
-                .filter(|&n| n <= bytes.len() as u64 * 2)
+                .and_then(|n| usize::try_from(n).ok())
                 .ok_or_else(|| {
                     err(format!(
-                        "tensor '{name}' has dimensions {dims:?} that no file this size can hold"
+                        "tensor '{name}' has dimensions {dims:?} whose product overflows"
                     ))
-                })? as usize;
+                })?;
             let (per_block, block_bytes) = kind.block();
             if !(dims[0] as usize).is_multiple_of(per_block) {
                 return Err(err(format!(
@@ -321,7 +323,13 @@ impl GgufFile {
                     dims[0], per_block
                 )));
             }
-            let len = count / per_block * block_bytes;
+            let len = (count / per_block)
+                .checked_mul(block_bytes)
+                .ok_or_else(|| {
+                    err(format!(
+                        "tensor '{name}' has dimensions {dims:?} whose size overflows"
+                    ))
+                })?;
             let start = usize::try_from(offset)
                 .ok()
                 .and_then(|o| o.checked_add(data_start))
