@@ -91,8 +91,9 @@ pub fn run(
     let mut infer_gpu = GpuPeak(gpu, None);
     let mut train_gpu = GpuPeak(gpu, None);
     let net = make(device)?;
-    let cfg = net.config().clone();
-    let shape = [batch_size, cfg.in_chans, cfg.img_size[0], cfg.img_size[1]];
+    let cfg = net.arch();
+    let [h, w] = cfg.img_size();
+    let shape = [batch_size, cfg.in_chans(), h, w];
     let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
     let infer = timed(warmup, steps, batch_size, || {
         let y = net.forward(x.clone());
@@ -104,7 +105,7 @@ pub fn run(
 
     let ad = device.clone().autodiff();
     let net = make(&ad)?;
-    let k = cfg.num_classes.max(1);
+    let k = cfg.num_classes().max(1);
     let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &ad);
     let y = Tensor::<2>::random([batch_size, k], Distribution::Uniform(0.0, 1.0), &ad);
     let y = y.clone() / y.sum_dim(1);

@@ -334,6 +334,118 @@ impl VitConfig {
     }
 }
 
+/// The architecture of a timm image model: the model family with its keyword arguments.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ImageArch {
+    Vit(VitConfig),
+    Swin(crate::model::swin::SwinConfig),
+}
+
+impl ImageArch {
+    /// The preset `name` names (a pretrained tag such as `.augreg_in21k` is ignored), with its
+    /// canonical name and input preparation.
+    pub fn preset(name: &str) -> Option<(&'static str, ImageArch, PretrainedCfg)> {
+        if let Some(p) = preset(name) {
+            return Some((p.name, ImageArch::Vit(p.config), p.pretrained_cfg));
+        }
+        crate::model::swin::config::preset(name).map(|(n, c, p)| (n, ImageArch::Swin(c), p))
+    }
+
+    pub fn family(&self) -> &'static str {
+        match self {
+            ImageArch::Vit(_) => "ViT",
+            ImageArch::Swin(_) => "Swin",
+        }
+    }
+
+    pub fn img_size(&self) -> [usize; 2] {
+        match self {
+            ImageArch::Vit(c) => c.img_size,
+            ImageArch::Swin(c) => c.img_size,
+        }
+    }
+
+    pub fn in_chans(&self) -> usize {
+        match self {
+            ImageArch::Vit(c) => c.in_chans,
+            ImageArch::Swin(c) => c.in_chans,
+        }
+    }
+
+    pub fn num_classes(&self) -> usize {
+        match self {
+            ImageArch::Vit(c) => c.num_classes,
+            ImageArch::Swin(c) => c.num_classes,
+        }
+    }
+
+    pub fn set_num_classes(&mut self, k: usize) {
+        match self {
+            ImageArch::Vit(c) => c.num_classes = k,
+            ImageArch::Swin(c) => c.num_classes = k,
+        }
+    }
+
+    pub fn global_pool(&self) -> GlobalPool {
+        match self {
+            ImageArch::Vit(c) => c.global_pool,
+            ImageArch::Swin(c) => c.global_pool,
+        }
+    }
+
+    /// Width of the features the classifier reads.
+    pub fn num_features(&self) -> usize {
+        match self {
+            ImageArch::Vit(c) => c.embed_dim,
+            ImageArch::Swin(c) => c.num_features(),
+        }
+    }
+
+    /// Blocks of the base (all stages for a Swin).
+    pub fn depth(&self) -> usize {
+        match self {
+            ImageArch::Vit(c) => c.depth,
+            ImageArch::Swin(c) => c.depths.iter().sum(),
+        }
+    }
+
+    pub fn min_params(&self) -> u128 {
+        match self {
+            ImageArch::Vit(c) => c.min_params(),
+            ImageArch::Swin(c) => c.min_params(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            ImageArch::Vit(c) => c.validate(),
+            ImageArch::Swin(c) => c.validate(),
+        }
+    }
+
+    pub fn apply_model_args(&mut self, args: &Map<String, Value>) -> Result<(), String> {
+        match self {
+            ImageArch::Vit(c) => c.apply_model_args(args),
+            ImageArch::Swin(c) => c.apply_model_args(args),
+        }
+    }
+
+    pub fn to_model_args(&self) -> Map<String, Value> {
+        match self {
+            ImageArch::Vit(c) => c.to_model_args(),
+            ImageArch::Swin(c) => c.to_model_args(),
+        }
+    }
+
+    /// The ViT config, for what only ViTs support.
+    pub fn vit(&self) -> Option<&VitConfig> {
+        match self {
+            ImageArch::Vit(c) => Some(c),
+            ImageArch::Swin(_) => None,
+        }
+    }
+}
+
 /// How inputs are prepared for a model (timm's `pretrained_cfg`), kept as the raw JSON object
 /// so that fields scalenet does not use survive a load/save round trip.
 #[derive(Clone, Debug, PartialEq)]
@@ -358,6 +470,11 @@ impl PretrainedCfg {
             Value::Object(m) => Self(m),
             _ => unreachable!("json! of an object literal is an object"),
         }
+    }
+
+    /// ImageNet mean/std, bicubic, as timm's Swin and DeiT presets.
+    pub fn imagenet(crop_pct: f64, img: usize) -> Self {
+        Self::new(IMAGENET_MEAN, IMAGENET_STD, crop_pct, img)
     }
 
     pub fn mean(&self) -> Option<Vec<f64>> {
@@ -396,13 +513,15 @@ impl PretrainedCfg {
 
     /// Makes `input_size` and `num_classes` agree with the model, as timm does for a model
     /// created with non-default arguments; mean/std are repeated or averaged to the channel count.
-    pub fn conform_to(&mut self, cfg: &VitConfig) {
-        let c = cfg.in_chans;
-        self.0.insert(
-            "input_size".into(),
-            json!([c, cfg.img_size[0], cfg.img_size[1]]),
-        );
-        self.0.insert("num_classes".into(), json!(cfg.num_classes));
+    pub fn conform_to(&mut self, arch: &ImageArch) {
+        self.conform(arch.in_chans(), arch.img_size(), arch.num_classes())
+    }
+
+    /// [`Self::conform_to`] for any image model.
+    pub fn conform(&mut self, c: usize, img_size: [usize; 2], num_classes: usize) {
+        self.0
+            .insert("input_size".into(), json!([c, img_size[0], img_size[1]]));
+        self.0.insert("num_classes".into(), json!(num_classes));
         for key in ["mean", "std"] {
             if let Some(v) = self.floats(key) {
                 if v.len() != c && !v.is_empty() {
@@ -498,7 +617,10 @@ enum Family {
 
 /// Names of all presets, in a stable order.
 pub fn preset_names() -> impl Iterator<Item = &'static str> {
-    PRESETS.iter().map(|p| p.0)
+    PRESETS
+        .iter()
+        .map(|p| p.0)
+        .chain(crate::model::swin::config::preset_names())
 }
 
 /// Looks up a timm architecture name. Pretrained-tag suffixes (`.augreg_in21k`) are ignored.

@@ -5,7 +5,7 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::checkpoint::TensorFile;
-use crate::config::VitConfig;
+use crate::config::ImageArch;
 use crate::error::{Error, Result};
 use crate::model::weights::to_vec;
 
@@ -18,7 +18,8 @@ pub struct ImageBatch {
 
 impl ImageBatch {
     /// Reads the tensor `input` from a safetensors file and checks it against the model.
-    pub fn read(path: &Path, cfg: &VitConfig) -> Result<Self> {
+    pub fn read(path: &Path, arch: &ImageArch) -> Result<Self> {
+        let (in_chans, img_size) = (arch.in_chans(), arch.img_size());
         let mut file = TensorFile::read(path)?;
         let names: Vec<String> = file.tensors.keys().cloned().collect();
         let t = file.take("input").map_err(|_| Error::BadInput {
@@ -32,19 +33,19 @@ impl ImageBatch {
         let &[n, c, h, w] = t.shape.as_slice() else {
             return Err(bad(format!(
                 "'input' has shape {:?}; expected [N, C, H, W] = [N, {}, {}, {}]",
-                t.shape, cfg.in_chans, cfg.img_size[0], cfg.img_size[1]
+                t.shape, in_chans, img_size[0], img_size[1]
             )));
         };
-        if c != cfg.in_chans {
+        if c != in_chans {
             return Err(bad(format!(
                 "'input' has {c} channels, but the model takes {} (shape {:?})",
-                cfg.in_chans, t.shape
+                in_chans, t.shape
             )));
         }
-        if [h, w] != cfg.img_size {
+        if [h, w] != img_size {
             return Err(bad(format!(
                 "'input' images are {h}x{w}, but the model takes {}x{} (shape {:?})",
-                cfg.img_size[0], cfg.img_size[1], t.shape
+                img_size[0], img_size[1], t.shape
             )));
         }
         if t.values.iter().any(|v| !v.is_finite()) {

@@ -4,14 +4,21 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use crate::growth::GrownVit;
+use burn::tensor::Device;
+
+use crate::config::ImageArch;
+use crate::growth::{GrownSwin, GrownVit};
 use crate::model::drop_path::DropPath;
-use crate::model::{TensorSink, VisionTransformer};
+use crate::model::layers::Linear;
+use crate::model::swin::SwinTransformer;
+use crate::model::{Init, TensorSink, VisionTransformer, WeightSource};
 
 #[derive(Module, Debug)]
 pub enum Network {
     Plain(VisionTransformer),
     Grown(GrownVit),
+    Swin(SwinTransformer),
+    GrownSwin(GrownSwin),
 }
 
 impl Network {
@@ -20,6 +27,8 @@ impl Network {
         match self {
             Network::Plain(m) => m.forward(x),
             Network::Grown(m) => m.forward(x),
+            Network::Swin(m) => m.forward(x),
+            Network::GrownSwin(m) => m.forward(x),
         }
     }
 
@@ -28,36 +37,60 @@ impl Network {
         match self {
             Network::Plain(m) => m.head.forward(m.forward_features_train(x, dp), false),
             Network::Grown(m) => m.head.forward(m.forward_features_train(x, dp), false),
+            Network::Swin(m) => m.ends.head(m.forward_features_train(x, dp), false),
+            Network::GrownSwin(m) => m.ends.head(m.forward_features_train(x, dp), false),
         }
     }
 
-    /// A small tensor that depends on the last update (the head bias or pos_embed), read to
+    /// A small tensor that depends on the last update (the patch projection's bias), read to
     /// make sure pending work has finished, e.g. when timing.
     pub fn config_probe(&self) -> Tensor<1> {
-        let embed = match self {
-            Network::Plain(m) => &m.embed,
-            Network::Grown(m) => &m.embed,
+        let bias = match self {
+            Network::Plain(m) => &m.embed.proj_bias,
+            Network::Grown(m) => &m.embed.proj_bias,
+            Network::Swin(m) => &m.ends.proj_bias,
+            Network::GrownSwin(m) => &m.ends.proj_bias,
         };
-        embed.proj_bias.val().slice(0..1)
+        bias.val().slice(0..1)
     }
 
-    /// The classifier and the architecture, for replacing the head.
-    pub fn head_mut(
-        &mut self,
-    ) -> (
-        &mut crate::model::head::ClassifierHead,
-        &mut crate::config::VitConfig,
-    ) {
+    /// The architecture (for a grown model, its base's).
+    pub fn arch(&self) -> ImageArch {
         match self {
-            Network::Plain(m) => (&mut m.head, &mut m.config),
-            Network::Grown(m) => (&mut m.head, &mut m.config),
+            Network::Plain(m) => ImageArch::Vit(m.config.clone()),
+            Network::Grown(m) => ImageArch::Vit(m.config.clone()),
+            Network::Swin(m) => ImageArch::Swin(m.config().clone()),
+            Network::GrownSwin(m) => ImageArch::Swin(m.config().clone()),
         }
     }
 
-    pub fn config(&self) -> &crate::config::VitConfig {
+    /// Replaces the classifier with a fresh one for `k` classes (timm's head init).
+    pub fn reset_head(&mut self, k: usize, src: &mut dyn WeightSource, device: &Device) {
+        let fresh = |src: &mut dyn WeightSource, key: &str, d: usize| {
+            Linear::new(
+                src,
+                key,
+                d,
+                k,
+                true,
+                (Init::TruncNormal(0.02), Init::ZEROS),
+                device,
+            )
+        };
         match self {
-            Network::Plain(m) => &m.config,
-            Network::Grown(m) => &m.config,
+            Network::Plain(VisionTransformer { head, config, .. })
+            | Network::Grown(GrownVit { head, config, .. }) => {
+                config.num_classes = k;
+                head.head = Some(fresh(src, "head", config.embed_dim));
+                if head.head_dist.is_some() {
+                    head.head_dist = Some(fresh(src, "head_dist", config.embed_dim));
+                }
+            }
+            Network::Swin(SwinTransformer { ends, .. })
+            | Network::GrownSwin(GrownSwin { ends, .. }) => {
+                ends.config.num_classes = k;
+                ends.fc = Some(fresh(src, "head.fc", ends.config.num_features()));
+            }
         }
     }
 
@@ -66,6 +99,8 @@ impl Network {
         match self {
             Network::Plain(m) => m.export(),
             Network::Grown(m) => m.export(),
+            Network::Swin(m) => m.export(),
+            Network::GrownSwin(m) => m.export(),
         }
     }
 
@@ -74,6 +109,18 @@ impl Network {
         match self {
             Network::Plain(m) => m.blocks.len(),
             Network::Grown(m) => m.positions.len(),
+            Network::Swin(m) => m.depth(),
+            Network::GrownSwin(m) => m.depth(),
+        }
+    }
+
+    /// Parameters held (shared tensors once).
+    pub fn num_params(&self) -> usize {
+        match self {
+            Network::Plain(m) => m.param_counts().total(),
+            Network::Grown(m) => m.param_counts().total(),
+            Network::Swin(m) => m.num_params(),
+            Network::GrownSwin(m) => m.param_counts().total(),
         }
     }
 }

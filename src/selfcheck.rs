@@ -83,7 +83,14 @@ fn values(n: usize, salt: usize, scale: f32) -> Vec<f32> {
 /// and `root/grown_llama` (tests/fixtures), as `("timm/name", dir)`.
 pub fn fixture_dirs(root: &Path) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
-    for kind in ["timm", "grown", "llama", "grown_llama"] {
+    for kind in [
+        "timm",
+        "grown",
+        "llama",
+        "grown_llama",
+        "swin",
+        "grown_swin",
+    ] {
         let Ok(entries) = std::fs::read_dir(root.join(kind)) else {
             continue;
         };
@@ -107,7 +114,7 @@ pub fn fixture(name: &str, dir: &Path, device: &Device) -> Result<Check> {
     }
     let loaded = load_model(dir, device)?;
     let io = dir.join("io.safetensors");
-    let images = ImageBatch::read(&io, &loaded.config.vit)?;
+    let images = ImageBatch::read(&io, &loaded.config.arch)?;
     let expected = TensorFile::read(&io)?.take("logits")?;
     // Batch 2 over 3 images also runs a ragged last batch.
     let (got, _) = run_batched(&images, 2, device, |x| loaded.network.forward(x), |_| {});
@@ -285,7 +292,8 @@ fn tiny_base(device: &Device) -> Result<(ModelConfig, VisionTransformer)> {
             .map(|v| base + v)
             .collect()
     };
-    let model = VisionTransformer::new(&cfg.vit, &mut src, device);
+    let vit = cfg.arch.vit().expect("a ViT preset");
+    let model = VisionTransformer::new(vit, &mut src, device);
     Ok((cfg, model))
 }
 
@@ -345,6 +353,7 @@ fn sharing_run(device: &Device) -> Result<SharingRun> {
     let (cfg, base) = tiny_base(&ad)?;
     let opts = ExpandOptions {
         depth: SHARING_MAP.len(),
+        depths: Vec::new(),
         map: MapStrategy::Explicit(SHARING_MAP.to_vec()),
         adapter: Some(AdapterSpec::default()),
         unshared_norms: false,

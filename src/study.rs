@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::checkpoint::{load_model, load_vit, save_model, save_vit, ModelConfig};
+use crate::checkpoint::model_dir::build_network;
+use crate::checkpoint::{load_model, load_vit, save_model, ModelConfig};
 use crate::error::{Error, Result};
 use crate::growth::{expand, AdapterSpec, ExpandOptions, InitMode, MapStrategy};
-use crate::model::{RandomInit, VisionTransformer};
-use crate::network::Network;
+use crate::model::RandomInit;
 use crate::plot::{render, Chart, Series};
 use crate::train::trainer::{read_metrics, write_json, EpochMetrics};
 use crate::train::{train, Hooks, Outcome, TrainConfig};
@@ -234,12 +234,9 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, progress: bool) -> Result<Vec<Ar
                 "deit_tiny_patch16_224",
                 model_args(depth).as_object().expect("object"),
             )?;
-            let m = VisionTransformer::new(
-                &mc.vit,
-                &mut RandomInit::new(seed),
-                &burn::tensor::Device::flex(),
-            );
-            save_vit(&out, &mc, &m)?;
+            let device = burn::tensor::Device::flex();
+            let m = build_network(&mc, &mut RandomInit::new(seed), &device);
+            save_model(&out, &mc, &m)?;
         }
         Ok(out)
     };
@@ -285,6 +282,7 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, progress: bool) -> Result<Vec<Ar
     };
     let grow_opts = |init: InitMode, adapter: bool, no_share: bool, seed: u64| ExpandOptions {
         depth: 2 * l,
+        depths: Vec::new(),
         map: MapStrategy::Cyclic,
         adapter: adapter.then(|| AdapterSpec {
             rank: cfg.adapter_rank,
@@ -370,10 +368,7 @@ fn collect(
     };
     let lasts: Vec<EpochMetrics> = metrics.iter().map(last).collect::<Result<_>>()?;
     let loaded = load_model(&dirs[0].join("model"), &burn::tensor::Device::flex())?;
-    let total = match &loaded.network {
-        Network::Plain(m) => m.param_counts().total(),
-        Network::Grown(g) => g.param_counts().total(),
-    };
+    let total = loaded.network.num_params();
     let epochs = metrics[0].len();
     let curve = (0..epochs)
         .map(|i| {

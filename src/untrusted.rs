@@ -27,9 +27,15 @@ pub fn config(bytes: &[u8]) -> Result<u128> {
         }
     }
     let cfg = ModelConfig::parse(Path::new("config.json"), &text)?;
-    let v = &cfg.vit;
-    let _ = (v.grid(), v.num_tokens(), v.head_dim(), v.mlp_hidden());
-    Ok(v.min_params())
+    match &cfg.arch {
+        crate::config::ImageArch::Vit(v) => {
+            let _ = (v.grid(), v.num_tokens(), v.head_dim(), v.mlp_hidden());
+        }
+        crate::config::ImageArch::Swin(s) => {
+            let _ = (s.stages(), s.num_features());
+        }
+    }
+    Ok(cfg.arch.min_params())
 }
 
 /// An IDX pair: the first 4 bytes give the image file's length, the rest is split there.

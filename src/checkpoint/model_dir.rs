@@ -13,9 +13,10 @@ use serde_json::{json, Map, Value};
 
 use super::atomic::{commit, write_temp};
 use super::safetensors_io::{serialize, TensorFile};
-use crate::config::{preset, suggest, PretrainedCfg, VitConfig};
+use crate::config::{suggest, ImageArch, PretrainedCfg};
 use crate::error::{Error, Result};
-use crate::growth::{GrownVit, GrowthSpec};
+use crate::growth::{GrownSwin, GrownVit, Growth};
+use crate::model::swin::SwinTransformer;
 use crate::model::{Init, NamedTensor, VisionTransformer, WeightSource};
 use crate::network::Network;
 
@@ -28,10 +29,10 @@ pub struct ModelConfig {
     /// timm architecture name (a preset).
     pub architecture: String,
     /// The architecture after `num_classes` and `model_args` are applied.
-    pub vit: VitConfig,
+    pub arch: ImageArch,
     pub pretrained_cfg: PretrainedCfg,
     /// The `scalenet` section of a grown model; `None` for a plain timm model.
-    pub growth: Option<GrowthSpec>,
+    pub growth: Option<Growth>,
     /// The whole JSON object as read, so unknown fields survive a round trip.
     pub raw: Map<String, Value>,
 }
@@ -39,19 +40,18 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// A config for a preset with `model_args` overrides, as `scalenet init` creates it.
     pub fn from_preset(architecture: &str, model_args: &Map<String, Value>) -> Result<Self> {
-        let p = preset(architecture).ok_or_else(|| Error::UnknownArchitecture {
-            name: architecture.to_string(),
-            hint: suggest(architecture),
-        })?;
-        let mut vit = p.config;
-        vit.apply_model_args(model_args)
+        let (name, mut arch, mut pretrained_cfg) =
+            ImageArch::preset(architecture).ok_or_else(|| Error::UnknownArchitecture {
+                name: architecture.to_string(),
+                hint: suggest(architecture),
+            })?;
+        arch.apply_model_args(model_args)
             .map_err(Error::InvalidModel)?;
-        vit.validate().map_err(Error::InvalidModel)?;
-        let mut pretrained_cfg = p.pretrained_cfg;
-        pretrained_cfg.conform_to(&vit);
+        arch.validate().map_err(Error::InvalidModel)?;
+        pretrained_cfg.conform_to(&arch);
         Ok(Self {
-            architecture: p.name.to_string(),
-            vit,
+            architecture: name.to_string(),
+            arch,
             pretrained_cfg,
             growth: None,
             raw: Map::new(),
@@ -75,17 +75,17 @@ impl ModelConfig {
             Some(other) => return Err(Error::config(path, format!("'architecture' must be a string, not {other}"))),
             None => return Err(Error::config(path, "no 'architecture' field (expected a timm model name such as \"deit_tiny_patch16_224\")")),
         };
-        let p = preset(&arch).ok_or_else(|| Error::UnknownArchitecture {
-            name: arch.clone(),
-            hint: format!(" in {}{}", path.display(), suggest(&arch)),
-        })?;
+        let (_, mut model, _) =
+            ImageArch::preset(&arch).ok_or_else(|| Error::UnknownArchitecture {
+                name: arch.clone(),
+                hint: format!(" in {}{}", path.display(), suggest(&arch)),
+            })?;
         // Old-style timm configs keep the pretrained cfg at the top level.
         let pretrained = match raw.get("pretrained_cfg") {
             Some(Value::Object(m)) => m.clone(),
             Some(_) => return Err(Error::config(path, "'pretrained_cfg' must be an object")),
             None => raw.clone(),
         };
-        let mut vit = p.config;
         let mut args = Map::new();
         // timm builds with the top-level num_classes; global_pool there records what the
         // model had, which matters when model_args were not saved.
@@ -103,22 +103,17 @@ impl ModelConfig {
             Some(Value::Null) | None => {}
             Some(_) => return Err(Error::config(path, "'model_args' must be an object")),
         }
-        vit.apply_model_args(&args)
+        model
+            .apply_model_args(&args)
             .map_err(|m| Error::config(path, m))?;
-        vit.validate().map_err(|m| Error::config(path, m))?;
+        model.validate().map_err(|m| Error::config(path, m))?;
         let growth = match raw.get("scalenet") {
             None | Some(Value::Null) => None,
-            Some(v) => {
-                let spec: GrowthSpec = serde_json::from_value(v.clone())
-                    .map_err(|e| Error::config(path, format!("'scalenet' section: {e}")))?;
-                spec.validate(vit.depth, vit.embed_dim)
-                    .map_err(|m| Error::config(path, m))?;
-                Some(spec)
-            }
+            Some(v) => Some(Growth::parse(v, &model).map_err(|m| Error::config(path, m))?),
         };
         Ok(Self {
             architecture: arch,
-            vit,
+            arch: model,
             pretrained_cfg: PretrainedCfg(pretrained),
             growth,
             raw,
@@ -136,18 +131,21 @@ impl ModelConfig {
     pub fn to_json(&self) -> Map<String, Value> {
         let mut out = Map::new();
         out.insert("architecture".into(), json!(self.architecture));
-        out.insert("num_classes".into(), json!(self.vit.num_classes));
-        out.insert("num_features".into(), json!(self.vit.embed_dim));
-        out.insert("global_pool".into(), json!(self.vit.global_pool.as_str()));
-        out.insert("model_args".into(), Value::Object(self.vit.to_model_args()));
+        out.insert("num_classes".into(), json!(self.arch.num_classes()));
+        out.insert("num_features".into(), json!(self.arch.num_features()));
+        out.insert(
+            "global_pool".into(),
+            json!(self.arch.global_pool().as_str()),
+        );
+        out.insert(
+            "model_args".into(),
+            Value::Object(self.arch.to_model_args()),
+        );
         let mut pcfg = self.pretrained_cfg.clone();
-        pcfg.conform_to(&self.vit);
+        pcfg.conform_to(&self.arch);
         out.insert("pretrained_cfg".into(), Value::Object(pcfg.0));
         if let Some(g) = &self.growth {
-            out.insert(
-                "scalenet".into(),
-                serde_json::to_value(g).expect("GrowthSpec serialises"),
-            );
+            out.insert("scalenet".into(), g.to_json());
         }
         for (k, v) in &self.raw {
             if !out.contains_key(k) && k != "scalenet" && !is_old_style_pretrained_key(k, &self.raw)
@@ -270,29 +268,41 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<LoadedModel> {
     // Building allocates every tensor the config implies (zeros where the file lacks one)
     // before the key check can name what is missing. That stays within a bound set by the
     // file's size; a config that implies far more than the file holds is refused here.
-    let needed = config.vit.min_params();
+    let needed = config.arch.min_params();
     let held: u128 = file.tensors.values().map(|t| t.values.len() as u128).sum();
     if needed > held.saturating_mul(4).saturating_add(1 << 24) {
-        let v = &config.vit;
+        let v = &config.arch;
         return Err(Error::config(
             dir.join(CONFIG_FILE),
             format!(
-                "implies at least {needed} parameters (depth {}, embed_dim {}, num_classes {}, img_size {:?}), but {} holds only {held} values: the config contradicts the weights",
-                v.depth,
-                v.embed_dim,
-                v.num_classes,
-                v.img_size,
+                "implies at least {needed} parameters ({} blocks, {} features, num_classes {}, img_size {:?}), but {} holds only {held} values: the config contradicts the weights",
+                v.depth(),
+                v.num_features(),
+                v.num_classes(),
+                v.img_size(),
                 file.path.display()
             ),
         ));
     }
     let mut src = CheckpointSource::new(file);
-    let network = match &config.growth {
-        None => Network::Plain(VisionTransformer::new(&config.vit, &mut src, device)),
-        Some(spec) => Network::Grown(GrownVit::new(&config.vit, spec, &mut src, device)),
-    };
+    let network = build_network(&config, &mut src, device);
     src.finish()?;
     Ok(LoadedModel { config, network })
+}
+
+/// The network `config` describes, its tensors from `src`.
+pub fn build_network(config: &ModelConfig, src: &mut dyn WeightSource, device: &Device) -> Network {
+    match (&config.arch, &config.growth) {
+        (ImageArch::Vit(c), None) => Network::Plain(VisionTransformer::new(c, src, device)),
+        (ImageArch::Vit(c), Some(Growth::Stack(spec))) => {
+            Network::Grown(GrownVit::new(c, spec, src, device))
+        }
+        (ImageArch::Swin(c), None) => Network::Swin(SwinTransformer::new(c, src, device)),
+        (ImageArch::Swin(c), Some(Growth::Stages(spec))) => {
+            Network::GrownSwin(GrownSwin::new(c, spec, src, device))
+        }
+        (_, Some(_)) => unreachable!("Growth::parse reads the growth kind of the architecture"),
+    }
 }
 
 /// Saves a plain or grown model; the config's `growth` must match the network.

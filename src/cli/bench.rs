@@ -1,9 +1,10 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+use scalenet::checkpoint::model_dir::build_network;
 use scalenet::checkpoint::{load_model, ModelConfig};
 use scalenet::device::{parse_device, DEVICE_HELP};
-use scalenet::model::{RandomInit, VisionTransformer};
+use scalenet::model::RandomInit;
 use scalenet::network::Network;
 
 #[derive(clap::Args, Debug)]
@@ -67,11 +68,7 @@ pub fn run(args: Args) -> Result<()> {
                 let overrides = super::init::parse_model_args(&args.model_args)
                     .map_err(|e| scalenet::Error::InvalidModel(e.to_string()))?;
                 let cfg = ModelConfig::from_preset(arch, &overrides)?;
-                Ok(Network::Plain(VisionTransformer::new(
-                    &cfg.vit,
-                    &mut RandomInit::new(0),
-                    d,
-                )))
+                Ok(build_network(&cfg, &mut RandomInit::new(0), d))
             }
             (None, None) => Err(scalenet::Error::InvalidModel(
                 "give a MODEL_DIR or --arch NAME".into(),

@@ -56,12 +56,12 @@ pub fn run(args: Args) -> Result<()> {
     let device = parse_device(&args.device)?;
     let loaded = load_model(&args.model_dir, &device)?;
     let data = Dataset::open(&args.data)?;
-    let vit = loaded.network.config();
-    if vit.num_classes != data.num_classes() {
+    let arch = loaded.network.arch();
+    if arch.num_classes() != data.num_classes() {
         anyhow::bail!(
             "{}: the model has {} classes but --data {} has {}",
             args.model_dir.join("config.json").display(),
-            vit.num_classes,
+            arch.num_classes(),
             args.data,
             data.num_classes()
         );
@@ -81,8 +81,8 @@ pub fn run(args: Args) -> Result<()> {
         split = split.subset(n, args.seed);
     }
     let tf = Transform::new(
-        vit.in_chans,
-        vit.img_size,
+        arch.in_chans(),
+        arch.img_size(),
         &loaded.config.pretrained_cfg,
         None,
     );

@@ -2,9 +2,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use scalenet::checkpoint::model_dir::check_output_dir;
-use scalenet::checkpoint::{load_vit, save_model};
+use scalenet::checkpoint::{load_model, save_model};
 use scalenet::growth::{
-    expand, Activation, AdapterSpec, ExpandOptions, InitMode, MapStrategy, Placement,
+    expand, expand_swin, Activation, AdapterSpec, ExpandOptions, InitMode, MapStrategy, Placement,
 };
 use scalenet::network::Network;
 
@@ -14,10 +14,15 @@ pub struct Args {
     /// directory or GGUF file).
     base_dir: PathBuf,
     /// Number of block positions L' in the grown model (≥ the base depth).
-    #[arg(long)]
-    depth: usize,
+    #[arg(long, required_unless_present = "depths")]
+    depth: Option<usize>,
+    /// For a Swin: the grown depth of each stage, e.g. 2,2,12,2 (each ≥ the stage's base depth).
+    #[arg(long, conflicts_with = "depth")]
+    depths: Option<String>,
     /// Which base block runs at each position: cyclic (0..L-1, 0..L-1, ...; the paper's),
-    /// interleave (0,0,1,1,...), or an explicit list such as 0,1,1,2.
+    /// interleave (0,0,1,1,...), or an explicit list such as 0,1,1,2. A Swin grows each stage
+    /// with the same strategy; explicit maps are given per stage, separated by '/'
+    /// (0,1,0,1/0,1,0,1/...).
     #[arg(long, default_value = "cyclic")]
     map: String,
     /// `parallel` adapters beside each branch, or `none` (sharing without adjustment).
@@ -63,11 +68,53 @@ pub fn run(args: Args) -> Result<()> {
         return language_model(&args, &opts, &out);
     }
     let device = burn::tensor::Device::flex();
-    let base = load_vit(&args.base_dir, &device)?;
-    let base_params = base.model.param_counts().total();
-    let (config, network) = expand(base.model, &base.config, &opts)?;
+    let base = load_model(&args.base_dir, &device)?;
+    let base_params = base.network.num_params();
+    let (config, network) =
+        match base.network {
+            Network::Plain(m) if args.depths.is_none() => expand(m, &base.config, &opts)?,
+            Network::Swin(m) if args.depths.is_some() => expand_swin(m, &base.config, &opts)?,
+            Network::Plain(_) => bail!(
+                "--depths is for Swins; {} is a ViT: use --depth N",
+                args.base_dir.display()
+            ),
+            Network::Swin(m) => bail!(
+            "{} is a Swin: give the grown depth of each stage with --depths (its depths are {})",
+            args.base_dir.display(),
+            m.config().depths.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")
+        ),
+            _ => bail!(
+                "{}: is already a grown model; expand a plain model",
+                args.base_dir.display()
+            ),
+        };
     save_model(&out, &config, &network)?;
     match &network {
+        Network::GrownSwin(g) => {
+            let maps: Vec<String> = g
+                .spec
+                .layer_maps
+                .iter()
+                .map(|m| super::info::short_map(m))
+                .collect();
+            let c = g.param_counts();
+            println!(
+                "grew {} from depths {:?} to {:?} (maps {}) in {}",
+                config.architecture,
+                g.spec.base_depths,
+                g.spec.depths(),
+                maps.join(" / "),
+                out.display()
+            );
+            print_cost(&c, base_params);
+        }
+        Network::Swin(m) => println!(
+            "wrote a plain copy of {} with depths {:?} ({} parameters) in {}",
+            config.architecture,
+            m.config().depths,
+            super::info::thousands(m.num_params()),
+            out.display()
+        ),
         Network::Grown(g) => report(
             &config.architecture,
             "positions",
@@ -139,6 +186,10 @@ fn report(
         super::info::short_map(map),
         out.display()
     );
+    print_cost(c, base_params);
+}
+
+fn print_cost(c: &scalenet::growth::GrownCounts, base_params: usize) {
     println!(
         "parameters: {} = base {} + adjustments {} (+{:.2}%); unshared, the same depth would hold {}",
         super::info::thousands(c.total()),
@@ -183,8 +234,17 @@ fn options(args: &Args) -> Result<ExpandOptions> {
             })
         }
     };
+    let depths = match &args.depths {
+        None => Vec::new(),
+        Some(s) => s
+            .split(',')
+            .map(|t| t.trim().parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| anyhow::anyhow!("--depths '{s}': expected stage depths like 2,2,12,2"))?,
+    };
     Ok(ExpandOptions {
-        depth: args.depth,
+        depth: args.depth.unwrap_or(0),
+        depths,
         map,
         adapter,
         unshared_norms: args.unshared_norms,

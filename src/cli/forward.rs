@@ -31,7 +31,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let device = parse_device(&args.device)?;
     let loaded = load_model(&args.model_dir, &device)?;
-    let images = ImageBatch::read(&args.input, &loaded.config.vit)?;
+    let images = ImageBatch::read(&args.input, &loaded.config.arch)?;
     let model = &loaded.network;
     let (logits, width) = run_batched(
         &images,

@@ -3,6 +3,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use burn::tensor::Device;
 use scalenet::checkpoint::load_model;
+use scalenet::checkpoint::model_dir::LoadedModel;
+use scalenet::config::ImageArch;
+use scalenet::model::swin::SwinConfig;
 use scalenet::network::Network;
 
 #[derive(clap::Args, Debug)]
@@ -20,7 +23,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     let loaded = load_model(&args.model_dir, &Device::flex())?;
     let cfg = &loaded.config;
-    let v = &cfg.vit;
+    let v = match &cfg.arch {
+        ImageArch::Vit(v) => v,
+        ImageArch::Swin(s) => return swin(&args, &loaded, s),
+    };
     let p = &cfg.pretrained_cfg;
     let (rows, growth_json) = match &loaded.network {
         Network::Plain(m) => {
@@ -34,6 +40,7 @@ pub fn run(args: Args) -> Result<()> {
             ];
             (rows, serde_json::Value::Null)
         }
+        Network::Swin(_) | Network::GrownSwin(_) => unreachable!("a Swin config builds a Swin"),
         Network::Grown(g) => {
             let c = g.param_counts();
             let rows = vec![
@@ -310,4 +317,130 @@ pub fn human(n: usize) -> String {
         n if n >= 1_000 => format!("{:.1}K", n as f64 / 1e3),
         n => n.to_string(),
     }
+}
+
+/// A Swin: its stages (grid, window, shift, width, heads, depth) and, per stage, what the
+/// blocks and the positions' adjustments hold. Shared blocks are counted once.
+fn swin(args: &Args, loaded: &LoadedModel, c: &SwinConfig) -> Result<()> {
+    let cfg = &loaded.config;
+    let p = &cfg.pretrained_cfg;
+    let (blocks, positions, spec) = match &loaded.network {
+        Network::Swin(m) => (&m.stages, None, None),
+        Network::GrownSwin(g) => (&g.stages, Some(&g.positions), Some(&g.spec)),
+        _ => unreachable!("a Swin config builds a Swin"),
+    };
+    let ends = match &loaded.network {
+        Network::Swin(m) => &m.ends,
+        Network::GrownSwin(g) => &g.ends,
+        _ => unreachable!("a Swin config builds a Swin"),
+    };
+    let [embed, merges, norm, head] = ends.num_params();
+    let mut stages = Vec::new();
+    for (s, g) in c.stages().iter().enumerate() {
+        let stored: usize = blocks[s].iter().map(|b| b.num_params()).sum();
+        let (depth, adjust) = match positions {
+            Some(ps) => (
+                ps[s].len(),
+                ps[s]
+                    .iter()
+                    .map(|p| p.adapter_params() + p.norm_params() + p.gate_params())
+                    .sum(),
+            ),
+            None => (blocks[s].len(), 0),
+        };
+        stages.push(serde_json::json!({
+            "stage": s, "resolution": g.resolution, "window": g.window, "shift": g.shift,
+            "dim": g.dim, "heads": g.heads, "base_depth": blocks[s].len(), "depth": depth,
+            "layer_map": spec.map(|sp| sp.layer_maps[s].clone()),
+            "block_params": stored, "adjustment_params": adjust,
+        }));
+    }
+    let total = loaded.network.num_params();
+    if args.json {
+        let out = serde_json::json!({
+            "architecture": cfg.architecture,
+            "family": "swin",
+            "model_args": c.to_model_args(),
+            "stages": stages,
+            "params": {"patch_embed": embed, "merges": merges, "norm": norm, "head": head, "total": total},
+            "scalenet": spec,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("model        {}", args.model_dir.display());
+    println!("architecture {} (Swin)", cfg.architecture);
+    println!(
+        "input        {}x{}x{} · patch {} · {} · crop_pct {}",
+        c.in_chans,
+        c.img_size[0],
+        c.img_size[1],
+        c.patch_size,
+        p.interpolation().unwrap_or("-"),
+        p.crop_pct()
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into())
+    );
+    println!(
+        "head         global_pool {} · {} features · {} classes",
+        c.global_pool.as_str(),
+        c.num_features(),
+        c.num_classes
+    );
+    println!();
+    println!(
+        "{:<6} {:>9} {:>7} {:>6} {:>5} {:>6} {:>6} {:>13} {:>12}  map",
+        "stage", "grid", "window", "shift", "dim", "heads", "depth", "blocks (once)", "adjustments"
+    );
+    for st in &stages {
+        let pair = |k: &str| format!("{}x{}", st[k][0], st[k][1]);
+        let depth = if positions.is_some() {
+            format!("{}→{}", st["base_depth"], st["depth"])
+        } else {
+            st["depth"].to_string()
+        };
+        let map = st["layer_map"]
+            .as_array()
+            .map(|m| {
+                let m: Vec<usize> = m
+                    .iter()
+                    .filter_map(|v| v.as_u64())
+                    .map(|v| v as usize)
+                    .collect();
+                short_map(&m)
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<6} {:>9} {:>7} {:>6} {:>5} {:>6} {:>6} {:>13} {:>12}  {map}",
+            st["stage"].to_string(),
+            pair("resolution"),
+            pair("window"),
+            pair("shift"),
+            st["dim"].to_string(),
+            st["heads"].to_string(),
+            depth,
+            thousands(st["block_params"].as_u64().unwrap_or(0) as usize),
+            thousands(st["adjustment_params"].as_u64().unwrap_or(0) as usize),
+        );
+    }
+    println!();
+    println!(
+        "parameters   patch embed {} · merges {} · norm {} · head {} · total {}",
+        thousands(embed),
+        thousands(merges),
+        thousands(norm),
+        thousands(head),
+        thousands(total)
+    );
+    if let Network::GrownSwin(g) = &loaded.network {
+        let k = g.param_counts();
+        println!(
+            "             adjustments {} (+{:.2}% over the base); unshared, the same depths would hold {}",
+            thousands(k.adjustments()),
+            100.0 * k.adjustments() as f64 / (k.total() - k.adjustments()) as f64,
+            thousands(k.unshared_total())
+        );
+        println!("             windows follow the position: odd positions use shifted windows");
+    }
+    Ok(())
 }

@@ -1,10 +1,10 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use scalenet::checkpoint::model_dir::check_output_dir;
-use scalenet::checkpoint::{save_vit, ModelConfig};
+use scalenet::checkpoint::model_dir::{build_network, check_output_dir};
+use scalenet::checkpoint::{save_model, ModelConfig};
 use scalenet::config::preset_names;
-use scalenet::model::{RandomInit, VisionTransformer};
+use scalenet::model::RandomInit;
 use serde_json::{Map, Value};
 
 #[derive(clap::Args, Debug)]
@@ -38,9 +38,9 @@ pub fn run(args: Args) -> Result<()> {
     let config = ModelConfig::from_preset(&args.arch, &overrides)?;
     let out = check_output_dir(&args.out, args.force)?;
     let device = burn::tensor::Device::flex();
-    let model = VisionTransformer::new(&config.vit, &mut RandomInit::new(args.seed), &device);
-    save_vit(&out, &config, &model)?;
-    let n = model.param_counts().total();
+    let model = build_network(&config, &mut RandomInit::new(args.seed), &device);
+    save_model(&out, &config, &model)?;
+    let n = model.num_params();
     println!(
         "initialised {} ({} parameters) in {}",
         config.architecture,

@@ -25,7 +25,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let device = parse_device(&args.device)?;
     let loaded = load_model(&args.model_dir, &device)?;
-    let vit = loaded.network.config().clone();
+    let arch = loaded.network.arch();
+    let (in_chans, img_size, num_classes) = (arch.in_chans(), arch.img_size(), arch.num_classes());
     // Class names: config.json's label_names, else Fashion-MNIST's for 10-class grey models.
     let names: Vec<String> = match loaded
         .config
@@ -37,20 +38,15 @@ pub fn run(args: Args) -> Result<()> {
             .iter()
             .map(|v| v.as_str().unwrap_or("?").to_string())
             .collect(),
-        None if vit.num_classes == 10 && vit.in_chans == 1 => {
+        None if num_classes == 10 && in_chans == 1 => {
             FMNIST_CLASSES.iter().map(|s| s.to_string()).collect()
         }
-        None => (0..vit.num_classes).map(|i| format!("class {i}")).collect(),
+        None => (0..num_classes).map(|i| format!("class {i}")).collect(),
     };
-    let tf = Transform::new(
-        vit.in_chans,
-        vit.img_size,
-        &loaded.config.pretrained_cfg,
-        None,
-    );
+    let tf = Transform::new(in_chans, img_size, &loaded.config.pretrained_cfg, None);
     for path in &args.images {
         let (pixels, h, w) = folder::decode(path)?;
-        let small = h <= vit.img_size[0] && w <= vit.img_size[1];
+        let small = h <= img_size[0] && w <= img_size[1];
         let x = tf.apply(
             &RawImage {
                 pixels,
@@ -61,7 +57,7 @@ pub fn run(args: Args) -> Result<()> {
             &mut rand::rngs::StdRng::seed_from_u64(0),
         );
         let x = Tensor::<4>::from_data(
-            TensorData::new(x, [1, vit.in_chans, vit.img_size[0], vit.img_size[1]]),
+            TensorData::new(x, [1, in_chans, img_size[0], img_size[1]]),
             &device,
         );
         let p = to_vec(softmax(loaded.network.forward(x), 1));

@@ -57,12 +57,7 @@ impl Transform {
     ) -> Self {
         let mut cfg = cfg.clone();
         // Mean/std follow the model's channel count (grey models average RGB statistics).
-        let fix = crate::config::VitConfig {
-            in_chans: channels,
-            img_size: size,
-            ..crate::config::VitConfig::base_defaults()
-        };
-        cfg.conform_to(&fix);
+        cfg.conform(channels, size, 1000);
         let floats = |v: Option<Vec<f64>>, d: f32| -> Vec<f32> {
             v.map(|v| v.into_iter().map(|x| x as f32).collect())
                 .unwrap_or_else(|| vec![d; channels])

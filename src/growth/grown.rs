@@ -41,23 +41,25 @@ pub struct Position<N: BlockNorm> {
     pub ls2: Option<LayerScale>,
 }
 
-/// Key prefix of position i's tensors.
+/// Where a single-stack model's positions live in checkpoints.
+pub const POSITIONS: &str = "scalenet.layers";
+
+/// Key prefix of position i's tensors in a single-stack model.
 pub fn position_key(i: usize) -> String {
-    format!("scalenet.layers.{i}")
+    format!("{POSITIONS}.{i}")
 }
 
 impl<N: BlockNorm> Position<N> {
-    /// Position `i` of `spec`; `base` is the block it runs (its norms are the template for the
-    /// position's own).
+    /// The position whose tensors are under `key`; `base` is the block it runs (its norms are
+    /// the template for the position's own).
     pub fn new<B: PreNormBlock<Norm = N>>(
         src: &mut dyn WeightSource,
-        i: usize,
+        key: &str,
         spec: &GrowthSpec,
         dim: usize,
         base: &B,
         device: &Device,
     ) -> Self {
-        let key = position_key(i);
         let adapter = |src: &mut dyn WeightSource, p: Placement, name: &str| {
             spec.adapter.as_ref().filter(|a| a.has(p)).map(|a| {
                 Adapter::new(
@@ -113,8 +115,7 @@ impl<N: BlockNorm> Position<N> {
         x + drop_path::maybe(dp, position, gate(&self.ls2, f))
     }
 
-    pub fn export(&self, i: usize, out: &mut TensorSink) {
-        let key = position_key(i);
+    pub fn export(&self, key: &str, out: &mut TensorSink) {
         if let Some(a) = &self.attn_adapter {
             a.export(&format!("{key}.attn_adapter"), out);
         }
@@ -188,7 +189,7 @@ impl GrownVit {
         let blocks: Vec<Block> = (0..cfg.depth)
             .map(|j| Block::new(src, &format!("blocks.{j}"), cfg, device))
             .collect();
-        let positions = new_positions(src, spec, cfg.embed_dim, &blocks, device);
+        let positions = new_positions(src, POSITIONS, spec, cfg.embed_dim, &blocks, device);
         let head = ClassifierHead::new(src, cfg, device);
         Self {
             embed,
@@ -208,7 +209,8 @@ impl GrownVit {
         src: &mut dyn WeightSource,
         device: &Device,
     ) -> Self {
-        let positions = new_positions(src, spec, base.config.embed_dim, &base.blocks, device);
+        let dim = base.config.embed_dim;
+        let positions = new_positions(src, POSITIONS, spec, dim, &base.blocks, device);
         Self {
             embed: base.embed,
             blocks: base.blocks,
@@ -248,7 +250,7 @@ impl GrownVit {
         }
         self.head.export(&mut out);
         for (i, p) in self.positions.iter().enumerate() {
-            p.export(i, &mut out);
+            p.export(&position_key(i), &mut out);
         }
         out
     }
@@ -307,16 +309,20 @@ impl GrownVit {
     }
 }
 
-/// Positions 0..spec.depth(), each built against the base block it runs.
+/// Positions 0..spec.depth() (keys `{prefix}.{i}`), each built against the base block it runs.
 pub fn new_positions<B: PreNormBlock>(
     src: &mut dyn WeightSource,
+    prefix: &str,
     spec: &GrowthSpec,
     dim: usize,
     blocks: &[B],
     device: &Device,
 ) -> Vec<Position<B::Norm>> {
     (0..spec.depth())
-        .map(|i| Position::new(src, i, spec, dim, &blocks[spec.layer_map[i]], device))
+        .map(|i| {
+            let key = format!("{prefix}.{i}");
+            Position::new(src, &key, spec, dim, &blocks[spec.layer_map[i]], device)
+        })
         .collect()
 }
 
@@ -336,18 +342,19 @@ pub fn run_positions<'a, B: PreNormBlock + 'a>(
     x
 }
 
-/// Per-position tensors that do not start random: norms as their base block's, and gates on
-/// the identity schedule (1 at a base block's first position, 0 after). They are copied
-/// through the host, so that each position's tensor is a parameter of its own.
+/// Per-position tensors that do not start random: norms as their base block's, and gates as
+/// `gates` says (the identity schedule: 1 where a base block runs as it did, 0 elsewhere).
+/// They are copied through the host, so that each position's tensor is a parameter of its own.
 pub fn fixed_position_values<B: PreNormBlock>(
     blocks: &[B],
+    prefix: &str,
     spec: &GrowthSpec,
     dim: usize,
+    gates: &[f32],
 ) -> HashMap<String, Vec<f32>> {
     let mut fixed = HashMap::new();
-    let gates = super::plan::identity_gates(&spec.layer_map);
     for (i, &j) in spec.layer_map.iter().enumerate() {
-        let key = position_key(i);
+        let key = format!("{prefix}.{i}");
         if spec.unshared_norms {
             let mut sink = TensorSink::default();
             blocks[j].norm1().export(&format!("{key}.norm1"), &mut sink);

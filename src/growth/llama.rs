@@ -9,8 +9,9 @@ use burn::tensor::{Device, Int, Tensor};
 
 use super::grown::{
     fixed_position_values, new_positions, position_key, run_positions, GrownCounts, Position,
+    POSITIONS,
 };
-use super::plan::GrowthSpec;
+use super::plan::{identity_gates, GrowthSpec};
 use crate::model::llama::{
     decode, layer_key, DecoderLayer, KvCache, Llama, LlamaConfig, LlamaEnds, RmsNorm,
 };
@@ -41,7 +42,7 @@ impl GrownLlama {
         device: &Device,
     ) -> Self {
         let base = Llama::new(cfg, src, device);
-        let positions = new_positions(src, spec, cfg.hidden_size, &base.layers, device);
+        let positions = new_positions(src, POSITIONS, spec, cfg.hidden_size, &base.layers, device);
         Self::assemble(base, spec, positions)
     }
 
@@ -50,13 +51,19 @@ impl GrownLlama {
     pub fn grow(base: Llama, spec: &GrowthSpec, seed: u64) -> Self {
         let device = base.ends.embed_tokens.val().device();
         let d = base.config.hidden_size;
-        let mut fixed = fixed_position_values(&base.layers, spec, d);
+        let mut fixed = fixed_position_values(
+            &base.layers,
+            POSITIONS,
+            spec,
+            d,
+            &identity_gates(&spec.layer_map),
+        );
         let mut rng = RandomInit::new(seed);
         let mut src = |key: &str, shape: &[usize], init: Init| match fixed.remove(key) {
             Some(v) => v,
             None => rng.tensor(key, shape, init),
         };
-        let positions = new_positions(&mut src, spec, d, &base.layers, &device);
+        let positions = new_positions(&mut src, POSITIONS, spec, d, &base.layers, &device);
         Self::assemble(base, spec, positions)
     }
 
@@ -104,7 +111,7 @@ impl GrownLlama {
             l.export(&layer_key(j), &mut out);
         }
         for (i, p) in self.positions.iter().enumerate() {
-            p.export(i, &mut out);
+            p.export(&position_key(i), &mut out);
         }
         out
     }

@@ -7,12 +7,15 @@ pub mod expand;
 pub mod grown;
 pub mod llama;
 pub mod plan;
+pub mod swin;
 
 pub use adapter::Adapter;
 pub use block::{BlockNorm, PreNormBlock};
-pub use expand::{expand, expand_llama, ExpandOptions, InitMode};
+pub use expand::{expand, expand_llama, expand_swin, ExpandOptions, InitMode};
 pub use grown::{GrownCounts, GrownVit, Position};
 pub use llama::GrownLlama;
 pub use plan::{
-    identity_gates, layer_map, Activation, AdapterSpec, GrowthSpec, MapStrategy, Placement,
+    identity_gates, layer_map, Activation, AdapterSpec, Growth, GrowthSpec, MapStrategy, Placement,
+    StagedGrowth,
 };
+pub use swin::GrownSwin;

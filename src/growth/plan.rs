@@ -11,6 +11,8 @@ pub enum MapStrategy {
     Interleave,
     /// A given map.
     Explicit(Vec<usize>),
+    /// A given map per stage (a Swin), written `0,1,0,1/0,1,1/...`.
+    PerStage(Vec<Vec<usize>>),
 }
 
 impl MapStrategy {
@@ -19,6 +21,14 @@ impl MapStrategy {
         match s {
             "cyclic" => Ok(Self::Cyclic),
             "interleave" => Ok(Self::Interleave),
+            stages if stages.contains('/') => stages
+                .split('/')
+                .map(|m| match Self::parse(m)? {
+                    Self::Explicit(v) => Ok(v),
+                    _ => Err(format!("--map '{s}': each stage's map is a list of block indices")),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Self::PerStage),
             list => list
                 .split(',')
                 .map(|t| {
@@ -74,6 +84,9 @@ pub fn layer_map(
                 ));
             }
             m.clone()
+        }
+        MapStrategy::PerStage(_) => {
+            return Err("per-stage maps (with '/') are for Swins; this model has one stack".into())
         }
     };
     validate_map(&map, base_depth)?;
@@ -219,6 +232,98 @@ impl GrowthSpec {
             }
         }
         Ok(())
+    }
+}
+
+/// The `scalenet` section of a grown Swin: the same switches as [`GrowthSpec`], with one
+/// base depth and one layer map per stage (stage s's positions run stage s's blocks).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StagedGrowth {
+    pub format_version: u32,
+    pub base_depths: Vec<usize>,
+    pub layer_maps: Vec<Vec<usize>>,
+    pub adapter: Option<AdapterSpec>,
+    pub unshared_norms: bool,
+    pub layer_scale: bool,
+}
+
+impl StagedGrowth {
+    /// Stage `s` as a single-stack spec.
+    pub fn stage(&self, s: usize) -> GrowthSpec {
+        GrowthSpec {
+            format_version: self.format_version,
+            base_depth: self.base_depths[s],
+            layer_map: self.layer_maps[s].clone(),
+            adapter: self.adapter.clone(),
+            unshared_norms: self.unshared_norms,
+            layer_scale: self.layer_scale,
+        }
+    }
+
+    /// Grown depth of each stage.
+    pub fn depths(&self) -> Vec<usize> {
+        self.layer_maps.iter().map(Vec::len).collect()
+    }
+
+    /// Fit with the base: `depths` from `model_args`, `widths` each stage's width.
+    pub fn validate(&self, depths: &[usize], widths: &[usize]) -> Result<(), String> {
+        if self.base_depths != depths {
+            return Err(format!(
+                "scalenet.base_depths {:?} contradicts model_args depths {depths:?}",
+                self.base_depths
+            ));
+        }
+        if self.layer_maps.len() != depths.len() {
+            return Err(format!(
+                "scalenet.layer_maps has {} maps for {} stages",
+                self.layer_maps.len(),
+                depths.len()
+            ));
+        }
+        for s in 0..depths.len() {
+            self.stage(s)
+                .validate(depths[s], widths[s])
+                .map_err(|m| format!("stage {s}: {m}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a grown image model's `scalenet` section holds: one map for a ViT, one per stage for
+/// a Swin.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Growth {
+    Stack(GrowthSpec),
+    Stages(StagedGrowth),
+}
+
+impl Growth {
+    /// Reads the section for a base of architecture `arch`, checking it fits.
+    pub fn parse(v: &serde_json::Value, arch: &crate::config::ImageArch) -> Result<Self, String> {
+        use crate::config::ImageArch;
+        let bad = |e: serde_json::Error| format!("'scalenet' section: {e}");
+        match arch {
+            ImageArch::Vit(c) => {
+                let spec: GrowthSpec = serde_json::from_value(v.clone()).map_err(bad)?;
+                spec.validate(c.depth, c.embed_dim)?;
+                Ok(Growth::Stack(spec))
+            }
+            ImageArch::Swin(c) => {
+                let spec: StagedGrowth = serde_json::from_value(v.clone()).map_err(bad)?;
+                let widths: Vec<usize> = (0..c.num_stages()).map(|s| c.stage_dim(s)).collect();
+                spec.validate(&c.depths, &widths)?;
+                Ok(Growth::Stages(spec))
+            }
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Growth::Stack(s) => serde_json::to_value(s),
+            Growth::Stages(s) => serde_json::to_value(s),
+        }
+        .expect("growth specs serialise")
     }
 }
 

@@ -102,7 +102,7 @@ impl crate::growth::BlockNorm for LayerNorm {
     }
 
     fn fresh(&self, src: &mut dyn WeightSource, key: &str, device: &Device) -> Self {
-        LayerNorm::new(src, key, self.weight.dims()[0], device)
+        LayerNorm::with_eps(src, key, self.weight.dims()[0], self.eps, device)
     }
 
     fn export(&self, key: &str, out: &mut TensorSink) {

@@ -30,14 +30,7 @@ pub struct Embeddings {
 impl Embeddings {
     pub fn new(src: &mut dyn WeightSource, cfg: &VitConfig, device: &Device) -> Self {
         let (c, p, d) = (cfg.in_chans, cfg.patch_size, cfg.embed_dim);
-        let k = c * p * p;
-        // The conv keeps torch's default init in timm (its init only touches nn.Linear).
-        let w = src.tensor(
-            "patch_embed.proj.weight",
-            &[d, c, p, p],
-            Init::torch_default(k),
-        );
-        let b = src.tensor("patch_embed.proj.bias", &[d], Init::torch_default(k));
+        let (proj_weight, proj_bias) = patch_conv(src, c, p, d, device);
         let token = |src: &mut dyn WeightSource, key: &str, init| {
             param(src.tensor(key, &[1, 1, d], init), [1, 1, d], device)
         };
@@ -51,8 +44,8 @@ impl Embeddings {
         let pos = src.tensor("pos_embed", &[1, n, d], Init::TruncNormal(0.02));
         let [grid_h, grid_w] = cfg.grid();
         Self {
-            proj_weight: param(transpose(&w, d, k), [k, d], device),
-            proj_bias: param(b, [d], device),
+            proj_weight,
+            proj_bias,
             cls_token,
             dist_token,
             pos_embed: param(pos, [1, n, d], device),
@@ -64,23 +57,14 @@ impl Embeddings {
 
     /// `[batch, chans, h, w]` → `[batch, prefix + patches, dim]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<3> {
-        let [b, c, h, w] = x.dims();
-        let (p, gh, gw) = (self.patch_size, self.grid_h, self.grid_w);
-        // A strided conv ignores the pixels past the last whole patch; so do we.
-        let x = if h != gh * p || w != gw * p {
-            x.slice([0..b, 0..c, 0..gh * p, 0..gw * p])
-        } else {
-            x
-        };
-        // [b, c, gh, p, gw, p] → [b, gh, gw, c, p, p] → [b, patches, c*p*p]
-        let patches = x
-            .reshape([b, c, gh, p, gw, p])
-            .permute([0, 2, 4, 1, 3, 5])
-            .reshape([b, gh * gw, c * p * p]);
-        // Through our linear: f32-exact on GPUs (burn's own matmul runs TF32 there) and bf16
-        // under autocast, as torch.autocast runs the conv.
-        let tokens =
-            crate::ops::linear(patches, self.proj_weight.val(), Some(self.proj_bias.val()));
+        let b = x.dims()[0];
+        let tokens = patch_conv_forward(
+            x,
+            &self.proj_weight,
+            &self.proj_bias,
+            self.patch_size,
+            [self.grid_h, self.grid_w],
+        );
         let d = tokens.dims()[2];
         let mut parts = Vec::with_capacity(3);
         for t in [&self.cls_token, &self.dist_token].into_iter().flatten() {
@@ -96,16 +80,7 @@ impl Embeddings {
     }
 
     pub fn export(&self, out: &mut TensorSink) {
-        let [k, d] = self.proj_weight.dims();
-        let p = self.patch_size;
-        let c = k / (p * p);
-        let w = super::weights::to_vec(self.proj_weight.val());
-        out.push_raw(
-            "patch_embed.proj.weight",
-            vec![d, c, p, p],
-            transpose(&w, k, d),
-        );
-        out.push("patch_embed.proj.bias", self.proj_bias.val());
+        export_patch_conv(&self.proj_weight, &self.proj_bias, self.patch_size, out);
         if let Some(t) = &self.cls_token {
             out.push("cls_token", t.val());
         }
@@ -120,4 +95,70 @@ impl Embeddings {
         let tokens = usize::from(self.cls_token.is_some()) + usize::from(self.dist_token.is_some());
         k * d + d + tokens * d + self.pos_embed.dims().iter().product::<usize>()
     }
+}
+
+/// `patch_embed.proj` (a conv `[dim, chans, p, p]` with stride p), read as the matrix
+/// `[chans·p·p, dim]` and its bias. The conv keeps torch's default init in timm (its init only
+/// touches `nn.Linear`).
+pub fn patch_conv(
+    src: &mut dyn WeightSource,
+    c: usize,
+    p: usize,
+    d: usize,
+    device: &Device,
+) -> (Param<Tensor<2>>, Param<Tensor<1>>) {
+    let k = c * p * p;
+    let w = src.tensor(
+        "patch_embed.proj.weight",
+        &[d, c, p, p],
+        Init::torch_default(k),
+    );
+    let b = src.tensor("patch_embed.proj.bias", &[d], Init::torch_default(k));
+    (
+        param(transpose(&w, d, k), [k, d], device),
+        param(b, [d], device),
+    )
+}
+
+/// The patch conv: `[batch, chans, h, w]` → `[batch, gh·gw, dim]`, patches row-major.
+pub fn patch_conv_forward(
+    x: Tensor<4>,
+    weight: &Param<Tensor<2>>,
+    bias: &Param<Tensor<1>>,
+    p: usize,
+    [gh, gw]: [usize; 2],
+) -> Tensor<3> {
+    let [b, c, h, w] = x.dims();
+    // A strided conv ignores the pixels past the last whole patch; so do we.
+    let x = if h != gh * p || w != gw * p {
+        x.slice([0..b, 0..c, 0..gh * p, 0..gw * p])
+    } else {
+        x
+    };
+    // [b, c, gh, p, gw, p] → [b, gh, gw, c, p, p] → [b, patches, c*p*p]
+    let patches = x
+        .reshape([b, c, gh, p, gw, p])
+        .permute([0, 2, 4, 1, 3, 5])
+        .reshape([b, gh * gw, c * p * p]);
+    // Through our linear: f32-exact on GPUs (burn's own matmul runs TF32 there) and bf16
+    // under autocast, as torch.autocast runs the conv.
+    crate::ops::linear(patches, weight.val(), Some(bias.val()))
+}
+
+/// Writes the patch conv back in torch's `[dim, chans, p, p]` layout.
+pub fn export_patch_conv(
+    weight: &Param<Tensor<2>>,
+    bias: &Param<Tensor<1>>,
+    p: usize,
+    out: &mut TensorSink,
+) {
+    let [k, d] = weight.dims();
+    let c = k / (p * p);
+    let w = super::weights::to_vec(weight.val());
+    out.push_raw(
+        "patch_embed.proj.weight",
+        vec![d, c, p, p],
+        transpose(&w, k, d),
+    );
+    out.push("patch_embed.proj.bias", bias.val());
 }

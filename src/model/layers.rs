@@ -75,11 +75,26 @@ impl Linear {
 pub struct LayerNorm {
     pub weight: Param<Tensor<1>>,
     pub bias: Param<Tensor<1>>,
+    /// `LN_EPS` in a ViT; torch's default 1e-5 in a Swin.
+    #[module(skip)]
+    pub eps: f64,
 }
 
 impl LayerNorm {
+    /// A ViT's LayerNorm (eps 1e-6).
     pub fn new(src: &mut dyn WeightSource, key: &str, dim: usize, device: &Device) -> Self {
+        Self::with_eps(src, key, dim, LN_EPS, device)
+    }
+
+    pub fn with_eps(
+        src: &mut dyn WeightSource,
+        key: &str,
+        dim: usize,
+        eps: f64,
+        device: &Device,
+    ) -> Self {
         Self {
+            eps,
             weight: param(
                 src.tensor(&format!("{key}.weight"), &[dim], Init::ONES),
                 [dim],
@@ -94,7 +109,7 @@ impl LayerNorm {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::layer_norm(x, self.weight.val(), Some(self.bias.val()), LN_EPS)
+        burn::tensor::module::layer_norm(x, self.weight.val(), Some(self.bias.val()), self.eps)
     }
 
     pub fn export(&self, key: &str, out: &mut TensorSink) {

@@ -8,6 +8,7 @@ pub mod head;
 pub mod layers;
 pub mod llama;
 pub mod mlp;
+pub mod swin;
 pub mod vit;
 pub mod weights;
 

@@ -36,8 +36,7 @@ use crate::data::transform::{Augment, Transform};
 use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
 use crate::model::drop_path::DropPath;
-use crate::model::layers::Linear;
-use crate::model::{Init, NamedTensor, RandomInit};
+use crate::model::{NamedTensor, RandomInit};
 use crate::network::{LanguageModel, Network};
 
 /// Everything that defines a run; saved as `run.json`.
@@ -316,30 +315,25 @@ impl VisionTask {
         let mut config = loaded.config;
         let mut net = loaded.network;
         let k = data.num_classes();
-        if config.vit.num_classes != k {
+        if config.arch.num_classes() != k {
             if !cfg.reset_head {
                 return Err(Error::BadConfig {
                     path: source_dir.join("config.json"),
                     msg: format!(
                         "the model has {} classes but --data {} has {k}; pass --reset-head to replace the classifier",
-                        config.vit.num_classes, cfg.data
+                        config.arch.num_classes(), cfg.data
                     ),
                 });
             }
             net = reset_head(net, &mut config, k, cfg.seed, device);
         }
         let net = freeze(net, cfg.train_only);
-        let vit = net.config().clone();
-        let mut augment = Augment::for_split(train_split.is_small(), vit.img_size[0]);
+        let (in_chans, img_size) = (config.arch.in_chans(), config.arch.img_size());
+        let mut augment = Augment::for_split(train_split.is_small(), img_size[0]);
         augment.erase_prob = cfg.reprob;
         augment.rand_augment = cfg.rand_augment;
-        let train_tf = Transform::new(
-            vit.in_chans,
-            vit.img_size,
-            &config.pretrained_cfg,
-            Some(augment),
-        );
-        let eval_tf = Transform::new(vit.in_chans, vit.img_size, &config.pretrained_cfg, None);
+        let train_tf = Transform::new(in_chans, img_size, &config.pretrained_cfg, Some(augment));
+        let eval_tf = Transform::new(in_chans, img_size, &config.pretrained_cfg, None);
         let loader = LoaderConfig {
             batch_size: cfg.batch_size,
             shuffle: true,
@@ -879,26 +873,8 @@ fn reset_head(
     seed: u64,
     device: &Device,
 ) -> Network {
-    config.vit.num_classes = k;
-    let d = config.vit.embed_dim;
-    let mut rng = RandomInit::new(seed ^ 0x4ead);
-    let (head, vit) = net.head_mut();
-    vit.num_classes = k;
-    let mut fresh = |key: &str| {
-        Linear::new(
-            &mut rng,
-            key,
-            d,
-            k,
-            true,
-            (Init::TruncNormal(0.02), Init::ZEROS),
-            device,
-        )
-    };
-    head.head = Some(fresh("head"));
-    if head.head_dist.is_some() {
-        head.head_dist = Some(fresh("head_dist"));
-    }
+    config.arch.set_num_classes(k);
+    net.reset_head(k, &mut RandomInit::new(seed ^ 0x4ead), device);
     net
 }
 
