@@ -61,7 +61,9 @@ impl TrainOnly {
         match self {
             TrainOnly::All => true,
             TrainOnly::Adapters => path.contains(".positions."),
-            TrainOnly::AdaptersHead => path.contains(".positions.") || path.contains(".head.head"),
+            TrainOnly::AdaptersHead => {
+                path.contains(".positions.") || path.contains(".head.head") || path.contains(".ends.fc")
+            }
         }
     }
 }
