@@ -59,3 +59,5 @@ PYEOF
 echo "config                  scalenet   pytorch  ratio   ($DEVICE, $PRECISION, $(nproc) cores, $(date -u +%F))"
 ARCH=deit_tiny_patch16_224 run_pair "DeiT-Tiny 224px, batch 16" 16
 ARCH=vit_tiny_patch16_224 run_pair "28px grey, patch 4, d192x12, batch 128" 128 img_size=28 patch_size=4 in_chans=1 num_classes=10
+ARCH=swin_tiny_patch4_window7_224 run_pair "Swin-Tiny 224px, batch 8" 8
+ARCH=swin_tiny_patch4_window7_224 run_pair "28px grey Swin, patch 2, d32, depths 2,2, window 7, batch 128" 128 img_size=28 patch_size=2 in_chans=1 embed_dim=32 "depths=[2,2]" "num_heads=[2,4]" window_size=7 num_classes=10

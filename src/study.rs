@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::checkpoint::model_dir::build_network;
-use crate::checkpoint::{load_model, load_vit, save_model, ModelConfig};
+use crate::checkpoint::{load_model, save_model, ModelConfig};
 use crate::error::{Error, Result};
-use crate::growth::{expand, AdapterSpec, ExpandOptions, InitMode, MapStrategy};
+use crate::growth::{expand, expand_swin, AdapterSpec, ExpandOptions, InitMode, MapStrategy};
 use crate::model::RandomInit;
+use crate::network::Network;
 use crate::plot::{render, Chart, Series};
 use crate::train::trainer::{read_metrics, write_json, EpochMetrics};
 use crate::train::{train, Hooks, Outcome, TrainConfig};
@@ -22,6 +23,10 @@ use crate::train::{train, Hooks, Outcome, TrainConfig};
 /// Everything that sizes a study; saved as `study.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StudyConfig {
+    /// `vit`, or `swin`: two stages of `base_depth` blocks each (heads h and 2h, window 7),
+    /// every stage grown to 2L.
+    #[serde(default = "vit_family")]
+    pub family: String,
     pub data: String,
     pub train_subset: Option<usize>,
     pub test_subset: Option<usize>,
@@ -52,10 +57,15 @@ pub struct StudyConfig {
     pub only: Vec<String>,
 }
 
+fn vit_family() -> String {
+    "vit".into()
+}
+
 impl StudyConfig {
     /// The committed study: full Fashion-MNIST, sized for about 90 minutes on 2 CPU cores.
     pub fn reproduce() -> Self {
         Self {
+            family: vit_family(),
             data: "fmnist".into(),
             train_subset: None,
             test_subset: None,
@@ -223,17 +233,27 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, progress: bool) -> Result<Vec<Ar
         }
     };
     let models = dir.join("models");
+    let swin = cfg.family == "swin";
+    let arch = if swin {
+        "swin_tiny_patch4_window7_224"
+    } else {
+        "deit_tiny_patch16_224"
+    };
     let model_args = |depth: usize| {
-        json!({"img_size": cfg.img_size, "patch_size": cfg.patch_size, "in_chans": 1, "num_classes": 10,
-               "embed_dim": cfg.embed_dim, "depth": depth, "num_heads": cfg.num_heads})
+        if swin {
+            json!({"img_size": cfg.img_size, "patch_size": cfg.patch_size, "in_chans": 1, "num_classes": 10,
+                   "embed_dim": cfg.embed_dim, "depths": [depth, depth],
+                   "num_heads": [cfg.num_heads, 2 * cfg.num_heads], "window_size": 7})
+        } else {
+            json!({"img_size": cfg.img_size, "patch_size": cfg.patch_size, "in_chans": 1, "num_classes": 10,
+                   "embed_dim": cfg.embed_dim, "depth": depth, "num_heads": cfg.num_heads})
+        }
     };
     let init_model = |name: &str, depth: usize, seed: u64| -> Result<PathBuf> {
         let out = models.join(name);
         if !out.join("config.json").exists() {
-            let mc = ModelConfig::from_preset(
-                "deit_tiny_patch16_224",
-                model_args(depth).as_object().expect("object"),
-            )?;
+            let mc =
+                ModelConfig::from_preset(arch, model_args(depth).as_object().expect("object"))?;
             let device = burn::tensor::Device::flex();
             let m = build_network(&mc, &mut RandomInit::new(seed), &device);
             save_model(&out, &mc, &m)?;
@@ -274,15 +294,19 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, progress: bool) -> Result<Vec<Ar
     let grow = |name: &str, opts: ExpandOptions| -> Result<PathBuf> {
         let out = models.join(name);
         if !out.join("config.json").exists() {
-            let base = load_vit(&base_dir, &burn::tensor::Device::flex())?;
-            let (c, n) = expand(base.model, &base.config, &opts)?;
+            let base = load_model(&base_dir, &burn::tensor::Device::flex())?;
+            let (c, n) = match base.network {
+                Network::Swin(m) => expand_swin(m, &base.config, &opts)?,
+                Network::Plain(m) => expand(m, &base.config, &opts)?,
+                _ => unreachable!("the study's base is a plain model"),
+            };
             save_model(&out, &c, &n)?;
         }
         Ok(out)
     };
     let grow_opts = |init: InitMode, adapter: bool, no_share: bool, seed: u64| ExpandOptions {
         depth: 2 * l,
-        depths: Vec::new(),
+        depths: if swin { vec![2 * l; 2] } else { Vec::new() },
         map: MapStrategy::Cyclic,
         adapter: adapter.then(|| AdapterSpec {
             rank: cfg.adapter_rank,

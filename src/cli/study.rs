@@ -9,6 +9,10 @@ pub struct ReproduceArgs {
     /// Study directory (runs/, models/, RESULTS.md, results.png, study.json).
     #[arg(long)]
     out: PathBuf,
+    /// Model family: vit, or swin (two stages of --base-depth blocks, heads h and 2h, window
+    /// 7; each stage grows to 2L).
+    #[arg(long, default_value = "vit", value_parser = ["vit", "swin"])]
+    family: String,
     /// Dataset; the committed study uses the full Fashion-MNIST from Debian.
     #[arg(long, default_value = "fmnist")]
     data: String,
@@ -49,6 +53,7 @@ pub struct ReproduceArgs {
 
 pub fn reproduce(a: ReproduceArgs) -> Result<()> {
     let cfg = StudyConfig {
+        family: a.family,
         data: a.data,
         train_subset: a.train_subset,
         test_subset: a.test_subset,

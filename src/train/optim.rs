@@ -62,7 +62,9 @@ impl TrainOnly {
             TrainOnly::All => true,
             TrainOnly::Adapters => path.contains(".positions."),
             TrainOnly::AdaptersHead => {
-                path.contains(".positions.") || path.contains(".head.head") || path.contains(".ends.fc")
+                path.contains(".positions.")
+                    || path.contains(".head.head")
+                    || path.contains(".ends.fc")
             }
         }
     }
