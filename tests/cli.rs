@@ -1261,3 +1261,86 @@ fn language_model_bad_inputs() {
     assert_clean_error(&out, &["ids.safetensors", "1000", "vocabulary"]);
     assert!(!dir.join("out.safetensors").exists());
 }
+
+/// A Swin through the CLI: init from a preset with model_args, grow per stage, info's
+/// per-stage table, identity growth giving the base's logits, and the Swin-specific refusals.
+#[test]
+fn swin_init_expand_info_forward() {
+    let dir = tempdir("swin");
+    let base = dir.join("base");
+    let o = run(bin()
+        .args(["init", "--arch", "swin_tiny_patch4_window7_224"])
+        .args(["--model-arg", "img_size=28", "--model-arg", "patch_size=2"])
+        .args(["--model-arg", "in_chans=1", "--model-arg", "embed_dim=8"])
+        .args([
+            "--model-arg",
+            "depths=[2,1]",
+            "--model-arg",
+            "num_heads=[2,2]",
+        ])
+        .args(["--model-arg", "num_classes=10", "--out"])
+        .arg(&base));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let g = dir.join("g");
+    let o = run(bin()
+        .arg("expand")
+        .arg(&base)
+        .args([
+            "--depths",
+            "3,2",
+            "--map",
+            "interleave",
+            "--init",
+            "identity",
+        ])
+        .args(["--adapter-rank", "4", "--out"])
+        .arg(&g));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(bin().arg("info").arg(&g));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("2→3") && table.contains("1→2"), "{table}");
+    let o = run(bin().arg("info").arg(&g).arg("--json"));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["scalenet"]["layer_maps"],
+        serde_json::json!([[0, 0, 1], [0, 0]])
+    );
+    assert_eq!(v["stages"][1]["resolution"], serde_json::json!([7, 7]));
+    // Identity growth: the same logits as the base.
+    let input = dir.join("in.safetensors");
+    let values: Vec<u8> = (0..2 * 28 * 28)
+        .flat_map(|i| ((i % 17) as f32 / 8.0 - 1.0).to_le_bytes())
+        .collect();
+    let header = r#"{"input":{"dtype":"F32","shape":[2,1,28,28],"data_offsets":[0,6272]}}"#;
+    std::fs::write(&input, raw_safetensors(header, &values)).unwrap();
+    let (a, b) = (dir.join("a.safetensors"), dir.join("b.safetensors"));
+    assert!(forward(&base, &input, &a).status.success());
+    assert!(forward(&g, &input, &b).status.success());
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    // A Swin needs --depths; a ViT refuses them.
+    let o = run(bin()
+        .arg("expand")
+        .arg(&base)
+        .args(["--depth", "6", "--out"])
+        .arg(dir.join("x")));
+    assert_clean_error(&o, &["is a Swin", "--depths", "2,1"]);
+    let o = run(bin()
+        .arg("expand")
+        .arg(fixture("rgb_token_p8"))
+        .args(["--depths", "2,2", "--out"])
+        .arg(dir.join("x")));
+    assert_clean_error(&o, &["is a ViT"]);
+    let o = run(bin()
+        .arg("expand")
+        .arg(&base)
+        .args(["--depths", "3", "--out"])
+        .arg(dir.join("x")));
+    assert_clean_error(&o, &["2 stages"]);
+    // Heads and depths of different lengths.
+    let o = run(bin()
+        .args(["init", "--arch", "swin_tiny_patch4_window7_224"])
+        .args(["--model-arg", "depths=[2,2]", "--out"])
+        .arg(dir.join("x")));
+    assert_clean_error(&o, &["different lengths"]);
+    assert!(!dir.join("x").exists());
+}

@@ -28,6 +28,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 fn opts(depth: usize, map: MapStrategy, init: InitMode) -> ExpandOptions {
     ExpandOptions {
         depth,
+        depths: Vec::new(),
         map,
         adapter: Some(AdapterSpec::default()),
         unshared_norms: false,
@@ -51,7 +52,7 @@ fn identity_init_reproduces_the_base() {
     for fixture in ["rgb_token_p8", "layerscale_rect", "distilled"] {
         let dir = fixtures("timm").join(fixture);
         let base = load_vit(&dir, &device).unwrap();
-        let images = ImageBatch::read(&dir.join("io.safetensors"), &base.config.vit).unwrap();
+        let images = ImageBatch::read(&dir.join("io.safetensors"), &base.config.arch).unwrap();
         let (want, _) = run_batched(&images, 8, &device, |x| base.model.forward(x), |_| {});
         for (map, depth) in [
             (MapStrategy::Cyclic, 5),
@@ -90,7 +91,7 @@ fn shared_gradients_are_sums_and_one_step_updates_once() {
 fn deit_tiny_12_to_24_costs_base_plus_adapters() {
     let device = Device::flex();
     let cfg = ModelConfig::from_preset("deit_tiny_patch16_224", &Default::default()).unwrap();
-    let base = VisionTransformer::new(&cfg.vit, &mut RandomInit::new(0), &device);
+    let base = VisionTransformer::new(cfg.arch.vit().unwrap(), &mut RandomInit::new(0), &device);
     let base_total = base.param_counts().total();
     assert_eq!(base_total, 5_717_416);
     assert_eq!(base.num_params(), base_total);

@@ -121,6 +121,7 @@ fn shared_layers_move_once_by_the_summed_gradient() {
     };
     let opts = ExpandOptions {
         depth: 4,
+        depths: Vec::new(),
         map: MapStrategy::Cyclic,
         adapter: Some(AdapterSpec {
             rank: 4,
@@ -198,6 +199,7 @@ fn identity_growth_keeps_the_base_function() {
         };
         let opts = ExpandOptions {
             depth: 5,
+            depths: Vec::new(),
             map: MapStrategy::Interleave,
             adapter: Some(AdapterSpec::default()),
             unshared_norms: true,

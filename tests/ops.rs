@@ -97,7 +97,7 @@ fn bf16_autocast_keeps_f32_master_weights_and_close_logits() {
                                   "embed_dim": 32, "num_heads": 2, "num_classes": 10});
     let cfg = ModelConfig::from_preset("vit_tiny_patch16_224", args.as_object().unwrap()).unwrap();
     let ad = Device::flex().autodiff();
-    let model = VisionTransformer::new(&cfg.vit, &mut RandomInit::new(3), &ad);
+    let model = VisionTransformer::new(cfg.arch.vit().unwrap(), &mut RandomInit::new(3), &ad);
     let x = Tensor::<4>::random(
         [4, 1, 28, 28],
         burn::tensor::Distribution::Normal(0.0, 1.0),

@@ -45,7 +45,7 @@ fn save_then_load_is_lossless() {
         let out = tmp.join(dir.file_name().unwrap());
         scalenet::checkpoint::save_vit(&out, &loaded.config, &loaded.model).unwrap();
         let again = load_vit(&out, &device).unwrap();
-        assert_eq!(again.config.vit, loaded.config.vit);
+        assert_eq!(again.config.arch, loaded.config.arch);
         let a = TensorFile::read(&dir.join("model.safetensors")).unwrap();
         let b = TensorFile::read(&out.join("model.safetensors")).unwrap();
         assert_eq!(

@@ -28,7 +28,11 @@ fn tiny_model(dir: &Path, depth: usize, dim: usize, patch: usize) -> PathBuf {
     let args = json!({"img_size": 28, "patch_size": patch, "in_chans": 1, "depth": depth,
                       "embed_dim": dim, "num_heads": 2, "mlp_ratio": 2.0, "num_classes": 10});
     let cfg = ModelConfig::from_preset("vit_tiny_patch16_224", args.as_object().unwrap()).unwrap();
-    let model = VisionTransformer::new(&cfg.vit, &mut RandomInit::new(1), &Device::flex());
+    let model = VisionTransformer::new(
+        cfg.arch.vit().unwrap(),
+        &mut RandomInit::new(1),
+        &Device::flex(),
+    );
     let out = dir.join("model");
     save_vit(&out, &cfg, &model).unwrap();
     out
@@ -101,6 +105,7 @@ fn interrupted_run_resumes_exactly() {
         &base.config,
         &ExpandOptions {
             depth: 3,
+            depths: Vec::new(),
             map: MapStrategy::Cyclic,
             adapter: Some(AdapterSpec {
                 rank: 4,
@@ -178,6 +183,7 @@ fn shared_weights_move_once_by_the_summed_gradient() {
         &base.config,
         &ExpandOptions {
             depth: 4,
+            depths: Vec::new(),
             map: MapStrategy::Cyclic,
             adapter: Some(AdapterSpec {
                 rank: 4,

@@ -84,7 +84,7 @@ pub fn run(args: Args) -> Result<()> {
             m.config().depths.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")
         ),
             _ => bail!(
-                "{}: is already a grown model; expand a plain model",
+                "{}: is a grown scalenet model; expand a plain model",
                 args.base_dir.display()
             ),
         };

@@ -332,8 +332,11 @@ fn parse_window(v: &Value, stages: usize) -> Result<Vec<[usize; 2]>, String> {
     Ok(per_stage)
 }
 
-/// (name, embed_dim, depths, heads, window, img) for every Swin preset scalenet knows.
-const PRESETS: &[(&str, usize, [usize; 4], [usize; 4], usize, usize)] = &[
+/// (name, embed_dim, depths, heads, window, img) of one preset.
+type PresetRow = (&'static str, usize, [usize; 4], [usize; 4], usize, usize);
+
+/// Every Swin preset scalenet knows.
+const PRESETS: &[PresetRow] = &[
     (
         "swin_tiny_patch4_window7_224",
         96,

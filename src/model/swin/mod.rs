@@ -254,7 +254,7 @@ impl SwinBlock {
         };
         Self {
             norm1: ln(src, "norm1"),
-            attn: WindowAttention::new(src, &format!("{key}.attn"), &g, cfg.qkv_bias, device),
+            attn: WindowAttention::new(src, &format!("{key}.attn"), g, cfg.qkv_bias, device),
             norm2: ln(src, "norm2"),
             mlp: Mlp::new(
                 src,
@@ -263,7 +263,7 @@ impl SwinBlock {
                 cfg.mlp_hidden(stage),
                 device,
             ),
-            geometry: BlockGeometry::new(&g, shifted),
+            geometry: BlockGeometry::new(g, shifted),
         }
     }
 
