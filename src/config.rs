@@ -681,8 +681,8 @@ mod tests {
     #[test]
     fn presets_validate_and_have_timm_shapes() {
         for name in preset_names() {
-            let p = preset(name).unwrap();
-            p.config.validate().unwrap();
+            let (_, arch, _) = ImageArch::preset(name).unwrap();
+            arch.validate().unwrap();
         }
         let t = preset("deit_tiny_patch16_224").unwrap().config;
         assert_eq!(

@@ -1303,7 +1303,7 @@ fn swin_init_expand_info_forward() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
         v["scalenet"]["layer_maps"],
-        serde_json::json!([[0, 0, 1], [0, 0]])
+        serde_json::json!([[0, 1, 1], [0, 0]])
     );
     assert_eq!(v["stages"][1]["resolution"], serde_json::json!([7, 7]));
     // Identity growth: the same logits as the base.
