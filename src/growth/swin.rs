@@ -20,7 +20,9 @@ use super::plan::StagedGrowth;
 use crate::model::drop_path::DropPath;
 use crate::model::layers::LayerNorm;
 use crate::model::swin::SwinTransformer;
-use crate::model::swin::{new_stage_blocks, BlockGeometry, SwinBlock, SwinConfig, SwinEnds};
+use crate::model::swin::{
+    export_stage_blocks, new_stage_blocks, BlockGeometry, SwinBlock, SwinConfig, SwinEnds,
+};
 use crate::model::{Init, TensorSink, WeightSource};
 
 /// Where stage s's positions live in checkpoints.
@@ -142,11 +144,7 @@ impl GrownSwin {
     pub fn export(&self) -> TensorSink {
         let mut out = TensorSink::default();
         self.ends.export(&mut out);
-        for (s, blocks) in self.stages.iter().enumerate() {
-            for (j, block) in blocks.iter().enumerate() {
-                block.export(&format!("layers.{s}.blocks.{j}"), &mut out);
-            }
-        }
+        export_stage_blocks(&self.stages, &mut out);
         for (s, positions) in self.positions.iter().enumerate() {
             for (i, p) in positions.iter().enumerate() {
                 p.export(&format!("{}.{i}", stage_prefix(s)), &mut out);

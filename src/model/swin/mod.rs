@@ -596,6 +596,15 @@ pub fn new_stage_blocks(
         .collect()
 }
 
+/// Every stage's blocks under timm's names (`layers.{s}.blocks.{b}`).
+pub fn export_stage_blocks(stages: &[Vec<SwinBlock>], out: &mut TensorSink) {
+    for (s, blocks) in stages.iter().enumerate() {
+        for (b, block) in blocks.iter().enumerate() {
+            block.export(&format!("layers.{s}.blocks.{b}"), out);
+        }
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct SwinTransformer {
     pub ends: SwinEnds,
@@ -649,11 +658,7 @@ impl SwinTransformer {
     pub fn export(&self) -> TensorSink {
         let mut out = TensorSink::default();
         self.ends.export(&mut out);
-        for (s, blocks) in self.stages.iter().enumerate() {
-            for (b, block) in blocks.iter().enumerate() {
-                block.export(&format!("layers.{s}.blocks.{b}"), &mut out);
-            }
-        }
+        export_stage_blocks(&self.stages, &mut out);
         out
     }
 
