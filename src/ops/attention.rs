@@ -5,6 +5,10 @@
 //! rayon task with small strided GEMMs, so there is no permute, no slice, and no contiguous copy
 //! anywhere; the backward recomputes the probabilities (flash-attention style) instead of
 //! storing them, and writes dq, dk and dv into their columns of one `[b, n, 3·d]` gradient.
+//!
+//! An optional additive bias on the scores (`[groups, heads, n, n]`, batch item i taking group
+//! i mod groups) serves Swin's window attention: the relative-position bias plus the shifted
+//! windows' mask, one group per window.
 
 use rayon::prelude::*;
 
@@ -58,15 +62,40 @@ unsafe fn mm((m, n, k): (usize, usize, usize), dst: *mut f32, ldc: usize, a: Vie
     unsafe { gemm_f32::gemm_portable((m, n, k), a, b, dst, ldc, false, false) }
 }
 
-/// P = softmax(q kᵀ · scale) for one (batch, head), into `p` (n×n, row-major).
-fn probs(qkv: &[f32], dims: Dims, bi: usize, h: usize, p: &mut [f32]) {
+/// An additive score bias `[groups, heads, n, n]`; batch item i uses group i mod groups.
+#[derive(Clone, Copy)]
+pub struct Bias<'a> {
+    pub values: &'a [f32],
+    pub groups: usize,
+}
+
+impl Bias<'_> {
+    /// The n×n bias of batch item `bi`, head `h`.
+    fn at(&self, dims: Dims, bi: usize, h: usize) -> &[f32] {
+        let nn = dims.tokens * dims.tokens;
+        let start = ((bi % self.groups) * dims.heads + h) * nn;
+        &self.values[start..start + nn]
+    }
+}
+
+/// P = softmax(q kᵀ · scale [+ bias]) for one (batch, head), into `p` (n×n, row-major).
+fn probs(qkv: &[f32], dims: Dims, bi: usize, h: usize, bias: Option<Bias>, p: &mut [f32]) {
     let (n, d, hd) = (dims.tokens, dims.d(), dims.head_dim);
     let base = bi * n * 3 * d + h * hd;
     let q = View::strided(qkv, base, 3 * d, 1);
     let kt = View::strided(qkv, base + d, 1, 3 * d);
     // SAFETY: p holds n×n.
     unsafe { mm((n, n, hd), p.as_mut_ptr(), n, q, kt) };
-    softmax_rows(p, n, dims.scale());
+    match bias {
+        None => softmax_rows(p, n, dims.scale()),
+        Some(b) => {
+            let scale = dims.scale();
+            for (x, &y) in p.iter_mut().zip(b.at(dims, bi, h)) {
+                *x = *x * scale + y;
+            }
+            softmax_rows(p, n, 1.0)
+        }
+    }
 }
 
 #[inline(always)]
@@ -114,7 +143,7 @@ fn softmax_rows(p: &mut [f32], n: usize, scale: f32) {
 }
 
 /// `[b, n, 3d]` → `[b, n, d]`.
-pub fn forward(qkv: &[f32], dims: Dims) -> Vec<f32> {
+pub fn forward(qkv: &[f32], dims: Dims, bias: Option<Bias>) -> Vec<f32> {
     let (b, n, d, hd) = (dims.batch, dims.tokens, dims.d(), dims.head_dim);
     assert_eq!(qkv.len(), b * n * 3 * d);
     let mut out: Vec<f32> = Vec::with_capacity(b * n * d);
@@ -123,7 +152,7 @@ pub fn forward(qkv: &[f32], dims: Dims) -> Vec<f32> {
         || vec![0f32; n * n],
         |p, t| {
             let (bi, h) = (t / dims.heads, t % dims.heads);
-            probs(qkv, dims, bi, h, p);
+            probs(qkv, dims, bi, h, bias, p);
             let v = View::strided(qkv, bi * n * 3 * d + 2 * d + h * hd, 3 * d, 1);
             // SAFETY: this task alone writes rows of batch bi, columns h·hd.. at stride d.
             unsafe {
@@ -142,67 +171,109 @@ pub fn forward(qkv: &[f32], dims: Dims) -> Vec<f32> {
     out
 }
 
-/// Gradient of `forward` with respect to `qkv`, given the output's gradient `grad [b, n, d]`.
-pub fn backward(qkv: &[f32], grad: &[f32], dims: Dims) -> Vec<f32> {
+/// Gradients of `forward` with respect to `qkv` and, with a bias, to the bias, given the
+/// output's gradient `grad [b, n, d]`.
+///
+/// Tasks cover (group, head, chunk of the batch items of that group); each sums its items'
+/// bias gradients, and the chunks are added in order afterwards. The chunking depends on the
+/// shapes only, so the result does not depend on the thread count.
+pub fn backward(
+    qkv: &[f32],
+    grad: &[f32],
+    dims: Dims,
+    bias: Option<Bias>,
+) -> (Vec<f32>, Option<Vec<f32>>) {
     let (b, n, d, hd) = (dims.batch, dims.tokens, dims.d(), dims.head_dim);
     assert_eq!(grad.len(), b * n * d);
+    let heads = dims.heads;
+    let groups = bias.map_or(1, |x| x.groups);
+    let per_group = b / groups;
+    // Enough tasks for the cores even with one group and few heads.
+    let chunks = (64 / (groups * heads)).clamp(1, per_group.max(1));
+    let nn = n * n;
     let mut dqkv: Vec<f32> = Vec::with_capacity(b * n * 3 * d);
     let dst = Out(dqkv.spare_capacity_mut().as_mut_ptr() as *mut f32);
     let scale = dims.scale();
-    (0..b * dims.heads).into_par_iter().for_each_init(
-        || (vec![0f32; n * n], vec![0f32; n * n]),
-        |(p, dp), t| {
-            let (bi, h) = (t / dims.heads, t % dims.heads);
-            probs(qkv, dims, bi, h, p);
-            let base = bi * n * 3 * d + h * hd;
-            let (q, k) = (
-                View::strided(qkv, base, 3 * d, 1),
-                View::strided(qkv, base + d, 3 * d, 1),
-            );
-            let vt = View::strided(qkv, base + 2 * d, 1, 3 * d);
-            let go = View::strided(grad, bi * n * d + h * hd, d, 1);
-            // SAFETY (all four products): this task alone writes its head's q, k and v columns
-            // of batch bi in dqkv (row stride 3d); dp holds n×n.
-            unsafe {
-                // dv = pᵀ · dout
-                mm(
-                    (n, hd, n),
-                    dst.at(base + 2 * d),
-                    3 * d,
-                    View::strided(p, 0, 1, n),
-                    go,
-                );
-                // dp = dout · vᵀ
-                mm((n, n, hd), dp.as_mut_ptr(), n, go, vt);
-            }
-            // ds = p ⊙ (dp − rowsum(dp ⊙ p)) · scale, in place in dp (the scale of q kᵀ).
-            for (pr, dr) in p.chunks(n).zip(dp.chunks_mut(n)) {
-                let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
-                for (g, &pv) in dr.iter_mut().zip(pr) {
-                    *g = pv * (*g - dot) * scale;
+    let partials: Vec<Vec<f32>> = (0..groups * heads * chunks)
+        .into_par_iter()
+        .map_init(
+            || (vec![0f32; nn], vec![0f32; nn]),
+            |(p, dp), t| {
+                let (g, h, c) = (t / (heads * chunks), (t / chunks) % heads, t % chunks);
+                let mut dbias = if bias.is_some() {
+                    vec![0f32; nn]
+                } else {
+                    Vec::new()
+                };
+                for item in c * per_group / chunks..(c + 1) * per_group / chunks {
+                    let bi = item * groups + g;
+                    probs(qkv, dims, bi, h, bias, p);
+                    let base = bi * n * 3 * d + h * hd;
+                    let (q, k) = (
+                        View::strided(qkv, base, 3 * d, 1),
+                        View::strided(qkv, base + d, 3 * d, 1),
+                    );
+                    let vt = View::strided(qkv, base + 2 * d, 1, 3 * d);
+                    let go = View::strided(grad, bi * n * d + h * hd, d, 1);
+                    // SAFETY (all four products): this task alone writes its head's q, k and v
+                    // columns of batch bi in dqkv (row stride 3d); dp holds n×n.
+                    unsafe {
+                        // dv = pᵀ · dout
+                        mm(
+                            (n, hd, n),
+                            dst.at(base + 2 * d),
+                            3 * d,
+                            View::strided(p, 0, 1, n),
+                            go,
+                        );
+                        // dp = dout · vᵀ
+                        mm((n, n, hd), dp.as_mut_ptr(), n, go, vt);
+                    }
+                    // ds = p ⊙ (dp − rowsum(dp ⊙ p)), in place in dp: the scores' gradient
+                    // (the bias's); times scale, that of q kᵀ.
+                    for (pr, dr) in p.chunks(n).zip(dp.chunks_mut(n)) {
+                        let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                        for (g, &pv) in dr.iter_mut().zip(pr) {
+                            *g = pv * (*g - dot);
+                        }
+                    }
+                    if bias.is_some() {
+                        dbias.iter_mut().zip(dp.iter()).for_each(|(a, &v)| *a += v);
+                    }
+                    dp.iter_mut().for_each(|v| *v *= scale);
+                    unsafe {
+                        // dq = ds · k
+                        mm(
+                            (n, hd, n),
+                            dst.at(base),
+                            3 * d,
+                            View::strided(dp, 0, n, 1),
+                            k,
+                        );
+                        // dk = dsᵀ · q
+                        mm(
+                            (n, hd, n),
+                            dst.at(base + d),
+                            3 * d,
+                            View::strided(dp, 0, 1, n),
+                            q,
+                        );
+                    }
                 }
-            }
-            unsafe {
-                // dq = ds · k
-                mm(
-                    (n, hd, n),
-                    dst.at(base),
-                    3 * d,
-                    View::strided(dp, 0, n, 1),
-                    k,
-                );
-                // dk = dsᵀ · q
-                mm(
-                    (n, hd, n),
-                    dst.at(base + d),
-                    3 * d,
-                    View::strided(dp, 0, 1, n),
-                    q,
-                );
-            }
-        },
-    );
-    // SAFETY: the tasks wrote the q, k and v columns of every head of every batch.
+                dbias
+            },
+        )
+        .collect();
+    // SAFETY: the tasks wrote the q, k and v columns of every head of every batch item.
     unsafe { dqkv.set_len(b * n * 3 * d) };
-    dqkv
+    let dbias = bias.map(|_| {
+        let mut out = vec![0f32; groups * heads * nn];
+        for (t, part) in partials.iter().enumerate() {
+            let (g, h) = (t / (heads * chunks), (t / chunks) % heads);
+            let o = &mut out[(g * heads + h) * nn..][..nn];
+            o.iter_mut().zip(part).for_each(|(a, &v)| *a += v);
+        }
+        out
+    });
+    (dqkv, dbias)
 }

@@ -170,7 +170,11 @@ impl FusedOps for Flex {
     fn fused_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
         let qkv = contiguous_f32(&qkv).expect("fused attention takes f32");
         let dims = attention_dims(&qkv, heads);
-        let out = attention::forward(&qkv.storage::<f32>()[..qkv.layout().num_elements()], dims);
+        let out = attention::forward(
+            &qkv.storage::<f32>()[..qkv.layout().num_elements()],
+            dims,
+            None,
+        );
         FlexTensor::from_data(TensorData::new(out, [dims.batch, dims.tokens, dims.d()]))
     }
 
@@ -184,11 +188,59 @@ impl FusedOps for Flex {
         let dims = attention_dims(&qkv, heads);
         let n = qkv.layout().num_elements();
         let g = &grad.storage::<f32>()[..grad.layout().num_elements()];
-        let dqkv = attention::backward(&qkv.storage::<f32>()[..n], g, dims);
+        let (dqkv, _) = attention::backward(&qkv.storage::<f32>()[..n], g, dims, None);
         FlexTensor::from_data(TensorData::new(
             dqkv,
             [dims.batch, dims.tokens, 3 * dims.d()],
         ))
+    }
+
+    fn fused_window_attention(
+        qkv: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        let qkv = contiguous_f32(&qkv).expect("fused attention takes f32");
+        let bias = contiguous_f32(&bias).expect("fused attention takes an f32 bias");
+        let dims = attention_dims(&qkv, heads);
+        let b = bias.storage::<f32>();
+        let bias_view = attention_bias(&bias, &b, dims);
+        let out = attention::forward(
+            &qkv.storage::<f32>()[..qkv.layout().num_elements()],
+            dims,
+            Some(bias_view),
+        );
+        FlexTensor::from_data(TensorData::new(out, [dims.batch, dims.tokens, dims.d()]))
+    }
+
+    fn fused_window_attention_backward(
+        qkv: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        heads: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let qkv = contiguous_f32(&qkv).expect("fused attention takes f32");
+        let bias = contiguous_f32(&bias).expect("fused attention takes an f32 bias");
+        let grad = contiguous_f32(&grad).expect("fused attention takes f32");
+        let dims = attention_dims(&qkv, heads);
+        let b = bias.storage::<f32>();
+        let bias_view = attention_bias(&bias, &b, dims);
+        let groups = bias_view.groups;
+        let n = qkv.layout().num_elements();
+        let g = &grad.storage::<f32>()[..grad.layout().num_elements()];
+        let (dqkv, dbias) =
+            attention::backward(&qkv.storage::<f32>()[..n], g, dims, Some(bias_view));
+        let t = dims.tokens;
+        (
+            FlexTensor::from_data(TensorData::new(
+                dqkv,
+                [dims.batch, dims.tokens, 3 * dims.d()],
+            )),
+            FlexTensor::from_data(TensorData::new(
+                dbias.expect("a bias gradient with a bias"),
+                [groups, dims.heads, t, t],
+            )),
+        )
     }
 
     fn sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -218,6 +270,29 @@ impl FusedOps for Flex {
             }
         }
         FlexTensor::from_data(TensorData::new(sum, [n]))
+    }
+}
+
+/// The bias `[groups, heads, n, n]` of a window-attention call, checked against its dims.
+fn attention_bias<'a>(
+    bias: &FlexTensor,
+    values: &'a [f32],
+    dims: attention::Dims,
+) -> attention::Bias<'a> {
+    let shape = bias.layout().shape();
+    let n = dims.tokens;
+    assert!(
+        shape.num_dims() == 4
+            && shape[1] == dims.heads
+            && shape[2] == n
+            && shape[3] == n
+            && shape[0] > 0
+            && dims.batch.is_multiple_of(shape[0]),
+        "window attention: the bias must be [groups, heads, n, n] with groups dividing the batch"
+    );
+    attention::Bias {
+        values: &values[..bias.layout().num_elements()],
+        groups: shape[0],
     }
 }
 

@@ -71,6 +71,28 @@ pub trait FusedOps: Backend {
         let _ = (qkv, grad, heads);
         panic!("fused attention is implemented for the flex backend only")
     }
+    /// Attention with an additive score bias, as Swin's windows need:
+    /// `softmax(q kᵀ·scale + bias[i mod groups]) v` for batch item i, with `qkv [b, n, 3·d]`
+    /// and `bias [groups, heads, n, n]` → `[b, n, d]`. Flex only, like `fused_attention`.
+    fn fused_window_attention(
+        qkv: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        let _ = (qkv, bias, heads);
+        panic!("fused attention is implemented for the flex backend only")
+    }
+    /// Gradients of [`fused_window_attention`](Self::fused_window_attention) with respect to
+    /// `qkv` and `bias`.
+    fn fused_window_attention_backward(
+        qkv: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        heads: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let _ = (qkv, bias, grad, heads);
+        panic!("fused attention is implemented for the flex backend only")
+    }
     /// Column sums: `[m, n] → [n]` (a bias gradient).
     fn sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
         reference::sum_rows::<Self>(x)
@@ -358,6 +380,51 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(qkv, heads)),
         }
     }
+
+    fn fused_window_attention(
+        qkv: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct WindowAttentionBackward;
+
+        impl<B: Backend + FusedOps> Backward<B, 2> for WindowAttentionBackward {
+            type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive, usize);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let (qkv, bias, heads) = ops.state;
+                let [pq, pb] = ops.parents;
+                let g = grads.consume::<B>(&ops.node);
+                let (dqkv, dbias) = B::fused_window_attention_backward(qkv, bias, g, heads);
+                if let Some(node) = pq {
+                    grads.register::<B>(node.id, dqkv);
+                }
+                if let Some(node) = pb {
+                    grads.register::<B>(node.id, dbias);
+                }
+            }
+        }
+
+        let (qkv, q_node) = qkv.into_parts();
+        let (bias, b_node) = bias.into_parts();
+        match WindowAttentionBackward
+            .prepare::<C>([q_node, b_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::fused_window_attention(qkv.clone(), bias.clone(), heads);
+                prep.finish((qkv, bias, heads), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_window_attention(qkv, bias, heads)),
+        }
+    }
 }
 
 fn bf16_active() -> bool {
@@ -402,6 +469,18 @@ pub fn attention(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
         qkv.into_dispatch(),
         heads,
     ))
+}
+
+/// [`attention`] with an additive score bias `[groups, heads, n, n]` (batch item i takes group
+/// i mod groups): Swin's relative-position bias and shifted-window mask. Flex only.
+pub fn window_attention(qkv: Tensor<3>, bias: Tensor<4>, heads: usize) -> Tensor<3> {
+    Tensor::from_dispatch(
+        <burn::backend::Dispatch as FusedOps>::fused_window_attention(
+            qkv.into_dispatch(),
+            bias.into_dispatch(),
+            heads,
+        ),
+    )
 }
 
 /// GELU (erf form) through the fused kernel where the backend has one.

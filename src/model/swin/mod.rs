@@ -76,25 +76,21 @@ impl WindowAttention {
 
     /// `[windows·batch, N, dim]` → same; `mask` is `[windows, N, N]` (0 or −100).
     fn forward(&self, x: Tensor<3>, mask: Option<Tensor<3>>) -> Tensor<3> {
-        let [bw, n, d] = x.dims();
-        let h = self.num_heads;
-        let hd = d / h;
-        // [3, windows·batch, heads, N, head_dim]
-        let qkv = self
-            .qkv
-            .forward(x)
-            .reshape([bw, n, 3, h, hd])
-            .permute([2, 0, 3, 1, 4]);
-        let part = |i: usize| qkv.clone().slice(i..i + 1).reshape([bw, h, n, hd]);
-        let q = part(0) * (hd as f64).powf(-0.5);
-        let mut scores = crate::ops::matmul(q, part(1).swap_dims(2, 3)) + self.bias(n);
-        if let Some(mask) = mask {
-            let nw = mask.dims()[0];
-            scores = (scores.reshape([bw / nw, nw, h, n, n]) + mask.reshape([1, nw, 1, n, n]))
-                .reshape([bw, h, n, n]);
-        }
-        let out = crate::ops::matmul(softmax(scores, 3), part(2));
-        self.proj.forward(out.swap_dims(1, 2).reshape([bw, n, d]))
+        let n = x.dims()[1];
+        let qkv = self.qkv.forward(x);
+        // [groups, heads, N, N]: one group per window when shifted, else one for all.
+        let bias = match mask {
+            Some(m) => self.bias(n) + m.unsqueeze_dim::<4>(1),
+            None => self.bias(n),
+        };
+        // On flex our fused kernel reads q, k and v where the qkv product left them and adds
+        // the bias inside (as `model::attention` does for the ViT, without the bias).
+        let out = if qkv.device() == Device::flex() {
+            crate::ops::window_attention(qkv, bias, self.num_heads)
+        } else {
+            attend_biased(qkv, bias, self.num_heads)
+        };
+        self.proj.forward(out)
     }
 
     /// The relative-position bias gathered from the table: `[1, heads, N, N]`.
@@ -129,6 +125,22 @@ impl WindowAttention {
                 .iter()
                 .product::<usize>()
     }
+}
+
+/// [`crate::ops::window_attention`] composed from tensor ops, for backends without the kernel.
+fn attend_biased(qkv: Tensor<3>, bias: Tensor<4>, h: usize) -> Tensor<3> {
+    let [bw, n, d3] = qkv.dims();
+    let (d, groups) = (d3 / 3, bias.dims()[0]);
+    let hd = d / h;
+    // [3, windows·batch, heads, N, head_dim]
+    let qkv = qkv.reshape([bw, n, 3, h, hd]).permute([2, 0, 3, 1, 4]);
+    let part = |i: usize| qkv.clone().slice(i..i + 1).reshape([bw, h, n, hd]);
+    let q = part(0) * (hd as f64).powf(-0.5);
+    let scores =
+        crate::ops::matmul(q, part(1).swap_dims(2, 3)).reshape([bw / groups, groups, h, n, n])
+            + bias.unsqueeze::<5>();
+    let out = crate::ops::matmul(softmax(scores.reshape([bw, h, n, n]), 3), part(2));
+    out.swap_dims(1, 2).reshape([bw, n, d])
 }
 
 /// timm's `get_relative_position_index`, flattened: for tokens i, j of a `wh × ww` window
@@ -676,6 +688,57 @@ impl SwinTransformer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::weights::to_vec;
+
+    /// The fused window attention on flex and the composed path other backends take agree,
+    /// forward and backward, for qkv and for the bias (per-window groups and one shared group).
+    #[test]
+    fn fused_window_attention_matches_the_composed_path() {
+        let device = Device::flex().autodiff();
+        let (bw, n, d, h) = (6, 9, 12, 3);
+        for groups in [3, 1] {
+            let v = |len: usize, salt: usize| -> Vec<f32> {
+                (0..len)
+                    .map(|i| (((i * 7919 + salt * 131) % 997) as f32 / 498.0 - 1.0) * 1.5)
+                    .collect()
+            };
+            let run = |fused: bool| {
+                let qkv = Tensor::<3>::from_data(
+                    TensorData::new(v(bw * n * 3 * d, 1), [bw, n, 3 * d]),
+                    &device,
+                )
+                .require_grad();
+                let bias = Tensor::<4>::from_data(
+                    TensorData::new(v(groups * h * n * n, 2), [groups, h, n, n]),
+                    &device,
+                )
+                .require_grad();
+                let y = if fused {
+                    crate::ops::window_attention(qkv.clone(), bias.clone(), h)
+                } else {
+                    attend_biased(qkv.clone(), bias.clone(), h)
+                };
+                let w =
+                    Tensor::<3>::from_data(TensorData::new(v(bw * n * d, 3), [bw, n, d]), &device);
+                let g = (y.clone() * w).sum().backward();
+                (
+                    to_vec(y),
+                    to_vec(qkv.grad(&g).unwrap()),
+                    to_vec(bias.grad(&g).unwrap()),
+                )
+            };
+            let (a, b) = (run(true), run(false));
+            let err = |x: &[f32], y: &[f32]| {
+                x.iter()
+                    .zip(y)
+                    .map(|(p, q)| (p - q).abs() / q.abs().max(1.0))
+                    .fold(0.0f32, f32::max)
+            };
+            assert!(err(&a.0, &b.0) < 1e-5, "forward {}", err(&a.0, &b.0));
+            assert!(err(&a.1, &b.1) < 1e-4, "d qkv {}", err(&a.1, &b.1));
+            assert!(err(&a.2, &b.2) < 1e-4, "d bias {}", err(&a.2, &b.2));
+        }
+    }
 
     /// timm's index for a 2×2 window (from `get_relative_position_index(2, 2)`).
     #[test]
