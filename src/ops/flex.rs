@@ -204,7 +204,7 @@ impl FusedOps for Flex {
         let bias = contiguous_f32(&bias).expect("fused attention takes an f32 bias");
         let dims = attention_dims(&qkv, heads);
         let b = bias.storage::<f32>();
-        let bias_view = attention_bias(&bias, &b, dims);
+        let bias_view = attention_bias(&bias, b, dims);
         let out = attention::forward(
             &qkv.storage::<f32>()[..qkv.layout().num_elements()],
             dims,
@@ -224,7 +224,7 @@ impl FusedOps for Flex {
         let grad = contiguous_f32(&grad).expect("fused attention takes f32");
         let dims = attention_dims(&qkv, heads);
         let b = bias.storage::<f32>();
-        let bias_view = attention_bias(&bias, &b, dims);
+        let bias_view = attention_bias(&bias, b, dims);
         let groups = bias_view.groups;
         let n = qkv.layout().num_elements();
         let g = &grad.storage::<f32>()[..grad.layout().num_elements()];
