@@ -1,10 +1,18 @@
-//! Small line charts written as PNG (training curves, the reproduction's accuracy-vs-compute
-//! plot). Self-contained: an 8x8 bitmap font, no system fonts, so it works on any machine.
+//! Line charts written as PNG (training curves, the reproduction's accuracy plots), drawn with
+//! `plotters` in an embedded TrueType font (DejaVu Sans, `assets/fonts/`), so they look the same
+//! on any machine and need no system fonts. Ticks fall on round numbers (1, 2, 5 × 10ⁿ), axes
+//! carry their labels, and the legend sits beside the plot, where it cannot cover data.
 
 use std::path::Path;
+use std::sync::Once;
 
-use font8x8::UnicodeFonts;
-use image::{Rgb, RgbImage};
+use ab_glyph::{Font, FontRef, ScaleFont};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use plotters_backend::text_anchor::{HPos, VPos};
+use plotters_backend::{
+    BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingErrorKind,
+};
 
 use crate::checkpoint::atomic::atomic_write;
 use crate::error::{Error, Result};
@@ -25,27 +33,41 @@ pub struct Chart {
     pub series: Vec<Series>,
 }
 
-const PALETTE: [[u8; 3]; 8] = [
-    [31, 119, 180],
-    [255, 127, 14],
-    [44, 160, 44],
-    [214, 39, 40],
-    [148, 103, 189],
-    [140, 86, 75],
-    [227, 119, 194],
-    [127, 127, 127],
+/// matplotlib's "tab10": distinct for up to eight series, readable on white.
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
 ];
 
-const PANEL_W: u32 = 560;
-const PANEL_H: u32 = 400;
+const PLOT_W: u32 = 620;
+const LEGEND_W: u32 = 170;
+const PANEL_H: u32 = 440;
+const FONT: &str = "sans-serif";
+
+static FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The bytes are compiled in and known to parse; a failure would show as missing text.
+        let _ = plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES);
+    });
+}
 
 /// Renders charts side by side into one PNG at `path` (written atomically).
 pub fn render(charts: &[Chart], path: &Path) -> Result<()> {
-    let w = PANEL_W * charts.len().max(1) as u32;
-    let mut img = RgbImage::from_pixel(w, PANEL_H, Rgb([255, 255, 255]));
-    for (i, c) in charts.iter().enumerate() {
-        draw_chart(&mut img, c, i as u32 * PANEL_W);
-    }
+    register_font();
+    let n = charts.len().max(1) as u32;
+    let (w, h) = ((PLOT_W + LEGEND_W) * n, PANEL_H);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    draw(charts, &mut buf, (w, h)).map_err(|e| Error::Backend(format!("plot: {e}")))?;
+    let img = image::RgbImage::from_raw(w, h, buf).expect("the buffer is w × h × 3");
     let mut bytes = Vec::new();
     image::DynamicImage::ImageRgb8(img)
         .write_to(
@@ -56,186 +78,311 @@ pub fn render(charts: &[Chart], path: &Path) -> Result<()> {
     atomic_write(path, &bytes)
 }
 
-fn draw_chart(img: &mut RgbImage, c: &Chart, x0: u32) {
-    let (left, right, top, bottom) = (x0 + 64, x0 + PANEL_W - 16, 30u32, PANEL_H - 48);
-    text(
-        img,
-        x0 + (PANEL_W - 8 * c.title.len() as u32) / 2,
-        8,
-        &c.title,
-        [0, 0, 0],
-    );
+type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+fn draw(charts: &[Chart], buf: &mut [u8], size: (u32, u32)) -> DrawResult {
+    let root = TextFix(BitMapBackend::with_buffer(buf, size)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((1, charts.len().max(1)));
+    for (panel, chart) in panels.iter().zip(charts) {
+        let (plot, legend) = panel.split_horizontally(PLOT_W);
+        draw_chart(&plot, &legend, chart)?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn draw_chart<DB: DrawingBackend>(
+    plot: &DrawingArea<DB, plotters::coord::Shift>,
+    legend: &DrawingArea<DB, plotters::coord::Shift>,
+    c: &Chart,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
     let pts: Vec<(f64, f64)> = c
         .series
         .iter()
         .flat_map(|s| s.points.iter().copied())
         .filter(|p| p.0.is_finite() && p.1.is_finite())
         .collect();
-    if pts.is_empty() {
-        return;
-    }
-    let (mut xmin, mut xmax) = pts
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let (mut ymin, mut ymax) = pts
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-    if xmax - xmin < 1e-12 {
-        xmin -= 0.5;
-        xmax += 0.5;
-    }
-    // Room at both ends so that markers on the edges stay visible.
-    let xpad = (xmax - xmin) * 0.04;
-    xmin -= xpad;
-    xmax += xpad;
-    let pad = ((ymax - ymin) * 0.05).max(1e-6);
-    ymin -= pad;
-    ymax += pad;
-    let sx = |x: f64| left as f64 + (x - xmin) / (xmax - xmin) * (right - left) as f64;
-    let sy = |y: f64| bottom as f64 - (y - ymin) / (ymax - ymin) * (bottom - top) as f64;
-    // Grid and ticks.
-    for k in 0..=4 {
-        let fy = ymin + (ymax - ymin) * k as f64 / 4.0;
-        let py = sy(fy) as u32;
-        line(
-            img,
-            left as f64,
-            py as f64,
-            right as f64,
-            py as f64,
-            [230, 230, 230],
-        );
-        let label = tick(fy);
-        text(
-            img,
-            left.saturating_sub(8 * label.len() as u32 + 4),
-            py.saturating_sub(4),
-            &label,
-            [60, 60, 60],
-        );
-        let fx = xmin + (xmax - xmin) * k as f64 / 4.0;
-        let px = sx(fx);
-        line(img, px, top as f64, px, bottom as f64, [230, 230, 230]);
-        let label = tick(fx);
-        text(
-            img,
-            (px as u32).saturating_sub(4 * label.len() as u32),
-            bottom + 6,
-            &label,
-            [60, 60, 60],
-        );
-    }
-    line(
-        img,
-        left as f64,
-        bottom as f64,
-        right as f64,
-        bottom as f64,
-        [0, 0, 0],
+    let (x, y) = (
+        padded(pts.iter().map(|p| p.0), 0.03),
+        padded(pts.iter().map(|p| p.1), 0.06),
     );
-    line(
-        img,
-        left as f64,
-        top as f64,
-        left as f64,
-        bottom as f64,
-        [0, 0, 0],
-    );
-    text(
-        img,
-        x0 + (PANEL_W - 8 * c.x_label.len() as u32) / 2,
-        PANEL_H - 18,
-        &c.x_label,
-        [0, 0, 0],
-    );
-    text(img, x0 + 4, top - 14, &c.y_label, [0, 0, 0]);
+    // Epochs and other counts: ticks on whole numbers only.
+    let whole = !pts.is_empty() && pts.iter().all(|p| p.0.fract() == 0.0);
+    let x_ticks = if whole {
+        ((x.1 - x.0).floor() as usize + 1).clamp(2, 7)
+    } else {
+        7
+    };
+    let mut chart = ChartBuilder::on(plot)
+        .caption(&c.title, (FONT, 20))
+        .margin(12)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x.0..x.1, y.0..y.1)?;
+    chart
+        .configure_mesh()
+        .x_desc(&c.x_label)
+        .y_desc(&c.y_label)
+        .x_labels(x_ticks)
+        .y_labels(7)
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .bold_line_style(RGBColor(225, 225, 225))
+        .light_line_style(TRANSPARENT)
+        .draw()?;
+    let mut row = 0;
     for (i, s) in c.series.iter().enumerate() {
-        // Colours follow the series' position, so the same series has one colour across panels.
+        // Colours follow the series' position, so a series keeps its colour across panels.
         let col = PALETTE[i % PALETTE.len()];
-        if s.points.is_empty() {
+        let points: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .copied()
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+            .collect();
+        if points.is_empty() {
             continue;
         }
-        for w in s.points.windows(2) {
-            line(img, sx(w[0].0), sy(w[0].1), sx(w[1].0), sy(w[1].1), col);
-            line(
-                img,
-                sx(w[0].0),
-                sy(w[0].1) + 1.0,
-                sx(w[1].0),
-                sy(w[1].1) + 1.0,
-                col,
-            );
+        chart.draw_series(LineSeries::new(
+            points.clone(),
+            Color::stroke_width(&col, 2),
+        ))?;
+        if s.markers || points.len() == 1 {
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, col.filled())))?;
         }
-        if s.markers || s.points.len() == 1 {
-            for p in &s.points {
-                for dy in -2..=2 {
-                    for dx in -2..=2 {
-                        put(img, sx(p.0) as i64 + dx, sy(p.1) as i64 + dy, col);
-                    }
-                }
+        let ly = 60 + 26 * row;
+        legend.draw(&PathElement::new(
+            vec![(4, ly), (30, ly)],
+            Color::stroke_width(&col, 3),
+        ))?;
+        legend.draw(&Circle::new((17, ly), 4, col.filled()))?;
+        legend.draw(&Text::new(
+            s.name.clone(),
+            (38, ly - 9),
+            (FONT, 15).into_font().color(&BLACK),
+        ))?;
+        row += 1;
+    }
+    Ok(())
+}
+
+/// The bitmap backend with its own text drawing. plotters 0.3.7's ab_glyph text places each
+/// glyph's bitmap at the pen position without the glyph's left side bearing, which spreads
+/// letters unevenly ("ep och"); here glyphs go where the font's metrics and kerning put them.
+struct TextFix<'a>(BitMapBackend<'a>);
+
+type BackendResult<'a> =
+    std::result::Result<(), DrawingErrorKind<<BitMapBackend<'a> as DrawingBackend>::ErrorType>>;
+
+/// Width and height of `text` at `size` px, and the glyphs' pixels (x, y, coverage) with the
+/// top-left of the text box at (0, 0).
+fn layout(text: &str, size: f32, mut pixel: impl FnMut(i32, i32, f32)) -> (f32, f32) {
+    let font = FontRef::try_from_slice(FONT_BYTES).expect("the embedded font parses");
+    let font = font.as_scaled(size);
+    let mut caret = 0.0f32;
+    let mut prev = None;
+    for c in text.chars() {
+        let id = font.glyph_id(c);
+        if let Some(p) = prev {
+            caret += font.kern(p, id);
+        }
+        let glyph = id.with_scale_and_position(size, ab_glyph::point(caret, font.ascent()));
+        if let Some(outline) = font.outline_glyph(glyph) {
+            let b = outline.px_bounds();
+            outline
+                .draw(|x, y, cov| pixel(b.min.x as i32 + x as i32, b.min.y as i32 + y as i32, cov));
+        }
+        caret += font.h_advance(id);
+        prev = Some(id);
+    }
+    (caret, font.ascent() - font.descent())
+}
+
+impl<'a> DrawingBackend for TextFix<'a> {
+    type ErrorType = <BitMapBackend<'a> as DrawingBackend>::ErrorType;
+
+    fn get_size(&self) -> (u32, u32) {
+        self.0.get_size()
+    }
+
+    fn ensure_prepared(&mut self) -> BackendResult<'a> {
+        self.0.ensure_prepared()
+    }
+
+    fn present(&mut self) -> BackendResult<'a> {
+        self.0.present()
+    }
+
+    fn draw_pixel(&mut self, point: BackendCoord, color: BackendColor) -> BackendResult<'a> {
+        self.0.draw_pixel(point, color)
+    }
+
+    fn draw_line<S: BackendStyle>(
+        &mut self,
+        from: BackendCoord,
+        to: BackendCoord,
+        style: &S,
+    ) -> BackendResult<'a> {
+        self.0.draw_line(from, to, style)
+    }
+
+    fn draw_rect<S: BackendStyle>(
+        &mut self,
+        upper_left: BackendCoord,
+        bottom_right: BackendCoord,
+        style: &S,
+        fill: bool,
+    ) -> BackendResult<'a> {
+        self.0.draw_rect(upper_left, bottom_right, style, fill)
+    }
+
+    fn draw_path<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        path: I,
+        style: &S,
+    ) -> BackendResult<'a> {
+        self.0.draw_path(path, style)
+    }
+
+    fn draw_circle<S: BackendStyle>(
+        &mut self,
+        center: BackendCoord,
+        radius: u32,
+        style: &S,
+        fill: bool,
+    ) -> BackendResult<'a> {
+        self.0.draw_circle(center, radius, style, fill)
+    }
+
+    fn fill_polygon<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        vert: I,
+        style: &S,
+    ) -> BackendResult<'a> {
+        self.0.fill_polygon(vert, style)
+    }
+
+    fn draw_text<T: BackendTextStyle>(
+        &mut self,
+        text: &str,
+        style: &T,
+        pos: BackendCoord,
+    ) -> BackendResult<'a> {
+        let color = style.color();
+        if color.alpha == 0.0 {
+            return Ok(());
+        }
+        let size = style.size() as f32;
+        let (width, height) = layout(text, size, |_, _, _| {});
+        let dx = match style.anchor().h_pos {
+            HPos::Left => 0,
+            HPos::Right => -width.round() as i32,
+            HPos::Center => -(width / 2.0).round() as i32,
+        };
+        let dy = match style.anchor().v_pos {
+            VPos::Top => 0,
+            VPos::Center => -(height / 2.0).round() as i32,
+            VPos::Bottom => -height.round() as i32,
+        };
+        let trans = style.transform();
+        let (w, h) = self.get_size();
+        let mut pixels = Vec::new();
+        layout(text, size, |x, y, cov| pixels.push((x, y, cov)));
+        for (x, y, cov) in pixels {
+            let (x, y) = trans.transform(x + dx, y + dy);
+            let (x, y) = (pos.0 + x, pos.1 + y);
+            if x >= 0 && x < w as i32 && y >= 0 && y < h as i32 && cov > 0.0 {
+                let c = BackendColor {
+                    alpha: color.alpha * cov.min(1.0) as f64,
+                    rgb: color.rgb,
+                };
+                self.0.draw_pixel((x, y), c)?;
             }
         }
-        // Legend, bottom-right inside the plot (curves rise, so that corner is usually free).
-        let n = c.series.len() as u32;
-        let ly = bottom - 8 - 12 * (n - i as u32);
-        let lx = right.saturating_sub(8 * s.name.len() as u32 + 28);
-        for dx in 0..16 {
-            put(img, (lx + dx) as i64, (ly + 3) as i64, col);
-            put(img, (lx + dx) as i64, (ly + 4) as i64, col);
-        }
-        text(img, lx + 20, ly, &s.name, [0, 0, 0]);
+        Ok(())
+    }
+
+    fn estimate_text_size<T: BackendTextStyle>(
+        &self,
+        text: &str,
+        style: &T,
+    ) -> std::result::Result<(u32, u32), DrawingErrorKind<Self::ErrorType>> {
+        let (w, h) = layout(text, style.size() as f32, |_, _, _| {});
+        Ok((w.ceil() as u32, h.ceil() as u32))
     }
 }
 
+/// The range of `values` widened by `frac` of its span on each side (markers on the edges stay
+/// visible); a single value gets a unit-wide range.
+fn padded(values: impl Iterator<Item = f64>, frac: f64) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    if lo > hi {
+        return (0.0, 1.0);
+    }
+    let span = hi - lo;
+    if span < 1e-12 * hi.abs().max(1.0) {
+        return (lo - 0.5, hi + 0.5);
+    }
+    (lo - span * frac, hi + span * frac)
+}
+
+/// A tick label with no more digits than the value has: 0.3, 12, 2.5, 60000.
 fn tick(v: f64) -> String {
-    let a = v.abs();
-    if a == 0.0 {
+    if v.abs() >= 1e6 {
+        return format!("{v:.1e}");
+    }
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
         "0".into()
-    } else if a >= 1e5 {
-        format!("{:.1e}", v)
-    } else if a >= 100.0 {
-        format!("{v:.0}")
-    } else if a >= 1.0 {
-        format!("{v:.2}")
     } else {
-        format!("{v:.3}")
+        s.into()
     }
 }
 
-fn put(img: &mut RgbImage, x: i64, y: i64, c: [u8; 3]) {
-    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
-        img.put_pixel(x as u32, y as u32, Rgb(c));
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn line(img: &mut RgbImage, x0: f64, y0: f64, x1: f64, y1: f64, c: [u8; 3]) {
-    let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
-    for k in 0..=n {
-        let t = k as f64 / n as f64;
-        put(
-            img,
-            (x0 + (x1 - x0) * t).round() as i64,
-            (y0 + (y1 - y0) * t).round() as i64,
-            c,
-        );
+    #[test]
+    fn ticks_are_short() {
+        assert_eq!(tick(0.30000000000000004), "0.3");
+        assert_eq!(tick(12.0), "12");
+        assert_eq!(tick(-0.0), "0");
+        assert_eq!(tick(2.5), "2.5");
+        assert_eq!(tick(60000.0), "60000");
     }
-}
 
-fn text(img: &mut RgbImage, x: u32, y: u32, s: &str, c: [u8; 3]) {
-    for (i, ch) in s.chars().enumerate() {
-        if let Some(glyph) = font8x8::BASIC_FONTS.get(ch) {
-            for (row, bits) in glyph.iter().enumerate() {
-                for col in 0..8 {
-                    if bits >> col & 1 == 1 {
-                        put(
-                            img,
-                            (x + 8 * i as u32 + col) as i64,
-                            (y + row as u32) as i64,
-                            c,
-                        );
-                    }
-                }
-            }
-        }
+    #[test]
+    fn renders_a_png() {
+        let dir = std::env::temp_dir().join(format!("scalenet-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let chart = Chart {
+            title: "t".into(),
+            x_label: "epoch".into(),
+            y_label: "top-1 %".into(),
+            series: vec![
+                Series {
+                    name: "a".into(),
+                    points: vec![(1.0, 50.0), (2.0, 61.5), (3.0, 70.25)],
+                    markers: true,
+                },
+                Series {
+                    name: "empty".into(),
+                    points: vec![],
+                    markers: false,
+                },
+            ],
+        };
+        let path = dir.join("p.png");
+        render(&[chart.clone(), chart], &path).unwrap();
+        let img = image::open(&path).unwrap();
+        assert_eq!(img.width(), 2 * (PLOT_W + LEGEND_W));
     }
 }
