@@ -17,6 +17,7 @@ use crate::growth::{expand, expand_swin, AdapterSpec, ExpandOptions, InitMode, M
 use crate::model::RandomInit;
 use crate::network::Network;
 use crate::plot::{render, Chart, Series};
+use crate::train::optim::TrainOnly;
 use crate::train::trainer::{read_metrics, write_json, EpochMetrics};
 use crate::train::{train, Hooks, Outcome, TrainConfig};
 
@@ -49,6 +50,15 @@ pub struct StudyConfig {
     pub weight_decay: f64,
     pub smoothing: f64,
     pub drop_path: f64,
+    /// Mixup alpha (0 = off).
+    #[serde(default)]
+    pub mixup: f64,
+    /// RandAugment (ops per image, magnitude), as `train --rand-augment`.
+    #[serde(default)]
+    pub rand_augment: Option<(usize, f64)>,
+    /// Random-erasing probability.
+    #[serde(default)]
+    pub reprob: f64,
     pub adapter_rank: usize,
     pub adapter_scale: f64,
     pub workers: usize,
@@ -84,6 +94,9 @@ impl StudyConfig {
             weight_decay: 0.05,
             smoothing: 0.1,
             drop_path: 0.0,
+            mixup: 0.0,
+            rand_augment: None,
+            reprob: 0.0,
             adapter_rank: 32,
             adapter_scale: 0.1,
             workers: 2,
@@ -115,52 +128,128 @@ pub struct Arm {
     pub what: &'static str,
     pub epochs_factor: usize,
     pub seeded: bool,
+    /// Depth in halves of L: 4 is 2L (the headline's), 3 is 1.5L, 6 is 3L, 2 the base's.
+    pub halves: usize,
 }
 
+impl Arm {
+    pub fn depth(&self, l: usize) -> usize {
+        self.halves * l / 2
+    }
+}
+
+const fn arm(
+    name: &'static str,
+    what: &'static str,
+    epochs_factor: usize,
+    seeded: bool,
+    halves: usize,
+) -> Arm {
+    Arm {
+        name,
+        what,
+        epochs_factor,
+        seeded,
+        halves,
+    }
+}
+
+/// Every arm a study can run. Without `--only`, a study runs the headline arms (the first
+/// seven); the scaling and variant arms are chosen by name.
 pub const ARMS: &[Arm] = &[
-    Arm {
-        name: "grown",
-        what: "base grown to 2L (ScaleNet: shared blocks + adapters, paper init), E epochs",
-        epochs_factor: 1,
-        seeded: true,
-    },
-    Arm {
-        name: "grown-identity",
-        what: "base grown to 2L with identity init (gates), E epochs",
-        epochs_factor: 1,
-        seeded: true,
-    },
-    Arm {
-        name: "scratch-3E",
-        what: "2L from scratch, 3E epochs",
-        epochs_factor: 3,
-        seeded: true,
-    },
-    Arm {
-        name: "scratch-E",
-        what: "2L from scratch, E epochs",
-        epochs_factor: 1,
-        seeded: false,
-    },
-    Arm {
-        name: "stacked",
-        what: "base stacked to 2L as independent copies (no sharing), E epochs",
-        epochs_factor: 1,
-        seeded: false,
-    },
-    Arm {
-        name: "shared-only",
-        what: "base grown to 2L, shared blocks without adapters, E epochs",
-        epochs_factor: 1,
-        seeded: false,
-    },
-    Arm {
-        name: "base+E",
-        what: "the base (depth L) trained E more epochs",
-        epochs_factor: 1,
-        seeded: false,
-    },
+    arm(
+        "grown",
+        "base grown to 2L (ScaleNet: shared blocks + adapters, paper init), E epochs",
+        1,
+        true,
+        4,
+    ),
+    arm(
+        "grown-identity",
+        "base grown to 2L with identity init (gates), E epochs",
+        1,
+        true,
+        4,
+    ),
+    arm("scratch-3E", "2L from scratch, 3E epochs", 3, true, 4),
+    arm("scratch-E", "2L from scratch, E epochs", 1, false, 4),
+    arm(
+        "stacked",
+        "base stacked to 2L as independent copies (no sharing), E epochs",
+        1,
+        false,
+        4,
+    ),
+    arm(
+        "shared-only",
+        "base grown to 2L, shared blocks without adapters, E epochs",
+        1,
+        false,
+        4,
+    ),
+    arm(
+        "base+E",
+        "the base (depth L) trained E more epochs",
+        1,
+        false,
+        2,
+    ),
+    // The scaling curve: the same base grown to 1.5L and 3L, and scratch models of those depths.
+    arm(
+        "grown-1.5L",
+        "base grown to 1.5L (paper init), E epochs",
+        1,
+        false,
+        3,
+    ),
+    arm(
+        "grown-3L",
+        "base grown to 3L (paper init), E epochs",
+        1,
+        false,
+        6,
+    ),
+    arm(
+        "scratch-1.5L-3E",
+        "1.5L from scratch, 3E epochs",
+        3,
+        false,
+        3,
+    ),
+    arm("scratch-3L-3E", "3L from scratch, 3E epochs", 3, false, 6),
+    // What a user would try to spend less.
+    arm(
+        "adapters-only",
+        "base grown to 2L, only adapters trained (shared blocks frozen), E epochs",
+        1,
+        false,
+        4,
+    ),
+    arm(
+        "interleave",
+        "base grown to 2L with the interleave map (0,0,1,1,...), E epochs",
+        1,
+        false,
+        4,
+    ),
+    arm(
+        "rank-8",
+        "base grown to 2L with adapter rank 8, E epochs",
+        1,
+        false,
+        4,
+    ),
+    arm(
+        "rank-64",
+        "base grown to 2L with adapter rank 64, E epochs",
+        1,
+        false,
+        4,
+    ),
 ];
+
+/// The arms a study runs when `--only` is not given.
+const HEADLINE_ARMS: usize = 7;
 
 /// Results of one arm over its seeds.
 #[derive(Clone, Debug, Serialize)]
@@ -202,17 +291,49 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, progress: bool) -> Result<Vec<Ar
     let study_json = dir.join("study.json");
     if study_json.exists() {
         let old: StudyConfig = crate::train::trainer::read_json(&study_json)?;
-        if &old != cfg {
+        // Which arms to run is not a setting of the results: a study grows by `--only`.
+        let settings = |c: &StudyConfig| StudyConfig {
+            only: Vec::new(),
+            ..c.clone()
+        };
+        if settings(&old) != settings(cfg) {
             return Err(Error::Refused {
                 path: study_json,
                 msg: "holds a study with other settings; choose another --out".into(),
             });
         }
     }
-    write_json(&study_json, cfg)?;
-    let wants = |name: &str| cfg.only.is_empty() || cfg.only.iter().any(|o| o == name);
-    let recipe = |model_dir: PathBuf, epochs: usize, seed: u64| TrainConfig {
+    if let Some(bad) = cfg
+        .only
+        .iter()
+        .find(|o| ARMS.iter().all(|a| a.name != o.as_str()))
+    {
+        return Err(Error::InvalidModel(format!(
+            "--only {bad}: no such arm (arms: {})",
+            ARMS.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    write_json(
+        &study_json,
+        &StudyConfig {
+            only: Vec::new(),
+            ..cfg.clone()
+        },
+    )?;
+    let headline = |name: &str| ARMS[..HEADLINE_ARMS].iter().any(|a| a.name == name);
+    let wants = |name: &str| {
+        if cfg.only.is_empty() {
+            headline(name)
+        } else {
+            cfg.only.iter().any(|o| o == name)
+        }
+    };
+    let recipe = |model_dir: PathBuf, epochs: usize, seed: u64, train_only| TrainConfig {
         epochs,
+        train_only,
+        mixup: cfg.mixup,
+        rand_augment: cfg.rand_augment,
+        reprob: cfg.reprob,
         batch_size: cfg.batch_size,
         lr: cfg.lr,
         warmup_epochs: cfg.warmup_epochs,
@@ -261,7 +382,12 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, progress: bool) -> Result<Vec<Ar
         Ok(out)
     };
     // Runs one training arm unless already finished.
-    let run_arm = |run: &str, model_dir: PathBuf, epochs: usize, seed: u64| -> Result<PathBuf> {
+    let run_arm = |run: &str,
+                   model_dir: PathBuf,
+                   epochs: usize,
+                   seed: u64,
+                   train_only: TrainOnly|
+     -> Result<PathBuf> {
         let out = dir.join("runs").join(run);
         if out.join("model").join("config.json").exists() {
             say(format!("· {run}: done earlier, reusing"));
@@ -273,7 +399,12 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, progress: bool) -> Result<Vec<Ar
             progress,
             ..Hooks::default()
         };
-        match train(recipe(model_dir, epochs, seed), &out, resume, &hooks)? {
+        match train(
+            recipe(model_dir, epochs, seed, train_only),
+            &out,
+            resume,
+            &hooks,
+        )? {
             Outcome::Finished { .. } => Ok(out),
             Outcome::Interrupted { .. } => Err(Error::Refused {
                 path: out,
@@ -289,6 +420,7 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, progress: bool) -> Result<Vec<Ar
         init_model("base-init", l, 1000)?,
         cfg.base_epochs,
         0,
+        TrainOnly::All,
     )?;
     let base_dir = base_run.join("model");
     let grow = |name: &str, opts: ExpandOptions| -> Result<PathBuf> {
@@ -330,9 +462,39 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, progress: bool) -> Result<Vec<Ar
             vec![0]
         };
         let mut dirs = Vec::new();
+        let d = arm.depth(l);
+        let paper = |s: u64| grow_opts(InitMode::Paper, true, false, s);
+        let at_depth = |o: ExpandOptions| ExpandOptions {
+            depth: d,
+            depths: if swin { vec![d; 2] } else { Vec::new() },
+            ..o
+        };
+        let ranked = |r: usize| {
+            let mut o = paper(0);
+            if let Some(a) = &mut o.adapter {
+                a.rank = r;
+            }
+            o
+        };
+        let train_only = if arm.name == "adapters-only" {
+            TrainOnly::Adapters
+        } else {
+            TrainOnly::All
+        };
         for s in seeds {
             let run = format!("{}-s{s}", arm.name);
             let model = match arm.name {
+                "grown-1.5L" | "grown-3L" => grow(arm.name, at_depth(paper(s)))?,
+                "adapters-only" => grow("grown-s0", paper(0))?,
+                "interleave" => grow(
+                    "interleave",
+                    ExpandOptions {
+                        map: MapStrategy::Interleave,
+                        ..paper(0)
+                    },
+                )?,
+                "rank-8" => grow("rank-8", ranked(8))?,
+                "rank-64" => grow("rank-64", ranked(64))?,
                 "grown" => grow(
                     &format!("grown-s{s}"),
                     grow_opts(InitMode::Paper, true, false, s),
@@ -344,9 +506,12 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, progress: bool) -> Result<Vec<Ar
                 "stacked" => grow("stacked", grow_opts(InitMode::Paper, false, true, s))?,
                 "shared-only" => grow("shared-only", grow_opts(InitMode::Paper, false, false, s))?,
                 "base+E" => base_dir.clone(),
-                _ => init_model(&format!("scratch-init-s{s}"), 2 * l, 2000 + s)?,
+                "scratch-E" | "scratch-3E" => {
+                    init_model(&format!("scratch-init-s{s}"), 2 * l, 2000 + s)?
+                }
+                _ => init_model(&format!("scratch-init-{d}-s{s}"), d, 2000 + s)?,
             };
-            dirs.push(run_arm(&run, model, e * arm.epochs_factor, s)?);
+            dirs.push(run_arm(&run, model, e * arm.epochs_factor, s, train_only)?);
         }
         runs.push((arm, dirs));
     }
@@ -361,7 +526,7 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, progress: bool) -> Result<Vec<Ar
     )?];
     let base_images = results[0].train_images;
     for (arm, dirs) in &runs {
-        let depth = if arm.name == "base+E" { l } else { 2 * l };
+        let depth = arm.depth(l);
         // Arms that start from the base carry its pretraining on the plot's x axis.
         let offset = if arm.name.starts_with("scratch") {
             0
@@ -393,6 +558,11 @@ fn collect(
     let lasts: Vec<EpochMetrics> = metrics.iter().map(last).collect::<Result<_>>()?;
     let loaded = load_model(&dirs[0].join("model"), &burn::tensor::Device::flex())?;
     let total = loaded.network.num_params();
+    let trainable = match (&loaded.network, name) {
+        (Network::Grown(g), "adapters-only") => g.param_counts().adjustments(),
+        (Network::GrownSwin(g), "adapters-only") => g.param_counts().adjustments(),
+        _ => total,
+    };
     let epochs = metrics[0].len();
     let curve = (0..epochs)
         .map(|i| {
@@ -415,7 +585,7 @@ fn collect(
         test_top1: lasts.iter().filter_map(|m| m.test_top1).collect(),
         val_top1: lasts.iter().filter_map(|m| m.val_top1).collect(),
         params_total: total,
-        params_trainable: total,
+        params_trainable: trainable,
         depth,
         epochs,
         train_images: lasts[0].train_images,
@@ -432,10 +602,66 @@ fn collect(
     })
 }
 
+/// `scaling.png`, when the study has grown or scratch arms at more than one depth: accuracy
+/// against added parameters and against training images. Returns whether it was written.
+fn write_scaling_plot(results: &[ArmResult], path: &Path) -> Result<bool> {
+    let Some(base) = results.iter().find(|r| r.name == "base") else {
+        return Ok(false);
+    };
+    let acc = |r: &ArmResult| 100.0 * mean_std(&r.test_top1).0;
+    let pick = |names: [&str; 3]| -> Vec<&ArmResult> {
+        names
+            .iter()
+            .filter_map(|n| results.iter().find(|r| r.name == *n))
+            .collect()
+    };
+    let grown = pick(["grown-1.5L", "grown", "grown-3L"]);
+    let scratch = pick(["scratch-1.5L-3E", "scratch-3E", "scratch-3L-3E"]);
+    if grown.len() < 2 && scratch.len() < 2 {
+        return Ok(false);
+    }
+    let series = |name: &str, arms: &[&ArmResult], x: &dyn Fn(&ArmResult) -> f64| Series {
+        name: name.into(),
+        points: arms.iter().map(|r| (x(r), acc(r))).collect(),
+        markers: true,
+    };
+    let added = |r: &ArmResult| (r.params_total as f64 - base.params_total as f64) / 1e3;
+    render(
+        &[
+            Chart {
+                title: "test top-1 vs parameters added to the base".into(),
+                x_label: "added parameters (thousands)".into(),
+                y_label: "top-1 %".into(),
+                series: vec![
+                    series("grown 1.5L/2L/3L", &grown, &added),
+                    series("scratch 1.5L/2L/3L", &scratch, &added),
+                ],
+            },
+            Chart {
+                title: "test top-1 vs training images, per epoch".into(),
+                x_label: "training images, base's included (thousands)".into(),
+                y_label: "top-1 %".into(),
+                // Each arm's curve: it starts after the base's images for the grown models.
+                series: grown
+                    .iter()
+                    .chain(&scratch)
+                    .map(|r| Series {
+                        name: r.name.clone(),
+                        points: r.curve.iter().map(|&(x, y)| (x / 1e3, y)).collect(),
+                        markers: true,
+                    })
+                    .collect(),
+            },
+        ],
+        path,
+    )?;
+    Ok(true)
+}
+
 /// The results table as Markdown.
 pub fn table(results: &[ArmResult]) -> String {
     let mut s = String::from(
-        "| arm | depth | seeds | test top-1 (%) | val top-1 (%) | params (total = trainable) | train images (this arm) | wall (s, mean) | img/s |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| arm | depth | seeds | test top-1 (%) | val top-1 (%) | params | trained params | train images (this arm) | wall (s, mean) | img/s |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in results {
         let (m, sd) = mean_std(&r.test_top1);
@@ -446,12 +672,13 @@ pub fn table(results: &[ArmResult]) -> String {
             format!("{:.2}", 100.0 * m)
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {acc} | {:.2} | {} | {} | {:.0} | {:.0} |\n",
+            "| {} | {} | {} | {acc} | {:.2} | {} | {} | {} | {:.0} | {:.0} |\n",
             r.name,
             r.depth,
             r.seeds,
             100.0 * vm,
             r.params_total,
+            r.params_trainable,
             r.train_images,
             r.wall_s,
             r.img_per_s
@@ -519,6 +746,7 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
         &dir.join("results.png"),
     )?;
     let get = |n: &str| results.iter().find(|r| r.name == n);
+    let scaling = write_scaling_plot(results, &dir.join("scaling.png"))?;
     let mut md = String::from("# Results\n\n");
     if let (Some(g), Some(s)) = (get("grown"), get("scratch-3E")) {
         let base_imgs = get("base").map_or(0, |b| b.train_images);
@@ -559,6 +787,13 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
          Parameters are all trainable. Wall time is training and evaluation per run.\n",
         machine()
     ));
+    if scaling {
+        md.push_str(
+            "\nscaling.png: test top-1 of the base grown to 1.5L, 2L and 3L (E epochs) next to scratch models of \
+             the same depths (3E epochs), against the parameters each adds to the base and against the training \
+             images behind each model (the base's pretraining included for the grown ones).\n",
+        );
+    }
     md.push_str(&format!(
         "\nSettings (`study.json`): `{}`\n",
         serde_json::to_string(cfg).expect("serialisable")

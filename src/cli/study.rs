@@ -42,9 +42,32 @@ pub struct ReproduceArgs {
     train_subset: Option<usize>,
     #[arg(long)]
     test_subset: Option<usize>,
-    /// Run only these arms (comma-separated: grown, grown-identity, scratch-3E, scratch-E, stacked, shared-only, base+E).
+    /// Run only these arms (comma-separated). Headline (run by default): grown, grown-identity,
+    /// scratch-3E, scratch-E, stacked, shared-only, base+E. Scaling: grown-1.5L, grown-3L,
+    /// scratch-1.5L-3E, scratch-3L-3E. Variants: adapters-only, interleave, rank-8, rank-64.
+    /// A study grows by running it again with other arms; finished arms are reused.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Stochastic depth rate (rises with the position, as in timm).
+    #[arg(long, default_value_t = 0.0)]
+    drop_path: f64,
+    /// Mixup alpha (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    mixup: f64,
+    /// RandAugment N,M (ops per image, magnitude 0-10), e.g. 2,9.
+    #[arg(long, value_name = "N,M")]
+    rand_augment: Option<String>,
+    /// Random-erasing probability.
+    #[arg(long, default_value_t = 0.0)]
+    reprob: f64,
+    /// Epochs of linear warmup (fractions allowed).
+    #[arg(long, default_value_t = 0.3)]
+    warmup_epochs: f64,
+    #[arg(long, default_value_t = 0.05)]
+    weight_decay: f64,
+    /// Adapter bottleneck width r of the grown arms.
+    #[arg(long, default_value_t = 32)]
+    adapter_rank: usize,
     #[arg(long, default_value_t = 2)]
     workers: usize,
     #[arg(long, default_value = "flex", help = DEVICE_HELP)]
@@ -70,6 +93,17 @@ pub fn reproduce(a: ReproduceArgs) -> Result<()> {
         workers: a.workers,
         device: a.device,
         only: a.only,
+        drop_path: a.drop_path,
+        mixup: a.mixup,
+        rand_augment: a
+            .rand_augment
+            .as_deref()
+            .map(super::train::parse_rand_augment)
+            .transpose()?,
+        reprob: a.reprob,
+        warmup_epochs: a.warmup_epochs,
+        weight_decay: a.weight_decay,
+        adapter_rank: a.adapter_rank,
         ..StudyConfig::reproduce()
     };
     let results = run_study(&cfg, &a.out, true)?;

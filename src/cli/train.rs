@@ -170,21 +170,11 @@ fn config_from_args(a: &Args) -> Result<TrainConfig> {
         mixup: a.mixup,
         cutmix: a.cutmix,
         reprob: a.reprob,
-        rand_augment: match &a.rand_augment {
-            None => None,
-            Some(s) => {
-                let parts: Vec<&str> = s.split(',').collect();
-                match (
-                    parts.first().and_then(|n| n.trim().parse::<usize>().ok()),
-                    parts.get(1).and_then(|m| m.trim().parse::<f64>().ok()),
-                ) {
-                    (Some(n), Some(m)) if parts.len() == 2 && (0.0..=10.0).contains(&m) => {
-                        Some((n, m))
-                    }
-                    _ => bail!("--rand-augment {s}: expected N,M such as 2,9 (M between 0 and 10)"),
-                }
-            }
-        },
+        rand_augment: a
+            .rand_augment
+            .as_deref()
+            .map(parse_rand_augment)
+            .transpose()?,
         ema: a.ema,
         clip_grad: a.clip_grad,
         accum: a.accum,
@@ -285,4 +275,16 @@ fn validate(c: &TrainConfig) -> Result<()> {
         bail!("--smoothing must be in [0, 1)");
     }
     Ok(())
+}
+
+/// `--rand-augment N,M` (ops per image, magnitude 0–10).
+pub fn parse_rand_augment(s: &str) -> Result<(usize, f64)> {
+    let parts: Vec<&str> = s.split(',').collect();
+    match (
+        parts.first().and_then(|n| n.trim().parse::<usize>().ok()),
+        parts.get(1).and_then(|m| m.trim().parse::<f64>().ok()),
+    ) {
+        (Some(n), Some(m)) if parts.len() == 2 && (0.0..=10.0).contains(&m) => Ok((n, m)),
+        _ => bail!("--rand-augment {s}: expected N,M such as 2,9 (M between 0 and 10)"),
+    }
 }

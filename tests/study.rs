@@ -1,0 +1,61 @@
+//! The reproduction study on a tiny model: arms run, reports and plots are written, a study
+//! grows by `--only` and reuses finished arms, and other settings are refused.
+
+use scalenet::study::{run_study, StudyConfig};
+
+fn tiny() -> StudyConfig {
+    StudyConfig {
+        data: "fmnist-mini".into(),
+        train_subset: Some(256),
+        test_subset: Some(64),
+        patch_size: 7,
+        embed_dim: 16,
+        num_heads: 2,
+        base_depth: 2,
+        base_epochs: 1,
+        epochs: 1,
+        seeds: 1,
+        batch_size: 64,
+        adapter_rank: 4,
+        workers: 1,
+        only: vec!["grown".into(), "scratch-3E".into(), "grown-3L".into()],
+        ..StudyConfig::reproduce()
+    }
+}
+
+#[test]
+fn a_tiny_study_runs_grows_and_refuses_other_settings() {
+    let dir = std::env::temp_dir().join(format!("scalenet-study-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = run_study(&tiny(), &dir, false).unwrap();
+    let names: Vec<&str> = r.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["base", "grown", "scratch-3E", "grown-3L"]);
+    assert_eq!(r[3].depth, 6);
+    for f in [
+        "RESULTS.md",
+        "results.png",
+        "scaling.png",
+        "results.json",
+        "study.json",
+    ] {
+        assert!(dir.join(f).is_file(), "{f}");
+    }
+    // More arms later: the finished ones are reused, the new one runs (frozen blocks).
+    let more = StudyConfig {
+        only: vec!["grown".into(), "adapters-only".into()],
+        ..tiny()
+    };
+    let r = run_study(&more, &dir, false).unwrap();
+    let a = r.iter().find(|a| a.name == "adapters-only").unwrap();
+    assert!(a.params_trainable < a.params_total);
+    // Other settings in the same directory are refused; so is an unknown arm.
+    let other = StudyConfig { lr: 1e-3, ..tiny() };
+    let e = run_study(&other, &dir, false).unwrap_err().to_string();
+    assert!(e.contains("other settings"), "{e}");
+    let bad = StudyConfig {
+        only: vec!["grwon".into()],
+        ..tiny()
+    };
+    let e = run_study(&bad, &dir, false).unwrap_err().to_string();
+    assert!(e.contains("no such arm"), "{e}");
+}
