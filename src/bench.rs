@@ -33,6 +33,8 @@ pub struct BenchResult {
     pub precision: String,
     /// Why this precision (`--precision auto` says what it measured).
     pub precision_reason: String,
+    /// The CPU the numbers came from (also for GPU runs: it feeds the device).
+    pub cpu: crate::ops::auto_precision::CpuInfo,
 }
 
 /// Runs `step` `warmup + steps` times; the median of `items` per second over the timed ones.
@@ -134,6 +136,7 @@ pub fn run(
         device: format!("{device:?}"),
         precision: crate::ops::precision::active().to_string(),
         precision_reason: String::new(),
+        cpu: crate::ops::auto_precision::cpu_info(),
     })
 }
 
@@ -153,6 +156,7 @@ pub struct LmBenchResult {
     pub device: String,
     pub precision: String,
     pub precision_reason: String,
+    pub cpu: crate::ops::auto_precision::CpuInfo,
 }
 
 pub fn run_lm(
@@ -217,5 +221,6 @@ pub fn run_lm(
         device: format!("{device:?}"),
         precision: crate::ops::precision::active().to_string(),
         precision_reason: String::new(),
+        cpu: crate::ops::auto_precision::cpu_info(),
     })
 }

@@ -130,6 +130,51 @@ fn measure() -> (f64, f64) {
     (rates[0], rates[1])
 }
 
+/// What `bench` reports about the CPU its numbers came from.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CpuInfo {
+    pub vendor: String,
+    /// lscpu's "Model name", with the family/model/stepping numbers.
+    pub model: String,
+    /// The instruction-set flags our kernels choose by (present ones only).
+    pub flags: Vec<String>,
+    pub threads: usize,
+}
+
+/// The CPU this process runs on, from `/proc/cpuinfo` (empty fields elsewhere).
+pub fn cpu_info() -> CpuInfo {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let have = field("flags");
+    let have: Vec<&str> = have.split_whitespace().collect();
+    let flags = [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_bf16",
+        "avx512_fp16",
+        "avx512_vnni",
+        "amx_tile",
+        "amx_bf16",
+    ]
+    .iter()
+    .filter(|f| have.contains(f))
+    .map(|f| f.to_string())
+    .collect();
+    CpuInfo {
+        vendor: field("vendor_id"),
+        model: cpu_model(),
+        flags,
+        threads: rayon::current_num_threads(),
+    }
+}
+
 /// The model name with its family/model/stepping numbers: VMs often report a generic name
 /// ("Intel(R) Xeon(R) Processor") for CPUs of different generations.
 fn cpu_model() -> String {
