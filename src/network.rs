@@ -1,10 +1,9 @@
-//! Either kind of model a directory can hold: a plain timm ViT or a grown ScaleNet model.
-//! Commands that only run a model (`forward`, `info`, training) work on both through this.
+//! Every kind of model a directory can hold: a plain timm ViT or Swin, or either grown by
+//! ScaleNet; and the language models.
+//! Commands that only run a model (`forward`, `info`, training) work on all of them through this.
 
 use burn::module::Module;
-use burn::tensor::Tensor;
-
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
 use crate::config::ImageArch;
 use crate::growth::{GrownSwin, GrownVit};

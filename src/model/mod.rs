@@ -1,4 +1,5 @@
-//! The Vision Transformer, part by part, in timm's structure and key names.
+//! The model families, part by part, in their reference's structure and key names: the Vision
+//! Transformer (these files), the Swin Transformer (`swin/`) and Llama (`llama/`).
 
 pub mod attention;
 pub mod block;
