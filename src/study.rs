@@ -303,11 +303,9 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, progress: bool) -> Result<Vec<Ar
             });
         }
     }
-    if let Some(bad) = cfg
-        .only
-        .iter()
-        .find(|o| ARMS.iter().all(|a| a.name != o.as_str()))
-    {
+    // The base always runs (every other arm starts from it or is compared with it).
+    let known = |o: &str| o == "base" || ARMS.iter().any(|a| a.name == o);
+    if let Some(bad) = cfg.only.iter().find(|o| !known(o)) {
         return Err(Error::InvalidModel(format!(
             "--only {bad}: no such arm (arms: {})",
             ARMS.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")

@@ -18,7 +18,12 @@ fn tiny() -> StudyConfig {
         batch_size: 64,
         adapter_rank: 4,
         workers: 1,
-        only: vec!["grown".into(), "scratch-3E".into(), "grown-3L".into()],
+        only: vec![
+            "base".into(),
+            "grown".into(),
+            "scratch-3E".into(),
+            "grown-3L".into(),
+        ],
         ..StudyConfig::reproduce()
     }
 }
