@@ -1344,3 +1344,28 @@ fn swin_init_expand_info_forward() {
     assert_clean_error(&o, &["different lengths"]);
     assert!(!dir.join("x").exists());
 }
+
+/// Output into a pipe that is already closed (`scalenet info DIR | head`, with head gone)
+/// ends the process quietly: no panic, no "internal error" line.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_pipe_is_not_an_internal_error() {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: fds has room for the two descriptors pipe() writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fds[0] was just opened by pipe() and is closed once, here.
+    unsafe { libc::close(fds[0]) };
+    // SAFETY: fds[1] is an open descriptor that nothing else owns.
+    let stdout = unsafe { std::process::Stdio::from_raw_fd(fds[1]) };
+    let out = bin()
+        .arg("info")
+        .arg(fixture("rgb_token_p8"))
+        .arg("--json")
+        .stdout(stdout)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("internal error"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
