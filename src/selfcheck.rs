@@ -199,6 +199,18 @@ pub fn ops(device: &Device) -> Vec<Check> {
         let qkv = t[0].clone().reshape([bt, tokens, 3 * d]);
         crate::model::attention::attend(qkv, heads).reshape([bt * tokens, d])
     };
+    // Swin's window attention: a bias per (window, head), windows of 9 tokens.
+    let (bw, wn, wd, wh, groups) = (6, 9, 12, 3, 3);
+    let wqkv = (values(bw * wn * 3 * wd, 6, 1.5), [bw * wn, 3 * wd]);
+    let wbias = (
+        values(groups * wh * wn * wn, 7, 2.0),
+        [groups * wh * wn, wn],
+    );
+    let window = |t: Vec<Tensor<2>>| {
+        let qkv = t[0].clone().reshape([bw, wn, 3 * wd]);
+        let bias = t[1].clone().reshape([groups, wh, wn, wn]);
+        crate::model::swin::window_attend(qkv, bias, wh).reshape([bw * wn, wd])
+    };
     type Op<'a> = (
         &'static str,
         Precision,
@@ -250,6 +262,13 @@ pub fn ops(device: &Device) -> Vec<Check> {
             Box::new(attention),
             vec![qkv],
             3e-2,
+        ),
+        (
+            "window attention",
+            Precision::F32,
+            Box::new(window),
+            vec![wqkv, wbias],
+            1e-4,
         ),
     ];
     let mut checks = Vec::new();

@@ -83,14 +83,7 @@ impl WindowAttention {
             Some(m) => self.bias(n) + m.unsqueeze_dim::<4>(1),
             None => self.bias(n),
         };
-        // On flex our fused kernel reads q, k and v where the qkv product left them and adds
-        // the bias inside (as `model::attention` does for the ViT, without the bias).
-        let out = if qkv.device() == Device::flex() {
-            crate::ops::window_attention(qkv, bias, self.num_heads)
-        } else {
-            attend_biased(qkv, bias, self.num_heads)
-        };
-        self.proj.forward(out)
+        self.proj.forward(window_attend(qkv, bias, self.num_heads))
     }
 
     /// The relative-position bias gathered from the table: `[1, heads, N, N]`.
@@ -125,6 +118,17 @@ impl WindowAttention {
                 .iter()
                 .product::<usize>()
     }
+}
+
+/// Attention with an additive score bias: `qkv [windows·batch, N, 3·dim]` and
+/// `bias [groups, heads, N, N]` (item i takes group i mod groups) → `[windows·batch, N, dim]`.
+pub fn window_attend(qkv: Tensor<3>, bias: Tensor<4>, heads: usize) -> Tensor<3> {
+    // On flex our fused kernel reads q, k and v where the qkv product left them and adds the
+    // bias inside (as `model::attention` does for the ViT, without the bias).
+    if qkv.device() == Device::flex() {
+        return crate::ops::window_attention(qkv, bias, heads);
+    }
+    attend_biased(qkv, bias, heads)
 }
 
 /// [`crate::ops::window_attention`] composed from tensor ops, for backends without the kernel.
