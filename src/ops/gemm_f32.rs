@@ -373,7 +373,7 @@ unsafe fn kernel(
 #[cfg(test)]
 pub(super) mod test_operands {
     /// Odd sizes, partial panels and row blocks, K across several passes.
-    pub const SHAPES: [(usize, usize, usize); 7] = [
+    pub const SHAPES: [(usize, usize, usize); 9] = [
         (1, 1, 1),
         (9, 33, 7),
         (130, 70, 300),
@@ -381,6 +381,9 @@ pub(super) mod test_operands {
         (8, 32, 2),
         (200, 64, 600),
         (33, 96, 3),
+        // Several full panels, K across passes and not a multiple of 8.
+        (37, 130, 300),
+        (16, 160, 13),
     ];
 
     /// A (m×k) and B (k×n) row-major, then the same values stored column-major.
