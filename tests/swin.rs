@@ -296,3 +296,41 @@ fn grown_swin_trains_and_resumes_exactly() {
     let back = load_model(&straight.join("model"), &Device::flex()).unwrap();
     assert!(matches!(back.network, Network::GrownSwin(_)));
 }
+
+/// Checkpoints from older timm versions also hold the buffers timm now computes
+/// (`relative_position_index` as int64, `attn_mask`): they are skipped, as timm skips them.
+#[test]
+fn stale_timm_buffers_in_a_checkpoint_are_skipped() {
+    use safetensors::tensor::{Dtype, TensorView};
+    let dir = fixtures().join("swin/three_stages_w4");
+    let tmp = tempdir("stale");
+    std::fs::copy(dir.join("config.json"), tmp.join("config.json")).unwrap();
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let index: Vec<u8> = (0..16i64 * 16).flat_map(|v| v.to_le_bytes()).collect();
+    let mask: Vec<u8> = (0..4 * 16 * 16).flat_map(|_| 0f32.to_le_bytes()).collect();
+    let mut views: Vec<(String, TensorView)> = st.tensors();
+    views.push((
+        "layers.0.blocks.1.attn.relative_position_index".into(),
+        TensorView::new(Dtype::I64, vec![16, 16], &index).unwrap(),
+    ));
+    views.push((
+        "layers.0.blocks.1.attn_mask".into(),
+        TensorView::new(Dtype::F32, vec![4, 16, 16], &mask).unwrap(),
+    ));
+    let out = safetensors::serialize(views, &None).unwrap();
+    std::fs::write(tmp.join("model.safetensors"), out).unwrap();
+    let want = to_vec(
+        load_model(&dir, &Device::flex())
+            .unwrap()
+            .network
+            .forward(input(&dir)),
+    );
+    let got = to_vec(
+        load_model(&tmp, &Device::flex())
+            .unwrap()
+            .network
+            .forward(input(&dir)),
+    );
+    assert_eq!(got, want);
+}

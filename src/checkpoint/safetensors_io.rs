@@ -47,6 +47,9 @@ impl TensorFile {
         }
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
+            if is_stale_buffer(&name) {
+                continue;
+            }
             let values = to_f32(&view).ok_or_else(|| Error::BadDtype {
                 path: path.to_path_buf(),
                 key: name.clone(),
@@ -170,6 +173,13 @@ fn with_tensor<T>(
         unexpected: vec![],
     })?;
     f(&view)
+}
+
+/// Buffers that timm computes and no longer saves (Swin's `relative_position_index`, an int64
+/// table, and `attn_mask`), found in checkpoints written by older timm versions. scalenet computes
+/// them too, so they are skipped on reading, as timm's `checkpoint_filter_fn` skips them.
+fn is_stale_buffer(name: &str) -> bool {
+    name.ends_with(".relative_position_index") || name.ends_with(".attn_mask")
 }
 
 /// Reads the float tensor `key` of a safetensors file that may also hold other dtypes (a
