@@ -260,12 +260,7 @@ impl GrownVit {
     /// copy's LayerScale (times the base's, if any). Adapters have no timm equivalent and are
     /// left out, which is exact while their up-projections are zero, as after `expand`.
     pub fn unshared(&self, device: &Device) -> VisionTransformer {
-        let tensors: HashMap<String, Vec<f32>> = self
-            .export()
-            .tensors
-            .into_iter()
-            .map(|t| (t.name, t.values))
-            .collect();
+        let tensors: HashMap<String, Vec<f32>> = self.export().into_map();
         let has_gates = self.spec.layer_scale || self.config.init_values.is_some();
         let mut config = self.config.clone();
         config.depth = self.layer_map.len();

@@ -137,12 +137,7 @@ impl GrownLlama {
     /// has no gates). Adapters are left out, which is exact while their up-projections are
     /// zero, as after `expand`.
     pub fn unshared(&self, device: &Device) -> Llama {
-        let tensors: HashMap<String, Vec<f32>> = self
-            .export()
-            .tensors
-            .into_iter()
-            .map(|t| (t.name, t.values))
-            .collect();
+        let tensors: HashMap<String, Vec<f32>> = self.export().into_map();
         let mut config = self.config.clone();
         config.num_hidden_layers = self.layer_map.len();
         let map = &self.layer_map;

@@ -159,12 +159,7 @@ impl GrownSwin {
     /// timm equivalent and are left out, which is exact while their up-projections are zero,
     /// as after `expand`.
     pub fn unshared(&self, device: &Device) -> SwinTransformer {
-        let tensors: HashMap<String, Vec<f32>> = self
-            .export()
-            .tensors
-            .into_iter()
-            .map(|t| (t.name, t.values))
-            .collect();
+        let tensors: HashMap<String, Vec<f32>> = self.export().into_map();
         let mut config = self.config().clone();
         config.depths = self.spec.depths();
         let maps = &self.spec.layer_maps;

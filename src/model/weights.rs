@@ -118,6 +118,14 @@ pub struct TensorSink {
 }
 
 impl TensorSink {
+    /// The tensors by name (the values of one model, e.g. to rebuild it differently).
+    pub fn into_map(self) -> std::collections::HashMap<String, Vec<f32>> {
+        self.tensors
+            .into_iter()
+            .map(|t| (t.name, t.values))
+            .collect()
+    }
+
     pub fn push<const D: usize>(&mut self, name: impl Into<String>, tensor: Tensor<D>) {
         let shape = tensor.dims().to_vec();
         let values = to_vec(tensor);
