@@ -8,6 +8,7 @@
 #   bench/compare.sh --precision bf16    # bf16 against torch.autocast(bfloat16)
 #   bench/compare.sh --device cuda       # on a GPU (memory: our host RSS vs torch's GPU peak)
 #   BIN=path/to/scalenet STEPS=20 bench/compare.sh   # a prebuilt binary; more timed steps
+#   SCALENET_BLAS=/path/libmkl_rt.so.3 bench/compare.sh   # our f32 products through a BLAS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=python3
@@ -52,7 +53,7 @@ print(f"{name}")
 print(f"  train img/s    {row('train_img_per_s')}")
 print(f"  infer img/s    {row('infer_img_per_s')}")
 print(f"  train peak MiB {row('train_peak_rss_mib')}")
-print(f"  # ours: {ours['device']} {ours.get('precision', 'f32')}; theirs: {theirs['device']}")
+print(f"  # ours: {ours['device']} {ours.get('precision', 'f32')} ({ours.get('f32_gemm', '')}); theirs: {theirs['device']}")
 PYEOF
 }
 

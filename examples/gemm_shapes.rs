@@ -1,7 +1,9 @@
 //! GFLOP/s of `ops::gemm_f32` on the transformer shapes (forward products and the weight
 //! gradients, whose A is a transposed activation), best of N runs so that a shared machine's
 //! noise reads as little as possible. For docs/PERFORMANCE.md and kernel work:
-//! `cargo run --release --example gemm_shapes -- ROWS DIM [RUNS]`
+//! `cargo run --release --example gemm_shapes -- ROWS DIM [RUNS]`; with `SCALENET_BLAS=PATH`
+//! the same products through that CBLAS library are timed beside ours; on CPUs with
+//! AVX512-BF16 the bf16 products too (ours, and the library's where it has one: MKL).
 use std::mem::MaybeUninit;
 use std::time::Instant;
 
@@ -41,7 +43,17 @@ fn main() {
         eprintln!("gemm_f32 needs AVX-512");
         return;
     }
+    let lib = match scalenet::ops::blas::from_env() {
+        Ok(lib) => lib,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
     println!("rows {m}, dim {d}, best of {runs}");
+    if let Some(lib) = lib {
+        println!("BLAS: {}", lib.path().display());
+    }
     // (name, rows, k, n, A transposed)
     let shapes = [
         ("qkv", m, d, 3 * d, false),
@@ -64,10 +76,37 @@ fn main() {
         let s = best(runs, || {
             scalenet::ops::gemm_f32::gemm(rows, n, k, a, b, &mut c, false)
         });
-        let gf = 2.0 * (rows * k * n) as f64 / s / 1e9;
-        println!(
-            "{name:8} {rows:5}x{k:5}x{n:5}  {:8.3} ms  {gf:6.1} GFLOP/s",
-            s * 1e3
+        let gf = |s: f64| 2.0 * (rows * k * n) as f64 / s / 1e9;
+        print!(
+            "{name:8} {rows:5}x{k:5}x{n:5}  {:8.3} ms  {:6.1} GFLOP/s",
+            s * 1e3,
+            gf(s)
         );
+        if let Some(lib) = lib {
+            let t = best(runs, || {
+                // SAFETY: the views and C hold the sizes described.
+                let done =
+                    unsafe { lib.gemm((rows, n, k), a, b, c.as_mut_ptr() as *mut f32, n, false) };
+                assert!(done, "the library refused a plain layout");
+            });
+            print!("   BLAS {:6.1} GFLOP/s", gf(t));
+        }
+        if scalenet::ops::gemm_bf16::available() {
+            let t = best(runs, || {
+                scalenet::ops::gemm_bf16::gemm(rows, n, k, a, b, &mut c, false)
+            });
+            print!("   bf16 {:6.1}", gf(t));
+        }
+        if let Some(lib) = lib.filter(|l| l.has_bf16()) {
+            let t = best(runs, || {
+                // SAFETY: as above.
+                let done = unsafe {
+                    lib.gemm_bf16((rows, n, k), a, b, c.as_mut_ptr() as *mut f32, n, false)
+                };
+                assert!(done, "the library refused a plain layout");
+            });
+            print!("   BLAS bf16 {:6.1}", gf(t));
+        }
+        println!();
     }
 }

@@ -35,6 +35,8 @@ pub struct BenchResult {
     pub precision_reason: String,
     /// The CPU the numbers came from (also for GPU runs: it feeds the device).
     pub cpu: crate::ops::auto_precision::CpuInfo,
+    /// What ran the large f32 matrix products (our kernel or a `--blas` library).
+    pub f32_gemm: String,
 }
 
 /// Runs `step` `warmup + steps` times; the median of `items` per second over the timed ones.
@@ -137,6 +139,7 @@ pub fn run(
         precision: crate::ops::precision::active().to_string(),
         precision_reason: String::new(),
         cpu: crate::ops::auto_precision::cpu_info(),
+        f32_gemm: crate::ops::blas::f32_kernel(),
     })
 }
 
@@ -157,6 +160,8 @@ pub struct LmBenchResult {
     pub precision: String,
     pub precision_reason: String,
     pub cpu: crate::ops::auto_precision::CpuInfo,
+    /// What ran the large f32 matrix products (our kernel or a `--blas` library).
+    pub f32_gemm: String,
 }
 
 pub fn run_lm(
@@ -222,5 +227,6 @@ pub fn run_lm(
         precision: crate::ops::precision::active().to_string(),
         precision_reason: String::new(),
         cpu: crate::ops::auto_precision::cpu_info(),
+        f32_gemm: crate::ops::blas::f32_kernel(),
     })
 }

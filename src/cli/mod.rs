@@ -21,6 +21,11 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "scalenet", version, about, long_about = None)]
 struct Cli {
+    /// A CBLAS shared library for the large f32 matrix products on the CPU (MKL's
+    /// libmkl_rt.so.*, OpenBLAS's libopenblas.so.0, BLIS's libblis.so.4); without it
+    /// scalenet's own kernels run them. docs/PERFORMANCE.md says when it pays.
+    #[arg(long, global = true, env = "SCALENET_BLAS", value_name = "PATH")]
+    blas: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,6 +62,9 @@ enum Command {
 
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(path) = cli.blas.as_deref().filter(|p| !p.as_os_str().is_empty()) {
+        scalenet::ops::blas::use_library(path)?;
+    }
     match cli.command {
         Command::Info(a) => info::run(a),
         Command::Forward(a) => forward::run(a),

@@ -64,7 +64,11 @@ fn cpu_decision() -> Decision {
     if !super::gemm_f32::available() {
         return f32_only("no AVX-512 f32 kernel to compare with");
     }
-    let cpu = cpu_model();
+    // A `--blas` library changes both rates, so it is part of what the cache is keyed by.
+    let cpu = match super::blas::active() {
+        Some(lib) => format!("{} with {}", cpu_model(), lib.path().display()),
+        None => cpu_model(),
+    };
     let path = cache_path(&cpu);
     let cached = path
         .as_ref()
@@ -93,7 +97,7 @@ fn cpu_decision() -> Decision {
     Decision {
         precision,
         reason: format!(
-            "auto on this CPU ({cpu}): our bf16 GEMM runs {bf16_rate:.0} GFLOP/s and the f32 one {f32_rate:.0} ({how}{cache})"
+            "auto on this CPU ({cpu}): the bf16 GEMM runs {bf16_rate:.0} GFLOP/s and the f32 one {f32_rate:.0} ({how}{cache})"
         ),
     }
 }
@@ -115,11 +119,7 @@ fn measure() -> (f64, f64) {
             let mut best = f64::INFINITY;
             for _ in 0..4 {
                 let t = Instant::now();
-                if bf16 {
-                    super::gemm_bf16::gemm(m, n, k, av, bv, &mut c, false);
-                } else {
-                    super::gemm_f32::gemm(m, n, k, av, bv, &mut c, false);
-                }
+                super::flex::cpu_gemm((m, n, k), av, bv, &mut c, false, bf16);
                 best = best.min(t.elapsed().as_secs_f64());
             }
             flops += 2.0 * (m * n * k) as f64;

@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::math::{erf, exp_neg};
-use super::{attention, gemm_bf16, gemm_f32, gemv};
+use super::{attention, blas, gemm_bf16, gemm_f32, gemv};
 use super::{reference_linear, reference_matmul, reference_sum_rows, FusedOps};
 
 /// Elements per rayon task: ~64 KiB of f32, several per core even for small activations.
@@ -346,10 +346,39 @@ fn gemm_into(
             }
         });
     }
-    let accumulate = bias.is_some();
-    let (a, b) = (view(lhs), view(rhs));
+    cpu_gemm((m, n, k), view(lhs), view(rhs), buf, bias.is_some(), bf16);
+    // SAFETY: all m × n elements were written above (k = 0 with no bias is the only case where
+    // the GEMM writes zeros without multiplying; gemm handles it).
+    unsafe { out.set_len(m * n) };
+    Some(FlexTensor::from_data(TensorData::new(out, [m, n])))
+}
+
+/// C (m×n) = A·B, or += with `accumulate`, on whichever CPU kernel suits the shape: few-row
+/// products on the GEMV path, large ones on a `--blas` library where one is in use, the rest
+/// on our AVX-512 kernels (f32 or bf16) or the `gemm` crate. bf16 needs
+/// `gemm_bf16::available()`.
+pub(crate) fn cpu_gemm(
+    (m, n, k): (usize, usize, usize),
+    a: gemm_bf16::View,
+    b: gemm_bf16::View,
+    buf: &mut [MaybeUninit<f32>],
+    accumulate: bool,
+    bf16: bool,
+) {
     if gemv::applies(m, &b) {
         gemv::gemm(m, n, k, a, b, buf, accumulate);
+    } else if blas::active()
+        .filter(|_| m * n * k >= blas::MIN_FLOPS)
+        // SAFETY: as for gemm_portable below.
+        .is_some_and(|lib| unsafe {
+            let c = buf.as_mut_ptr() as *mut f32;
+            match bf16 {
+                true => lib.gemm_bf16((m, n, k), a, b, c, n, accumulate),
+                false => lib.gemm((m, n, k), a, b, c, n, accumulate),
+            }
+        })
+    {
+        // The library wrote C.
     } else if bf16 {
         gemm_bf16::gemm(m, n, k, a, b, buf, accumulate);
     } else if gemm_f32::available() {
@@ -369,8 +398,4 @@ fn gemm_into(
             )
         };
     }
-    // SAFETY: all m × n elements were written above (k = 0 with no bias is the only case where
-    // the GEMM writes zeros without multiplying; gemm handles it).
-    unsafe { out.set_len(m * n) };
-    Some(FlexTensor::from_data(TensorData::new(out, [m, n])))
 }

@@ -202,7 +202,7 @@ fn pack_b_panel(b: View, k: usize, n: usize, col0: usize, panel: &mut [u32]) {
 }
 
 /// `out[q] = pair(src[2q], src[2q+1])`, zero-padding an odd tail.
-fn convert_run(src: &[f32], out: &mut [u32]) {
+pub(crate) fn convert_run(src: &[f32], out: &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `gemm` checked `available()`.
     unsafe {

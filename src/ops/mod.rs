@@ -7,6 +7,7 @@
 
 mod attention;
 pub mod auto_precision;
+pub mod blas;
 pub mod gemm_bf16;
 pub mod gemm_f32;
 pub mod gemv;

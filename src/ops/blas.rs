@@ -1,0 +1,365 @@
+//! An external BLAS for the large f32 matrix products, opened at run time (`dlopen`), so the
+//! default build still needs nothing but cargo: `--blas PATH` (or `SCALENET_BLAS=PATH`) names a
+//! CBLAS shared library — MKL's `libmkl_rt.so.*` from PyPI's `mkl` wheel, Debian's OpenBLAS
+//! (`libopenblas.so.0`) or BLIS (`libblis.so.4`). On the Intel Xeon of the speed issue MKL's
+//! SGEMM runs ~1.5× faster than our AVX-512 kernel (docs/PERFORMANCE.md has the table); on the
+//! Zen 4 ours matches it. Without the option nothing changes.
+//!
+//! Only products whose operands are row- or column-major go to the library (every matmul of a
+//! ViT or Llama step is one of the two); anything else, and the small products below
+//! [`MIN_FLOPS`], stay on our kernels.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use super::gemm_bf16::View;
+
+/// Below this many multiply-adds a library call's fixed cost (thread wake-up) outweighs its
+/// speed; attention's per-head products are well below it.
+pub const MIN_FLOPS: usize = 64 * 64 * 64;
+
+const ROW_MAJOR: c_int = 101;
+const NO_TRANS: c_int = 111;
+const TRANS: c_int = 112;
+
+type Sgemm = unsafe extern "C" fn(
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    f32,
+    *const f32,
+    c_int,
+    *const f32,
+    c_int,
+    f32,
+    *mut f32,
+    c_int,
+);
+
+/// MKL's `cblas_gemm_bf16bf16f32`: bf16 operands (as u16), f32 accumulation and result.
+type GemmBf16 = unsafe extern "C" fn(
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    f32,
+    *const u16,
+    c_int,
+    *const u16,
+    c_int,
+    f32,
+    *mut f32,
+    c_int,
+);
+
+/// Why a BLAS library could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BlasError {
+    #[error("{path}: cannot open as a shared library: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("{path}: no cblas_sgemm in this library (is it a CBLAS?)")]
+    NoSgemm { path: PathBuf },
+    #[error(
+        "{path}: cblas_sgemm gives wrong results (max error {error:e}); is it an ILP64 build?"
+    )]
+    Wrong { path: PathBuf, error: f32 },
+    #[error("a BLAS library is already in use ({0}); it can be chosen once per process")]
+    AlreadySet(PathBuf),
+}
+
+/// An opened CBLAS library.
+pub struct Blas {
+    path: PathBuf,
+    sgemm: Sgemm,
+    /// MKL's bf16 product, where the library has it (on CPUs with AMX it runs on the tiles).
+    gemm_bf16: Option<GemmBf16>,
+}
+
+// SAFETY: a function pointer into a library that stays loaded for the process's life; CBLAS
+// routines are thread-safe.
+unsafe impl Send for Blas {}
+unsafe impl Sync for Blas {}
+
+static ACTIVE: OnceLock<Blas> = OnceLock::new();
+
+/// The library in use, if one was chosen.
+pub fn active() -> Option<&'static Blas> {
+    ACTIVE.get()
+}
+
+/// Opens `path`, checks its `cblas_sgemm` against a small product, and routes the large f32
+/// products of this process to it.
+pub fn use_library(path: &Path) -> Result<&'static Blas, BlasError> {
+    if let Some(b) = ACTIVE.get() {
+        return if b.path == path {
+            Ok(b)
+        } else {
+            Err(BlasError::AlreadySet(b.path.clone()))
+        };
+    }
+    let blas = Blas::open(path)?;
+    blas.self_check()?;
+    let _ = ACTIVE.set(blas);
+    Ok(ACTIVE.get().expect("just set"))
+}
+
+fn dl_error() -> String {
+    // SAFETY: dlerror returns null or a NUL-terminated message owned by libc.
+    let msg = unsafe { libc::dlerror() };
+    if msg.is_null() {
+        "unknown error".into()
+    } else {
+        // SAFETY: non-null, NUL-terminated (above).
+        unsafe { CStr::from_ptr(msg as *const c_char) }
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+impl Blas {
+    fn open(path: &Path) -> Result<Blas, BlasError> {
+        let open_err = |reason: String| BlasError::Open {
+            path: path.to_owned(),
+            reason,
+        };
+        let c_path = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| open_err("the path contains a NUL byte".into()))?;
+        // SAFETY: a valid C string; the handle is never closed (the library lives as long as
+        // the process, as the function pointer taken from it must).
+        let handle: *mut c_void = unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW) };
+        if handle.is_null() {
+            // dlerror starts with the path again.
+            let msg = dl_error();
+            let prefix = format!("{}: ", path.display());
+            return Err(open_err(
+                msg.strip_prefix(&prefix).unwrap_or(&msg).to_string(),
+            ));
+        }
+        // SAFETY: a live handle and a valid symbol name.
+        let sym = unsafe { libc::dlsym(handle, c"cblas_sgemm".as_ptr()) };
+        if sym.is_null() {
+            return Err(BlasError::NoSgemm {
+                path: path.to_owned(),
+            });
+        }
+        // SAFETY: as above.
+        let bf16 = unsafe { libc::dlsym(handle, c"cblas_gemm_bf16bf16f32".as_ptr()) };
+        Ok(Blas {
+            path: path.to_owned(),
+            // SAFETY: CBLAS fixes cblas_sgemm's signature (LP64: int is 32 bits); the self-check
+            // catches an ILP64 library before any real use.
+            sgemm: unsafe { std::mem::transmute::<*mut c_void, Sgemm>(sym) },
+            // SAFETY: MKL's documented signature; checked by the self-check like sgemm.
+            gemm_bf16: (!bf16.is_null() && super::gemm_bf16::available())
+                .then(|| unsafe { std::mem::transmute::<*mut c_void, GemmBf16>(bf16) }),
+        })
+    }
+
+    /// Whether bf16 products (`--precision bf16`) also go to the library.
+    pub fn has_bf16(&self) -> bool {
+        self.gemm_bf16.is_some()
+    }
+
+    /// The library's file, as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A 3×5 · 5×4 product with a transposed A against a plain loop: a library with 64-bit
+    /// integers reads our 32-bit ones as garbage sizes, which this catches.
+    fn self_check(&self) -> Result<(), BlasError> {
+        let (m, n, k) = (3usize, 4usize, 5usize);
+        let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5 - 2.0).collect(); // k×m, A = aᵀ
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 - 3.0).collect();
+        let mut c = vec![1.0f32; m * n];
+        let av = View::strided(&a, 0, 1, m);
+        let bv = View::strided(&b, 0, n, 1);
+        let mut error = 0.0f32;
+        // The operands are exact in bf16, so both products must match the loop.
+        for bf16 in [false, true].into_iter().filter(|&b| !b || self.has_bf16()) {
+            c.fill(1.0);
+            // SAFETY: all three buffers hold the sizes described.
+            let done = unsafe { self.run((m, n, k), av, bv, c.as_mut_ptr(), n, true, bf16) };
+            if !done {
+                error = f32::INFINITY;
+            }
+            for i in 0..m {
+                for j in 0..n {
+                    let want = 1.0 + (0..k).map(|p| av.at(i, p) * bv.at(p, j)).sum::<f32>();
+                    error = error.max((c[i * n + j] - want).abs());
+                }
+            }
+        }
+        if error.is_finite() && error <= 1e-4 {
+            Ok(())
+        } else {
+            Err(BlasError::Wrong {
+                path: self.path.clone(),
+                error,
+            })
+        }
+    }
+
+    /// C (m rows at stride `ldc`) = A·B, or C += A·B with `accumulate`, in f32. Returns false,
+    /// having done nothing, where an operand is neither row- nor column-major or a size exceeds
+    /// the library's 32-bit integers.
+    ///
+    /// # Safety
+    /// The views address m×k and k×n elements inside their slices; `c` addresses m rows of n
+    /// floats at stride `ldc`, initialised if `accumulate`.
+    pub unsafe fn gemm(
+        &self,
+        dims: (usize, usize, usize),
+        a: View,
+        b: View,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe { self.run(dims, a, b, c, ldc, accumulate, false) }
+    }
+
+    /// Like [`Blas::gemm`] with both operands rounded to bf16 (f32 accumulation), as
+    /// `gemm_bf16::gemm` computes; false where the library has no bf16 product.
+    ///
+    /// # Safety
+    /// As for [`Blas::gemm`].
+    pub unsafe fn gemm_bf16(
+        &self,
+        dims: (usize, usize, usize),
+        a: View,
+        b: View,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) -> bool {
+        // SAFETY: the caller's contract.
+        self.has_bf16() && unsafe { self.run(dims, a, b, c, ldc, accumulate, true) }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run(
+        &self,
+        (m, n, k): (usize, usize, usize),
+        a: View,
+        b: View,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        bf16: bool,
+    ) -> bool {
+        if m == 0 || n == 0 {
+            return true;
+        }
+        let (Some((ta, lda)), Some((tb, ldb))) = (layout(a, m, k), layout(b, k, n)) else {
+            return false;
+        };
+        let too_big = |d: usize| d > (c_int::MAX as usize) / 2;
+        if [m, n, k, lda, ldb, ldc].into_iter().any(too_big) {
+            return false;
+        }
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        let (m, n, k, ldc) = (m as c_int, n as c_int, k as c_int, ldc as c_int);
+        if let (true, Some(gemm)) = (bf16, self.gemm_bf16) {
+            let (pa, lda) = to_bf16(a, lda, if ta == NO_TRANS { (m, k) } else { (k, m) });
+            let (pb, ldb) = to_bf16(b, ldb, if tb == NO_TRANS { (k, n) } else { (n, k) });
+            // SAFETY: the converted operands hold their matrices at these leading dimensions;
+            // C by the caller's contract.
+            unsafe {
+                gemm(
+                    ROW_MAJOR,
+                    ta,
+                    tb,
+                    m,
+                    n,
+                    k,
+                    1.0,
+                    pa.as_ptr() as *const u16,
+                    lda,
+                    pb.as_ptr() as *const u16,
+                    ldb,
+                    beta,
+                    c,
+                    ldc,
+                )
+            };
+            return true;
+        }
+        // SAFETY: by the caller's contract the operands lie inside their slices at these
+        // leading dimensions; beta = 0 makes the library ignore C's old contents.
+        unsafe {
+            (self.sgemm)(
+                ROW_MAJOR,
+                ta,
+                tb,
+                m,
+                n,
+                k,
+                1.0,
+                a.data.as_ptr().add(a.offset),
+                lda as c_int,
+                b.data.as_ptr().add(b.offset),
+                ldb as c_int,
+                beta,
+                c,
+                ldc,
+            )
+        };
+        true
+    }
+}
+
+/// A matrix stored as `outer` runs of `inner` contiguous floats (`ld` apart) — rows, or
+/// columns for a transposed operand — rounded to bf16 into runs padded to even length, so each
+/// run converts as whole pairs. Returns the pairs and the new leading dimension in bf16 units.
+fn to_bf16(v: View, ld: usize, (outer, inner): (c_int, c_int)) -> (Vec<u32>, c_int) {
+    let (outer, inner) = (outer as usize, inner as usize);
+    let pairs = inner.div_ceil(2);
+    let mut out = vec![0u32; outer * pairs];
+    out.par_chunks_mut(pairs.max(1))
+        .enumerate()
+        .for_each(|(i, run)| {
+            let start = v.offset + i * ld;
+            super::gemm_bf16::convert_run(&v.data[start..start + inner], run);
+        });
+    (out, (2 * pairs).max(1) as c_int)
+}
+
+/// CBLAS's (transpose flag, leading dimension) for a rows×cols view in row-major terms.
+fn layout(v: View, rows: usize, cols: usize) -> Option<(c_int, usize)> {
+    let (rs, cs) = (v.rs, v.cs);
+    if cs == 1 && rs >= cols.max(1) as isize {
+        Some((NO_TRANS, rs as usize))
+    } else if rs == 1 && cs >= rows.max(1) as isize {
+        Some((TRANS, cs as usize))
+    } else {
+        None
+    }
+}
+
+/// The library named by `SCALENET_BLAS`, if any, for programs that take no `--blas` flag
+/// (examples, benchmarks).
+pub fn from_env() -> Result<Option<&'static Blas>, BlasError> {
+    match std::env::var_os("SCALENET_BLAS") {
+        Some(p) if !p.is_empty() => use_library(Path::new(&p)).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Which kernel runs the large f32 products in this process, for benchmark reports.
+pub fn f32_kernel() -> String {
+    match active() {
+        Some(lib) => format!("BLAS {}", lib.path().display()),
+        None if super::gemm_f32::available() => "scalenet AVX-512".into(),
+        None => "gemm crate (burn-flex's)".into(),
+    }
+}
