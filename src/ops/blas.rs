@@ -96,7 +96,8 @@ pub fn active() -> Option<&'static Blas> {
 }
 
 /// Opens `path`, checks its `cblas_sgemm` against a small product, and routes the large f32
-/// products of this process to it.
+/// products of this process to it. Call it before other threads start: it may set
+/// `KMP_BLOCKTIME` for the library's OpenMP runtime.
 pub fn use_library(path: &Path) -> Result<&'static Blas, BlasError> {
     if let Some(b) = ACTIVE.get() {
         return if b.path == path {
@@ -104,6 +105,12 @@ pub fn use_library(path: &Path) -> Result<&'static Blas, BlasError> {
         } else {
             Err(BlasError::AlreadySet(b.path.clone()))
         };
+    }
+    // MKL's OpenMP workers spin for 200 ms after each product by default, taking the cores
+    // from our own pool, which runs everything between the products; let them sleep at once
+    // unless the user chose otherwise. It must be set before the library starts its threads.
+    if std::env::var_os("KMP_BLOCKTIME").is_none() {
+        std::env::set_var("KMP_BLOCKTIME", "0");
     }
     let blas = Blas::open(path)?;
     blas.self_check()?;
