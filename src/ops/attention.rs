@@ -133,11 +133,21 @@ fn softmax_rows_avx2(p: &mut [f32], n: usize, scale: f32) {
     softmax_rows_generic(p, n, scale)
 }
 
+/// At 16 lanes where the CPU has AVX-512; the sums keep their 8 accumulators (`reduce8`), so
+/// the bits are the same at every width.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn softmax_rows_avx512(p: &mut [f32], n: usize, scale: f32) {
+    softmax_rows_generic(p, n, scale)
+}
+
 fn softmax_rows(p: &mut [f32], n: usize, scale: f32) {
+    // SAFETY (both): the CPU has the features the function was compiled for.
     #[cfg(target_arch = "x86_64")]
-    if super::flex::has_avx2_fma() {
-        // SAFETY: the CPU has the features the function was compiled for.
-        return unsafe { softmax_rows_avx2(p, n, scale) };
+    match super::flex::simd_level() {
+        2 => return unsafe { softmax_rows_avx512(p, n, scale) },
+        1 => return unsafe { softmax_rows_avx2(p, n, scale) },
+        _ => {}
     }
     softmax_rows_generic(p, n, scale)
 }
@@ -276,4 +286,33 @@ pub fn backward(
         out
     });
     (dqkv, dbias)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_gives_the_same_bits_at_every_width() {
+        let n = 50;
+        let p: Vec<f32> = (0..7 * n)
+            .map(|i| ((i * 37) % 101) as f32 * 0.09 - 4.0)
+            .collect();
+        let run = |level: u8| {
+            let mut q = p.clone();
+            match level {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: only called at levels this CPU has.
+                2 => unsafe { softmax_rows_avx512(&mut q, n, 0.125) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                1 => unsafe { softmax_rows_avx2(&mut q, n, 0.125) },
+                _ => softmax_rows_generic(&mut q, n, 0.125),
+            }
+            q.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        for level in 1..=super::super::flex::simd_level() {
+            assert_eq!(run(level), run(0), "level {level}");
+        }
+    }
 }

@@ -81,7 +81,7 @@ fn loop2_avx512<F: Fn(f32, f32) -> f32>(o: &mut [MaybeUninit<f32>], a: &[f32], b
 }
 
 /// The widest elementwise loop this CPU runs: 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline.
-fn simd_level() -> u8 {
+pub(super) fn simd_level() -> u8 {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx512f") && has_avx2_fma() {
         return 2;
