@@ -6,6 +6,7 @@
 #   bench/compare.sh                     # uses `python3` (needs torch + timm)
 #   bench/compare.sh --venv DIR          # creates DIR with torch + timm first if missing
 #   bench/compare.sh --precision bf16    # bf16 against torch.autocast(bfloat16)
+#   bench/compare.sh --precision auto    # our --precision auto against PyTorch's default f32
 #   bench/compare.sh --device cuda       # on a GPU (memory: our host RSS vs torch's GPU peak)
 #   BIN=path/to/scalenet STEPS=20 bench/compare.sh   # a prebuilt binary; more timed steps
 #   SCALENET_BLAS=/path/libmkl_rt.so.3 bench/compare.sh   # our f32 products through a BLAS
@@ -20,12 +21,15 @@ while [[ $# -gt 0 ]]; do
             VENV="${2:?--venv needs a directory}"
             [[ -x "$VENV/bin/python" ]] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q torch timm safetensors; }
             PY="$VENV/bin/python"; shift 2 ;;
-        --precision) PRECISION="${2:?--precision needs f32 or bf16}"; shift 2 ;;
+        --precision) PRECISION="${2:?--precision needs f32, bf16 or auto}"; shift 2 ;;
         --device) DEVICE="${2:?--device needs cpu or cuda}"; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
 STEPS="${STEPS:-10}"
+# auto is ours to resolve; PyTorch runs what its users get by default.
+THEIRS_PRECISION="$PRECISION"
+[[ "$PRECISION" == auto ]] && THEIRS_PRECISION=f32
 if [[ -z "${BIN:-}" ]]; then
     FEATURES=()
     [[ "$DEVICE" == cuda ]] && FEATURES=(--features cuda)
@@ -44,7 +48,7 @@ run_pair() {
     ours=$("$BIN" bench --arch "${ARCH}" "${margs[@]}" --batch-size "$batch" --steps "$STEPS" \
         --device "$OURS_DEVICE" --precision "$PRECISION")
     theirs=$("$PY" bench/torch_bench.py --arch "${ARCH}" "${margs[@]}" --batch-size "$batch" \
-        --steps "$STEPS" --threads "$THREADS" --device "$DEVICE" --precision "$PRECISION")
+        --steps "$STEPS" --threads "$THREADS" --device "$DEVICE" --precision "$THEIRS_PRECISION")
     "$PY" - "$name" "$ours" "$theirs" <<'PYEOF'
 import json, sys
 name, ours, theirs = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
