@@ -195,6 +195,9 @@ fn config_from_args(a: &Args) -> Result<TrainConfig> {
         precision: {
             let d = scalenet::ops::auto_precision::resolve(a.precision, &a.device);
             println!("precision: {} ({})", d.precision, d.reason);
+            if let Some(lib) = scalenet::ops::blas::active() {
+                println!("matrix products: {}", lib.path().display());
+            }
             d.precision
         },
         seq_len: a.seq_len,

@@ -97,7 +97,7 @@ pub fn active() -> Option<&'static Blas> {
 
 /// Opens `path`, checks its `cblas_sgemm` against a small product, and routes the large f32
 /// products of this process to it. Call it before other threads start: it may set
-/// `KMP_BLOCKTIME` for the library's OpenMP runtime.
+/// `KMP_BLOCKTIME` and `MKL_CBWR` for the library.
 pub fn use_library(path: &Path) -> Result<&'static Blas, BlasError> {
     if let Some(b) = ACTIVE.get() {
         return if b.path == path {
@@ -111,6 +111,11 @@ pub fn use_library(path: &Path) -> Result<&'static Blas, BlasError> {
     // unless the user chose otherwise. It must be set before the library starts its threads.
     if std::env::var_os("KMP_BLOCKTIME").is_none() {
         std::env::set_var("KMP_BLOCKTIME", "0");
+    }
+    // MKL's results may otherwise depend on buffer alignment and thread count, and a resumed
+    // run must repeat the interrupted one bit for bit; this mode cost nothing measurable.
+    if std::env::var_os("MKL_CBWR").is_none() {
+        std::env::set_var("MKL_CBWR", "AUTO,STRICT");
     }
     let blas = Blas::open(path)?;
     blas.self_check()?;
