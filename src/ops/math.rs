@@ -31,8 +31,13 @@ pub fn erf(x: f32) -> f32 {
 /// degree-6 polynomial on |r| <= ln2/2; relative error ~2e-7 (tested).
 #[inline(always)]
 pub fn exp_neg(x: f32) -> f32 {
+    // Adding 1.5·2^23 rounds x·log2(e) to an integer held in the sum's low mantissa bits, so n
+    // and 2^n come without `round()` and a float→int `as` (which saturates and checks NaN per
+    // element, and so was extracted lane by lane: most of the softmax's time in a profile).
+    const SHIFT: f32 = 12_582_912.0;
     let x = x.max(-87.0);
-    let n = (x * std::f32::consts::LOG2_E).round();
+    let t = x * std::f32::consts::LOG2_E + SHIFT;
+    let n = t - SHIFT;
     let r = n.mul_add(-0.693_145_75, x);
     let r = n.mul_add(-1.428_606_8e-6, r);
     let mut p = r.mul_add(1.0 / 720.0, 1.0 / 120.0);
@@ -41,7 +46,8 @@ pub fn exp_neg(x: f32) -> f32 {
     p = r.mul_add(p, 0.5);
     p = r.mul_add(p, 1.0);
     p = r.mul_add(p, 1.0);
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // n + 127 >= 1 (x >= -87), so this is 2^n's exponent field.
+    p * f32::from_bits(t.to_bits().wrapping_sub(SHIFT.to_bits()).wrapping_add(127) << 23)
 }
 
 #[cfg(test)]
