@@ -286,7 +286,11 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 
 /// Runs (or continues) a study in `dir`; returns the results and writes RESULTS.md and
 /// results.png there.
-pub fn run_study(cfg: &StudyConfig, dir: &Path, progress: bool) -> Result<Vec<ArmResult>> {
+/// Runs (or continues) the study in `dir`. `hooks.progress` shows progress; setting
+/// `hooks.interrupt` (Ctrl-C in the CLI) checkpoints the running arm and returns an error that
+/// says to run the same command again.
+pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<ArmResult>> {
+    let progress = hooks.progress;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let study_json = dir.join("study.json");
     if study_json.exists() {
@@ -395,6 +399,7 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, progress: bool) -> Result<Vec<Ar
         let resume = out.join("checkpoint").join("state.json").exists();
         let hooks = Hooks {
             progress,
+            interrupt: hooks.interrupt.clone(),
             ..Hooks::default()
         };
         match train(

@@ -2,6 +2,7 @@
 //! grows by `--only` and reuses finished arms, and other settings are refused.
 
 use scalenet::study::{run_study, StudyConfig};
+use scalenet::train::Hooks;
 
 fn tiny() -> StudyConfig {
     StudyConfig {
@@ -32,7 +33,7 @@ fn tiny() -> StudyConfig {
 fn a_tiny_study_runs_grows_and_refuses_other_settings() {
     let dir = std::env::temp_dir().join(format!("scalenet-study-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let r = run_study(&tiny(), &dir, false).unwrap();
+    let r = run_study(&tiny(), &dir, &Hooks::default()).unwrap();
     let names: Vec<&str> = r.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["base", "grown", "scratch-3E", "grown-3L"]);
     assert_eq!(r[3].depth, 6);
@@ -50,17 +51,44 @@ fn a_tiny_study_runs_grows_and_refuses_other_settings() {
         only: vec!["grown".into(), "adapters-only".into()],
         ..tiny()
     };
-    let r = run_study(&more, &dir, false).unwrap();
+    let r = run_study(&more, &dir, &Hooks::default()).unwrap();
     let a = r.iter().find(|a| a.name == "adapters-only").unwrap();
     assert!(a.params_trainable < a.params_total);
     // Other settings in the same directory are refused; so is an unknown arm.
     let other = StudyConfig { lr: 1e-3, ..tiny() };
-    let e = run_study(&other, &dir, false).unwrap_err().to_string();
+    let e = run_study(&other, &dir, &Hooks::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("other settings"), "{e}");
     let bad = StudyConfig {
         only: vec!["grwon".into()],
         ..tiny()
     };
-    let e = run_study(&bad, &dir, false).unwrap_err().to_string();
+    let e = run_study(&bad, &dir, &Hooks::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no such arm"), "{e}");
+}
+
+#[test]
+fn an_interrupted_study_says_so_and_continues_when_run_again() {
+    let dir = std::env::temp_dir().join(format!("scalenet-study-int-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = StudyConfig {
+        only: vec!["base".into()],
+        ..tiny()
+    };
+    // As after Ctrl-C: the running arm checkpoints after its current step and the study stops.
+    let hooks = Hooks::default();
+    hooks
+        .interrupt
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let e = run_study(&cfg, &dir, &hooks).unwrap_err().to_string();
+    assert!(e.contains("run the same command again"), "{e}");
+    let ckpt = dir.join("runs/base/checkpoint/state.json");
+    assert!(ckpt.is_file(), "no checkpoint after the interrupt");
+    let r = run_study(&cfg, &dir, &Hooks::default()).unwrap();
+    assert_eq!(r[0].name, "base");
+    assert!(dir.join("runs/base/model/config.json").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
 }

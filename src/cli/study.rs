@@ -106,7 +106,7 @@ pub fn reproduce(a: ReproduceArgs) -> Result<()> {
         adapter_rank: a.adapter_rank,
         ..StudyConfig::reproduce()
     };
-    let results = run_study(&cfg, &a.out, true)?;
+    let results = run_study(&cfg, &a.out, &super::train::interruptible())?;
     println!("{}", table(&results));
     println!(
         "wrote {} and {}",
@@ -142,7 +142,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         cfg.data,
         a.out.display()
     );
-    let results = run_study(&cfg, &a.out, true)?;
+    let results = run_study(&cfg, &a.out, &super::train::interruptible())?;
     println!("\n{}", table(&results));
     let get = |n: &str| results.iter().find(|r| r.name == n);
     if let (Some(g), Some(s)) = (get("grown"), get("scratch-3E")) {

@@ -105,18 +105,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let hooks = Hooks {
-        progress: true,
         stop_after_steps: args.stop_after_steps,
-        ..Hooks::default()
+        ..interruptible()
     };
-    let flag = hooks.interrupt.clone();
-    // First Ctrl-C: checkpoint after the current step. Second: stop at once.
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to abort)");
-    });
     let (cfg, out, resume) = match &args.resume {
         Some(dir) => (resume_config(&args, dir)?, dir.clone(), true),
         None => {
@@ -290,4 +281,21 @@ pub fn parse_rand_augment(s: &str) -> Result<(usize, f64)> {
         (Some(n), Some(m)) if parts.len() == 2 && (0.0..=10.0).contains(&m) => Ok((n, m)),
         _ => bail!("--rand-augment {s}: expected N,M such as 2,9 (M between 0 and 10)"),
     }
+}
+
+/// Hooks with a progress bar whose interrupt flag Ctrl-C sets: the first Ctrl-C checkpoints
+/// after the current step and stops, a second one stops at once.
+pub fn interruptible() -> Hooks {
+    let hooks = Hooks {
+        progress: true,
+        ..Hooks::default()
+    };
+    let flag = hooks.interrupt.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to abort)");
+    });
+    hooks
 }
