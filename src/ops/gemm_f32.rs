@@ -187,6 +187,18 @@ fn pack_b(b: View, k: usize, n: usize, parallel: bool) -> Vec<f32> {
     let pack = |(p, panel): (usize, &mut [f32])| {
         let col0 = p * NR;
         let cols = NR.min(n - col0);
+        if b.rs == 1 && b.cs > 0 {
+            // B is a transposed row-major matrix (Kᵀ, Vᵀ in attention): each of its columns is
+            // one contiguous run, read once, instead of `cols` strided reads per row of the
+            // panel.
+            for j in 0..cols {
+                let start = b.offset + (col0 + j) * b.cs as usize;
+                for (kk, &v) in b.data[start..start + k].iter().enumerate() {
+                    panel[kk * NR + j] = v;
+                }
+            }
+            return;
+        }
         for kk in 0..k {
             let dst = &mut panel[kk * NR..kk * NR + cols];
             if b.cs == 1 {
