@@ -319,17 +319,25 @@ impl<'a> DrawingBackend for TextFix<'a> {
 }
 
 /// The range of `values` widened by `frac` of its span on each side (markers on the edges stay
-/// visible); a single value gets a unit-wide range.
+/// visible); a single value gets ±10% of itself. Counts, sizes and accuracies are never
+/// negative, so data that is not never gets an axis below zero.
 fn padded(values: impl Iterator<Item = f64>, frac: f64) -> (f64, f64) {
     let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
     if lo > hi {
         return (0.0, 1.0);
     }
     let span = hi - lo;
-    if span < 1e-12 * hi.abs().max(1.0) {
-        return (lo - 0.5, hi + 0.5);
+    let (a, b) = if span < 1e-12 * hi.abs().max(1.0) {
+        let w = if hi.abs() > 0.0 { 0.1 * hi.abs() } else { 0.5 };
+        (lo - w, hi + w)
+    } else {
+        (lo - span * frac, hi + span * frac)
+    };
+    if lo >= 0.0 {
+        (a.max(0.0), b)
+    } else {
+        (a, b)
     }
-    (lo - span * frac, hi + span * frac)
 }
 
 /// A tick label with no more digits than the value has: 0.3, 12, 2.5, 60000.
@@ -349,6 +357,13 @@ fn tick(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn axes_of_non_negative_data_stay_non_negative() {
+        assert_eq!(padded([0.192].into_iter(), 0.03).0, 0.192 - 0.0192);
+        assert_eq!(padded([0.0, 10.0].into_iter(), 0.03).0, 0.0);
+        assert!(padded([-1.0, 10.0].into_iter(), 0.03).0 < -1.0);
+    }
 
     #[test]
     fn ticks_are_short() {
