@@ -1079,7 +1079,7 @@ pub fn plot_curves(out: &Path) -> Result<()> {
         markers: ms.len() < 20,
     };
     let loss = Chart {
-        title: "loss (train: mean over the epoch, augmented; val: clean images)".into(),
+        title: "loss (train: epoch mean on augmented images)".into(),
         x_label: "epoch".into(),
         y_label: "loss".into(),
         series: vec![
