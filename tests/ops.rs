@@ -310,3 +310,54 @@ fn fused_ops_pass_finite_difference_checks() {
     let (analytic, numeric) = grads(&lin_b, vals(1, 4, 7));
     assert!(max_abs_diff(&analytic, &numeric) < 2e-3, "linear db");
 }
+
+/// The fused LayerNorm (burn-flex's forward, our one-pass backward) against burn's composed
+/// LayerNorm under autodiff: output and the gradients of x, γ and β.
+#[test]
+fn fused_layer_norm_matches_burn_forward_and_backward() {
+    let ad = Device::flex().autodiff();
+    for (rows, d, eps) in [(3, 7, 1e-6), (200, 96, 1e-6), (5, 192, 1e-5), (1, 1, 1e-5)] {
+        let vals = |n: usize, salt: usize, scale: f32| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * 7919 + salt * 31) % 211) as f32 - 105.0) / 60.0 * scale)
+                .collect()
+        };
+        let (xv, gv, bv, wv) = (
+            vals(rows * d, 1, 3.0),
+            vals(d, 2, 1.0),
+            vals(d, 3, 1.0),
+            vals(rows * d, 4, 1.0),
+        );
+        let run = |ours: bool| {
+            let x = Tensor::<3>::from_data(TensorData::new(xv.clone(), [1, rows, d]), &ad)
+                .require_grad();
+            let gamma =
+                Tensor::<1>::from_data(TensorData::new(gv.clone(), [d]), &ad).require_grad();
+            let beta = Tensor::<1>::from_data(TensorData::new(bv.clone(), [d]), &ad).require_grad();
+            let out = if ours {
+                scalenet::ops::layer_norm(x.clone(), gamma.clone(), beta.clone(), eps)
+            } else {
+                // burn's ops composed, as its autodiff ran LayerNorm before.
+                let mean = x.clone().mean_dim(2);
+                let xc = x.clone() - mean;
+                let var = (xc.clone() * xc.clone()).mean_dim(2);
+                xc / (var + eps).sqrt() * gamma.clone().reshape([1, 1, d])
+                    + beta.clone().reshape([1, 1, d])
+            };
+            let w = Tensor::<3>::from_data(TensorData::new(wv.clone(), [1, rows, d]), &ad);
+            let g = (out.clone() * w).sum().backward();
+            [
+                to_vec(out),
+                to_vec(x.grad(&g).unwrap()),
+                to_vec(gamma.grad(&g).unwrap()),
+                to_vec(beta.grad(&g).unwrap()),
+            ]
+        };
+        let (ours, burns) = (run(true), run(false));
+        for (i, what) in ["output", "dx", "dgamma", "dbeta"].iter().enumerate() {
+            let e = max_abs_diff(&ours[i], &burns[i]);
+            // dγ and dβ sum over up to 200 rows; the rest is per element.
+            assert!(e < 2e-5, "{rows}x{d} {what}: {e}");
+        }
+    }
+}

@@ -109,7 +109,7 @@ impl LayerNorm {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::layer_norm(x, self.weight.val(), Some(self.bias.val()), self.eps)
+        crate::ops::layer_norm(x, self.weight.val(), self.bias.val(), self.eps)
     }
 
     pub fn export(&self, key: &str, out: &mut TensorSink) {

@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::math::{erf, exp_neg};
-use super::{attention, blas, gemm_bf16, gemm_f32, gemv};
+use super::{attention, blas, gemm_bf16, gemm_f32, gemv, layer_norm};
 use super::{reference_linear, reference_matmul, reference_sum_rows, FusedOps};
 
 /// Elements per rayon task: ~64 KiB of f32, several per core even for small activations.
@@ -271,6 +271,33 @@ impl FusedOps for Flex {
         )
     }
 
+    fn fused_layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let grad_c = contiguous_f32(&grad).filter(|g| g.layout().shape() == x.layout().shape());
+        match (norm_operands(&x, &gamma), grad_c) {
+            (Some((xs, g)), Some(gr)) => {
+                let d = g.layout().num_elements();
+                let n = xs.layout().num_elements();
+                let (dx, dgamma, dbeta) = layer_norm::backward(
+                    &xs.storage::<f32>()[..n],
+                    &g.storage::<f32>()[..d],
+                    &gr.storage::<f32>()[..n],
+                    eps as f32,
+                );
+                (
+                    FlexTensor::from_data(TensorData::new(dx, xs.layout().shape().clone())),
+                    FlexTensor::from_data(TensorData::new(dgamma, [d])),
+                    FlexTensor::from_data(TensorData::new(dbeta, [d])),
+                )
+            }
+            _ => super::reference::layer_norm_backward::<Flex>(x, gamma, grad, eps),
+        }
+    }
+
     fn sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let Some(x) = contiguous_f32(&x).filter(|x| x.layout().shape().num_dims() == 2) else {
             return reference_sum_rows::<Flex>(x);
@@ -299,6 +326,16 @@ impl FusedOps for Flex {
         }
         FlexTensor::from_data(TensorData::new(sum, [n]))
     }
+}
+
+/// x and γ of a LayerNorm as contiguous f32, γ as long as x's last dimension; None where the
+/// kernel does not apply (another dtype, mismatched shapes).
+fn norm_operands(x: &FlexTensor, gamma: &FlexTensor) -> Option<(FlexTensor, FlexTensor)> {
+    let d = *x.layout().shape().last()?;
+    if d == 0 || gamma.layout().num_elements() != d {
+        return None;
+    }
+    Some((contiguous_f32(x)?, contiguous_f32(gamma)?))
 }
 
 /// The bias `[groups, heads, n, n]` of a window-attention call, checked against its dims.

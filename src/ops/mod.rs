@@ -11,6 +11,7 @@ pub mod blas;
 pub mod gemm_bf16;
 pub mod gemm_f32;
 pub mod gemv;
+mod layer_norm;
 pub mod math;
 pub mod precision;
 
@@ -97,6 +98,24 @@ pub trait FusedOps: Backend {
     /// Column sums: `[m, n] → [n]` (a bias gradient).
     fn sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
         reference::sum_rows::<Self>(x)
+    }
+    /// LayerNorm over the last dimension with weight γ and bias β (torch's, biased variance).
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        Self::layer_norm(x, gamma, Some(beta), eps)
+    }
+    /// Gradients of [`fused_layer_norm`](Self::fused_layer_norm) with respect to x, γ and β.
+    fn fused_layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        reference::layer_norm_backward::<Self>(x, gamma, grad, eps)
     }
 }
 
@@ -210,6 +229,36 @@ mod reference {
         let n = x.shape()[1];
         B::float_reshape(B::float_sum_dim(x, 0), Shape::new([n]))
     }
+
+    /// dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)) with ĝ = grad · γ; dγ = Σ grad · x̂;
+    /// dβ = Σ grad (sums over every row).
+    pub fn layer_norm_backward<B: Backend>(
+        x: FloatTensor<B>,
+        gamma: FloatTensor<B>,
+        grad: FloatTensor<B>,
+        eps: f64,
+    ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+        let shape = x.shape();
+        let d = shape[shape.num_dims() - 1];
+        let rows = shape.num_elements() / d.max(1);
+        let x = B::float_reshape(x, Shape::new([rows, d]));
+        let grad = B::float_reshape(grad, Shape::new([rows, d]));
+        let mean = B::float_mean_dim(x.clone(), 1);
+        let xc = B::float_sub(x, mean);
+        let var = B::float_mean_dim(B::float_mul(xc.clone(), xc.clone()), 1);
+        let rstd = B::float_recip(B::float_sqrt(B::float_add_scalar(var, eps.into())));
+        let xhat = B::float_mul(xc, rstd.clone());
+        let gh = B::float_mul(grad.clone(), B::float_reshape(gamma, Shape::new([1, d])));
+        let a = B::float_mean_dim(gh.clone(), 1);
+        let b = B::float_mean_dim(B::float_mul(gh.clone(), xhat.clone()), 1);
+        let dx = B::float_mul(
+            rstd,
+            B::float_sub(B::float_sub(gh, a), B::float_mul(xhat.clone(), b)),
+        );
+        let dgamma = sum_rows::<B>(B::float_mul(grad.clone(), xhat));
+        let dbeta = sum_rows::<B>(grad);
+        (B::float_reshape(dx, shape), dgamma, dbeta)
+    }
 }
 
 pub(crate) use reference::{
@@ -219,6 +268,14 @@ pub(crate) use reference::{
 mod flex;
 
 impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        layer_norm_autodiff::<B, C>(x, gamma, beta, eps)
+    }
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct GeluBackward;
@@ -428,6 +485,53 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     }
 }
 
+/// LayerNorm's autodiff op: x, γ and β are its parents; the backward recomputes the row
+/// statistics from x rather than storing them.
+fn layer_norm_autodiff<B: Backend + FusedOps, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    gamma: FloatTensor<Autodiff<B, C>>,
+    beta: FloatTensor<Autodiff<B, C>>,
+    eps: f64,
+) -> FloatTensor<Autodiff<B, C>> {
+    #[derive(Debug)]
+    struct LayerNormBackward;
+
+    impl<B: Backend + FusedOps> Backward<B, 3> for LayerNormBackward {
+        type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive, f64);
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let (x, gamma, eps) = ops.state;
+            let [px, pg, pb] = ops.parents;
+            let g = grads.consume::<B>(&ops.node);
+            let (dx, dgamma, dbeta) = B::fused_layer_norm_backward(x, gamma, g, eps);
+            if let Some(node) = px {
+                grads.register::<B>(node.id, dx);
+            }
+            if let Some(node) = pg {
+                grads.register::<B>(node.id, dgamma);
+            }
+            if let Some(node) = pb {
+                grads.register::<B>(node.id, dbeta);
+            }
+        }
+    }
+
+    let (x, x_node) = x.into_parts();
+    let (gamma, g_node) = gamma.into_parts();
+    let (beta, b_node) = beta.into_parts();
+    match LayerNormBackward
+        .prepare::<C>([x_node, g_node, b_node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let out = B::fused_layer_norm(x.clone(), gamma.clone(), beta, eps);
+            prep.finish((x, gamma, eps), out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(B::fused_layer_norm(x, gamma, beta, eps)),
+    }
+}
+
 fn bf16_active() -> bool {
     precision::active() == Precision::Bf16
 }
@@ -482,6 +586,22 @@ pub fn window_attention(qkv: Tensor<3>, bias: Tensor<4>, heads: usize) -> Tensor
             heads,
         ),
     )
+}
+
+/// LayerNorm over the last dimension (weight γ, bias β), one fused pass forward and backward
+/// where the backend has the kernel.
+pub fn layer_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> Tensor<D> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::fused_layer_norm(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        eps,
+    ))
 }
 
 /// GELU (erf form) through the fused kernel where the backend has one.
