@@ -268,13 +268,56 @@ pub(crate) use reference::{
 mod flex;
 
 impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    /// x, γ and β are the op's parents; the backward recomputes the row statistics from x
+    /// rather than storing them.
     fn fused_layer_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
     ) -> FloatTensor<Self> {
-        layer_norm_autodiff::<B, C>(x, gamma, beta, eps)
+        #[derive(Debug)]
+        struct LayerNormBackward;
+
+        impl<B: Backend + FusedOps> Backward<B, 3> for LayerNormBackward {
+            type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive, f64);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let (x, gamma, eps) = ops.state;
+                let [px, pg, pb] = ops.parents;
+                let g = grads.consume::<B>(&ops.node);
+                let (dx, dgamma, dbeta) = B::fused_layer_norm_backward(x, gamma, g, eps);
+                if let Some(node) = px {
+                    grads.register::<B>(node.id, dx);
+                }
+                if let Some(node) = pg {
+                    grads.register::<B>(node.id, dgamma);
+                }
+                if let Some(node) = pb {
+                    grads.register::<B>(node.id, dbeta);
+                }
+            }
+        }
+
+        let (x, x_node) = x.into_parts();
+        let (gamma, g_node) = gamma.into_parts();
+        let (beta, b_node) = beta.into_parts();
+        match LayerNormBackward
+            .prepare::<C>([x_node, g_node, b_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::fused_layer_norm(x.clone(), gamma.clone(), beta, eps);
+                prep.finish((x, gamma, eps), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_layer_norm(x, gamma, beta, eps)),
+        }
     }
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
@@ -482,53 +525,6 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             }
             OpsKind::UnTracked(prep) => prep.finish(B::fused_window_attention(qkv, bias, heads)),
         }
-    }
-}
-
-/// LayerNorm's autodiff op: x, γ and β are its parents; the backward recomputes the row
-/// statistics from x rather than storing them.
-fn layer_norm_autodiff<B: Backend + FusedOps, C: CheckpointStrategy>(
-    x: FloatTensor<Autodiff<B, C>>,
-    gamma: FloatTensor<Autodiff<B, C>>,
-    beta: FloatTensor<Autodiff<B, C>>,
-    eps: f64,
-) -> FloatTensor<Autodiff<B, C>> {
-    #[derive(Debug)]
-    struct LayerNormBackward;
-
-    impl<B: Backend + FusedOps> Backward<B, 3> for LayerNormBackward {
-        type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive, f64);
-
-        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let (x, gamma, eps) = ops.state;
-            let [px, pg, pb] = ops.parents;
-            let g = grads.consume::<B>(&ops.node);
-            let (dx, dgamma, dbeta) = B::fused_layer_norm_backward(x, gamma, g, eps);
-            if let Some(node) = px {
-                grads.register::<B>(node.id, dx);
-            }
-            if let Some(node) = pg {
-                grads.register::<B>(node.id, dgamma);
-            }
-            if let Some(node) = pb {
-                grads.register::<B>(node.id, dbeta);
-            }
-        }
-    }
-
-    let (x, x_node) = x.into_parts();
-    let (gamma, g_node) = gamma.into_parts();
-    let (beta, b_node) = beta.into_parts();
-    match LayerNormBackward
-        .prepare::<C>([x_node, g_node, b_node])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let out = B::fused_layer_norm(x.clone(), gamma.clone(), beta, eps);
-            prep.finish((x, gamma, eps), out)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(B::fused_layer_norm(x, gamma, beta, eps)),
     }
 }
 
