@@ -285,10 +285,9 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 }
 
 /// Runs (or continues) a study in `dir`; returns the results and writes RESULTS.md and
-/// results.png there.
-/// Runs (or continues) the study in `dir`. `hooks.progress` shows progress; setting
-/// `hooks.interrupt` (Ctrl-C in the CLI) checkpoints the running arm and returns an error that
-/// says to run the same command again.
+/// results.png there. `hooks.progress` shows progress; setting `hooks.interrupt` (Ctrl-C in
+/// the CLI) checkpoints the running arm and returns an error that says to run the same command
+/// again.
 pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<ArmResult>> {
     let progress = hooks.progress;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::gemm_bf16::View;
 use super::gemm_f32;
-use super::math::exp_neg;
+use super::math::{exp_neg, reduce8};
 
 /// Shapes of one call.
 #[derive(Clone, Copy, Debug)]
@@ -96,19 +96,6 @@ fn probs(qkv: &[f32], dims: Dims, bi: usize, h: usize, bias: Option<Bias>, p: &m
             softmax_rows(p, n, 1.0)
         }
     }
-}
-
-#[inline(always)]
-fn reduce8(r: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
-    let mut acc = [init; 8];
-    let mut chunks = r.chunks_exact(8);
-    for c in &mut chunks {
-        for i in 0..8 {
-            acc[i] = f(acc[i], c[i]);
-        }
-    }
-    let tail = chunks.remainder().iter().fold(init, |a, &v| f(a, v));
-    acc.iter().fold(tail, |a, &v| f(a, v))
 }
 
 /// Row-wise softmax of `scale · p` (scale > 0, so the row maximum is found unscaled).

@@ -7,29 +7,81 @@
 //! Here a row's statistics are recomputed in the backward instead of stored, as the attention
 //! kernel recomputes its probabilities.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use super::math::reduce8;
 
 /// Rows per rayon task; also the chunk that γ's and β's gradients are summed over before the
 /// chunks are added in order, so the sums do not depend on the thread count.
 const ROWS: usize = 64;
 
-/// Sum with 8 accumulators: the compiler vectorises it, and the order is fixed by `d` alone.
-#[inline(always)]
-fn sum8(r: impl Iterator<Item = f32>) -> f32 {
-    let mut acc = [0f32; 8];
-    for (i, v) in r.enumerate() {
-        acc[i % 8] += v;
-    }
-    acc.iter().sum()
+fn sum(r: &[f32]) -> f32 {
+    reduce8(r, 0.0, |a, v| a + v)
 }
 
-/// Mean and 1/sqrt(var + eps) of one row (biased variance, as torch's LayerNorm).
+/// One task's rows: writes their dx and adds their terms to `dg` and `db`. `scratch` holds
+/// 3·d floats (x̂, ĝ, ĝ·x̂ of the current row).
 #[inline(always)]
-fn stats(row: &[f32], eps: f32) -> (f32, f32) {
-    let d = row.len() as f32;
-    let mean = sum8(row.iter().copied()) / d;
-    let var = sum8(row.iter().map(|&v| (v - mean) * (v - mean))) / d;
-    (mean, 1.0 / (var + eps).sqrt())
+fn rows_generic(
+    (dx, x, grad): (&mut [MaybeUninit<f32>], &[f32], &[f32]),
+    gamma: &[f32],
+    eps: f32,
+    (dg, db): (&mut [f32], &mut [f32]),
+    scratch: &mut [f32],
+) {
+    let d = gamma.len();
+    let (xhat, rest) = scratch.split_at_mut(d);
+    let (gh, prod) = rest.split_at_mut(d);
+    for ((dx, x), g) in dx.chunks_mut(d).zip(x.chunks(d)).zip(grad.chunks(d)) {
+        // The row's statistics (biased variance, as torch's LayerNorm). `reduce8` folds its
+        // accumulators with the same function, so the squares go through `prod` first.
+        let mean = sum(x) / d as f32;
+        for i in 0..d {
+            xhat[i] = x[i] - mean;
+            prod[i] = xhat[i] * xhat[i];
+        }
+        let rstd = 1.0 / (sum(prod) / d as f32 + eps).sqrt();
+        for i in 0..d {
+            xhat[i] *= rstd;
+            gh[i] = g[i] * gamma[i];
+            prod[i] = gh[i] * xhat[i];
+        }
+        let a = sum(gh) / d as f32;
+        let b = sum(prod) / d as f32;
+        for i in 0..d {
+            dx[i].write(rstd * (gh[i] - a - xhat[i] * b));
+            dg[i] += g[i] * xhat[i];
+            db[i] += g[i];
+        }
+    }
+}
+
+// The row loop at the CPU's width, as the elementwise loops in `flex.rs`: every lane does the
+// same IEEE operations and the sums keep `reduce8`'s order, so the bits do not change.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn rows_avx512(
+    io: (&mut [MaybeUninit<f32>], &[f32], &[f32]),
+    gamma: &[f32],
+    eps: f32,
+    acc: (&mut [f32], &mut [f32]),
+    scratch: &mut [f32],
+) {
+    rows_generic(io, gamma, eps, acc, scratch)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn rows_avx2(
+    io: (&mut [MaybeUninit<f32>], &[f32], &[f32]),
+    gamma: &[f32],
+    eps: f32,
+    acc: (&mut [f32], &mut [f32]),
+    scratch: &mut [f32],
+) {
+    rows_generic(io, gamma, eps, acc, scratch)
 }
 
 /// Gradients with respect to x, γ and β, given the output's gradient `grad`:
@@ -40,39 +92,41 @@ pub fn backward(
     grad: &[f32],
     eps: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    backward_at(super::flex::simd_level(), x, gamma, grad, eps)
+}
+
+fn backward_at(
+    simd: u8,
+    x: &[f32],
+    gamma: &[f32],
+    grad: &[f32],
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let d = gamma.len();
     assert_eq!(x.len(), grad.len());
-    let mut dx = vec![0f32; x.len()];
-    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+    let n = x.len();
+    let mut dx: Vec<f32> = Vec::with_capacity(n);
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx.spare_capacity_mut()[..n]
         .par_chunks_mut(ROWS * d)
         .zip(x.par_chunks(ROWS * d).zip(grad.par_chunks(ROWS * d)))
         .map(|(dx, (x, grad))| {
             let (mut dg, mut db) = (vec![0f32; d], vec![0f32; d]);
-            let mut xhat = vec![0f32; d];
-            let mut gh = vec![0f32; d];
-            for ((dx, x), g) in dx.chunks_mut(d).zip(x.chunks(d)).zip(grad.chunks(d)) {
-                let (mean, rstd) = stats(x, eps);
-                for ((h, &x), (gh, (&g, &gm))) in xhat
-                    .iter_mut()
-                    .zip(x)
-                    .zip(gh.iter_mut().zip(g.iter().zip(gamma)))
-                {
-                    *h = (x - mean) * rstd;
-                    *gh = g * gm;
-                }
-                let a = sum8(gh.iter().copied()) / d as f32;
-                let b = sum8(gh.iter().zip(&xhat).map(|(g, h)| g * h)) / d as f32;
-                for ((dx, &gh), &h) in dx.iter_mut().zip(&gh).zip(&xhat) {
-                    *dx = rstd * (gh - a - h * b);
-                }
-                for (((dg, db), &g), &h) in dg.iter_mut().zip(db.iter_mut()).zip(g).zip(&xhat) {
-                    *dg += g * h;
-                    *db += g;
-                }
+            let mut scratch = vec![0f32; 3 * d];
+            let acc = (&mut dg[..], &mut db[..]);
+            // SAFETY (both): the CPU has the features the function was compiled for.
+            #[cfg(target_arch = "x86_64")]
+            match simd {
+                2 => unsafe { rows_avx512((dx, x, grad), gamma, eps, acc, &mut scratch) },
+                1 => unsafe { rows_avx2((dx, x, grad), gamma, eps, acc, &mut scratch) },
+                _ => rows_generic((dx, x, grad), gamma, eps, acc, &mut scratch),
             }
+            #[cfg(not(target_arch = "x86_64"))]
+            rows_generic((dx, x, grad), gamma, eps, acc, &mut scratch);
             (dg, db)
         })
         .collect();
+    // SAFETY: the tasks wrote every row of dx.
+    unsafe { dx.set_len(n) };
     let (mut dgamma, mut dbeta) = (vec![0f32; d], vec![0f32; d]);
     for (dg, db) in &partials {
         for (s, v) in dgamma.iter_mut().zip(dg) {
@@ -97,7 +151,9 @@ mod tests {
             .zip(x.par_chunks(ROWS * d))
             .for_each(|(o, x)| {
                 for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
-                    let (mean, rstd) = stats(x, eps);
+                    let mean = x.iter().sum::<f32>() / d as f32;
+                    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+                    let rstd = 1.0 / (var + eps).sqrt();
                     for (((o, &x), &g), &b) in o.iter_mut().zip(x).zip(gamma).zip(beta) {
                         *o = (x - mean) * rstd * g + b;
                     }
@@ -154,6 +210,20 @@ mod tests {
             p[i] += h;
             m[i] -= h;
             check(db[i], loss(&x, &gamma, &p), loss(&x, &gamma, &m));
+        }
+    }
+
+    #[test]
+    fn every_simd_width_gives_the_same_bits() {
+        let (rows, d) = (130, 50);
+        let (x, gamma, g) = (data(rows * d, 8), data(d, 9), data(rows * d, 10));
+        let want = backward_at(0, &x, &gamma, &g, 1e-6);
+        for level in 1..=super::super::flex::simd_level() {
+            assert_eq!(
+                backward_at(level, &x, &gamma, &g, 1e-6),
+                want,
+                "level {level}"
+            );
         }
     }
 

@@ -50,6 +50,22 @@ pub fn exp_neg(x: f32) -> f32 {
     p * f32::from_bits(t.to_bits().wrapping_sub(SHIFT.to_bits()).wrapping_add(127) << 23)
 }
 
+/// A fold over `r` with 8 accumulators, combined at the end with `f` too (so `f` must be an
+/// operation such as + or max, not a map-and-add): the compiler vectorises it, and the order of
+/// operations depends on the length alone, so every SIMD width gives the same bits.
+#[inline(always)]
+pub fn reduce8(r: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; 8];
+    let mut chunks = r.chunks_exact(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            acc[i] = f(acc[i], c[i]);
+        }
+    }
+    let tail = chunks.remainder().iter().fold(init, |a, &v| f(a, v));
+    acc.iter().fold(tail, |a, &v| f(a, v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
