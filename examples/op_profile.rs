@@ -1,5 +1,6 @@
 //! Times the pieces of one ViT block on the flex backend (forward, and forward+backward),
-//! for docs/PERFORMANCE.md. `cargo run --release --example op_profile -- BATCH TOKENS DIM`
+//! for docs/PERFORMANCE.md. `cargo run --release --example op_profile -- BATCH TOKENS DIM
+//! [HEADS]` (heads default to DIM / 64, as in DeiT-Tiny)
 use std::time::Instant;
 
 use burn::tensor::activation::{gelu, softmax};
@@ -7,14 +8,20 @@ use burn::tensor::module::{attention, layer_norm, linear};
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 
+/// Best of 7 runs after one warm-up: on a shared VM the fastest run is the one least disturbed.
+/// `OP_FILTER=text` times only the pieces whose name contains it.
 fn time<F: FnMut()>(name: &str, flops: f64, mut f: F) {
-    f();
-    let n = 5;
-    let t = Instant::now();
-    for _ in 0..n {
-        f();
+    if std::env::var("OP_FILTER").is_ok_and(|p| !name.contains(&p)) {
+        return;
     }
-    let s = t.elapsed().as_secs_f64() / n as f64;
+    f();
+    let s = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
     let gf = if flops > 0.0 {
         format!("{:7.1} GFLOP/s", flops / s / 1e9)
     } else {
@@ -34,7 +41,8 @@ fn main() {
         a.get(1).copied().unwrap_or(50),
         a.get(2).copied().unwrap_or(192),
     );
-    let h = d / 64;
+    let h = a.get(3).copied().unwrap_or((d / 64).max(1));
+    let hd = d / h;
     let dev = Device::flex();
     let r = |s: [usize; 3]| Tensor::<3>::random(s, Distribution::Normal(0.0, 1.0), &dev);
     let w = |i: usize, o: usize| Tensor::<2>::random([i, o], Distribution::Normal(0.0, 0.02), &dev);
@@ -195,13 +203,13 @@ fn main() {
     time("qkv reshape+permute+slice", 0.0, || {
         let t = qkv
             .clone()
-            .reshape([b, n, 3, h, 64])
+            .reshape([b, n, 3, h, hd])
             .permute([2, 0, 3, 1, 4]);
-        let q = t.clone().slice(0..1).reshape([b, h, n, 64]);
+        let q = t.clone().slice(0..1).reshape([b, h, n, hd]);
         let _ = q + 0.0;
     });
-    let q = Tensor::<4>::random([b, h, n, 64], Distribution::Normal(0.0, 1.0), &dev);
-    let afl = 4.0 * (b * h * n * n * 64) as f64;
+    let q = Tensor::<4>::random([b, h, n, hd], Distribution::Normal(0.0, 1.0), &dev);
+    let afl = 4.0 * (b * h * n * n * hd) as f64;
     time("attention op (fwd)", afl, || {
         let _ = attention(
             q.clone(),
@@ -213,8 +221,16 @@ fn main() {
         );
     });
     time("attention decomposed (fwd)", afl, || {
-        let s = q.clone().matmul(q.clone().swap_dims(2, 3)) * 0.125;
+        let s = q.clone().matmul(q.clone().swap_dims(2, 3)) * (hd as f32).powf(-0.5);
         let _ = softmax(s, 3).matmul(q.clone());
+    });
+    let qkv3 = Tensor::<3>::random([b, n, 3 * d], Distribution::Normal(0.0, 1.0), &dev);
+    time("scalenet::ops::attention (fwd)", afl, || {
+        let _ = scalenet::ops::attention(qkv3.clone(), h);
+    });
+    let qkv3 = Tensor::<3>::from_data(qkv3.into_data(), &dev.clone().autodiff()).require_grad();
+    time("scalenet::ops::attention (fwd+bwd)", 3.0 * afl, || {
+        let _ = scalenet::ops::attention(qkv3.clone(), h).sum().backward();
     });
     let o = q.clone();
     time("out swap_dims+reshape", 0.0, || {
@@ -232,14 +248,14 @@ fn main() {
     let fwd = |x: Tensor<3>, use_attn: bool| {
         let y = layer_norm(x.clone(), g.clone(), Some(be.clone()), 1e-6);
         let t = linear(y, wqkv.clone(), None)
-            .reshape([b, n, 3, h, 64])
+            .reshape([b, n, 3, h, hd])
             .permute([2, 0, 3, 1, 4]);
-        let part = |i: usize| t.clone().slice(i..i + 1).reshape([b, h, n, 64]);
+        let part = |i: usize| t.clone().slice(i..i + 1).reshape([b, h, n, hd]);
         let (q, k, v) = (part(0), part(1), part(2));
         let a = if use_attn {
             attention(q, k, v, None, None, AttentionModuleOptions::default())
         } else {
-            softmax(q.matmul(k.swap_dims(2, 3)) * 0.125, 3).matmul(v)
+            softmax(q.matmul(k.swap_dims(2, 3)) * (hd as f32).powf(-0.5), 3).matmul(v)
         };
         let x = x + linear(a.swap_dims(1, 2).reshape([b, n, d]), wproj.clone(), None);
         let y = layer_norm(x.clone(), g.clone(), Some(be.clone()), 1e-6);

@@ -229,7 +229,7 @@ fn fused_attention_matches_burn_forward_and_backward() {
     use burn::tensor::module::attention;
     use burn::tensor::ops::AttentionModuleOptions;
     let ad = Device::flex().autodiff();
-    for (b, n, h, hd) in [(2, 7, 2, 4), (3, 50, 3, 16), (1, 1, 1, 8)] {
+    for (b, n, h, hd) in [(2, 7, 2, 4), (3, 50, 3, 16), (2, 50, 3, 32), (1, 1, 1, 8)] {
         let d = h * hd;
         let qkv_vals: Vec<f32> = (0..b * n * 3 * d)
             .map(|i| ((i * 7919 % 211) as f32 - 105.0) / 60.0)

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::gemm_bf16::View;
 use super::gemm_f32;
-use super::math::{exp_neg, reduce8};
+use super::math::{dot8, exp_neg, reduce8};
 
 /// Shapes of one call.
 #[derive(Clone, Copy, Debug)]
@@ -78,14 +78,29 @@ impl Bias<'_> {
     }
 }
 
-/// P = softmax(q kᵀ · scale [+ bias]) for one (batch, head), into `p` (n×n, row-major).
-fn probs(qkv: &[f32], dims: Dims, bi: usize, h: usize, bias: Option<Bias>, p: &mut [f32]) {
+/// Column `which` (0 = q, 1 = k, 2 = v) of one (batch, head), transposed into `dst`
+/// (head_dim × n, row-major). The products then read kᵀ and vᵀ in place: packing them inside
+/// every product, at 50 tokens, took nearly as long as the product itself.
+fn transposed(qkv: &[f32], dims: Dims, (bi, h): (usize, usize), which: usize, dst: &mut [f32]) {
     let (n, d, hd) = (dims.tokens, dims.d(), dims.head_dim);
-    let base = bi * n * 3 * d + h * hd;
-    let q = View::strided(qkv, base, 3 * d, 1);
-    let kt = View::strided(qkv, base + d, 1, 3 * d);
+    let start = bi * n * 3 * d + which * d + h * hd;
+    gemm_f32::transpose(&qkv[start..], 3 * d, (n, hd), dst, n);
+}
+
+/// P = softmax(q kᵀ · scale [+ bias]) for one (batch, head), into `p` (n×n, row-major);
+/// `kt` holds that head's kᵀ.
+fn probs(
+    qkv: &[f32],
+    dims: Dims,
+    (bi, h): (usize, usize),
+    bias: Option<Bias>,
+    kt: &[f32],
+    p: &mut [f32],
+) {
+    let (n, d, hd) = (dims.tokens, dims.d(), dims.head_dim);
+    let q = View::strided(qkv, bi * n * 3 * d + h * hd, 3 * d, 1);
     // SAFETY: p holds n×n.
-    unsafe { mm((n, n, hd), p.as_mut_ptr(), n, q, kt) };
+    unsafe { mm((n, n, hd), p.as_mut_ptr(), n, q, View::strided(kt, 0, n, 1)) };
     match bias {
         None => softmax_rows(p, n, dims.scale()),
         Some(b) => {
@@ -139,6 +154,48 @@ fn softmax_rows(p: &mut [f32], n: usize, scale: f32) {
     softmax_rows_generic(p, n, scale)
 }
 
+/// The softmax's backward in place: `dp` (the probabilities' gradient) becomes
+/// ds = p ⊙ (dp − rowsum(dp ⊙ p)), the scores' gradient, which is added to `dbias` unless
+/// that is empty, and is then multiplied by `scale` (making it the gradient of q kᵀ).
+#[inline(always)]
+fn softmax_grad_rows_generic(p: &[f32], dp: &mut [f32], n: usize, scale: f32, dbias: &mut [f32]) {
+    for (pr, dr) in p.chunks(n).zip(dp.chunks_mut(n)) {
+        let dot = dot8(pr, dr);
+        for (g, &pv) in dr.iter_mut().zip(pr) {
+            *g = pv * (*g - dot);
+        }
+    }
+    for (a, &v) in dbias.iter_mut().zip(dp.iter()) {
+        *a += v;
+    }
+    for v in dp.iter_mut() {
+        *v *= scale;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn softmax_grad_rows_avx2(p: &[f32], dp: &mut [f32], n: usize, scale: f32, dbias: &mut [f32]) {
+    softmax_grad_rows_generic(p, dp, n, scale, dbias)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn softmax_grad_rows_avx512(p: &[f32], dp: &mut [f32], n: usize, scale: f32, dbias: &mut [f32]) {
+    softmax_grad_rows_generic(p, dp, n, scale, dbias)
+}
+
+fn softmax_grad_rows(p: &[f32], dp: &mut [f32], n: usize, scale: f32, dbias: &mut [f32]) {
+    // SAFETY (both): the CPU has the features the function was compiled for.
+    #[cfg(target_arch = "x86_64")]
+    match super::flex::simd_level() {
+        2 => return unsafe { softmax_grad_rows_avx512(p, dp, n, scale, dbias) },
+        1 => return unsafe { softmax_grad_rows_avx2(p, dp, n, scale, dbias) },
+        _ => {}
+    }
+    softmax_grad_rows_generic(p, dp, n, scale, dbias)
+}
+
 /// `[b, n, 3d]` → `[b, n, d]`.
 pub fn forward(qkv: &[f32], dims: Dims, bias: Option<Bias>) -> Vec<f32> {
     let (b, n, d, hd) = (dims.batch, dims.tokens, dims.d(), dims.head_dim);
@@ -146,10 +203,11 @@ pub fn forward(qkv: &[f32], dims: Dims, bias: Option<Bias>) -> Vec<f32> {
     let mut out: Vec<f32> = Vec::with_capacity(b * n * d);
     let dst = Out(out.spare_capacity_mut().as_mut_ptr() as *mut f32);
     (0..b * dims.heads).into_par_iter().for_each_init(
-        || vec![0f32; n * n],
-        |p, t| {
+        || (vec![0f32; n * n], vec![0f32; hd * n]),
+        |(p, kt), t| {
             let (bi, h) = (t / dims.heads, t % dims.heads);
-            probs(qkv, dims, bi, h, bias, p);
+            transposed(qkv, dims, (bi, h), 1, kt);
+            probs(qkv, dims, (bi, h), bias, kt, p);
             let v = View::strided(qkv, bi * n * 3 * d + 2 * d + h * hd, 3 * d, 1);
             // SAFETY: this task alone writes rows of batch bi, columns h·hd.. at stride d.
             unsafe {
@@ -194,8 +252,11 @@ pub fn backward(
     let partials: Vec<Vec<f32>> = (0..groups * heads * chunks)
         .into_par_iter()
         .map_init(
-            || (vec![0f32; nn], vec![0f32; nn]),
-            |(p, dp), t| {
+            || {
+                let buf = || vec![0f32; nn];
+                (buf(), buf(), vec![0f32; hd * n], vec![0f32; hd * n])
+            },
+            |(p, dp, kt, vt), t| {
                 let (g, h, c) = (t / (heads * chunks), (t / chunks) % heads, t % chunks);
                 let mut dbias = if bias.is_some() {
                     vec![0f32; nn]
@@ -204,13 +265,15 @@ pub fn backward(
                 };
                 for item in c * per_group / chunks..(c + 1) * per_group / chunks {
                     let bi = item * groups + g;
-                    probs(qkv, dims, bi, h, bias, p);
+                    transposed(qkv, dims, (bi, h), 1, kt);
+                    transposed(qkv, dims, (bi, h), 2, vt);
+                    probs(qkv, dims, (bi, h), bias, kt, p);
                     let base = bi * n * 3 * d + h * hd;
                     let (q, k) = (
                         View::strided(qkv, base, 3 * d, 1),
                         View::strided(qkv, base + d, 3 * d, 1),
                     );
-                    let vt = View::strided(qkv, base + 2 * d, 1, 3 * d);
+                    let vt = View::strided(vt, 0, n, 1);
                     let go = View::strided(grad, bi * n * d + h * hd, d, 1);
                     // SAFETY (all four products): this task alone writes its head's q, k and v
                     // columns of batch bi in dqkv (row stride 3d); dp holds n×n.
@@ -226,18 +289,7 @@ pub fn backward(
                         // dp = dout · vᵀ
                         mm((n, n, hd), dp.as_mut_ptr(), n, go, vt);
                     }
-                    // ds = p ⊙ (dp − rowsum(dp ⊙ p)), in place in dp: the scores' gradient
-                    // (the bias's); times scale, that of q kᵀ.
-                    for (pr, dr) in p.chunks(n).zip(dp.chunks_mut(n)) {
-                        let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
-                        for (g, &pv) in dr.iter_mut().zip(pr) {
-                            *g = pv * (*g - dot);
-                        }
-                    }
-                    if bias.is_some() {
-                        dbias.iter_mut().zip(dp.iter()).for_each(|(a, &v)| *a += v);
-                    }
-                    dp.iter_mut().for_each(|v| *v *= scale);
+                    softmax_grad_rows(p, dp, n, scale, &mut dbias);
                     unsafe {
                         // dq = ds · k
                         mm(

@@ -80,6 +80,29 @@ fn loop2_avx512<F: Fn(f32, f32) -> f32>(o: &mut [MaybeUninit<f32>], a: &[f32], b
     loop2(o, a, b, f)
 }
 
+/// `acc += row` for each row of `rows` (a multiple of acc's length): every column is summed in
+/// row order at any width, so the bits do not depend on it.
+#[inline(always)]
+fn add_rows(acc: &mut [f32], rows: &[f32]) {
+    for row in rows.chunks_exact(acc.len()) {
+        for (a, v) in acc.iter_mut().zip(row) {
+            *a += v;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn add_rows_avx2(acc: &mut [f32], rows: &[f32]) {
+    add_rows(acc, rows)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn add_rows_avx512(acc: &mut [f32], rows: &[f32]) {
+    add_rows(acc, rows)
+}
+
 /// The widest elementwise loop this CPU runs: 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline.
 pub(super) fn simd_level() -> u8 {
     #[cfg(target_arch = "x86_64")]
@@ -306,15 +329,20 @@ impl FusedOps for Flex {
         let data = &x.storage::<f32>()[..x.layout().num_elements()];
         // Fixed chunks summed in order: the result does not depend on how rayon schedules
         // them, so runs (and resumed runs) stay bit-identical.
+        let simd = simd_level();
         let partials: Vec<Vec<f32>> = data
             .par_chunks(n * 256)
             .map(|rows| {
                 let mut acc = vec![0f32; n];
-                for row in rows.chunks(n) {
-                    for (a, v) in acc.iter_mut().zip(row) {
-                        *a += v;
-                    }
+                // SAFETY (both): the CPU has the features the function was compiled for.
+                #[cfg(target_arch = "x86_64")]
+                match simd {
+                    2 => unsafe { add_rows_avx512(&mut acc, rows) },
+                    1 => unsafe { add_rows_avx2(&mut acc, rows) },
+                    _ => add_rows(&mut acc, rows),
                 }
+                #[cfg(not(target_arch = "x86_64"))]
+                add_rows(&mut acc, rows);
                 acc
             })
             .collect();

@@ -188,15 +188,10 @@ fn pack_b(b: View, k: usize, n: usize, parallel: bool) -> Vec<f32> {
         let col0 = p * NR;
         let cols = NR.min(n - col0);
         if b.rs == 1 && b.cs > 0 {
-            // B is a transposed row-major matrix (Kᵀ, Vᵀ in attention): each of its columns is
-            // one contiguous run, read once, instead of `cols` strided reads per row of the
-            // panel.
-            for j in 0..cols {
-                let start = b.offset + (col0 + j) * b.cs as usize;
-                for (kk, &v) in b.data[start..start + k].iter().enumerate() {
-                    panel[kk * NR + j] = v;
-                }
-            }
+            // B is a transposed row-major matrix (a transposed weight in backward): its columns
+            // are contiguous runs, transposed in 8×8 register blocks.
+            let start = b.offset + col0 * b.cs as usize;
+            transpose(&b.data[start..], b.cs as usize, (cols, k), panel, NR);
             return;
         }
         for kk in 0..k {
@@ -217,6 +212,110 @@ fn pack_b(b: View, k: usize, n: usize, parallel: bool) -> Vec<f32> {
         bpack.chunks_mut(k * NR).enumerate().for_each(pack);
     }
     bpack
+}
+
+/// `dst[c·dst_rs + r] = src[r·src_rs + c]` for a rows×cols block of `src`: 8×8 blocks
+/// through AVX registers where the CPU has AVX (a transpose is only moved bits, so every path
+/// gives the same result), element by element at the edges.
+pub(super) fn transpose(
+    src: &[f32],
+    src_rs: usize,
+    (rows, cols): (usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(
+        src_rs >= cols && dst_rs >= rows,
+        "transpose: overlapping rows"
+    );
+    assert!(
+        (rows - 1) * src_rs + cols <= src.len(),
+        "transpose: source out of bounds"
+    );
+    assert!(
+        (cols - 1) * dst_rs + rows <= dst.len(),
+        "transpose: destination out of bounds"
+    );
+    let (mut r8, mut c8) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx") {
+        (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+        for r in (0..r8).step_by(8) {
+            for c in (0..c8).step_by(8) {
+                // SAFETY: the 8×8 blocks lie inside the bounds checked above.
+                unsafe {
+                    transpose8x8(
+                        src.as_ptr().add(r * src_rs + c),
+                        src_rs,
+                        dst.as_mut_ptr().add(c * dst_rs + r),
+                        dst_rs,
+                    )
+                };
+            }
+        }
+    }
+    for r in 0..rows {
+        let from = if r < r8 { c8 } else { 0 };
+        for c in from..cols {
+            dst[c * dst_rs + r] = src[r * src_rs + c];
+        }
+    }
+}
+
+/// # Safety
+/// `src` addresses 8 rows of 8 floats at stride `src_rs`, `dst` 8 rows of 8 at `dst_rs`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8x8(src: *const f32, src_rs: usize, dst: *mut f32, dst_rs: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: by the function's contract.
+    unsafe {
+        let mut r = [_mm256_setzero_ps(); 8];
+        for (i, r) in r.iter_mut().enumerate() {
+            *r = _mm256_loadu_ps(src.add(i * src_rs));
+        }
+        // Pairs of rows interleaved, then pairs of pairs: u0..u3 hold, in each 128-bit lane,
+        // columns 0/4, 1/5, 2/6, 3/7 of rows 0–3, u4..u7 the same of rows 4–7.
+        let (t0, t1) = (
+            _mm256_unpacklo_ps(r[0], r[1]),
+            _mm256_unpackhi_ps(r[0], r[1]),
+        );
+        let (t2, t3) = (
+            _mm256_unpacklo_ps(r[2], r[3]),
+            _mm256_unpackhi_ps(r[2], r[3]),
+        );
+        let (t4, t5) = (
+            _mm256_unpacklo_ps(r[4], r[5]),
+            _mm256_unpackhi_ps(r[4], r[5]),
+        );
+        let (t6, t7) = (
+            _mm256_unpacklo_ps(r[6], r[7]),
+            _mm256_unpackhi_ps(r[6], r[7]),
+        );
+        let u = [
+            _mm256_shuffle_ps::<0x44>(t0, t2),
+            _mm256_shuffle_ps::<0xEE>(t0, t2),
+            _mm256_shuffle_ps::<0x44>(t1, t3),
+            _mm256_shuffle_ps::<0xEE>(t1, t3),
+            _mm256_shuffle_ps::<0x44>(t4, t6),
+            _mm256_shuffle_ps::<0xEE>(t4, t6),
+            _mm256_shuffle_ps::<0x44>(t5, t7),
+            _mm256_shuffle_ps::<0xEE>(t5, t7),
+        ];
+        for i in 0..4 {
+            _mm256_storeu_ps(
+                dst.add(i * dst_rs),
+                _mm256_permute2f128_ps::<0x20>(u[i], u[4 + i]),
+            );
+            _mm256_storeu_ps(
+                dst.add((4 + i) * dst_rs),
+                _mm256_permute2f128_ps::<0x31>(u[i], u[4 + i]),
+            );
+        }
+    }
 }
 
 /// A is read in place: checks once that every element it addresses lies inside its storage.
@@ -444,6 +543,27 @@ mod tests {
                                 assert!((got - want).abs() <= tol, "{m}x{n}x{k} ({i},{j})");
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_moves_every_element_at_odd_sizes() {
+        for (rows, cols) in [(1, 1), (8, 8), (50, 32), (17, 9), (7, 64), (197, 64)] {
+            let (src_rs, dst_rs) = (cols + 3, rows + 5);
+            let src: Vec<f32> = (0..rows * src_rs).map(|i| i as f32).collect();
+            let mut dst = vec![-1.0; cols * dst_rs];
+            transpose(&src, src_rs, (rows, cols), &mut dst, dst_rs);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(dst[c * dst_rs + r], src[r * src_rs + c], "{rows}x{cols}");
+                }
+                // Padding past the block is left alone.
+                for c in 0..cols {
+                    for pad in rows..dst_rs {
+                        assert_eq!(dst[c * dst_rs + pad], -1.0);
                     }
                 }
             }

@@ -66,6 +66,26 @@ pub fn reduce8(r: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     acc.iter().fold(tail, |a, &v| f(a, v))
 }
 
+/// Σ a·b with 8 accumulators, as [`reduce8`] sums: vectorised, and the same bits at every
+/// SIMD width.
+#[inline(always)]
+pub fn dot8(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let mut acc = [0f32; 8];
+    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..8 {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    let tail = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .fold(0.0, |s, (x, y)| x.mul_add(*y, s));
+    acc.iter().fold(tail, |s, &v| s + v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
