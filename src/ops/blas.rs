@@ -75,12 +75,19 @@ pub enum BlasError {
     AlreadySet(PathBuf),
 }
 
+/// MKL's `MKL_Set_Num_Threads_Local`: the calling thread's thread count for MKL (0 = back
+/// to the global setting); returns the previous one.
+type SetThreadsLocal = unsafe extern "C" fn(c_int) -> c_int;
+
 /// An opened CBLAS library.
 pub struct Blas {
     path: PathBuf,
     sgemm: Sgemm,
     /// MKL's bf16 product, where the library has it (on CPUs with AMX it runs on the tiles).
     gemm_bf16: Option<GemmBf16>,
+    /// MKL: f32 products are split across our own threads, each part sequential in MKL (see
+    /// [`Blas::gemm`]).
+    threads_local: Option<SetThreadsLocal>,
 }
 
 // SAFETY: a function pointer into a library that stays loaded for the process's life; CBLAS
@@ -164,6 +171,9 @@ impl Blas {
         }
         // SAFETY: as above.
         let bf16 = unsafe { libc::dlsym(handle, c"cblas_gemm_bf16bf16f32".as_ptr()) };
+        // SAFETY: as above. (Lower-case `mkl_set_num_threads_local` is the Fortran entry, which
+        // takes a pointer.)
+        let local = unsafe { libc::dlsym(handle, c"MKL_Set_Num_Threads_Local".as_ptr()) };
         Ok(Blas {
             path: path.to_owned(),
             // SAFETY: CBLAS fixes cblas_sgemm's signature (LP64: int is 32 bits); the self-check
@@ -172,6 +182,9 @@ impl Blas {
             // SAFETY: MKL's documented signature; checked by the self-check like sgemm.
             gemm_bf16: (!bf16.is_null() && super::gemm_bf16::available())
                 .then(|| unsafe { std::mem::transmute::<*mut c_void, GemmBf16>(bf16) }),
+            // SAFETY: MKL's documented C signature.
+            threads_local: (!local.is_null())
+                .then(|| unsafe { std::mem::transmute::<*mut c_void, SetThreadsLocal>(local) }),
         })
     }
 
@@ -223,6 +236,13 @@ impl Blas {
     /// C (m rows at stride `ldc`) = A·B, or C += A·B with `accumulate`, in f32. Returns false,
     /// having done nothing, where an operand is neither row- nor column-major or a size exceeds
     /// the library's 32-bit integers.
+    ///
+    /// With MKL the product is cut into one block of rows (or columns) per thread of our pool,
+    /// each computed sequentially by MKL on that thread: MKL's own OpenMP threads, handed the
+    /// cores back and forth with our pool around every product, cost DeiT-Tiny 8–12% of a
+    /// training step and 18–20% of inference (docs/PERFORMANCE.md). Under `MKL_CBWR=AUTO,STRICT`
+    /// (set by [`use_library`]) every element comes out with the same bits however the product
+    /// is cut, so the thread count still does not change results.
     ///
     /// # Safety
     /// The views address m×k and k×n elements inside their slices; `c` addresses m rows of n
@@ -306,29 +326,57 @@ impl Blas {
             };
             return true;
         }
-        // SAFETY: by the caller's contract the operands lie inside their slices at these
-        // leading dimensions; beta = 0 makes the library ignore C's old contents.
-        unsafe {
-            (self.sgemm)(
-                ROW_MAJOR,
-                ta,
-                tb,
-                m,
-                n,
-                k,
-                1.0,
-                a.data.as_ptr().add(a.offset),
-                lda as c_int,
-                b.data.as_ptr().add(b.offset),
-                ldb as c_int,
-                beta,
-                c,
-                ldc,
-            )
+        let (pa, pb) = (a.data[a.offset..].as_ptr(), b.data[b.offset..].as_ptr());
+        let (lda, ldb) = (lda as c_int, ldb as c_int);
+        let Some(set_local) = self
+            .threads_local
+            .filter(|_| rayon::current_num_threads() > 1)
+        else {
+            // SAFETY: by the caller's contract the operands lie inside their slices at these
+            // leading dimensions; beta = 0 makes the library ignore C's old contents.
+            unsafe {
+                (self.sgemm)(
+                    ROW_MAJOR, ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, beta, c, ldc,
+                )
+            };
+            return true;
         };
+        // Cut the longer side of C; `step` moves an operand one row (or column) of C on.
+        let rows = m >= n;
+        let len = (if rows { m } else { n }) as usize;
+        let chunk = len.div_ceil(rayon::current_num_threads());
+        let step_a = if ta == NO_TRANS { lda as usize } else { 1 };
+        let step_b = if tb == NO_TRANS { 1 } else { ldb as usize };
+        let (pa, pb, pc) = (Shared(pa as *mut f32), Shared(pb as *mut f32), Shared(c));
+        (0..len.div_ceil(chunk)).into_par_iter().for_each(|i| {
+            let (start, size) = (i * chunk, chunk.min(len - i * chunk) as c_int);
+            let at = |p: &Shared, step: usize| p.0.wrapping_add(start * step);
+            let (a0, b0, c0, mm, nn) = if rows {
+                (at(&pa, step_a), pb.0, at(&pc, ldc as usize), size, n)
+            } else {
+                (pa.0, at(&pb, step_b), at(&pc, 1), m, size)
+            };
+            // SAFETY: each part is a sub-block of the caller's product (rows or columns of C
+            // with the matching rows of A or columns of B), parts write disjoint parts of C;
+            // this thread's MKL thread count is restored after the call.
+            unsafe {
+                set_local(1);
+                (self.sgemm)(
+                    ROW_MAJOR, ta, tb, mm, nn, k, 1.0, a0, lda, b0, ldb, beta, c0, ldc,
+                );
+                set_local(0);
+            }
+        });
         true
     }
 }
+
+/// A raw pointer that the parts of a cut product share; each writes its own block of C.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: see `Blas::run`: reads of A and B, disjoint writes of C.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
 
 /// A matrix stored as `outer` runs of `inner` contiguous floats (`ld` apart) — rows, or
 /// columns for a transposed operand — rounded to bf16 into runs padded to even length, so each
@@ -370,8 +418,85 @@ pub fn from_env() -> Result<Option<&'static Blas>, BlasError> {
 /// Which kernel runs the large f32 products in this process, for benchmark reports.
 pub fn f32_kernel() -> String {
     match active() {
+        Some(lib) if lib.threads_local.is_some() => format!(
+            "BLAS {} (cut across {} threads)",
+            lib.path().display(),
+            rayon::current_num_threads()
+        ),
         Some(lib) => format!("BLAS {}", lib.path().display()),
         None if super::gemm_f32::available() => "scalenet AVX-512".into(),
         None => "gemm crate (burn-flex's)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gemm_f32::test_operands::operands;
+    use super::*;
+
+    extern "C" fn no_threads(_: c_int) -> c_int {
+        0
+    }
+
+    /// The cut product (MKL's path) on any CBLAS: every part must land on its own rows or
+    /// columns of C, for each operand layout, with uneven parts. Debian's OpenBLAS stands in
+    /// for MKL (`.ci/run` installs it); where it is absent the test says so and passes.
+    #[test]
+    fn a_product_cut_across_threads_matches_the_whole() {
+        let Some(path) = [
+            "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
+            "/usr/lib64/libopenblas.so.0",
+        ]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists()) else {
+            eprintln!("no OpenBLAS on this machine: the cut product is not exercised");
+            return;
+        };
+        let mut lib = Blas::open(path).expect("OpenBLAS opens");
+        lib.threads_local = Some(no_threads);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        // Taller than wide (cut by rows) and wider than tall (cut by columns).
+        for (m, n, k) in [(130, 70, 33), (17, 100, 40)] {
+            let [av, bv, at, bt] = operands(m, n, k);
+            let a_views = [View::strided(&av, 0, k, 1), View::strided(&at, 0, 1, m)];
+            let b_views = [View::strided(&bv, 0, n, 1), View::strided(&bt, 0, 1, k)];
+            for a in a_views {
+                for b in b_views {
+                    for acc in [false, true] {
+                        // C inside a wider buffer: ldc > n.
+                        let ldc = n + 3;
+                        let mut c = vec![if acc { 1.0f32 } else { f32::NAN }; m * ldc];
+                        // SAFETY: c holds m rows of ldc floats, initialised.
+                        let ok = pool.install(|| unsafe {
+                            lib.gemm((m, n, k), a, b, c.as_mut_ptr(), ldc, acc)
+                        });
+                        assert!(ok);
+                        for i in 0..m {
+                            for j in 0..n {
+                                let dot: f64 = (0..k)
+                                    .map(|t| av[i * k + t] as f64 * bv[t * n + j] as f64)
+                                    .sum();
+                                let want = dot + if acc { 1.0 } else { 0.0 };
+                                let got = c[i * ldc + j] as f64;
+                                assert!(
+                                    (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                                    "{m}x{n}x{k} ({i},{j}): {got} vs {want}"
+                                );
+                            }
+                            // The padding past n is untouched.
+                            assert!(c[i * ldc + n..(i + 1) * ldc].iter().all(|v| if acc {
+                                *v == 1.0
+                            } else {
+                                v.is_nan()
+                            }));
+                        }
+                    }
+                }
+            }
+        }
     }
 }
