@@ -124,7 +124,14 @@ pub fn use_library(path: &Path) -> Result<&'static Blas, BlasError> {
     if std::env::var_os("MKL_CBWR").is_none() {
         std::env::set_var("MKL_CBWR", "AUTO,STRICT");
     }
-    let blas = Blas::open(path)?;
+    let mut blas = Blas::open(path)?;
+    // Cut products give the same bits only in strict mode (bench/mkl_cut_check.py finds up to
+    // 111k differing elements per product without it); a user's other setting keeps MKL's own
+    // threading.
+    let strict = std::env::var("MKL_CBWR").is_ok_and(|v| v.to_ascii_uppercase().contains("STRICT"));
+    if !strict {
+        blas.threads_local = None;
+    }
     blas.self_check()?;
     let _ = ACTIVE.set(blas);
     Ok(ACTIVE.get().expect("just set"))
