@@ -2,9 +2,10 @@
 //! the fused `qkv` activation `[b, n, 3·d]` (channel = which·d + head·head_dim + e, timm's
 //! `reshape(B, N, 3, heads, head_dim)`) and written straight in the merged-head layout
 //! `[b, n, d]` that the projection takes. Forward and backward run one (batch, head) pair per
-//! rayon task with small strided GEMMs, so there is no permute, no slice, and no contiguous copy
-//! anywhere; the backward recomputes the probabilities (flash-attention style) instead of
-//! storing them, and writes dq, dk and dv into their columns of one `[b, n, 3·d]` gradient.
+//! rayon task with small strided GEMMs, so there is no permute and no slice; the only copies are
+//! each task's kᵀ (and vᵀ in backward), transposed into a buffer the task keeps. The backward
+//! recomputes the probabilities (flash-attention style) instead of storing them, and writes dq,
+//! dk and dv into their columns of one `[b, n, 3·d]` gradient.
 //!
 //! An optional additive bias on the scores (`[groups, heads, n, n]`, batch item i taking group
 //! i mod groups) serves Swin's window attention: the relative-position bias plus the shifted
