@@ -7,7 +7,8 @@
 //!
 //! Only products whose operands are row- or column-major go to the library (every matmul of a
 //! ViT or Llama step is one of the two); anything else, and the small products below
-//! [`MIN_FLOPS`], stay on our kernels.
+//! [`MIN_FLOPS`], stay on our kernels. With MKL, f32 products are cut across our own threads
+//! (see [`Blas::gemm`]), so one thread pool runs the whole step.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
