@@ -32,6 +32,11 @@ fn time<F: FnMut()>(name: &str, flops: f64, mut f: F) {
 
 fn main() {
     scalenet::device::tune_host_allocator();
+    // The same library `--blas` would use, so the products time what a run would.
+    if let Some(path) = std::env::var_os("SCALENET_BLAS") {
+        let lib = scalenet::ops::blas::use_library(std::path::Path::new(&path)).unwrap();
+        eprintln!("products on {}", lib.path().display());
+    }
     let a: Vec<usize> = std::env::args()
         .skip(1)
         .map(|s| s.parse().unwrap())
