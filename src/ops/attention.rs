@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::gemm_bf16::View;
 use super::gemm_f32;
-use super::math::{dot8, exp_neg, reduce8};
+use super::math::{at_simd_level, dot8, exp_neg, reduce8, simd_level};
 
 /// Shapes of one call.
 #[derive(Clone, Copy, Debug)]
@@ -129,30 +129,14 @@ fn softmax_rows_generic(p: &mut [f32], n: usize, scale: f32) {
     }
 }
 
-/// Compiled for AVX2+FMA when the CPU has them: `exp_neg`'s `mul_add` is a libm call otherwise.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn softmax_rows_avx2(p: &mut [f32], n: usize, scale: f32) {
-    softmax_rows_generic(p, n, scale)
-}
-
-/// At 16 lanes where the CPU has AVX-512; the sums keep their 8 accumulators (`reduce8`), so
-/// the bits are the same at every width.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn softmax_rows_avx512(p: &mut [f32], n: usize, scale: f32) {
-    softmax_rows_generic(p, n, scale)
+at_simd_level! {
+    /// At the CPU's vector width: `exp_neg`'s `mul_add` is a libm call without FMA, and the
+    /// sums keep their 8 accumulators (`reduce8`), so the bits are the same at every width.
+    fn softmax_rows_at(p: &mut [f32], n: usize, scale: f32) = softmax_rows_generic;
 }
 
 fn softmax_rows(p: &mut [f32], n: usize, scale: f32) {
-    // SAFETY (both): the CPU has the features the function was compiled for.
-    #[cfg(target_arch = "x86_64")]
-    match super::flex::simd_level() {
-        2 => return unsafe { softmax_rows_avx512(p, n, scale) },
-        1 => return unsafe { softmax_rows_avx2(p, n, scale) },
-        _ => {}
-    }
-    softmax_rows_generic(p, n, scale)
+    softmax_rows_at(simd_level(), p, n, scale)
 }
 
 /// The softmax's backward in place: `dp` (the probabilities' gradient) becomes
@@ -174,27 +158,13 @@ fn softmax_grad_rows_generic(p: &[f32], dp: &mut [f32], n: usize, scale: f32, db
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn softmax_grad_rows_avx2(p: &[f32], dp: &mut [f32], n: usize, scale: f32, dbias: &mut [f32]) {
-    softmax_grad_rows_generic(p, dp, n, scale, dbias)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn softmax_grad_rows_avx512(p: &[f32], dp: &mut [f32], n: usize, scale: f32, dbias: &mut [f32]) {
-    softmax_grad_rows_generic(p, dp, n, scale, dbias)
+at_simd_level! {
+    fn softmax_grad_rows_at(p: &[f32], dp: &mut [f32], n: usize, scale: f32, dbias: &mut [f32])
+        = softmax_grad_rows_generic;
 }
 
 fn softmax_grad_rows(p: &[f32], dp: &mut [f32], n: usize, scale: f32, dbias: &mut [f32]) {
-    // SAFETY (both): the CPU has the features the function was compiled for.
-    #[cfg(target_arch = "x86_64")]
-    match super::flex::simd_level() {
-        2 => return unsafe { softmax_grad_rows_avx512(p, dp, n, scale, dbias) },
-        1 => return unsafe { softmax_grad_rows_avx2(p, dp, n, scale, dbias) },
-        _ => {}
-    }
-    softmax_grad_rows_generic(p, dp, n, scale, dbias)
+    softmax_grad_rows_at(simd_level(), p, dp, n, scale, dbias)
 }
 
 /// `[b, n, 3d]` → `[b, n, d]`.
@@ -340,18 +310,10 @@ mod tests {
             .collect();
         let run = |level: u8| {
             let mut q = p.clone();
-            match level {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: only called at levels this CPU has.
-                2 => unsafe { softmax_rows_avx512(&mut q, n, 0.125) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above.
-                1 => unsafe { softmax_rows_avx2(&mut q, n, 0.125) },
-                _ => softmax_rows_generic(&mut q, n, 0.125),
-            }
+            softmax_rows_at(level, &mut q, n, 0.125);
             q.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         };
-        for level in 1..=super::super::flex::simd_level() {
+        for level in 1..=simd_level() {
             assert_eq!(run(level), run(0), "level {level}");
         }
     }

@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::math::{erf, exp_neg};
+use super::math::{at_simd_level, erf, exp_neg, simd_level};
 use super::{attention, blas, gemm_bf16, gemm_f32, gemv, layer_norm};
 use super::{reference_linear, reference_matmul, reference_sum_rows, FusedOps};
 
@@ -28,56 +28,30 @@ fn contiguous_f32(t: &FlexTensor) -> Option<FlexTensor> {
     })
 }
 
-/// The elementwise loops are compiled twice: for AVX2+FMA (chosen at run time) and for baseline
-/// x86-64. Without FMA enabled, `f32::mul_add` becomes a libm call, slower than libm's `erff`.
-pub(super) fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 // Outputs are uninitialised buffers the loops fill: zero-filling them first was a serial pass
-// on the calling thread.
+// on the calling thread. The loops run under `at_simd_width`: GELU's erf is a rational
+// polynomial, compute-bound, so the width shows (GELU forward and backward were ~12% of a
+// training step on the Xeon at 8 lanes).
 #[inline(always)]
-fn loop1<F: Fn(f32) -> f32>(o: &mut [MaybeUninit<f32>], a: &[f32], f: &F) {
+fn loop1(o: &mut [MaybeUninit<f32>], a: &[f32], f: &impl Fn(f32) -> f32) {
     for (o, &a) in o.iter_mut().zip(a) {
         o.write(f(a));
     }
 }
 
 #[inline(always)]
-fn loop2<F: Fn(f32, f32) -> f32>(o: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], f: &F) {
+fn loop2(o: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> f32) {
     for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
         o.write(f(a, b));
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn loop1_avx2<F: Fn(f32) -> f32>(o: &mut [MaybeUninit<f32>], a: &[f32], f: &F) {
-    loop1(o, a, f)
+at_simd_level! {
+    fn loop1_at(o: &mut [MaybeUninit<f32>], a: &[f32], f: &impl Fn(f32) -> f32) = loop1;
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn loop2_avx2<F: Fn(f32, f32) -> f32>(o: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], f: &F) {
-    loop2(o, a, b, f)
-}
-
-// The same loops at 16 lanes: GELU's erf is a rational polynomial, compute-bound, so the
-// width shows (GELU forward and backward were ~12% of a training step on the Xeon at 8 lanes).
-// Every lane does the same IEEE operations in the same order, so results are bit-identical.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn loop1_avx512<F: Fn(f32) -> f32>(o: &mut [MaybeUninit<f32>], a: &[f32], f: &F) {
-    loop1(o, a, f)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn loop2_avx512<F: Fn(f32, f32) -> f32>(o: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], f: &F) {
-    loop2(o, a, b, f)
+at_simd_level! {
+    fn loop2_at(o: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> f32) = loop2;
 }
 
 /// `acc += row` for each row of `rows` (a multiple of acc's length): every column is summed in
@@ -91,25 +65,8 @@ fn add_rows(acc: &mut [f32], rows: &[f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn add_rows_avx2(acc: &mut [f32], rows: &[f32]) {
-    add_rows(acc, rows)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn add_rows_avx512(acc: &mut [f32], rows: &[f32]) {
-    add_rows(acc, rows)
-}
-
-/// The widest elementwise loop this CPU runs: 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline.
-pub(super) fn simd_level() -> u8 {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") && has_avx2_fma() {
-        return 2;
-    }
-    u8::from(has_avx2_fma())
+at_simd_level! {
+    fn add_rows_at(acc: &mut [f32], rows: &[f32]) = add_rows;
 }
 
 fn map1(x: &FlexTensor, f: impl Fn(f32) -> f32 + Sync) -> FlexTensor {
@@ -119,16 +76,7 @@ fn map1(x: &FlexTensor, f: impl Fn(f32) -> f32 + Sync) -> FlexTensor {
     out.spare_capacity_mut()[..src.len()]
         .par_chunks_mut(CHUNK)
         .zip(src.par_chunks(CHUNK))
-        .for_each(|(o, a)| {
-            // SAFETY (both): the CPU has the features the function was compiled for.
-            #[cfg(target_arch = "x86_64")]
-            match simd {
-                2 => return unsafe { loop1_avx512(o, a, &f) },
-                1 => return unsafe { loop1_avx2(o, a, &f) },
-                _ => {}
-            }
-            loop1(o, a, &f)
-        });
+        .for_each(|(o, a)| loop1_at(simd, o, a, &f));
     // SAFETY: the loops wrote every element.
     unsafe { out.set_len(src.len()) };
     FlexTensor::from_data(TensorData::new(out, x.layout().shape().clone()))
@@ -142,16 +90,7 @@ fn map2(x: &FlexTensor, y: &FlexTensor, f: impl Fn(f32, f32) -> f32 + Sync) -> F
     out.spare_capacity_mut()[..n]
         .par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-        .for_each(|(o, (a, b))| {
-            // SAFETY (both): the CPU has the features the function was compiled for.
-            #[cfg(target_arch = "x86_64")]
-            match simd {
-                2 => return unsafe { loop2_avx512(o, a, b, &f) },
-                1 => return unsafe { loop2_avx2(o, a, b, &f) },
-                _ => {}
-            }
-            loop2(o, a, b, &f)
-        });
+        .for_each(|(o, (a, b))| loop2_at(simd, o, a, b, &f));
     // SAFETY: the loops wrote every element.
     unsafe { out.set_len(n) };
     FlexTensor::from_data(TensorData::new(out, x.layout().shape().clone()))
@@ -334,15 +273,7 @@ impl FusedOps for Flex {
             .par_chunks(n * 256)
             .map(|rows| {
                 let mut acc = vec![0f32; n];
-                // SAFETY (both): the CPU has the features the function was compiled for.
-                #[cfg(target_arch = "x86_64")]
-                match simd {
-                    2 => unsafe { add_rows_avx512(&mut acc, rows) },
-                    1 => unsafe { add_rows_avx2(&mut acc, rows) },
-                    _ => add_rows(&mut acc, rows),
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                add_rows(&mut acc, rows);
+                add_rows_at(simd, &mut acc, rows);
                 acc
             })
             .collect();
@@ -506,30 +437,14 @@ mod tests {
         let f2 = |x: f32, g: f32| g * exp_neg(-0.5 * x * x) * INV_SQRT_2PI + x;
         let run1 = |level: u8| {
             let mut o = vec![MaybeUninit::new(0f32); a.len()];
-            match level {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: only called at levels this CPU has.
-                2 => unsafe { loop1_avx512(&mut o, &a, &f1) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above.
-                1 => unsafe { loop1_avx2(&mut o, &a, &f1) },
-                _ => loop1(&mut o, &a, &f1),
-            }
+            loop1_at(level, &mut o, &a, &f1);
             o.iter()
                 .map(|v| unsafe { v.assume_init() }.to_bits())
                 .collect::<Vec<_>>()
         };
         let run2 = |level: u8| {
             let mut o = vec![MaybeUninit::new(0f32); a.len()];
-            match level {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: only called at levels this CPU has.
-                2 => unsafe { loop2_avx512(&mut o, &a, &b, &f2) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above.
-                1 => unsafe { loop2_avx2(&mut o, &a, &b, &f2) },
-                _ => loop2(&mut o, &a, &b, &f2),
-            }
+            loop2_at(level, &mut o, &a, &b, &f2);
             o.iter()
                 .map(|v| unsafe { v.assume_init() }.to_bits())
                 .collect::<Vec<_>>()

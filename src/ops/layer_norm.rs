@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::math::reduce8;
+use super::math::{at_simd_level, reduce8, simd_level};
 
 /// Rows per rayon task; also the chunk that γ's and β's gradients are summed over before the
 /// chunks are added in order, so the sums do not depend on the thread count.
@@ -58,30 +58,17 @@ fn rows_generic(
     }
 }
 
-// The row loop at the CPU's width, as the elementwise loops in `flex.rs`: every lane does the
-// same IEEE operations and the sums keep `reduce8`'s order, so the bits do not change.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn rows_avx512(
-    io: (&mut [MaybeUninit<f32>], &[f32], &[f32]),
-    gamma: &[f32],
-    eps: f32,
-    acc: (&mut [f32], &mut [f32]),
-    scratch: &mut [f32],
-) {
-    rows_generic(io, gamma, eps, acc, scratch)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn rows_avx2(
-    io: (&mut [MaybeUninit<f32>], &[f32], &[f32]),
-    gamma: &[f32],
-    eps: f32,
-    acc: (&mut [f32], &mut [f32]),
-    scratch: &mut [f32],
-) {
-    rows_generic(io, gamma, eps, acc, scratch)
+at_simd_level! {
+    /// The row loop at the CPU's width (or the level a test asks for), as the elementwise loops
+    /// in `flex.rs`: every lane does the same IEEE operations and the sums keep `reduce8`'s
+    /// order, so the bits do not change.
+    fn rows_at(
+        io: (&mut [MaybeUninit<f32>], &[f32], &[f32]),
+        gamma: &[f32],
+        eps: f32,
+        acc: (&mut [f32], &mut [f32]),
+        scratch: &mut [f32],
+    ) = rows_generic;
 }
 
 /// Gradients with respect to x, γ and β, given the output's gradient `grad`:
@@ -92,7 +79,7 @@ pub fn backward(
     grad: &[f32],
     eps: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    backward_at(super::flex::simd_level(), x, gamma, grad, eps)
+    backward_at(simd_level(), x, gamma, grad, eps)
 }
 
 fn backward_at(
@@ -113,15 +100,7 @@ fn backward_at(
             let (mut dg, mut db) = (vec![0f32; d], vec![0f32; d]);
             let mut scratch = vec![0f32; 3 * d];
             let acc = (&mut dg[..], &mut db[..]);
-            // SAFETY (both): the CPU has the features the function was compiled for.
-            #[cfg(target_arch = "x86_64")]
-            match simd {
-                2 => unsafe { rows_avx512((dx, x, grad), gamma, eps, acc, &mut scratch) },
-                1 => unsafe { rows_avx2((dx, x, grad), gamma, eps, acc, &mut scratch) },
-                _ => rows_generic((dx, x, grad), gamma, eps, acc, &mut scratch),
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            rows_generic((dx, x, grad), gamma, eps, acc, &mut scratch);
+            rows_at(simd, (dx, x, grad), gamma, eps, acc, &mut scratch);
             (dg, db)
         })
         .collect();
@@ -218,7 +197,7 @@ mod tests {
         let (rows, d) = (130, 50);
         let (x, gamma, g) = (data(rows * d, 8), data(d, 9), data(rows * d, 10));
         let want = backward_at(0, &x, &gamma, &g, 1e-6);
-        for level in 1..=super::super::flex::simd_level() {
+        for level in 1..=simd_level() {
             assert_eq!(
                 backward_at(level, &x, &gamma, &g, 1e-6),
                 want,

@@ -86,6 +86,58 @@ pub fn dot8(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().fold(tail, |s, &v| s + v)
 }
 
+/// The vector level the CPU offers: 2 = AVX-512 (with AVX2 and FMA), 1 = AVX2 with FMA,
+/// 0 = baseline x86-64 (or another architecture).
+pub fn simd_level() -> u8 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2_fma = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        if avx2_fma && is_x86_feature_detected!("avx512f") {
+            return 2;
+        }
+        u8::from(avx2_fma)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    0
+}
+
+/// Defines `$name(level, args…)`, which runs the `#[inline(always)]` function `$body(args…)`
+/// compiled for vector level `level` ([`simd_level`], capped at the CPU's): the loops inside get
+/// 16 lanes at 2 and 8 at 1. FMA is part of both levels because without it `f32::mul_add` is a
+/// libm call. The kernels do the same IEEE operations in the same order at every width (sums
+/// through [`reduce8`] and [`dot8`]), so the level never changes a result's bits; their tests
+/// check that at each level.
+///
+/// A macro, not a function taking a closure: LLVM may keep a closure out of line, called from
+/// the wide wrapper but compiled for baseline x86-64, which it did for two of the five kernels.
+macro_rules! at_simd_level {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:path;) => {
+        $(#[$meta])*
+        fn $name(level: u8, $($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                // SAFETY (both): the level is capped at what this CPU has.
+                match level.min($crate::ops::math::simd_level()) {
+                    2 => return unsafe { avx512($($arg),*) },
+                    1 => return unsafe { avx2($($arg),*) },
+                    _ => {}
+                }
+            }
+            let _ = level;
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use at_simd_level;
+
 #[cfg(test)]
 mod tests {
     use super::*;
