@@ -353,7 +353,7 @@ fn interleave(data: &[f32], lo: usize, hi: Option<usize>, out: &mut [u32]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::gemm_f32::test_operands::{operands, SHAPES};
+    use super::super::gemm_f32::test_operands::{assert_product, operands, SHAPES};
     use super::*;
 
     fn round(x: f32) -> f32 {
@@ -361,19 +361,7 @@ mod tests {
     }
 
     fn check(c: &[f32], av: &[f32], bv: &[f32], (m, n, k): (usize, usize, usize)) {
-        for i in 0..m {
-            for j in 0..n {
-                let want: f64 = (0..k)
-                    .map(|t| round(av[i * k + t]) as f64 * round(bv[t * n + j]) as f64)
-                    .sum();
-                let got = c[i * n + j] as f64;
-                let tol = 1e-4 * want.abs().max(1.0);
-                assert!(
-                    (got - want).abs() <= tol,
-                    "{m}x{n}x{k} ({i},{j}): {got} vs {want}"
-                );
-            }
-        }
+        assert_product((m, n, k), (av, bv), round, 0.0, |i, j| c[i * n + j]);
     }
 
     #[test]

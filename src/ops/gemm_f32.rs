@@ -520,11 +520,36 @@ pub(super) mod test_operands {
         let bt = (0..n * k).map(|i| bv[(i % k) * n + i / k]).collect();
         [av, bv, at, bt]
     }
+
+    /// Asserts that `got(i, j)` is `start + Σ_t round(a[i,t]) · round(b[t,j])` (`a` m×k and
+    /// `b` k×n, row-major) to f32's accuracy, against a sum in f64. `round` is the identity for
+    /// f32 products and the rounding to bf16 for bf16 ones.
+    pub fn assert_product(
+        (m, n, k): (usize, usize, usize),
+        (a, b): (&[f32], &[f32]),
+        round: impl Fn(f32) -> f32,
+        start: f64,
+        got: impl Fn(usize, usize) -> f32,
+    ) {
+        for i in 0..m {
+            for j in 0..n {
+                let want = start
+                    + (0..k)
+                        .map(|t| round(a[i * k + t]) as f64 * round(b[t * n + j]) as f64)
+                        .sum::<f64>();
+                let got = got(i, j) as f64;
+                assert!(
+                    (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                    "{m}x{n}x{k} ({i},{j}): {got} vs {want}"
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::test_operands::{operands, SHAPES};
+    use super::test_operands::{assert_product, operands, SHAPES};
     use super::*;
 
     #[test]
@@ -542,18 +567,10 @@ mod tests {
                         let init = if acc { 1.0f32 } else { f32::NAN };
                         let mut c = vec![MaybeUninit::new(init); m * n];
                         gemm(m, n, k, a, b, &mut c, acc);
-                        for i in 0..m {
-                            for j in 0..n {
-                                let dot: f64 = (0..k)
-                                    .map(|t| av[i * k + t] as f64 * bv[t * n + j] as f64)
-                                    .sum();
-                                let want = dot + if acc { 1.0 } else { 0.0 };
-                                // SAFETY: gemm wrote every element.
-                                let got = unsafe { c[i * n + j].assume_init() } as f64;
-                                let tol = 1e-4 * want.abs().max(1.0);
-                                assert!((got - want).abs() <= tol, "{m}x{n}x{k} ({i},{j})");
-                            }
-                        }
+                        let start = if acc { 1.0 } else { 0.0 };
+                        // SAFETY: gemm wrote every element.
+                        let got = |i: usize, j: usize| unsafe { c[i * n + j].assume_init() };
+                        assert_product((m, n, k), (&av, &bv), |x| x, start, got);
                     }
                 }
             }
@@ -593,14 +610,7 @@ mod tests {
             let mut c = vec![1.0f32; m * n];
             // SAFETY: c holds m × n initialised floats.
             unsafe { gemm_portable((m, n, k), a, b, c.as_mut_ptr(), n, true, true) };
-            for i in 0..m {
-                for j in 0..n {
-                    let dot: f64 = (0..k)
-                        .map(|t| av[i * k + t] as f64 * bv[t * n + j] as f64)
-                        .sum();
-                    assert!((c[i * n + j] as f64 - dot - 1.0).abs() < 1e-4 * dot.abs().max(1.0));
-                }
-            }
+            assert_product((m, n, k), (&av, &bv), |x| x, 1.0, |i, j| c[i * n + j]);
         }
     }
 }
