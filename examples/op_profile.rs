@@ -1,6 +1,7 @@
 //! Times the pieces of one ViT block on the flex backend (forward, and forward+backward),
 //! for docs/PERFORMANCE.md. `cargo run --release --example op_profile -- BATCH TOKENS DIM
-//! [HEADS]` (heads default to DIM / 64, as in DeiT-Tiny)
+//! [HEADS]` (heads default to DIM / 64, as in DeiT-Tiny); with `SCALENET_BLAS=PATH` the large
+//! products run on that CBLAS library, as `--blas` would make them.
 use std::time::Instant;
 
 use burn::tensor::activation::{gelu, softmax};
@@ -33,9 +34,13 @@ fn time<F: FnMut()>(name: &str, flops: f64, mut f: F) {
 fn main() {
     scalenet::device::tune_host_allocator();
     // The same library `--blas` would use, so the products time what a run would.
-    if let Some(path) = std::env::var_os("SCALENET_BLAS") {
-        let lib = scalenet::ops::blas::use_library(std::path::Path::new(&path)).unwrap();
-        eprintln!("products on {}", lib.path().display());
+    match scalenet::ops::blas::from_env() {
+        Ok(Some(lib)) => eprintln!("products on {}", lib.path().display()),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
     }
     let a: Vec<usize> = std::env::args()
         .skip(1)
