@@ -453,17 +453,17 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
         seed,
     };
     let e = cfg.epochs;
-    let mut runs: Vec<(&Arm, Vec<PathBuf>)> = Vec::new();
+    let seeds_of = |arm: &Arm| -> Vec<u64> {
+        if arm.seeded {
+            (0..cfg.seeds as u64).collect()
+        } else {
+            vec![0]
+        }
+    };
     for arm in ARMS {
         if !wants(arm.name) {
             continue;
         }
-        let seeds: Vec<u64> = if arm.seeded {
-            (0..cfg.seeds as u64).collect()
-        } else {
-            vec![0]
-        };
-        let mut dirs = Vec::new();
         let d = arm.depth(l);
         let paper = |s: u64| grow_opts(InitMode::Paper, true, false, s);
         let at_depth = |o: ExpandOptions| ExpandOptions {
@@ -483,7 +483,7 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
         } else {
             TrainOnly::All
         };
-        for s in seeds {
+        for s in seeds_of(arm) {
             let run = format!("{}-s{s}", arm.name);
             let model = match arm.name {
                 "grown-1.5L" | "grown-3L" => grow(arm.name, at_depth(paper(s)))?,
@@ -513,9 +513,8 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
                 }
                 _ => init_model(&format!("scratch-init-{d}-s{s}"), d, 2000 + s)?,
             };
-            dirs.push(run_arm(&run, model, e * arm.epochs_factor, s, train_only)?);
+            run_arm(&run, model, e * arm.epochs_factor, s, train_only)?;
         }
-        runs.push((arm, dirs));
     }
 
     // Collect.
@@ -527,7 +526,17 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
         0,
     )?];
     let base_images = results[0].train_images;
-    for (arm, dirs) in &runs {
+    // Every arm with finished runs is reported, not only this call's `--only`: a study grown
+    // arm by arm reports all of it, and `--only base` rewrites the report without training.
+    for arm in ARMS {
+        let dirs: Vec<PathBuf> = seeds_of(arm)
+            .into_iter()
+            .map(|s| dir.join("runs").join(format!("{}-s{s}", arm.name)))
+            .filter(|d| d.join("model").join("config.json").exists())
+            .collect();
+        if dirs.is_empty() {
+            continue;
+        }
         let depth = arm.depth(l);
         // Arms that start from the base carry its pretraining on the plot's x axis.
         let offset = if arm.name.starts_with("scratch") {
@@ -535,7 +544,7 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
         } else {
             base_images
         };
-        results.push(collect(arm.name, arm.what, dirs, depth, offset)?);
+        results.push(collect(arm.name, arm.what, &dirs, depth, offset)?);
     }
     write_report(cfg, dir, &results)?;
     Ok(results)
@@ -786,7 +795,7 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
          table's `train images` does); the right panel counts all training images behind a model, the base's \
          pretraining included for the arms that start from the base.\n\
          \nMachine: {}. Test accuracy is the last epoch's; test top-1 of arms with several seeds is mean ± sample std. \
-         Parameters are all trainable. Wall time is training and evaluation per run.\n",
+         `trained params` is below `params` only where the shared blocks are frozen (adapters-only). Wall time is training and evaluation per run.\n",
         machine()
     ));
     if scaling {
@@ -798,7 +807,12 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
     }
     md.push_str(&format!(
         "\nSettings (`study.json`): `{}`\n",
-        serde_json::to_string(cfg).expect("serialisable")
+        // As study.json holds them: which arms this call ran is not a setting.
+        serde_json::to_string(&StudyConfig {
+            only: Vec::new(),
+            ..cfg.clone()
+        })
+        .expect("serialisable")
     ));
     crate::checkpoint::atomic::atomic_write(&dir.join("RESULTS.md"), md.as_bytes())?;
     write_json(&dir.join("results.json"), &results)?;

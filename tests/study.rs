@@ -54,6 +54,15 @@ fn a_tiny_study_runs_grows_and_refuses_other_settings() {
     let r = run_study(&more, &dir, &Hooks::default()).unwrap();
     let a = r.iter().find(|a| a.name == "adapters-only").unwrap();
     assert!(a.params_trainable < a.params_total);
+    // The report holds every finished arm, not only this call's.
+    let names: Vec<&str> = r.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["base", "grown", "scratch-3E", "grown-3L", "adapters-only"]
+    );
+    let md = std::fs::read_to_string(dir.join("RESULTS.md")).unwrap();
+    assert!(md.contains("| scratch-3E |") && md.contains("| adapters-only |"));
+    assert!(dir.join("scaling.png").is_file());
     // Other settings in the same directory are refused; so is an unknown arm.
     let other = StudyConfig { lr: 1e-3, ..tiny() };
     let e = run_study(&other, &dir, &Hooks::default())

@@ -61,6 +61,11 @@ enum Command {
 }
 
 pub fn run() -> anyhow::Result<()> {
+    // `SCALENET_BLAS=` (set but empty) means no library, as `blas::from_env` reads it; clap
+    // would refuse it as a missing value.
+    if std::env::var_os("SCALENET_BLAS").is_some_and(|v| v.is_empty()) {
+        std::env::remove_var("SCALENET_BLAS");
+    }
     let cli = Cli::parse();
     if let Some(path) = cli.blas.as_deref().filter(|p| !p.as_os_str().is_empty()) {
         scalenet::ops::blas::use_library(path)?;
