@@ -713,9 +713,14 @@ pub fn machine() -> String {
 }
 
 fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<()> {
+    // results.png keeps to the base and the headline arms, so that a reader can tell the lines
+    // apart; the scaling arms have scaling.png and the variants the table.
+    let headline =
+        |r: &&ArmResult| r.name == "base" || ARMS[..HEADLINE_ARMS].iter().any(|a| a.name == r.name);
     let series = |with_base: bool| -> Vec<Series> {
         results
             .iter()
+            .filter(headline)
             .map(|r| {
                 // The base keeps its slot (and colour) in both panels but has no points in the first.
                 if !with_base && r.name == "base" {
@@ -791,8 +796,8 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
         md.push_str(&format!("- {}: {}\n", a.name, a.what));
     }
     md.push_str(&format!(
-        "\nIn results.png the left panel counts only the images each arm trained on after the base (as the \
-         table's `train images` does); the right panel counts all training images behind a model, the base's \
+        "\nresults.png shows the base and the headline arms (grown to 2L and its baselines). Its left panel \
+         counts only the images each arm trained on after the base (as the table's `train images` does); the right panel counts all training images behind a model, the base's \
          pretraining included for the arms that start from the base.\n\
          \nMachine: {}. Test accuracy is the last epoch's; test top-1 of arms with several seeds is mean ± sample std. \
          `trained params` is below `params` only where the shared blocks are frozen (adapters-only). Wall time is training and evaluation per run.\n",
