@@ -29,7 +29,7 @@ fn contiguous_f32(t: &FlexTensor) -> Option<FlexTensor> {
 }
 
 // Outputs are uninitialised buffers the loops fill: zero-filling them first was a serial pass
-// on the calling thread. The loops run under `at_simd_width`: GELU's erf is a rational
+// on the calling thread. The loops run under `at_simd_level!`: GELU's erf is a rational
 // polynomial, compute-bound, so the width shows (GELU forward and backward were ~12% of a
 // training step on the Xeon at 8 lanes).
 #[inline(always)]
@@ -46,12 +46,48 @@ fn loop2(o: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], f: &impl Fn(f32, f32)
     }
 }
 
+/// [`loop1`] in place.
+#[inline(always)]
+fn apply1(v: &mut [f32], f: &impl Fn(f32) -> f32) {
+    for v in v {
+        *v = f(*v);
+    }
+}
+
+/// [`loop2`] in place of its second operand.
+#[inline(always)]
+fn apply2(a: &[f32], v: &mut [f32], f: &impl Fn(f32, f32) -> f32) {
+    for (v, &a) in v.iter_mut().zip(a) {
+        *v = f(a, *v);
+    }
+}
+
 at_simd_level! {
     fn loop1_at(o: &mut [MaybeUninit<f32>], a: &[f32], f: &impl Fn(f32) -> f32) = loop1;
 }
 
 at_simd_level! {
     fn loop2_at(o: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> f32) = loop2;
+}
+
+at_simd_level! {
+    fn apply1_at(v: &mut [f32], f: &impl Fn(f32) -> f32) = apply1;
+}
+
+at_simd_level! {
+    fn apply2_at(a: &[f32], v: &mut [f32], f: &impl Fn(f32, f32) -> f32) = apply2;
+}
+
+/// `t`'s elements, writable, where `t` alone holds its contiguous f32 buffer: an elementwise op
+/// then writes its result over its input instead of into a new buffer (one pass over memory
+/// instead of two, no fresh pages). At inference nothing else holds GELU's input; in training
+/// autodiff keeps it, but the gradient GELU's backward multiplies is usually free.
+fn sole_f32(t: &mut FlexTensor) -> Option<&mut [f32]> {
+    if t.dtype() != DType::F32 || !t.is_contiguous() || t.layout().start_offset() != 0 {
+        return None;
+    }
+    let n = t.layout().num_elements();
+    t.try_storage_mut::<f32>().map(|v| &mut v[..n])
 }
 
 /// `acc += row` for each row of `rows` (a multiple of acc's length): every column is summed in
@@ -69,10 +105,16 @@ at_simd_level! {
     fn add_rows_at(acc: &mut [f32], rows: &[f32]) = add_rows;
 }
 
-fn map1(x: &FlexTensor, f: impl Fn(f32) -> f32 + Sync) -> FlexTensor {
+/// `f` on every element of the f32 tensor `x`, in x's buffer where [`sole_f32`] allows.
+fn map1(mut x: FlexTensor, f: impl Fn(f32) -> f32 + Sync) -> FlexTensor {
+    let simd = simd_level();
+    if let Some(v) = sole_f32(&mut x) {
+        v.par_chunks_mut(CHUNK).for_each(|v| apply1_at(simd, v, &f));
+        return x;
+    }
+    let x = contiguous_f32(&x).expect("map1 takes f32");
     let src = &x.storage::<f32>()[..x.layout().num_elements()];
     let mut out: Vec<f32> = Vec::with_capacity(src.len());
-    let simd = simd_level();
     out.spare_capacity_mut()[..src.len()]
         .par_chunks_mut(CHUNK)
         .zip(src.par_chunks(CHUNK))
@@ -82,11 +124,21 @@ fn map1(x: &FlexTensor, f: impl Fn(f32) -> f32 + Sync) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(out, x.layout().shape().clone()))
 }
 
-fn map2(x: &FlexTensor, y: &FlexTensor, f: impl Fn(f32, f32) -> f32 + Sync) -> FlexTensor {
+/// `f(x, y)` elementwise for contiguous f32 `x` and f32 `y` of x's shape, in y's buffer where
+/// [`sole_f32`] allows.
+fn map2(x: &FlexTensor, mut y: FlexTensor, f: impl Fn(f32, f32) -> f32 + Sync) -> FlexTensor {
     let n = x.layout().num_elements();
-    let (a, b) = (&x.storage::<f32>()[..n], &y.storage::<f32>()[..n]);
-    let mut out: Vec<f32> = Vec::with_capacity(n);
+    let a = &x.storage::<f32>()[..n];
     let simd = simd_level();
+    if let Some(v) = sole_f32(&mut y) {
+        v.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK))
+            .for_each(|(v, a)| apply2_at(simd, a, v, &f));
+        return y;
+    }
+    let y = contiguous_f32(&y).expect("map2 takes f32");
+    let b = &y.storage::<f32>()[..n];
+    let mut out: Vec<f32> = Vec::with_capacity(n);
     out.spare_capacity_mut()[..n]
         .par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
@@ -112,21 +164,20 @@ fn view(t: &FlexTensor) -> gemm_bf16::View<'_> {
 
 impl FusedOps for Flex {
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match contiguous_f32(&x) {
-            Some(x) => map1(&x, |v| 0.5 * v * (1.0 + erf(v * FRAC_1_SQRT_2))),
-            None => <Flex as ActivationOps<Flex>>::gelu(x),
+        match x.dtype() {
+            DType::F32 => map1(x, |v| 0.5 * v * (1.0 + erf(v * FRAC_1_SQRT_2))),
+            _ => <Flex as ActivationOps<Flex>>::gelu(x),
         }
     }
 
     fn fused_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        match (contiguous_f32(&x), contiguous_f32(&grad)) {
-            (Some(x), Some(g)) if x.layout().shape() == g.layout().shape() => {
-                map2(&x, &g, |v, g| {
-                    let cdf = 0.5 * (1.0 + erf(v * FRAC_1_SQRT_2));
-                    let pdf = INV_SQRT_2PI * exp_neg(-0.5 * v * v);
-                    g * (cdf + v * pdf)
-                })
-            }
+        let same_shape = x.layout().shape() == grad.layout().shape();
+        match (contiguous_f32(&x), grad.dtype()) {
+            (Some(x), DType::F32) if same_shape => map2(&x, grad, |v, g| {
+                let cdf = 0.5 * (1.0 + erf(v * FRAC_1_SQRT_2));
+                let pdf = INV_SQRT_2PI * exp_neg(-0.5 * v * v);
+                g * (cdf + v * pdf)
+            }),
             _ => <Flex as ActivationOps<Flex>>::gelu_backward(x, grad),
         }
     }
@@ -449,9 +500,37 @@ mod tests {
                 .map(|v| unsafe { v.assume_init() }.to_bits())
                 .collect::<Vec<_>>()
         };
-        for level in 1..=simd_level() {
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for level in 0..=simd_level() {
             assert_eq!(run1(level), run1(0), "one input, level {level}");
             assert_eq!(run2(level), run2(0), "two inputs, level {level}");
+            // In place, the same bits as into a new buffer.
+            let mut v = a.clone();
+            apply1_at(level, &mut v, &f1);
+            assert_eq!(bits(&v), run1(0), "one input in place, level {level}");
+            let mut v = b.clone();
+            apply2_at(level, &a, &mut v, &f2);
+            assert_eq!(bits(&v), run2(0), "two inputs in place, level {level}");
         }
+    }
+
+    /// GELU and its backward write over a buffer nobody else holds and into a new one
+    /// otherwise; both give the same bits, and a shared input is left as it was.
+    #[test]
+    fn gelu_in_place_matches_gelu_into_a_new_buffer() {
+        let x: Vec<f32> = (0..40_000).map(|i| (i as f32 - 20_000.0) * 3e-4).collect();
+        let g: Vec<f32> = x.iter().map(|v| 1.0 - v * 0.5).collect();
+        let t = |v: &[f32]| FlexTensor::from_data(TensorData::new(v.to_vec(), [200, 200]));
+        let vals = |t: &FlexTensor| t.storage::<f32>()[..40_000].to_vec();
+        let alone = Flex::fused_gelu(t(&x));
+        let held = t(&x);
+        let shared = Flex::fused_gelu(held.clone());
+        assert_eq!(vals(&alone), vals(&shared));
+        assert_eq!(vals(&held), x, "a shared input is not written over");
+        let alone = Flex::fused_gelu_backward(t(&x), t(&g));
+        let held = t(&g);
+        let shared = Flex::fused_gelu_backward(t(&x), held.clone());
+        assert_eq!(vals(&alone), vals(&shared));
+        assert_eq!(vals(&held), g);
     }
 }
