@@ -770,11 +770,16 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
         let (sm, ss) = mean_std(&s.test_top1);
         md.push_str(&format!(
             "**Headline.** Grown 2L after E = {} epoch(s): {:.2} ± {:.2}% test top-1 ({} seeds). \
-             From scratch 2L after 3E = {} epochs: {:.2} ± {:.2}% ({} seeds). Difference {:+.2} points. \
+             From scratch 2L after 3E = {} epochs: {:.2} ± {:.2}% ({} seeds). The grown model {} scratch-3E \
+             by {:.2} points, with {} parameters against scratch's {} ({:.0}%). \
              The grown arm trained on {:.2}x fewer images than scratch-3E ({} vs {}); counting the base's \
              pretraining as well, the grown model saw {:.2}x as many images as scratch-3E ({} vs {}).\n\n",
             g.epochs, 100.0 * gm, 100.0 * gs, g.seeds, s.epochs, 100.0 * sm, 100.0 * ss, s.seeds,
-            100.0 * (gm - sm),
+            if gm >= sm { "beats" } else { "trails" },
+            100.0 * (gm - sm).abs(),
+            g.params_total,
+            s.params_total,
+            100.0 * g.params_total as f64 / s.params_total.max(1) as f64,
             s.train_images as f64 / g.train_images.max(1) as f64,
             g.train_images,
             s.train_images,

@@ -62,6 +62,12 @@ fn a_tiny_study_runs_grows_and_refuses_other_settings() {
     );
     let md = std::fs::read_to_string(dir.join("RESULTS.md")).unwrap();
     assert!(md.contains("| scratch-3E |") && md.contains("| adapters-only |"));
+    // The headline says which way it came out, and at what parameter cost.
+    assert!(
+        md.contains("beats scratch-3E by") || md.contains("trails scratch-3E by"),
+        "{md}"
+    );
+    assert!(md.contains("parameters against scratch's"), "{md}");
     assert!(dir.join("scaling.png").is_file());
     // Other settings in the same directory are refused; so is an unknown arm.
     let other = StudyConfig { lr: 1e-3, ..tiny() };
