@@ -72,6 +72,15 @@ fn vit_family() -> String {
 }
 
 impl StudyConfig {
+    /// The settings behind the results, as study.json keeps them: which arms one call runs is
+    /// not one of them (a study grows by `--only`).
+    fn settings(&self) -> StudyConfig {
+        StudyConfig {
+            only: Vec::new(),
+            ..self.clone()
+        }
+    }
+
     /// The committed study: full Fashion-MNIST, sized for about 90 minutes on 2 CPU cores.
     pub fn reproduce() -> Self {
         Self {
@@ -294,12 +303,7 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
     let study_json = dir.join("study.json");
     if study_json.exists() {
         let old: StudyConfig = crate::train::trainer::read_json(&study_json)?;
-        // Which arms to run is not a setting of the results: a study grows by `--only`.
-        let settings = |c: &StudyConfig| StudyConfig {
-            only: Vec::new(),
-            ..c.clone()
-        };
-        if settings(&old) != settings(cfg) {
+        if old.settings() != cfg.settings() {
             return Err(Error::Refused {
                 path: study_json,
                 msg: "holds a study with other settings; choose another --out".into(),
@@ -314,13 +318,7 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
             ARMS.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
         )));
     }
-    write_json(
-        &study_json,
-        &StudyConfig {
-            only: Vec::new(),
-            ..cfg.clone()
-        },
-    )?;
+    write_json(&study_json, &cfg.settings())?;
     let headline = |name: &str| ARMS[..HEADLINE_ARMS].iter().any(|a| a.name == name);
     let wants = |name: &str| {
         if cfg.only.is_empty() {
@@ -484,7 +482,7 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
             TrainOnly::All
         };
         for s in seeds_of(arm) {
-            let run = format!("{}-s{s}", arm.name);
+            let run = run_name(arm, s);
             let model = match arm.name {
                 "grown-1.5L" | "grown-3L" => grow(arm.name, at_depth(paper(s)))?,
                 "adapters-only" => grow("grown-s0", paper(0))?,
@@ -531,7 +529,7 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
     for arm in ARMS {
         let dirs: Vec<PathBuf> = seeds_of(arm)
             .into_iter()
-            .map(|s| dir.join("runs").join(format!("{}-s{s}", arm.name)))
+            .map(|s| dir.join("runs").join(run_name(arm, s)))
             .filter(|d| d.join("model").join("config.json").exists())
             .collect();
         if dirs.is_empty() {
@@ -548,6 +546,11 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
     }
     write_report(cfg, dir, &results)?;
     Ok(results)
+}
+
+/// The run directory's name of one seed of an arm.
+fn run_name(arm: &Arm, seed: u64) -> String {
+    format!("{}-s{seed}", arm.name)
 }
 
 fn collect(
@@ -817,12 +820,7 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
     }
     md.push_str(&format!(
         "\nSettings (`study.json`): `{}`\n",
-        // As study.json holds them: which arms this call ran is not a setting.
-        serde_json::to_string(&StudyConfig {
-            only: Vec::new(),
-            ..cfg.clone()
-        })
-        .expect("serialisable")
+        serde_json::to_string(&cfg.settings()).expect("serialisable")
     ));
     crate::checkpoint::atomic::atomic_write(&dir.join("RESULTS.md"), md.as_bytes())?;
     write_json(&dir.join("results.json"), &results)?;
