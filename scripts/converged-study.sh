@@ -4,13 +4,16 @@
 # E = 10 epochs, against the baselines. Every arm is resumable: run the same command again.
 #
 #   scripts/converged-study.sh OUT_DIR [ARMS]      # ARMS: comma-separated (default: the headline)
+#   scripts/converged-study.sh OUT_DIR all         # every arm: headline, scaling and variants
 #   SCALENET_BLAS=.../libmkl_rt.so.3 scripts/converged-study.sh ...   # MKL for the products
 #
 # The recipe (drop path 0.1, 2 warmup epochs, the rest `reproduce`'s defaults) was fixed before
 # any arm ran; nothing was chosen on the test set.
 set -euo pipefail
 OUT="${1:?usage: scripts/converged-study.sh OUT_DIR [ARMS]}"
-ARMS="${2:-grown,grown-identity,scratch-3E,scratch-E,stacked,shared-only,base+E}"
+HEADLINE=grown,grown-identity,scratch-3E,scratch-E,stacked,shared-only,base+E
+ARMS="${2:-$HEADLINE}"
+[[ "$ARMS" == all ]] && ARMS="$HEADLINE,grown-1.5L,grown-3L,scratch-1.5L-3E,scratch-3L-3E,adapters-only,interleave,rank-8,rank-64"
 BIN="${BIN:-scalenet}"
 exec "$BIN" reproduce --out "$OUT" \
     --embed-dim 96 --num-heads 3 --patch-size 4 --base-depth 4 \
