@@ -129,8 +129,8 @@ where
         .y_desc(&c.y_label)
         .x_labels(x_ticks)
         .y_labels(7)
-        .x_label_formatter(&|v| tick(*v))
-        .y_label_formatter(&|v| tick(*v))
+        .x_label_formatter(&|v| tick(*v, tick_decimals(x, x_ticks)))
+        .y_label_formatter(&|v| tick(*v, tick_decimals(y, 7)))
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 15))
         .bold_line_style(RGBColor(225, 225, 225))
@@ -340,17 +340,51 @@ fn padded(values: impl Iterator<Item = f64>, frac: f64) -> (f64, f64) {
     }
 }
 
-/// A tick label with no more digits than the value has: 0.3, 12, 2.5, 60000.
-fn tick(v: f64) -> String {
+/// Decimals for every tick label of an axis over `range` with at most `labels` ticks: those of
+/// the step plotters takes (the smallest of 1, 2 or 5 × 10^k that gives at most `labels`
+/// ticks), so that an axis reads 0.5, 1.0, 1.5 and not 0.5, 1, 1.5.
+fn tick_decimals((lo, hi): (f64, f64), labels: usize) -> usize {
+    let span = hi - lo;
+    if !(span > 0.0 && span.is_finite()) {
+        return 0;
+    }
+    let count = |step: f64| (hi / step).floor() - (lo / step).ceil() + 1.0;
+    let decimals = |step: f64| (-(step.log10() + 1e-9).floor()).max(0.0) as usize;
+    // From a step wider than the axis down, as plotters searches: the last one that fits.
+    let top = span.log10().ceil() as i32 + 1;
+    let mut fits = 10f64.powi(top);
+    for k in (top - 15..=top).rev() {
+        for m in [5.0, 2.0, 1.0] {
+            let step = m * 10f64.powi(k);
+            if count(step) > labels.max(1) as f64 {
+                return decimals(fits);
+            }
+            fits = step;
+        }
+    }
+    decimals(fits)
+}
+
+/// A tick label with `decimals` digits after the point where that writes the value exactly,
+/// otherwise with no more digits than the value has: 0.3, 12, 2.5, 60000.
+fn tick(v: f64, decimals: usize) -> String {
     if v.abs() >= 1e6 {
         return format!("{v:.1e}");
     }
-    let s = format!("{v:.4}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" {
-        "0".into()
+    let fixed = format!("{v:.decimals$}");
+    let exact = fixed
+        .parse::<f64>()
+        .is_ok_and(|f| (f - v).abs() <= 1e-9 * v.abs().max(1.0));
+    let s = if exact {
+        fixed
     } else {
-        s.into()
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    };
+    // A zero that float error left a hair below 0 has no sign.
+    match s.strip_prefix('-') {
+        Some(rest) if rest.parse::<f64>() == Ok(0.0) => rest.to_string(),
+        _ => s,
     }
 }
 
@@ -366,12 +400,22 @@ mod tests {
     }
 
     #[test]
-    fn ticks_are_short() {
-        assert_eq!(tick(0.30000000000000004), "0.3");
-        assert_eq!(tick(12.0), "12");
-        assert_eq!(tick(-0.0), "0");
-        assert_eq!(tick(2.5), "2.5");
-        assert_eq!(tick(60000.0), "60000");
+    fn ticks_are_short_and_alike_along_an_axis() {
+        assert_eq!(tick(0.30000000000000004, 1), "0.3");
+        assert_eq!(tick(12.0, 0), "12");
+        assert_eq!(tick(-0.0, 0), "0");
+        assert_eq!(tick(-0.0, 1), "0.0");
+        assert_eq!(tick(2.5, 1), "2.5");
+        assert_eq!(tick(60000.0, 0), "60000");
+        assert_eq!(tick(1.0, 1), "1.0");
+        // A value the decimals cannot write is not rounded to a wrong label.
+        assert_eq!(tick(0.25, 1), "0.25");
+        // The loss axis of a run's curves: 0.5, 1.0, 1.5.
+        assert_eq!(tick_decimals((0.28, 1.8), 7), 1);
+        assert_eq!(tick_decimals((52.0, 92.0), 7), 0);
+        assert_eq!(tick_decimals((0.0, 1650.0), 7), 0);
+        assert_eq!(tick_decimals((0.001, 0.0042), 7), 4);
+        assert_eq!(tick_decimals((3.0, 3.0), 7), 0);
     }
 
     #[test]
