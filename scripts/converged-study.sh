@@ -13,7 +13,7 @@ set -euo pipefail
 OUT="${1:?usage: scripts/converged-study.sh OUT_DIR [ARMS]}"
 HEADLINE=grown,grown-identity,scratch-3E,scratch-E,stacked,shared-only,base+E
 ARMS="${2:-$HEADLINE}"
-[[ "$ARMS" == all ]] && ARMS="$HEADLINE,grown-1.5L,grown-3L,scratch-1.5L-3E,scratch-3L-3E,adapters-only,interleave,rank-8,rank-64"
+[[ "$ARMS" == all ]] && ARMS="$HEADLINE,grown-1.5L,grown-3L,scratch-1.5L-3E,scratch-3L-3E,adapters-only,interleave,rank-8,rank-64,grown-low-lr,base+E-low-lr"
 BIN="${BIN:-scalenet}"
 exec "$BIN" reproduce --out "$OUT" \
     --embed-dim 96 --num-heads 3 --patch-size 4 --base-depth 4 \

@@ -139,6 +139,8 @@ pub struct Arm {
     pub seeded: bool,
     /// Depth in halves of L: 4 is 2L (the headline's), 3 is 1.5L, 6 is 3L, 2 the base's.
     pub halves: usize,
+    /// The study's learning rate is divided by this (1 but for the fine-tuning-rate arms).
+    pub lr_divisor: usize,
 }
 
 impl Arm {
@@ -160,6 +162,7 @@ const fn arm(
         epochs_factor,
         seeded,
         halves,
+        lr_divisor: 1,
     }
 }
 
@@ -255,6 +258,28 @@ pub const ARMS: &[Arm] = &[
         false,
         4,
     ),
+    // Both arms that start from the converged base dip during a warm-up to the from-scratch
+    // rate; a user fine-tuning would take a lower one.
+    Arm {
+        lr_divisor: 4,
+        ..arm(
+            "grown-low-lr",
+            "base grown to 2L (paper init), E epochs at a quarter of the learning rate",
+            1,
+            false,
+            4,
+        )
+    },
+    Arm {
+        lr_divisor: 4,
+        ..arm(
+            "base+E-low-lr",
+            "the base (depth L) trained E more epochs at a quarter of the learning rate",
+            1,
+            false,
+            2,
+        )
+    },
 ];
 
 /// The arms a study runs when `--only` is not given.
@@ -327,14 +352,14 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
             cfg.only.iter().any(|o| o == name)
         }
     };
-    let recipe = |model_dir: PathBuf, epochs: usize, seed: u64, train_only| TrainConfig {
+    let recipe = |model_dir: PathBuf, epochs: usize, seed: u64, train_only, lr| TrainConfig {
         epochs,
         train_only,
+        lr,
         mixup: cfg.mixup,
         rand_augment: cfg.rand_augment,
         reprob: cfg.reprob,
         batch_size: cfg.batch_size,
-        lr: cfg.lr,
         warmup_epochs: cfg.warmup_epochs,
         weight_decay: cfg.weight_decay,
         smoothing: cfg.smoothing,
@@ -385,7 +410,8 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
                    model_dir: PathBuf,
                    epochs: usize,
                    seed: u64,
-                   train_only: TrainOnly|
+                   train_only: TrainOnly,
+                   lr: f64|
      -> Result<PathBuf> {
         let out = dir.join("runs").join(run);
         if out.join("model").join("config.json").exists() {
@@ -400,7 +426,7 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
             ..Hooks::default()
         };
         match train(
-            recipe(model_dir, epochs, seed, train_only),
+            recipe(model_dir, epochs, seed, train_only, lr),
             &out,
             resume,
             &hooks,
@@ -421,6 +447,7 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
         cfg.base_epochs,
         0,
         TrainOnly::All,
+        cfg.lr,
     )?;
     let base_dir = base_run.join("model");
     let grow = |name: &str, opts: ExpandOptions| -> Result<PathBuf> {
@@ -485,7 +512,7 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
             let run = run_name(arm, s);
             let model = match arm.name {
                 "grown-1.5L" | "grown-3L" => grow(arm.name, at_depth(paper(s)))?,
-                "adapters-only" => grow("grown-s0", paper(0))?,
+                "adapters-only" | "grown-low-lr" => grow("grown-s0", paper(0))?,
                 "interleave" => grow(
                     "interleave",
                     ExpandOptions {
@@ -505,13 +532,14 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
                 )?,
                 "stacked" => grow("stacked", grow_opts(InitMode::Paper, false, true, s))?,
                 "shared-only" => grow("shared-only", grow_opts(InitMode::Paper, false, false, s))?,
-                "base+E" => base_dir.clone(),
+                "base+E" | "base+E-low-lr" => base_dir.clone(),
                 "scratch-E" | "scratch-3E" => {
                     init_model(&format!("scratch-init-s{s}"), 2 * l, 2000 + s)?
                 }
                 _ => init_model(&format!("scratch-init-{d}-s{s}"), d, 2000 + s)?,
             };
-            run_arm(&run, model, e * arm.epochs_factor, s, train_only)?;
+            let lr = cfg.lr / arm.lr_divisor as f64;
+            run_arm(&run, model, e * arm.epochs_factor, s, train_only, lr)?;
         }
     }
 

@@ -48,7 +48,11 @@ fn a_tiny_study_runs_grows_and_refuses_other_settings() {
     }
     // More arms later: the finished ones are reused, the new one runs (frozen blocks).
     let more = StudyConfig {
-        only: vec!["grown".into(), "adapters-only".into()],
+        only: vec![
+            "grown".into(),
+            "adapters-only".into(),
+            "grown-low-lr".into(),
+        ],
         ..tiny()
     };
     let r = run_study(&more, &dir, &Hooks::default()).unwrap();
@@ -58,8 +62,20 @@ fn a_tiny_study_runs_grows_and_refuses_other_settings() {
     let names: Vec<&str> = r.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(
         names,
-        ["base", "grown", "scratch-3E", "grown-3L", "adapters-only"]
+        [
+            "base",
+            "grown",
+            "scratch-3E",
+            "grown-3L",
+            "adapters-only",
+            "grown-low-lr"
+        ]
     );
+    // The fine-tuning-rate arm trains the grown model at a quarter of the study's rate.
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("runs/grown-low-lr-s0/run.json")).unwrap())
+            .unwrap();
+    assert_eq!(run["lr"].as_f64().unwrap(), tiny().lr / 4.0);
     let md = std::fs::read_to_string(dir.join("RESULTS.md")).unwrap();
     assert!(md.contains("| scratch-3E |") && md.contains("| adapters-only |"));
     // The headline says which way it came out, and at what parameter cost.

@@ -44,7 +44,8 @@ pub struct ReproduceArgs {
     test_subset: Option<usize>,
     /// Run only these arms (comma-separated). Headline (run by default): grown, grown-identity,
     /// scratch-3E, scratch-E, stacked, shared-only, base+E. Scaling: grown-1.5L, grown-3L,
-    /// scratch-1.5L-3E, scratch-3L-3E. Variants: adapters-only, interleave, rank-8, rank-64.
+    /// scratch-1.5L-3E, scratch-3L-3E. Variants: adapters-only, interleave, rank-8, rank-64,
+    /// grown-low-lr, base+E-low-lr (a quarter of the learning rate).
     /// A study grows by running it again with other arms; finished arms are reused, and the
     /// report holds every finished arm (`--only base` rewrites it without training).
     #[arg(long, value_delimiter = ',')]
