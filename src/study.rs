@@ -130,6 +130,9 @@ impl StudyConfig {
     }
 }
 
+/// The base's seed, and so the seed of the validation carve of every arm grown from it.
+const BASE_SEED: u64 = 0;
+
 /// One arm: how its model is made and how long it trains.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Arm {
@@ -352,25 +355,36 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
             cfg.only.iter().any(|o| o == name)
         }
     };
-    let recipe = |model_dir: PathBuf, epochs: usize, seed: u64, train_only, lr| TrainConfig {
-        epochs,
-        train_only,
-        lr,
-        mixup: cfg.mixup,
-        rand_augment: cfg.rand_augment,
-        reprob: cfg.reprob,
-        batch_size: cfg.batch_size,
-        warmup_epochs: cfg.warmup_epochs,
-        weight_decay: cfg.weight_decay,
-        smoothing: cfg.smoothing,
-        drop_path: cfg.drop_path,
-        val_split: cfg.val_split,
-        train_subset: cfg.train_subset,
-        test_subset: cfg.test_subset,
-        seed,
-        workers: cfg.workers,
-        device: cfg.device.clone(),
-        ..TrainConfig::new(model_dir, cfg.data.clone())
+    // `data_seed`: an arm that starts from the base carves the base's validation split; with its
+    // own seed's carve, most of its validation images would be the base's training images.
+    let recipe = |model_dir: PathBuf,
+                  epochs: usize,
+                  seed: u64,
+                  data_seed: Option<u64>,
+                  train_only,
+                  lr|
+     -> TrainConfig {
+        TrainConfig {
+            epochs,
+            train_only,
+            lr,
+            mixup: cfg.mixup,
+            rand_augment: cfg.rand_augment,
+            reprob: cfg.reprob,
+            batch_size: cfg.batch_size,
+            warmup_epochs: cfg.warmup_epochs,
+            weight_decay: cfg.weight_decay,
+            smoothing: cfg.smoothing,
+            drop_path: cfg.drop_path,
+            val_split: cfg.val_split,
+            train_subset: cfg.train_subset,
+            test_subset: cfg.test_subset,
+            seed,
+            data_seed,
+            workers: cfg.workers,
+            device: cfg.device.clone(),
+            ..TrainConfig::new(model_dir, cfg.data.clone())
+        }
     };
     let say = |s: String| {
         if progress {
@@ -410,6 +424,7 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
                    model_dir: PathBuf,
                    epochs: usize,
                    seed: u64,
+                   data_seed: Option<u64>,
                    train_only: TrainOnly,
                    lr: f64|
      -> Result<PathBuf> {
@@ -426,7 +441,7 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
             ..Hooks::default()
         };
         match train(
-            recipe(model_dir, epochs, seed, train_only, lr),
+            recipe(model_dir, epochs, seed, data_seed, train_only, lr),
             &out,
             resume,
             &hooks,
@@ -445,7 +460,8 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
         "base",
         init_model("base-init", l, 1000)?,
         cfg.base_epochs,
-        0,
+        BASE_SEED,
+        None,
         TrainOnly::All,
         cfg.lr,
     )?;
@@ -539,7 +555,17 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
                 _ => init_model(&format!("scratch-init-{d}-s{s}"), d, 2000 + s)?,
             };
             let lr = cfg.lr / arm.lr_divisor as f64;
-            run_arm(&run, model, e * arm.epochs_factor, s, train_only, lr)?;
+            let from_base = !arm.name.starts_with("scratch");
+            let data_seed = from_base.then_some(BASE_SEED);
+            run_arm(
+                &run,
+                model,
+                e * arm.epochs_factor,
+                s,
+                data_seed,
+                train_only,
+                lr,
+            )?;
         }
     }
 

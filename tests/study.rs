@@ -76,6 +76,12 @@ fn a_tiny_study_runs_grows_and_refuses_other_settings() {
         serde_json::from_slice(&std::fs::read(dir.join("runs/grown-low-lr-s0/run.json")).unwrap())
             .unwrap();
     assert_eq!(run["lr"].as_f64().unwrap(), tiny().lr / 4.0);
+    // Arms grown from the base carve the base's validation split; scratch arms their own.
+    assert_eq!(run["data_seed"].as_u64(), Some(0));
+    let scratch: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("runs/scratch-3E-s0/run.json")).unwrap())
+            .unwrap();
+    assert!(scratch["data_seed"].is_null());
     let md = std::fs::read_to_string(dir.join("RESULTS.md")).unwrap();
     assert!(md.contains("| scratch-3E |") && md.contains("| adapters-only |"));
     // The headline says which way it came out, and at what parameter cost.

@@ -264,3 +264,31 @@ fn non_finite_gradients_stop_the_run_and_keep_the_checkpoint() {
         );
     }
 }
+
+#[test]
+fn the_data_seed_carves_the_validation_split() {
+    // With a learning rate of 0 the model never moves, so the validation loss depends on
+    // which images were carved off and nothing else.
+    let dir = tempdir("dataseed");
+    let model = tiny_model(&dir, 1, 16, 7);
+    let val_loss = |tag: &str, seed: u64, data_seed: Option<u64>| {
+        let cfg = TrainConfig {
+            epochs: 1,
+            lr: 0.0,
+            min_lr: 0.0,
+            warmup_lr: 0.0,
+            weight_decay: 0.0,
+            train_subset: Some(400),
+            val_split: 0.25,
+            seed,
+            data_seed,
+            ..config(model.clone())
+        };
+        let out = dir.join(tag);
+        train(cfg, &out, false, &Hooks::default()).unwrap();
+        read_metrics(&out).unwrap()[0].val_loss.unwrap()
+    };
+    let base = val_loss("seed0", 0, None);
+    assert_eq!(val_loss("seed5-data0", 5, Some(0)), base);
+    assert_ne!(val_loss("seed5", 5, None), base);
+}

@@ -71,6 +71,10 @@ pub struct Args {
     test_subset: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Seed of the subsets and the validation carve (default: --seed). When training a
+    /// model further, give the one it was trained with, so that validation images stay unseen.
+    #[arg(long)]
+    data_seed: Option<u64>,
     /// Threads decoding and augmenting images.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -178,6 +182,7 @@ fn config_from_args(a: &Args) -> Result<TrainConfig> {
         train_subset: a.train_subset,
         test_subset: a.test_subset,
         seed: a.seed,
+        data_seed: a.data_seed,
         workers: a.workers,
         reset_head: a.reset_head,
         skip_bad_images: a.on_bad_image == "skip",

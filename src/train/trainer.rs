@@ -67,6 +67,11 @@ pub struct TrainConfig {
     pub train_subset: Option<usize>,
     pub test_subset: Option<usize>,
     pub seed: u64,
+    /// Seed of the data choices: the training and test subsets and the validation carve.
+    /// `None` is `seed`. A model trained further needs the carve it was trained with, or its
+    /// validation images were its training images.
+    #[serde(default)]
+    pub data_seed: Option<u64>,
     pub workers: usize,
     pub reset_head: bool,
     pub skip_bad_images: bool,
@@ -111,6 +116,7 @@ impl TrainConfig {
             train_subset: None,
             test_subset: None,
             seed: 0,
+            data_seed: None,
             workers: 2,
             reset_head: false,
             skip_bad_images: false,
@@ -119,6 +125,11 @@ impl TrainConfig {
             precision: Precision::F32,
             seq_len: default_seq_len(),
         }
+    }
+
+    /// The seed that picks subsets and carves the validation split.
+    pub fn data_seed(&self) -> u64 {
+        self.data_seed.unwrap_or(self.seed)
     }
 }
 
@@ -291,18 +302,19 @@ struct VisionTask {
 impl VisionTask {
     fn new(cfg: &TrainConfig, source_dir: &Path, device: &Device) -> Result<Self> {
         let data = Dataset::open(&cfg.data)?;
+        let data_seed = cfg.data_seed();
         let mut train_split = data.train.clone();
         if let Some(n) = cfg.train_subset {
-            train_split = train_split.subset(n, cfg.seed);
+            train_split = train_split.subset(n, data_seed);
         }
         let (train_split, val_split) = if cfg.val_split > 0.0 {
-            let (t, v) = train_split.carve(cfg.val_split, cfg.seed);
+            let (t, v) = train_split.carve(cfg.val_split, data_seed);
             (t, Some(v))
         } else {
             (train_split, None)
         };
         let test_split = data.test.clone().map(|t| match cfg.test_subset {
-            Some(n) => t.subset(n, cfg.seed),
+            Some(n) => t.subset(n, data_seed),
             None => t,
         });
         if train_split.is_empty() {
@@ -496,17 +508,18 @@ impl TextTask {
         let (docs, _) = crate::data::text::read_documents(path)?;
         let eos = loaded.config.eos_token_ids.first().copied();
         let windows = TokenWindows::new(&docs, tok, eos, cfg.seq_len)?;
+        let data_seed = cfg.data_seed();
         let (mut train, val) = if cfg.val_split > 0.0 {
-            let (t, v) = windows.split(cfg.val_split, cfg.seed);
+            let (t, v) = windows.split(cfg.val_split, data_seed);
             (t, Some(v))
         } else {
             (windows, None)
         };
         if let Some(n) = cfg.train_subset {
-            train = train.subset(n, cfg.seed);
+            train = train.subset(n, data_seed);
         }
         let val = val.map(|v| match cfg.test_subset {
-            Some(n) => v.subset(n, cfg.seed),
+            Some(n) => v.subset(n, data_seed),
             None => v,
         });
         if train.len() < cfg.batch_size {
