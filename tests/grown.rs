@@ -132,3 +132,30 @@ fn grown_save_round_trip_is_lossless() {
         }
     }
 }
+
+#[test]
+fn class_token_shortcut_matches_the_full_forward() {
+    // `forward` runs the last block for the tokens the head reads; the full path runs it for
+    // every token and pools afterwards. Both must give the same logits.
+    let device = Device::flex();
+    let timm = ["rgb_token_p8", "layerscale_rect", "distilled"].map(|f| fixtures("timm").join(f));
+    let grown = [
+        "irregular_full",
+        "gelu_mlp_layerscale_base",
+        "shared_only_distilled",
+    ]
+    .map(|f| fixtures("grown").join(f));
+    for dir in timm.iter().chain(&grown) {
+        let loaded = load_model(dir, &device).unwrap();
+        let images = ImageBatch::read(&dir.join("io.safetensors"), &loaded.config.arch).unwrap();
+        let full = |x| match &loaded.network {
+            Network::Plain(m) => m.forward_head(m.forward_features(x), false),
+            Network::Grown(g) => g.head.forward(g.forward_features(x), false),
+            _ => unreachable!("a ViT fixture"),
+        };
+        let (want, _) = run_batched(&images, 8, &device, full, |_| {});
+        let (got, _) = run_batched(&images, 8, &device, |x| loaded.network.forward(x), |_| {});
+        let err = max_abs_diff(&got, &want);
+        assert!(err <= 1e-5, "{}: {err}", dir.display());
+    }
+}

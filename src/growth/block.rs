@@ -27,6 +27,11 @@ pub trait PreNormBlock: Module + core::fmt::Debug {
     fn norm2(&self) -> &Self::Norm;
     /// The attention branch on the normalised input, including the block's own gate if any.
     fn attn(&self, x: Tensor<3>, ctx: Self::Ctx<'_>) -> Tensor<3>;
+    /// [`attn`](Self::attn) for the first `keep` tokens' queries only (every token is still a
+    /// key and a value): `[batch, keep, dim]`. Families with a cheaper way override it.
+    fn attn_queries(&self, x: Tensor<3>, ctx: Self::Ctx<'_>, keep: usize) -> Tensor<3> {
+        crate::model::block::prefix(self.attn(x, ctx), keep)
+    }
     /// The MLP branch on the normalised input, including the block's own gate if any.
     fn mlp(&self, x: Tensor<3>) -> Tensor<3>;
     fn export(&self, key: &str, out: &mut TensorSink);

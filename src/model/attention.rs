@@ -56,6 +56,13 @@ impl Attention {
             .forward(attend(self.qkv.forward(x), self.num_heads))
     }
 
+    /// The forward for the first `keep` tokens only: every token is a key and a value, the
+    /// first `keep` query. `[batch, tokens, dim]` → `[batch, keep, dim]`.
+    pub fn forward_queries(&self, x: Tensor<3>, keep: usize) -> Tensor<3> {
+        self.proj
+            .forward(attend_queries(self.qkv.forward(x), self.num_heads, keep))
+    }
+
     pub fn export(&self, key: &str, out: &mut TensorSink) {
         self.qkv.export(&format!("{key}.qkv"), out);
         self.proj.export(&format!("{key}.proj"), out);
@@ -76,6 +83,25 @@ pub fn attend(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
         return crate::ops::attention(qkv, heads);
     }
     attend_composed(qkv, heads)
+}
+
+/// [`attend`] for the first `keep` tokens' queries: `[batch, tokens, 3·dim]` → `[batch, keep,
+/// dim]`. Composed from tensor ops: with a few queries the products are small.
+fn attend_queries(qkv: Tensor<3>, heads: usize, keep: usize) -> Tensor<3> {
+    let [b, n, d3] = qkv.dims();
+    let (d, h) = (d3 / 3, heads);
+    let hd = d / h;
+    // [batch, heads, tokens, head_dim]
+    let part = |i: usize, tokens: usize| {
+        qkv.clone()
+            .slice([0..b, 0..tokens, i * d..(i + 1) * d])
+            .reshape([b, tokens, h, hd])
+            .swap_dims(1, 2)
+    };
+    let scale = (hd as f64).powf(-0.5);
+    let scores = crate::ops::matmul(part(0, keep), part(1, n).swap_dims(2, 3)) * scale;
+    let out = crate::ops::matmul(softmax(scores, 3), part(2, n));
+    out.swap_dims(1, 2).reshape([b, keep, d])
 }
 
 /// [`attend`] composed from tensor ops, for backends without a fused kernel.

@@ -65,6 +65,20 @@ impl Block {
         x + drop_path::maybe(dp, position, f)
     }
 
+    /// The forward of the first `keep` tokens only (all tokens are still attended to): what
+    /// the last block computes when the head reads the prefix tokens alone.
+    /// `[batch, tokens, dim]` → `[batch, keep, dim]`
+    pub fn forward_queries(&self, x: Tensor<3>, keep: usize) -> Tensor<3> {
+        let a = gate(
+            &self.ls1,
+            self.attn
+                .forward_queries(self.norm1.forward(x.clone()), keep),
+        );
+        let x = prefix(x, keep) + a;
+        let f = gate(&self.ls2, self.mlp.forward(self.norm2.forward(x.clone())));
+        x + f
+    }
+
     pub fn export(&self, key: &str, out: &mut TensorSink) {
         self.norm1.export(&format!("{key}.norm1"), out);
         self.attn.export(&format!("{key}.attn"), out);
@@ -86,6 +100,12 @@ impl Block {
             + self.mlp.num_params()
             + self.ls2.as_ref().map_or(0, LayerScale::num_params)
     }
+}
+
+/// The first `keep` tokens of `[batch, tokens, dim]`.
+pub fn prefix(x: Tensor<3>, keep: usize) -> Tensor<3> {
+    let [b, _, d] = x.dims();
+    x.slice([0..b, 0..keep, 0..d])
 }
 
 /// Applies an optional LayerScale; absent means identity, as timm's `nn.Identity`.
@@ -128,6 +148,10 @@ impl crate::growth::PreNormBlock for Block {
 
     fn attn(&self, x: Tensor<3>, _: ()) -> Tensor<3> {
         gate(&self.ls1, self.attn.forward(x))
+    }
+
+    fn attn_queries(&self, x: Tensor<3>, _: (), keep: usize) -> Tensor<3> {
+        gate(&self.ls1, self.attn.forward_queries(x, keep))
     }
 
     fn mlp(&self, x: Tensor<3>) -> Tensor<3> {

@@ -63,6 +63,18 @@ impl ClassifierHead {
         }
     }
 
+    /// How many leading tokens the head reads, when it reads no others: the class token (and
+    /// DeiT's distillation token). `None` when it pools over the patches.
+    pub fn reads_prefix(&self) -> Option<usize> {
+        if self.distilled {
+            Some(2)
+        } else if self.pool == 0 {
+            Some(1)
+        } else {
+            None
+        }
+    }
+
     /// `[batch, tokens, dim]` → `[batch, num_classes]` (or `[batch, dim]` with `pre_logits`).
     pub fn forward(&self, x: Tensor<3>, pre_logits: bool) -> Tensor<2> {
         let x = match &self.norm {

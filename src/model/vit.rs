@@ -64,7 +64,15 @@ impl VisionTransformer {
 
     /// `[batch, chans, h, w]` → `[batch, num_classes]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.forward_head(self.forward_features(x), false)
+        // A head that reads the class token alone needs the last block's output for that token
+        // only: its MLP, projection and attention queries run for one token instead of all.
+        match (self.head.reads_prefix(), self.blocks.split_last()) {
+            (Some(keep), Some((last, rest))) => {
+                let x = rest.iter().fold(self.embed.forward(x), |x, b| b.forward(x));
+                self.forward_head(last.forward_queries(x, keep), false)
+            }
+            _ => self.forward_head(self.forward_features(x), false),
+        }
     }
 
     /// All tensors under timm's names, in torch layout.
