@@ -34,8 +34,8 @@ impl Network {
     /// The training forward, with stochastic depth when `dp` is given.
     pub fn forward_train(&self, x: Tensor<4>, dp: &mut Option<&mut DropPath>) -> Tensor<2> {
         match self {
-            Network::Plain(m) => m.head.forward(m.forward_features_train(x, dp), false),
-            Network::Grown(m) => m.head.forward(m.forward_features_train(x, dp), false),
+            Network::Plain(m) => m.forward_train(x, dp),
+            Network::Grown(m) => m.forward_train(x, dp),
             Network::Swin(m) => m.ends.head(m.forward_features_train(x, dp), false),
             Network::GrownSwin(m) => m.ends.head(m.forward_features_train(x, dp), false),
         }

@@ -159,3 +159,71 @@ fn class_token_shortcut_matches_the_full_forward() {
         assert!(err <= 1e-5, "{}: {err}", dir.display());
     }
 }
+
+#[test]
+fn class_token_shortcut_trains_as_the_full_forward() {
+    // In training the last block's other token rows cannot reach the loss: leaving them out
+    // must leave every gradient as it was, through stochastic depth too.
+    use burn::tensor::{Distribution, Tensor};
+    use scalenet::model::drop_path::DropPath;
+    use scalenet::model::weights::to_vec;
+    let device = Device::flex().autodiff();
+    for dir in [
+        fixtures("timm").join("rgb_token_p8"),
+        fixtures("timm").join("distilled"),
+        fixtures("grown").join("irregular_full"),
+    ] {
+        let net = load_model(&dir, &device).unwrap().network;
+        let arch = net.arch();
+        let ([h, w], c) = (arch.img_size(), arch.in_chans());
+        let x = Tensor::<4>::random([3, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let k = net.forward(x.clone()).dims()[1];
+        let wts = Tensor::<2>::random([3, k], Distribution::Normal(0.0, 1.0), &device);
+        let depth = match &net {
+            Network::Plain(m) => m.blocks.len(),
+            Network::Grown(g) => g.positions.len(),
+            _ => unreachable!("a ViT fixture"),
+        };
+        let grads = |shortcut: bool| {
+            let x = x.clone().require_grad();
+            let mut dp = DropPath::new(0.3, depth, 5);
+            let mut dp = Some(&mut dp);
+            let logits = match (&net, shortcut) {
+                (_, true) => net.forward_train(x.clone(), &mut dp),
+                (Network::Plain(m), false) => m
+                    .head
+                    .forward(m.forward_features_train(x.clone(), &mut dp), false),
+                (Network::Grown(g), false) => g
+                    .head
+                    .forward(g.forward_features_train(x.clone(), &mut dp), false),
+                _ => unreachable!(),
+            };
+            let g = (logits * wts.clone()).sum().backward();
+            let mut out = vec![to_vec(x.grad(&g).unwrap())];
+            match &net {
+                Network::Plain(m) => {
+                    for b in [&m.blocks[0], m.blocks.last().unwrap()] {
+                        out.push(to_vec(b.attn.qkv.weight.val().grad(&g).unwrap()));
+                        out.push(to_vec(b.mlp.fc1.weight.val().grad(&g).unwrap()));
+                    }
+                }
+                Network::Grown(gr) => {
+                    out.push(to_vec(gr.blocks[0].attn.qkv.weight.val().grad(&g).unwrap()));
+                    out.push(to_vec(gr.blocks[0].mlp.fc2.weight.val().grad(&g).unwrap()));
+                    let last = gr.positions.last().unwrap();
+                    let ad = last.mlp_adapter.as_ref().unwrap();
+                    out.push(to_vec(ad.up.weight.val().grad(&g).unwrap()));
+                    out.push(to_vec(ad.down.weight.val().grad(&g).unwrap()));
+                }
+                _ => unreachable!(),
+            }
+            out
+        };
+        let (full, short) = (grads(false), grads(true));
+        for (i, (a, b)) in full.iter().zip(&short).enumerate() {
+            let scale = a.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            let err = max_abs_diff(a, b) / scale;
+            assert!(err < 1e-5, "{} gradient {i}: {err}", dir.display());
+        }
+    }
+}

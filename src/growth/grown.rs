@@ -115,27 +115,29 @@ impl<N: BlockNorm> Position<N> {
         x + drop_path::maybe(dp, position, gate(&self.ls2, f))
     }
 
-    /// [`forward`](Self::forward) at inference for the first `keep` tokens only (every token is
-    /// still attended to): `[batch, tokens, dim]` → `[batch, keep, dim]`.
+    /// [`forward`](Self::forward) for the first `keep` tokens only (every token is still
+    /// attended to): `[batch, tokens, dim]` → `[batch, keep, dim]`.
     pub fn forward_queries<B: PreNormBlock<Norm = N>>(
         &self,
         b: &B,
         x: Tensor<3>,
         ctx: B::Ctx<'_>,
         keep: usize,
+        position: usize,
+        dp: &mut Option<&mut DropPath>,
     ) -> Tensor<3> {
         let n1 = self.norm1.as_ref().unwrap_or(b.norm1()).forward(x.clone());
         let mut a = b.attn_queries(n1.clone(), ctx, keep);
         if let Some(ad) = &self.attn_adapter {
             a = a + ad.forward(prefix(n1, keep));
         }
-        let x = prefix(x, keep) + gate(&self.ls1, a);
+        let x = prefix(x, keep) + drop_path::maybe(dp, position, gate(&self.ls1, a));
         let n2 = self.norm2.as_ref().unwrap_or(b.norm2()).forward(x.clone());
         let mut f = b.mlp(n2.clone());
         if let Some(ad) = &self.mlp_adapter {
             f = f + ad.forward(n2);
         }
-        x + gate(&self.ls2, f)
+        x + drop_path::maybe(dp, position, gate(&self.ls2, f))
     }
 
     pub fn export(&self, key: &str, out: &mut TensorSink) {
@@ -262,19 +264,24 @@ impl GrownVit {
 
     /// `[batch, chans, h, w]` → `[batch, num_classes]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_train(x, &mut None)
+    }
+
+    /// [`forward`](Self::forward) with stochastic depth (by position) when `dp` is given.
+    pub fn forward_train(&self, x: Tensor<4>, dp: &mut Option<&mut DropPath>) -> Tensor<2> {
         let (Some(keep), Some((last, rest))) =
             (self.head.reads_prefix(), self.positions.split_last())
         else {
-            return self.head.forward(self.forward_features(x), false);
+            return self.head.forward(self.forward_features_train(x, dp), false);
         };
-        // As in `VisionTransformer::forward`: the last position for the class token only.
+        // As in `VisionTransformer::forward_train`: the last position for the class token only.
         let n = rest.len();
         let ctxs = std::iter::repeat_n((), n);
         let x = self.embed.forward(x);
-        let x = run_positions(&self.blocks, rest, &self.layer_map[..n], x, ctxs, &mut None);
+        let x = run_positions(&self.blocks, rest, &self.layer_map[..n], x, ctxs, dp);
         let last_block = &self.blocks[self.layer_map[n]];
-        self.head
-            .forward(last.forward_queries(last_block, x, (), keep), false)
+        let x = last.forward_queries(last_block, x, (), keep, n, dp);
+        self.head.forward(x, false)
     }
 
     pub fn export(&self) -> TensorSink {

@@ -65,18 +65,21 @@ impl Block {
         x + drop_path::maybe(dp, position, f)
     }
 
-    /// The forward of the first `keep` tokens only (all tokens are still attended to): what
-    /// the last block computes when the head reads the prefix tokens alone.
-    /// `[batch, tokens, dim]` → `[batch, keep, dim]`
-    pub fn forward_queries(&self, x: Tensor<3>, keep: usize) -> Tensor<3> {
-        let a = gate(
-            &self.ls1,
-            self.attn
-                .forward_queries(self.norm1.forward(x.clone()), keep),
-        );
-        let x = prefix(x, keep) + a;
+    /// [`forward_train`](Self::forward_train) for the first `keep` tokens only (all tokens
+    /// are still attended to): what the last block computes when the head reads the prefix
+    /// tokens alone. `[batch, tokens, dim]` → `[batch, keep, dim]`
+    pub fn forward_queries(
+        &self,
+        x: Tensor<3>,
+        keep: usize,
+        position: usize,
+        dp: &mut Option<&mut DropPath>,
+    ) -> Tensor<3> {
+        let n1 = self.norm1.forward(x.clone());
+        let a = gate(&self.ls1, self.attn.forward_queries(n1, keep));
+        let x = prefix(x, keep) + drop_path::maybe(dp, position, a);
         let f = gate(&self.ls2, self.mlp.forward(self.norm2.forward(x.clone())));
-        x + f
+        x + drop_path::maybe(dp, position, f)
     }
 
     pub fn export(&self, key: &str, out: &mut TensorSink) {

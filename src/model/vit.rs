@@ -64,15 +64,24 @@ impl VisionTransformer {
 
     /// `[batch, chans, h, w]` → `[batch, num_classes]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_train(x, &mut None)
+    }
+
+    /// [`forward`](Self::forward) with stochastic depth when `dp` is given.
+    pub fn forward_train(&self, x: Tensor<4>, dp: &mut Option<&mut DropPath>) -> Tensor<2> {
         // A head that reads the class token alone needs the last block's output for that token
         // only: its MLP, projection and attention queries run for one token instead of all.
-        match (self.head.reads_prefix(), self.blocks.split_last()) {
-            (Some(keep), Some((last, rest))) => {
-                let x = rest.iter().fold(self.embed.forward(x), |x, b| b.forward(x));
-                self.forward_head(last.forward_queries(x, keep), false)
-            }
-            _ => self.forward_head(self.forward_features(x), false),
+        // The other tokens' rows there cannot reach the loss, so their gradients are zero
+        // anyway; leaving them out changes no result.
+        let (Some(keep), Some((last, rest))) = (self.head.reads_prefix(), self.blocks.split_last())
+        else {
+            return self.forward_head(self.forward_features_train(x, dp), false);
+        };
+        let mut x = self.embed.forward(x);
+        for (i, block) in rest.iter().enumerate() {
+            x = block.forward_train(x, i, dp);
         }
+        self.forward_head(last.forward_queries(x, keep, rest.len(), dp), false)
     }
 
     /// All tensors under timm's names, in torch layout.
