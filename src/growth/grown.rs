@@ -101,18 +101,7 @@ impl<N: BlockNorm> Position<N> {
         position: usize,
         dp: &mut Option<&mut DropPath>,
     ) -> Tensor<3> {
-        let n1 = self.norm1.as_ref().unwrap_or(b.norm1()).forward(x.clone());
-        let mut a = b.attn(n1.clone(), ctx);
-        if let Some(ad) = &self.attn_adapter {
-            a = a + ad.forward(n1);
-        }
-        let x = x + drop_path::maybe(dp, position, gate(&self.ls1, a));
-        let n2 = self.norm2.as_ref().unwrap_or(b.norm2()).forward(x.clone());
-        let mut f = b.mlp(n2.clone());
-        if let Some(ad) = &self.mlp_adapter {
-            f = f + ad.forward(n2);
-        }
-        x + drop_path::maybe(dp, position, gate(&self.ls2, f))
+        self.forward_rows(b, x, ctx, None, position, dp)
     }
 
     /// [`forward`](Self::forward) for the first `keep` tokens only (every token is still
@@ -126,12 +115,31 @@ impl<N: BlockNorm> Position<N> {
         position: usize,
         dp: &mut Option<&mut DropPath>,
     ) -> Tensor<3> {
+        self.forward_rows(b, x, ctx, Some(keep), position, dp)
+    }
+
+    fn forward_rows<B: PreNormBlock<Norm = N>>(
+        &self,
+        b: &B,
+        x: Tensor<3>,
+        ctx: B::Ctx<'_>,
+        keep: Option<usize>,
+        position: usize,
+        dp: &mut Option<&mut DropPath>,
+    ) -> Tensor<3> {
         let n1 = self.norm1.as_ref().unwrap_or(b.norm1()).forward(x.clone());
-        let mut a = b.attn_queries(n1.clone(), ctx, keep);
+        let (mut a, n1, x) = match keep {
+            None => (b.attn(n1.clone(), ctx), n1, x),
+            Some(k) => (
+                b.attn_queries(n1.clone(), ctx, k),
+                prefix(n1, k),
+                prefix(x, k),
+            ),
+        };
         if let Some(ad) = &self.attn_adapter {
-            a = a + ad.forward(prefix(n1, keep));
+            a = a + ad.forward(n1);
         }
-        let x = prefix(x, keep) + drop_path::maybe(dp, position, gate(&self.ls1, a));
+        let x = x + drop_path::maybe(dp, position, gate(&self.ls1, a));
         let n2 = self.norm2.as_ref().unwrap_or(b.norm2()).forward(x.clone());
         let mut f = b.mlp(n2.clone());
         if let Some(ad) = &self.mlp_adapter {

@@ -59,10 +59,7 @@ impl Block {
         position: usize,
         dp: &mut Option<&mut DropPath>,
     ) -> Tensor<3> {
-        let a = gate(&self.ls1, self.attn.forward(self.norm1.forward(x.clone())));
-        let x = x + drop_path::maybe(dp, position, a);
-        let f = gate(&self.ls2, self.mlp.forward(self.norm2.forward(x.clone())));
-        x + drop_path::maybe(dp, position, f)
+        self.forward_rows(x, None, position, dp)
     }
 
     /// [`forward_train`](Self::forward_train) for the first `keep` tokens only (all tokens
@@ -75,9 +72,22 @@ impl Block {
         position: usize,
         dp: &mut Option<&mut DropPath>,
     ) -> Tensor<3> {
+        self.forward_rows(x, Some(keep), position, dp)
+    }
+
+    fn forward_rows(
+        &self,
+        x: Tensor<3>,
+        keep: Option<usize>,
+        position: usize,
+        dp: &mut Option<&mut DropPath>,
+    ) -> Tensor<3> {
         let n1 = self.norm1.forward(x.clone());
-        let a = gate(&self.ls1, self.attn.forward_queries(n1, keep));
-        let x = prefix(x, keep) + drop_path::maybe(dp, position, a);
+        let (a, x) = match keep {
+            None => (self.attn.forward(n1), x),
+            Some(k) => (self.attn.forward_queries(n1, k), prefix(x, k)),
+        };
+        let x = x + drop_path::maybe(dp, position, gate(&self.ls1, a));
         let f = gate(&self.ls2, self.mlp.forward(self.norm2.forward(x.clone())));
         x + drop_path::maybe(dp, position, f)
     }
