@@ -17,7 +17,7 @@ pub struct Args {
     #[arg(long)]
     train_split: bool,
     /// Image models: evaluate a seeded random subset of N images of the split (as `train
-    /// --test-subset` does with the same --seed).
+    /// --test-subset` does with the same seed).
     #[arg(long)]
     test_subset: Option<usize>,
     /// Write the result as JSON here.
@@ -35,9 +35,11 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     seq_len: usize,
     /// Language models: evaluate only the held-out fraction of windows that `train` with the
-    /// same --val-split and --seed held out (0: every window).
+    /// same --val-split and seed held out (0: every window).
     #[arg(long, default_value_t = 0.0)]
     val_split: f64,
+    /// The seed of the subset and the held-out windows: `train`'s --data-seed if it was given,
+    /// else its --seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Language models: evaluate at most this many windows.
