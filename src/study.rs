@@ -862,7 +862,9 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
          counts only the images each arm trained on after the base (as the table's `train images` does); the right panel counts all training images behind a model, the base's \
          pretraining included for the arms that start from the base.\n\
          \nMachine: {}. Test accuracy is the last epoch's; test top-1 of arms with several seeds is mean ± sample std. \
-         `trained params` is below `params` only where the shared blocks are frozen (adapters-only). Wall time is training and evaluation per run.\n",
+         `trained params` is below `params` only where the shared blocks are frozen (adapters-only). Wall time is training and evaluation per run. \
+         The validation split is carved off the training set by the run's seed; arms that start from the base carve the base's, so that \
+         their validation images are ones the base never trained on.\n",
         machine()
     ));
     if scaling {
