@@ -5,6 +5,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::model::llama::Logits;
 use crate::model::weights::to_vec;
 use crate::network::LanguageModel;
 
@@ -51,7 +52,7 @@ pub fn generate(
         if next_input.is_empty() {
             break;
         }
-        let logits = model.forward(ids(&next_input), Some(&mut cache));
+        let logits = model.forward_logits(ids(&next_input), Some(&mut cache), Logits::Last);
         let [_, t, v] = logits.dims();
         let last = to_vec(logits.slice([0..1, t - 1..t, 0..v]));
         let id = pick(&last, sampling, &mut rng);

@@ -138,9 +138,19 @@ impl LanguageModel {
         ids: Tensor<2, burn::tensor::Int>,
         cache: Option<&mut crate::model::llama::KvCache>,
     ) -> Tensor<3> {
+        self.forward_logits(ids, cache, crate::model::llama::Logits::All)
+    }
+
+    /// [`forward`](Self::forward) with the logits of every token or of the last only.
+    pub fn forward_logits(
+        &self,
+        ids: Tensor<2, burn::tensor::Int>,
+        cache: Option<&mut crate::model::llama::KvCache>,
+        logits: crate::model::llama::Logits,
+    ) -> Tensor<3> {
         match self {
-            LanguageModel::Plain(m) => m.forward(ids, cache),
-            LanguageModel::Grown(m) => m.forward(ids, cache),
+            LanguageModel::Plain(m) => m.forward_logits(ids, cache, logits),
+            LanguageModel::Grown(m) => m.forward_logits(ids, cache, logits),
         }
     }
 

@@ -102,6 +102,48 @@ fn kv_cache_matches_the_full_forward() {
     }
 }
 
+/// Generation asks for the last token's logits only: with and without a cache they are the
+/// full forward's last row, for plain and grown models.
+#[test]
+fn last_token_logits_are_the_full_forwards_last_row() {
+    use scalenet::model::llama::Logits;
+    let device = Device::flex();
+    for dir in fixture_dirs() {
+        let model = load_llama(&dir, &device).unwrap().model;
+        let (shape, ids) = read_int_tensor(&dir.join("io.safetensors"), "input_ids").unwrap();
+        let (n, t) = (shape[0], shape[1]);
+        let x = || ids_tensor(&shape, &ids, &device);
+        let full = to_vec(model.forward(x(), None));
+        let vocab = full.len() / (n * t);
+        let mut cache = model.new_cache();
+        for (last, cached) in [
+            (model.forward_logits(x(), None, Logits::Last), false),
+            (
+                model.forward_logits(x(), Some(&mut cache), Logits::Last),
+                true,
+            ),
+        ] {
+            assert_eq!(last.dims(), [n, 1, vocab]);
+            let last = to_vec(last);
+            for b in 0..n {
+                let want = &full[(b * t + t - 1) * vocab..(b * t + t) * vocab];
+                let got = &last[b * vocab..(b + 1) * vocab];
+                let err = got
+                    .iter()
+                    .zip(want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    err < 1e-5,
+                    "{} (cache {cached}) batch {b}: {err}",
+                    dir.display()
+                );
+            }
+        }
+        assert_eq!(cache.len, t);
+    }
+}
+
 /// Shared decoder layers are one parameter each: the gradient a grown model gives a shared
 /// tensor is the sum of the gradients its copies get in the unshared model, and one AdamW
 /// step moves it once by that sum.

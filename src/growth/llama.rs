@@ -13,7 +13,7 @@ use super::grown::{
 };
 use super::plan::{identity_gates, GrowthSpec};
 use crate::model::llama::{
-    decode, layer_key, DecoderLayer, KvCache, Llama, LlamaConfig, LlamaEnds, RmsNorm,
+    decode, layer_key, DecoderLayer, KvCache, Llama, LlamaConfig, LlamaEnds, Logits, RmsNorm,
 };
 use crate::model::{Init, RandomInit, TensorSink, WeightSource};
 
@@ -81,12 +81,23 @@ impl GrownLlama {
 
     /// `[batch, tokens]` ids → `[batch, tokens, vocab]` logits, through every position.
     pub fn forward(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        self.forward_logits(ids, cache, Logits::All)
+    }
+
+    /// [`forward`](Self::forward) with the logits of every token or of the last only.
+    pub fn forward_logits(
+        &self,
+        ids: Tensor<2, Int>,
+        cache: Option<&mut KvCache>,
+        logits: Logits,
+    ) -> Tensor<3> {
         decode(
             &self.ends,
             &self.inv_freq,
             ids,
             cache,
             self.positions.len(),
+            logits,
             |x, ctxs| {
                 run_positions(
                     &self.layers,

@@ -398,6 +398,7 @@ pub fn decode<F>(
     ids: Tensor<2, Int>,
     mut cache: Option<&mut KvCache>,
     positions: usize,
+    logits: Logits,
     stack: F,
 ) -> Tensor<3>
 where
@@ -433,7 +434,23 @@ where
     if let Some(c) = cache {
         c.len += t;
     }
+    let x = match logits {
+        Logits::All => x,
+        Logits::Last => {
+            let [b, _, d] = x.dims();
+            x.slice([0..b, t - 1..t, 0..d])
+        }
+    };
     ends.logits(x)
+}
+
+/// Which tokens' logits a forward returns. Generation reads the last token's only: the vocabulary
+/// projection of every prompt token would be a fifth of a small model's prefill (SmolLM2-135M:
+/// 49,152 × 576 per token) and a `[tokens, vocab]` tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    All,
+    Last,
 }
 
 /// Key prefix of decoder layer `i`.
@@ -459,12 +476,23 @@ impl Llama {
     /// `[batch, tokens]` ids → `[batch, tokens, vocab]` logits. With a cache, the tokens
     /// continue those already in it, and their keys and values are added to it.
     pub fn forward(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        self.forward_logits(ids, cache, Logits::All)
+    }
+
+    /// [`forward`](Self::forward) with the logits of every token or of the last only.
+    pub fn forward_logits(
+        &self,
+        ids: Tensor<2, Int>,
+        cache: Option<&mut KvCache>,
+        logits: Logits,
+    ) -> Tensor<3> {
         decode(
             &self.ends,
             &self.inv_freq,
             ids,
             cache,
             self.layers.len(),
+            logits,
             |x, ctxs| {
                 self.layers
                     .iter()
