@@ -33,6 +33,35 @@ pub struct Chart {
     pub series: Vec<Series>,
 }
 
+/// One row per group (e.g. an arm of a study): each value (e.g. a seed's accuracy) as a small
+/// dot, and their mean as a large one with a bar of ± the sample standard deviation. For final
+/// numbers that differ by less than a line chart's axis can show.
+#[derive(Clone, Debug)]
+pub struct Dots {
+    pub title: String,
+    pub x_label: String,
+    pub rows: Vec<(String, Vec<f64>)>,
+}
+
+/// A panel of a figure.
+#[derive(Clone, Debug)]
+pub enum Panel {
+    Lines(Chart),
+    Dots(Dots),
+}
+
+impl From<Chart> for Panel {
+    fn from(c: Chart) -> Self {
+        Panel::Lines(c)
+    }
+}
+
+impl From<Dots> for Panel {
+    fn from(d: Dots) -> Self {
+        Panel::Dots(d)
+    }
+}
+
 /// matplotlib's "tab10": distinct for up to eight series, readable on white.
 const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
@@ -60,8 +89,8 @@ fn register_font() {
     });
 }
 
-/// Renders charts side by side into one PNG at `path` (written atomically).
-pub fn render(charts: &[Chart], path: &Path) -> Result<()> {
+/// Renders panels side by side into one PNG at `path` (written atomically).
+pub fn render(charts: &[Panel], path: &Path) -> Result<()> {
     register_font();
     let n = charts.len().max(1) as u32;
     let (w, h) = ((PLOT_W + LEGEND_W) * n, PANEL_H);
@@ -80,16 +109,113 @@ pub fn render(charts: &[Chart], path: &Path) -> Result<()> {
 
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
-fn draw(charts: &[Chart], buf: &mut [u8], size: (u32, u32)) -> DrawResult {
+fn draw(charts: &[Panel], buf: &mut [u8], size: (u32, u32)) -> DrawResult {
     let root = TextFix(BitMapBackend::with_buffer(buf, size)).into_drawing_area();
     root.fill(&WHITE)?;
     let panels = root.split_evenly((1, charts.len().max(1)));
     for (panel, chart) in panels.iter().zip(charts) {
         let (plot, legend) = panel.split_horizontally(PLOT_W);
-        draw_chart(&plot, &legend, chart)?;
+        match chart {
+            Panel::Lines(c) => draw_chart(&plot, &legend, c)?,
+            Panel::Dots(d) => draw_dots(&plot, &legend, d)?,
+        }
     }
     root.present()?;
     Ok(())
+}
+
+fn draw_dots<DB: DrawingBackend>(
+    plot: &DrawingArea<DB, plotters::coord::Shift>,
+    legend: &DrawingArea<DB, plotters::coord::Shift>,
+    d: &Dots,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let n = d.rows.len();
+    let stats: Vec<(f64, f64)> = d.rows.iter().map(|(_, v)| mean_std(v)).collect();
+    let x = padded(
+        d.rows
+            .iter()
+            .flat_map(|(_, v)| v.iter().copied())
+            .chain(stats.iter().flat_map(|&(m, s)| [m - s, m + s]))
+            .filter(|v| v.is_finite()),
+        0.08,
+    );
+    // The first row on top.
+    let row_y = |i: usize| (n - 1 - i) as f64;
+    let mut chart = ChartBuilder::on(plot)
+        .caption(&d.title, (FONT, 20))
+        .margin(12)
+        .x_label_area_size(48)
+        .y_label_area_size(110)
+        .build_cartesian_2d(x.0..x.1, -0.6..(n as f64 - 0.4))?;
+    let names: Vec<&str> = d.rows.iter().map(|(name, _)| name.as_str()).collect();
+    chart
+        .configure_mesh()
+        .x_desc(&d.x_label)
+        .x_labels(7)
+        .x_label_formatter(&|v| tick(*v, tick_decimals(x, 7)))
+        // One label per row, at the row (a step of 1 over this range gives n ticks).
+        .y_labels(n.max(1))
+        .y_label_formatter(&|v| {
+            let k = v.round();
+            if (v - k).abs() > 1e-6 || k < 0.0 || k >= n as f64 {
+                return String::new();
+            }
+            names[n - 1 - k as usize].to_string()
+        })
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .bold_line_style(RGBColor(225, 225, 225))
+        .light_line_style(TRANSPARENT)
+        .disable_y_mesh()
+        .draw()?;
+    for (i, ((_, values), &(m, s))) in d.rows.iter().zip(&stats).enumerate() {
+        let col = PALETTE[i % PALETTE.len()];
+        let y = row_y(i);
+        if values.len() > 1 {
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(m - s, y), (m + s, y)],
+                Color::stroke_width(&col, 2),
+            )))?;
+        }
+        chart.draw_series(
+            values
+                .iter()
+                .map(|&v| Circle::new((v, y), 3, col.mix(0.5).filled())),
+        )?;
+        chart.draw_series(std::iter::once(Circle::new((m, y), 6, col.filled())))?;
+    }
+    let gray = RGBColor(90, 90, 90);
+    let label = |text: &'static str, y: i32| {
+        Text::new(text, (38, y - 9), (FONT, 15).into_font().color(&BLACK))
+    };
+    legend.draw(&Circle::new((17, 60), 3, gray.mix(0.5).filled()))?;
+    legend.draw(&label("each seed", 60))?;
+    legend.draw(&Circle::new((17, 86), 6, gray.filled()))?;
+    legend.draw(&label("mean", 86))?;
+    legend.draw(&PathElement::new(
+        vec![(4, 112), (30, 112)],
+        Color::stroke_width(&gray, 2),
+    ))?;
+    legend.draw(&label("± std", 112))?;
+    Ok(())
+}
+
+/// Mean and sample standard deviation (0 for one value).
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    if v.is_empty() {
+        return (f64::NAN, 0.0);
+    }
+    let m = v.iter().sum::<f64>() / n;
+    let s = if v.len() > 1 {
+        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    (m, s)
 }
 
 fn draw_chart<DB: DrawingBackend>(
@@ -440,8 +566,16 @@ mod tests {
             ],
         };
         let path = dir.join("p.png");
-        render(&[chart.clone(), chart], &path).unwrap();
+        let dots = Dots {
+            title: "final".into(),
+            x_label: "top-1 %".into(),
+            rows: vec![
+                ("grown".into(), vec![89.68, 89.96, 89.91]),
+                ("base".into(), vec![89.15]),
+            ],
+        };
+        render(&[chart.clone().into(), chart.into(), dots.into()], &path).unwrap();
         let img = image::open(&path).unwrap();
-        assert_eq!(img.width(), 2 * (PLOT_W + LEGEND_W));
+        assert_eq!(img.width(), 3 * (PLOT_W + LEGEND_W));
     }
 }

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::growth::{expand, expand_swin, AdapterSpec, ExpandOptions, InitMode, MapStrategy};
 use crate::model::RandomInit;
 use crate::network::Network;
-use crate::plot::{render, Chart, Series};
+use crate::plot::{mean_std, render, Chart, Dots, Series};
 use crate::train::optim::TrainOnly;
 use crate::train::trainer::{read_metrics, write_json, EpochMetrics};
 use crate::train::{train, Hooks, Outcome, TrainConfig};
@@ -308,17 +308,6 @@ pub struct ArmResult {
     pub curve: Vec<(f64, f64)>,
     /// Images the base's pretraining added to `curve`'s x axis.
     pub offset: u64,
-}
-
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64
-    } else {
-        0.0
-    };
-    (m, var.sqrt())
 }
 
 /// Runs (or continues) a study in `dir`; returns the results and writes RESULTS.md and
@@ -704,7 +693,8 @@ fn write_scaling_plot(results: &[ArmResult], path: &Path) -> Result<bool> {
                     series("grown 1.5L/2L/3L", &grown, &added),
                     series("scratch 1.5L/2L/3L", &scratch, &added),
                 ],
-            },
+            }
+            .into(),
             Chart {
                 title: "test top-1 vs training images, per epoch".into(),
                 x_label: "training images, base's included (thousands)".into(),
@@ -719,7 +709,8 @@ fn write_scaling_plot(results: &[ArmResult], path: &Path) -> Result<bool> {
                         markers: true,
                     })
                     .collect(),
-            },
+            }
+            .into(),
         ],
         path,
     )?;
@@ -769,6 +760,14 @@ pub fn machine() -> String {
     format!("{cpu}, {cores} cores")
 }
 
+/// "89.85 ± 0.15% (3 seeds)", or "89.67% (1 seed)": a spread of one run is not a spread.
+fn over_seeds(mean: f64, std: f64, seeds: usize) -> String {
+    match seeds {
+        1 => format!("{:.2}% (1 seed)", 100.0 * mean),
+        n => format!("{:.2} ± {:.2}% ({n} seeds)", 100.0 * mean, 100.0 * std),
+    }
+}
+
 fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<()> {
     // results.png keeps to the base and the headline arms, so that a reader can tell the lines
     // apart; the scaling arms have scaling.png and the variants the table.
@@ -801,6 +800,22 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
             })
             .collect()
     };
+    // The arms end within a point or two of each other, which the curves' axis cannot show:
+    // the third panel is the last epoch's accuracies alone, per seed and mean ± std.
+    let finals = Dots {
+        title: "final test top-1".into(),
+        x_label: "top-1 %".into(),
+        rows: results
+            .iter()
+            .filter(headline)
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    r.test_top1.iter().map(|a| 100.0 * a).collect(),
+                )
+            })
+            .collect(),
+    };
     render(
         &[
             Chart {
@@ -808,13 +823,16 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
                 x_label: "images after the base (thousands)".into(),
                 y_label: "top-1 %".into(),
                 series: series(false),
-            },
+            }
+            .into(),
             Chart {
                 title: "test top-1 vs all training images".into(),
                 x_label: "images incl. the base's pretraining (thousands)".into(),
                 y_label: "top-1 %".into(),
                 series: series(true),
-            },
+            }
+            .into(),
+            finals.into(),
         ],
         &dir.join("results.png"),
     )?;
@@ -826,12 +844,12 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
         let (gm, gs) = mean_std(&g.test_top1);
         let (sm, ss) = mean_std(&s.test_top1);
         md.push_str(&format!(
-            "**Headline.** Grown 2L after E = {} epoch(s): {:.2} ± {:.2}% test top-1 ({} seeds). \
-             From scratch 2L after 3E = {} epochs: {:.2} ± {:.2}% ({} seeds). The grown model {} scratch-3E \
+            "**Headline.** Grown 2L after E = {} epoch(s): test top-1 {}. \
+             From scratch 2L after 3E = {} epochs: {}. The grown model {} scratch-3E \
              by {:.2} points, with {} parameters against scratch's {} ({:.0}%). \
              The grown arm trained on {:.2}x fewer images than scratch-3E ({} vs {}); counting the base's \
              pretraining as well, the grown model saw {:.2}x as many images as scratch-3E ({} vs {}).\n\n",
-            g.epochs, 100.0 * gm, 100.0 * gs, g.seeds, s.epochs, 100.0 * sm, 100.0 * ss, s.seeds,
+            g.epochs, over_seeds(gm, gs, g.seeds), s.epochs, over_seeds(sm, ss, s.seeds),
             if gm >= sm { "beats" } else { "trails" },
             100.0 * (gm - sm).abs(),
             g.params_total,

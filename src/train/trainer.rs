@@ -1119,6 +1119,6 @@ pub fn plot_curves(out: &Path) -> Result<()> {
             ],
         }
     };
-    let charts = [loss, acc];
+    let charts = [loss.into(), acc.into()];
     render(&charts, &out.join("curves.png"))
 }
