@@ -187,7 +187,7 @@ impl FusedOps for Flex {
         rhs: FloatTensor<Self>,
         bf16: bool,
     ) -> FloatTensor<Self> {
-        match gemm_into(&lhs, &rhs, bf16, None) {
+        match gemm_into(&lhs, &rhs, bf16, None).or_else(|| batched_gemm(&lhs, &rhs, bf16)) {
             Some(out) => out,
             None => reference_matmul::<Flex>(lhs, rhs, bf16),
         }
@@ -428,6 +428,69 @@ fn gemm_into(
     Some(FlexTensor::from_data(TensorData::new(out, [m, n])))
 }
 
+/// `[…, m, k] · […, k, n]` with the same batch dimensions (attention's per-head products),
+/// each product on [`cpu_gemm`] where it reads the operands, strided or transposed, in place.
+/// `None` for other operands (not f32, broadcast batch dimensions, empty): the caller falls
+/// back. burn-flex's batched matmul runs the `gemm` crate's AVX2 kernel.
+fn batched_gemm(lhs: &FlexTensor, rhs: &FlexTensor, bf16: bool) -> Option<FlexTensor> {
+    let (ls, rs) = (lhs.layout().shape(), rhs.layout().shape());
+    let d = ls.num_dims();
+    let f32s = lhs.dtype() == DType::F32 && rhs.dtype() == DType::F32;
+    if d < 3 || rs.num_dims() != d || !f32s || (bf16 && !gemm_bf16::available()) {
+        return None;
+    }
+    let (m, k, n) = (ls[d - 2], ls[d - 1], rs[d - 1]);
+    if rs[d - 2] != k || (0..d - 2).any(|i| ls[i] != rs[i]) {
+        return None;
+    }
+    let batches: usize = (0..d - 2).map(|i| ls[i]).product();
+    if batches * m * n == 0 {
+        return None;
+    }
+    // Where batch `i` (row-major over the batch dimensions) starts in `t`'s storage.
+    let start = |t: &FlexTensor, mut i: usize| {
+        let l = t.layout();
+        let mut at = l.start_offset() as isize;
+        for dim in (0..d - 2).rev() {
+            at += (i % ls[dim]) as isize * l.strides()[dim];
+            i /= ls[dim];
+        }
+        at as usize
+    };
+    fn operand(t: &FlexTensor, offset: usize) -> gemm_bf16::View<'_> {
+        let d = t.layout().shape().num_dims();
+        gemm_bf16::View {
+            data: t.storage::<f32>(),
+            offset,
+            rs: t.layout().strides()[d - 2],
+            cs: t.layout().strides()[d - 1],
+        }
+    }
+    // Many small products (attention's, one per head) run one per thread, as the fused
+    // attention kernel runs them; splitting each across threads costs more than it computes.
+    // Few-row products (decoding's single query) stay on the GEMV path that `cpu_gemm` takes.
+    let few_rows = gemv::applies(m, &operand(rhs, start(rhs, 0)));
+    let serial = !bf16 && gemm_f32::available() && !few_rows && batches > 1 && m * n * k <= 1 << 22;
+    let mut out: Vec<f32> = Vec::with_capacity(batches * m * n);
+    out.spare_capacity_mut()[..batches * m * n]
+        .par_chunks_mut(m * n)
+        .enumerate()
+        .for_each(|(i, c)| {
+            let (a, b) = (operand(lhs, start(lhs, i)), operand(rhs, start(rhs, i)));
+            if serial {
+                // SAFETY: `c` holds this batch's m × n outputs at row stride n.
+                unsafe { gemm_f32::gemm_serial(m, n, k, a, b, c.as_mut_ptr() as *mut f32, n) }
+            } else {
+                cpu_gemm((m, n, k), a, b, c, false, bf16)
+            }
+        });
+    // SAFETY: every batch's m × n block was written by its product.
+    unsafe { out.set_len(batches * m * n) };
+    let mut shape: Vec<usize> = (0..d).map(|i| ls[i]).collect();
+    shape[d - 1] = n;
+    Some(FlexTensor::from_data(TensorData::new(out, shape)))
+}
+
 /// C (m×n) = A·B, or += with `accumulate`, on whichever CPU kernel suits the shape: few-row
 /// products on the GEMV path, large ones on a `--blas` library where one is in use, the rest
 /// on our AVX-512 kernels (f32 or bf16) or the `gemm` crate. bf16 needs
@@ -532,5 +595,73 @@ mod tests {
         let shared = Flex::fused_gelu_backward(t(&x), held.clone());
         assert_eq!(vals(&alone), vals(&shared));
         assert_eq!(vals(&held), g);
+    }
+
+    /// Batched products read their operands in place however attention lays them out (heads
+    /// split by a reshape and a swap, keys transposed, kv heads repeated by an expand) and give
+    /// each batch's product; broadcast batch dimensions take burn's path, with the same result.
+    #[test]
+    fn batched_products_match_a_plain_loop() {
+        use burn::tensor::{Device, Tensor};
+        let device = Device::flex();
+        let vals = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * 7919 + seed * 104729) % 997) as f32 / 498.0 - 1.0))
+                .collect()
+        };
+        let (b, h, t, hd) = (2, 3, 37, 16);
+        let x = Tensor::<3>::from_data(
+            TensorData::new(vals(b * t * h * hd, 1), [b, t, h * hd]),
+            &device,
+        );
+        let heads = |x: Tensor<3>| x.reshape([b, t, h, hd]).swap_dims(1, 2);
+        let q = heads(x.clone());
+        let k = heads(x * 0.5 + 0.25);
+        let kv =
+            Tensor::<4>::from_data(TensorData::new(vals(b * t * hd, 2), [b, 1, t, hd]), &device);
+        let repeated = kv.clone().expand([b, h, t, hd]);
+        let scores = Tensor::<4>::from_data(
+            TensorData::new(vals(b * h * t * t, 3), [b, h, t, t]),
+            &device,
+        );
+        let cases: Vec<(Tensor<4>, Tensor<4>)> = vec![
+            (q.clone(), k.clone().swap_dims(2, 3)),
+            (q.clone(), repeated.clone().swap_dims(2, 3)),
+            // A transposed left operand, as softmax(scores)ᵀ in a backward.
+            (scores.swap_dims(2, 3), repeated),
+            // Broadcast over heads: not ours, burn's.
+            (q.clone(), kv.swap_dims(2, 3)),
+        ];
+        for (i, (l, r)) in cases.into_iter().enumerate() {
+            let (ld, rd) = (l.dims(), r.dims());
+            let want = {
+                let a = crate::model::weights::to_vec(l.clone());
+                let c =
+                    crate::model::weights::to_vec(r.clone().expand([ld[0], ld[1], rd[2], rd[3]]));
+                let (m, k, n) = (ld[2], ld[3], rd[3]);
+                let mut out = vec![0f32; ld[0] * ld[1] * m * n];
+                for bi in 0..ld[0] * ld[1] {
+                    for row in 0..m {
+                        for col in 0..n {
+                            let mut acc = 0f64;
+                            for j in 0..k {
+                                acc += a[bi * m * k + row * k + j] as f64
+                                    * c[bi * k * n + j * n + col] as f64;
+                            }
+                            out[bi * m * n + row * n + col] = acc as f32;
+                        }
+                    }
+                }
+                out
+            };
+            let got = crate::model::weights::to_vec(crate::ops::matmul(l, r));
+            assert_eq!(got.len(), want.len(), "case {i}");
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(err < 1e-4, "case {i}: {err}");
+        }
     }
 }
