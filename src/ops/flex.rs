@@ -606,7 +606,7 @@ mod tests {
         let device = Device::flex();
         let vals = |n: usize, seed: usize| -> Vec<f32> {
             (0..n)
-                .map(|i| (((i * 7919 + seed * 104729) % 997) as f32 / 498.0 - 1.0))
+                .map(|i| ((i * 7919 + seed * 104729) % 997) as f32 / 498.0 - 1.0)
                 .collect()
         };
         let (b, h, t, hd) = (2, 3, 37, 16);
