@@ -26,6 +26,7 @@ pub mod plot;
 pub mod selfcheck;
 pub mod study;
 pub mod train;
+pub mod units;
 pub mod untrusted;
 
 pub use config::{GlobalPool, PretrainedCfg, VitConfig};

@@ -20,6 +20,7 @@ use crate::plot::{mean_std, render, Chart, Dots, Series};
 use crate::train::optim::TrainOnly;
 use crate::train::trainer::{read_metrics, write_json, EpochMetrics};
 use crate::train::{train, Hooks, Outcome, TrainConfig};
+use crate::units::thousands;
 
 /// Everything that sizes a study; saved as `study.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -731,33 +732,56 @@ pub fn table(results: &[ArmResult]) -> String {
             format!("{:.2}", 100.0 * m)
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {acc} | {:.2} | {} | {} | {} | {:.0} | {:.0} |\n",
+            "| {} | {} | {} | {acc} | {:.2} | {} | {} | {} | {} | {:.0} |\n",
             r.name,
             r.depth,
             r.seeds,
             100.0 * vm,
-            r.params_total,
-            r.params_trainable,
-            r.train_images,
-            r.wall_s,
+            thousands(r.params_total),
+            thousands(r.params_trainable),
+            thousands(r.train_images as usize),
+            thousands(r.wall_s as usize),
             r.img_per_s
         ));
     }
     s
 }
 
-/// The CPU model and core count, for reports.
+/// The CPU (with its family/model numbers: VMs report one generic name for several
+/// generations) and the threads that trained, for reports.
 pub fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cpu}, {cores} cores")
+    let cpu = crate::ops::auto_precision::cpu_info();
+    format!("{}, {} threads", cpu.model, cpu.threads)
+}
+
+/// "beats scratch-3E by 0.80 points", or, where the seeds' spread is as large as the
+/// difference, "is level with scratch-3E (…)": a tenth of a point between single runs is not a
+/// result. Beyond noise means the difference of the means exceeds twice its standard error.
+pub fn verdict(ours: &[f64], theirs: &[f64], name: &str) -> String {
+    let (m1, s1) = mean_std(ours);
+    let (m2, s2) = mean_std(theirs);
+    let diff = 100.0 * (m1 - m2);
+    let word = if diff >= 0.0 { "beats" } else { "trails" };
+    if ours.len() < 2 || theirs.len() < 2 {
+        return format!(
+            "{word} {name} by {:.2} points (one seed on a side: no spread to judge the difference by)",
+            diff.abs()
+        );
+    }
+    let se = 100.0 * (s1 * s1 / ours.len() as f64 + s2 * s2 / theirs.len() as f64).sqrt();
+    if diff.abs() > 2.0 * se {
+        format!(
+            "{word} {name} by {:.2} points (twice the standard error of the difference is {:.2})",
+            diff.abs(),
+            2.0 * se
+        )
+    } else {
+        format!(
+            "is level with {name}: {:+.2} points, within twice the standard error of the difference ({:.2})",
+            diff,
+            2.0 * se
+        )
+    }
 }
 
 /// "89.85 ± 0.15% (3 seeds)", or "89.67% (1 seed)": a spread of one run is not a spread.
@@ -845,22 +869,21 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
         let (sm, ss) = mean_std(&s.test_top1);
         md.push_str(&format!(
             "**Headline.** Grown 2L after E = {} epoch(s): test top-1 {}. \
-             From scratch 2L after 3E = {} epochs: {}. The grown model {} scratch-3E \
-             by {:.2} points, with {} parameters against scratch's {} ({:.0}%). \
+             From scratch 2L after 3E = {} epochs: {}. The grown model {}, \
+             with {} parameters against scratch's {} ({:.0}%). \
              The grown arm trained on {:.2}x fewer images than scratch-3E ({} vs {}); counting the base's \
              pretraining as well, the grown model saw {:.2}x as many images as scratch-3E ({} vs {}).\n\n",
             g.epochs, over_seeds(gm, gs, g.seeds), s.epochs, over_seeds(sm, ss, s.seeds),
-            if gm >= sm { "beats" } else { "trails" },
-            100.0 * (gm - sm).abs(),
-            g.params_total,
-            s.params_total,
+            verdict(&g.test_top1, &s.test_top1, "scratch-3E"),
+            thousands(g.params_total),
+            thousands(s.params_total),
             100.0 * g.params_total as f64 / s.params_total.max(1) as f64,
             s.train_images as f64 / g.train_images.max(1) as f64,
-            g.train_images,
-            s.train_images,
+            thousands(g.train_images as usize),
+            thousands(s.train_images as usize),
             (g.train_images + base_imgs) as f64 / s.train_images.max(1) as f64,
-            g.train_images + base_imgs,
-            s.train_images,
+            thousands((g.train_images + base_imgs) as usize),
+            thousands(s.train_images as usize),
         ));
     }
     md.push_str(&table(results));
@@ -899,4 +922,33 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
     crate::checkpoint::atomic::atomic_write(&dir.join("RESULTS.md"), md.as_bytes())?;
     write_json(&dir.join("results.json"), &results)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_difference_inside_the_seeds_spread_is_called_level() {
+        let one = verdict(&[0.8968], &[0.8967], "scratch-3E");
+        assert!(
+            one.starts_with("beats scratch-3E by 0.01 points (one seed"),
+            "{one}"
+        );
+        let level = verdict(&[0.899, 0.897, 0.898], &[0.897, 0.899, 0.896], "scratch-3E");
+        assert!(
+            level.starts_with("is level with scratch-3E: +0.07 points"),
+            "{level}"
+        );
+        let beats = verdict(&[0.905, 0.906, 0.904], &[0.897, 0.898, 0.896], "scratch-3E");
+        assert!(
+            beats.starts_with("beats scratch-3E by 0.80 points"),
+            "{beats}"
+        );
+        let trails = verdict(&[0.890, 0.891, 0.889], &[0.897, 0.898, 0.896], "scratch-3E");
+        assert!(
+            trails.starts_with("trails scratch-3E by 0.70 points"),
+            "{trails}"
+        );
+    }
 }

@@ -112,7 +112,7 @@ pub fn run(args: Args) -> Result<()> {
             "wrote a plain copy of {} with depths {:?} ({} parameters) in {}",
             config.architecture,
             m.config().depths,
-            super::info::thousands(m.num_params()),
+            scalenet::units::thousands(m.num_params()),
             out.display()
         ),
         Network::Grown(g) => report(
@@ -127,7 +127,7 @@ pub fn run(args: Args) -> Result<()> {
             "wrote a plain {}-block copy of {} ({} parameters) in {}",
             m.blocks.len(),
             config.architecture,
-            super::info::thousands(m.param_counts().total()),
+            scalenet::units::thousands(m.param_counts().total()),
             out.display()
         ),
     }
@@ -163,7 +163,7 @@ fn language_model(args: &Args, opts: &ExpandOptions, out: &std::path::Path) -> R
             "wrote a plain {}-layer copy of {} ({} parameters) in {}",
             m.layers.len(),
             args.base_dir.display(),
-            super::info::thousands(m.num_params()),
+            scalenet::units::thousands(m.num_params()),
             out.display()
         ),
     }
@@ -192,11 +192,11 @@ fn report(
 fn print_cost(c: &scalenet::growth::GrownCounts, base_params: usize) {
     println!(
         "parameters: {} = base {} + adjustments {} (+{:.2}%); unshared, the same depth would hold {}",
-        super::info::thousands(c.total()),
-        super::info::thousands(base_params),
-        super::info::thousands(c.adjustments()),
+        scalenet::units::thousands(c.total()),
+        scalenet::units::thousands(base_params),
+        scalenet::units::thousands(c.adjustments()),
         100.0 * c.adjustments() as f64 / base_params as f64,
-        super::info::thousands(c.unshared_total())
+        scalenet::units::thousands(c.unshared_total())
     );
 }
 

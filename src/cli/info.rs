@@ -7,6 +7,7 @@ use scalenet::checkpoint::model_dir::LoadedModel;
 use scalenet::config::ImageArch;
 use scalenet::model::swin::SwinConfig;
 use scalenet::network::Network;
+use scalenet::units::{human, thousands};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -295,28 +296,6 @@ pub fn short_map(map: &[usize]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// `1234567` → `1,234,567`
-pub fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// `5717416` → `5.72M`
-pub fn human(n: usize) -> String {
-    match n {
-        n if n >= 1_000_000 => format!("{:.2}M", n as f64 / 1e6),
-        n if n >= 1_000 => format!("{:.1}K", n as f64 / 1e3),
-        n => n.to_string(),
-    }
 }
 
 /// A Swin: its stages (grid, window, shift, width, heads, depth) and, per stage, what the

@@ -44,7 +44,7 @@ pub fn run(args: Args) -> Result<()> {
     println!(
         "initialised {} ({} parameters) in {}",
         config.architecture,
-        super::info::thousands(n),
+        scalenet::units::thousands(n),
         out.display()
     );
     Ok(())
