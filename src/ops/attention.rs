@@ -37,14 +37,14 @@ impl Dims {
 
 /// A raw output pointer that tasks write disjoint parts of.
 #[derive(Clone, Copy)]
-struct Out(*mut f32);
+pub(super) struct Out(pub(super) *mut f32);
 // SAFETY: every task writes a disjoint set of elements (its head's columns of its batch rows).
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
 impl Out {
     /// A method (not the field) so that closures capture the whole `Send` wrapper.
-    fn at(&self, offset: usize) -> *mut f32 {
+    pub(super) fn at(&self, offset: usize) -> *mut f32 {
         self.0.wrapping_add(offset)
     }
 }
@@ -54,7 +54,13 @@ impl Out {
 ///
 /// # Safety
 /// `dst` addresses m rows of n writable floats at stride `ldc`.
-unsafe fn mm((m, n, k): (usize, usize, usize), dst: *mut f32, ldc: usize, a: View, b: View) {
+pub(super) unsafe fn mm(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    ldc: usize,
+    a: View,
+    b: View,
+) {
     if gemm_f32::available() {
         // SAFETY: forwarded contract.
         return unsafe { gemm_f32::gemm_serial(m, n, k, a, b, dst, ldc) };
@@ -135,7 +141,7 @@ at_simd_level! {
     fn softmax_rows_at(p: &mut [f32], n: usize, scale: f32) = softmax_rows_generic;
 }
 
-fn softmax_rows(p: &mut [f32], n: usize, scale: f32) {
+pub(super) fn softmax_rows(p: &mut [f32], n: usize, scale: f32) {
     softmax_rows_at(simd_level(), p, n, scale)
 }
 
@@ -163,7 +169,13 @@ at_simd_level! {
         = softmax_grad_rows_generic;
 }
 
-fn softmax_grad_rows(p: &[f32], dp: &mut [f32], n: usize, scale: f32, dbias: &mut [f32]) {
+pub(super) fn softmax_grad_rows(
+    p: &[f32],
+    dp: &mut [f32],
+    n: usize,
+    scale: f32,
+    dbias: &mut [f32],
+) {
     softmax_grad_rows_at(simd_level(), p, dp, n, scale, dbias)
 }
 

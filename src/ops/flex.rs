@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::math::{at_simd_level, erf, exp_neg, simd_level};
-use super::{attention, blas, gemm_bf16, gemm_f32, gemv, layer_norm};
+use super::{attention, blas, causal_attention, gemm_bf16, gemm_f32, gemv, layer_norm};
 use super::{reference_linear, reference_matmul, reference_sum_rows, FusedOps};
 
 /// Elements per rayon task: ~64 KiB of f32, several per core even for small activations.
@@ -284,6 +284,42 @@ impl FusedOps for Flex {
         )
     }
 
+    fn fused_causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let [q, k, v] = [q, k, v].map(|t| contiguous_f32(&t).expect("fused attention takes f32"));
+        let dims = causal_dims(&q, &k, &v);
+        let out = causal_attention::forward(f32s(&q), f32s(&k), f32s(&v), dims);
+        FlexTensor::from_data(TensorData::new(
+            out,
+            [dims.batch, dims.tokens, dims.heads * dims.head_dim],
+        ))
+    }
+
+    fn fused_causal_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let [q, k, v, grad] =
+            [q, k, v, grad].map(|t| contiguous_f32(&t).expect("fused attention takes f32"));
+        let dims = causal_dims(&q, &k, &v);
+        let (dq, dk, dv) =
+            causal_attention::backward(f32s(&q), f32s(&k), f32s(&v), f32s(&grad), dims);
+        let kv_shape = [dims.batch, dims.kv_heads, dims.keys, dims.head_dim];
+        (
+            FlexTensor::from_data(TensorData::new(
+                dq,
+                [dims.batch, dims.heads, dims.tokens, dims.head_dim],
+            )),
+            FlexTensor::from_data(TensorData::new(dk, kv_shape)),
+            FlexTensor::from_data(TensorData::new(dv, kv_shape)),
+        )
+    }
+
     fn fused_layer_norm_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -368,6 +404,31 @@ fn attention_bias<'a>(
     attention::Bias {
         values: &values[..bias.layout().num_elements()],
         groups: shape[0],
+    }
+}
+
+/// A contiguous f32 tensor's elements.
+fn f32s(t: &FlexTensor) -> &[f32] {
+    &t.storage::<f32>()[..t.layout().num_elements()]
+}
+
+fn causal_dims(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor) -> causal_attention::CausalDims {
+    let (q, k) = (q.layout().shape(), k.layout().shape());
+    assert!(
+        q.num_dims() == 4 && k.num_dims() == 4 && v.layout().shape() == k,
+        "causal attention takes q [b, heads, t, hd] and k, v [b, kv_heads, s, hd]"
+    );
+    assert!(
+        q[0] == k[0] && q[3] == k[3],
+        "causal attention: q and k differ in batch or head size"
+    );
+    causal_attention::CausalDims {
+        batch: q[0],
+        tokens: q[2],
+        keys: k[2],
+        heads: q[1],
+        kv_heads: k[1],
+        head_dim: q[3],
     }
 }
 

@@ -8,6 +8,7 @@
 mod attention;
 pub mod auto_precision;
 pub mod blas;
+mod causal_attention;
 pub mod gemm_bf16;
 pub mod gemm_f32;
 pub mod gemv;
@@ -93,6 +94,29 @@ pub trait FusedOps: Backend {
         heads: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let _ = (qkv, bias, grad, heads);
+        panic!("fused attention is implemented for the flex backend only")
+    }
+    /// A language model's attention core: causal, grouped-query, scale head_dim^-½, with
+    /// `q [b, heads, t, hd]`, `k` and `v [b, kv_heads, s, hd]` (s ≥ t; query i sees keys
+    /// ..= s − t + i) → `[b, t, heads·hd]`, the heads merged. Flex only (see
+    /// `ops/causal_attention.rs`); `LlamaAttention` composes it from tensor ops elsewhere.
+    fn fused_causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let _ = (q, k, v);
+        panic!("fused attention is implemented for the flex backend only")
+    }
+    /// Gradients of [`fused_causal_attention`](Self::fused_causal_attention) with respect to
+    /// q, k and v.
+    fn fused_causal_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let _ = (q, k, v, grad);
         panic!("fused attention is implemented for the flex backend only")
     }
     /// Column sums: `[m, n] → [n]` (a bias gradient).
@@ -526,6 +550,54 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(B::fused_window_attention(qkv, bias, heads)),
         }
     }
+
+    fn fused_causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct CausalAttentionBackward;
+
+        impl<B: Backend + FusedOps> Backward<B, 3> for CausalAttentionBackward {
+            type State = (
+                B::FloatTensorPrimitive,
+                B::FloatTensorPrimitive,
+                B::FloatTensorPrimitive,
+            );
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let (q, k, v) = ops.state;
+                let g = grads.consume::<B>(&ops.node);
+                let (dq, dk, dv) = B::fused_causal_attention_backward(q, k, v, g);
+                for (parent, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
+                    if let Some(node) = parent {
+                        grads.register::<B>(node.id, grad);
+                    }
+                }
+            }
+        }
+
+        let (q, q_node) = q.into_parts();
+        let (k, k_node) = k.into_parts();
+        let (v, v_node) = v.into_parts();
+        match CausalAttentionBackward
+            .prepare::<C>([q_node, k_node, v_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::fused_causal_attention(q.clone(), k.clone(), v.clone());
+                prep.finish((q, k, v), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_causal_attention(q, k, v)),
+        }
+    }
 }
 
 fn bf16_active() -> bool {
@@ -580,6 +652,19 @@ pub fn window_attention(qkv: Tensor<3>, bias: Tensor<4>, heads: usize) -> Tensor
             qkv.into_dispatch(),
             bias.into_dispatch(),
             heads,
+        ),
+    )
+}
+
+/// A language model's attention core, causal and grouped-query: `q [b, heads, t, hd]`, `k`
+/// and `v [b, kv_heads, s, hd]` (s ≥ t: the cached keys, then the new tokens') → `[b, t,
+/// heads·hd]`. Flex only; check the device before calling.
+pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<3> {
+    Tensor::from_dispatch(
+        <burn::backend::Dispatch as FusedOps>::fused_causal_attention(
+            q.into_dispatch(),
+            k.into_dispatch(),
+            v.into_dispatch(),
         ),
     )
 }

@@ -168,27 +168,15 @@ impl LlamaAttention {
             }
             *slot = Some((k.clone(), v.clone()));
         }
-        let tk = k.dims()[2];
-        // Each key/value head serves num_heads / num_kv_heads query heads (transformers'
-        // `repeat_kv`: query head i reads kv head i / n_rep).
-        let repeat = |y: Tensor<4>| {
-            if h == kvh {
-                return y;
-            }
-            y.unsqueeze_dim::<5>(2)
-                .expand([b, kvh, h / kvh, tk, hd])
-                .reshape([b, h, tk, hd])
+        // On flex the fused kernel reads the key/value heads in place for every query head
+        // they serve, masks by position instead of by a mask tensor, and writes the heads
+        // merged; it keeps no scores for the backward.
+        let out = if q.device() == Device::flex() {
+            crate::ops::causal_attention(q, k, v)
+        } else {
+            attend_composed(q, k, v, ctx.mask)
         };
-        let (k, v) = (repeat(k), repeat(v));
-        let scale = (hd as f64).powf(-0.5);
-        let mut scores = crate::ops::matmul(q, k.swap_dims(2, 3)) * scale;
-        if let Some(mask) = ctx.mask {
-            debug_assert_eq!(mask.dims(), [t, tk], "the mask of this forward");
-            scores = scores + mask.clone().unsqueeze::<4>();
-        }
-        let out = crate::ops::matmul(softmax(scores, 3), v);
-        self.o_proj
-            .forward(out.swap_dims(1, 2).reshape([b, t, h * hd]))
+        self.o_proj.forward(out)
     }
 
     pub fn export(&self, key: &str, out: &mut TensorSink) {
@@ -208,6 +196,38 @@ impl LlamaAttention {
             .map(|l| l.num_params())
             .sum()
     }
+}
+
+/// The attention core composed from tensor ops, for backends without the fused kernel: `q
+/// [b, heads, t, hd]`, `k` and `v [b, kv_heads, s, hd]`, the additive causal `mask [t, s]`
+/// (none for one new token) → `[b, t, heads·hd]`.
+fn attend_composed(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Option<&Tensor<2>>,
+) -> Tensor<3> {
+    let [b, h, t, hd] = q.dims();
+    let [_, kvh, tk, _] = k.dims();
+    // Each key/value head serves num_heads / num_kv_heads query heads (transformers'
+    // `repeat_kv`: query head i reads kv head i / n_rep).
+    let repeat = |y: Tensor<4>| {
+        if h == kvh {
+            return y;
+        }
+        y.unsqueeze_dim::<5>(2)
+            .expand([b, kvh, h / kvh, tk, hd])
+            .reshape([b, h, tk, hd])
+    };
+    let (k, v) = (repeat(k), repeat(v));
+    let scale = (hd as f64).powf(-0.5);
+    let mut scores = crate::ops::matmul(q, k.swap_dims(2, 3)) * scale;
+    if let Some(mask) = mask {
+        debug_assert_eq!(mask.dims(), [t, tk], "the mask of this forward");
+        scores = scores + mask.clone().unsqueeze::<4>();
+    }
+    let out = crate::ops::matmul(softmax(scores, 3), v);
+    out.swap_dims(1, 2).reshape([b, t, h * hd])
 }
 
 /// `[tokens, keys]`: 0 where query `start + i` may see key j (j ≤ start + i), −∞ elsewhere.
@@ -407,7 +427,9 @@ where
     let t = ids.dims()[1];
     let start = cache.as_ref().map_or(0, |c| c.len);
     let rotary = Rotary::new(inv_freq, start, t, &ids.device());
-    let mask = (t > 1).then(|| causal_mask(start, t, start + t, &ids.device()));
+    // Flex's fused attention masks by position; other backends add this mask to the scores.
+    let mask = (t > 1 && ids.device() != Device::flex())
+        .then(|| causal_mask(start, t, start + t, &ids.device()));
     let mask = mask.as_ref();
     let x = ends.embed(ids);
     let ctxs: Vec<AttnContext<'_>> = match cache.as_mut() {
@@ -569,5 +591,72 @@ impl crate::growth::PreNormBlock for DecoderLayer {
 
     fn num_params(&self) -> usize {
         DecoderLayer::num_params(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Tensor, TensorData};
+
+    use crate::model::weights::to_vec;
+
+    /// The composed path that GPUs take computes what flex's fused kernel computes, forward and
+    /// backward, for a prefill and for new tokens after a cache, with grouped heads.
+    #[test]
+    fn composed_attention_matches_the_fused_kernel() {
+        let device = Device::flex().autodiff();
+        let (b, h, kvh, hd) = (2, 4, 2, 8);
+        for (t, s) in [(9, 9), (3, 7), (1, 5)] {
+            let data = |n: usize, salt: usize| -> Vec<f32> {
+                (0..n)
+                    .map(|i| (((i * 7919 + salt * 104_729) % 997) as f32 / 498.0 - 1.0) * 1.5)
+                    .collect()
+            };
+            let input = |shape: [usize; 4], salt: usize| {
+                let n = shape.iter().product();
+                Tensor::<4>::from_data(TensorData::new(data(n, salt), shape), &device)
+                    .require_grad()
+            };
+            let w = Tensor::<3>::from_data(
+                TensorData::new(
+                    (0..b * t * h * hd).map(|i| (i % 7) as f32 - 3.0).collect(),
+                    [b, t, h * hd],
+                ),
+                &device,
+            );
+            let mask = (t > 1).then(|| super::causal_mask(s - t, t, s, &device));
+            let run = |fused: bool| {
+                let (q, k, v) = (
+                    input([b, h, t, hd], 1),
+                    input([b, kvh, s, hd], 2),
+                    input([b, kvh, s, hd], 3),
+                );
+                let y = if fused {
+                    crate::ops::causal_attention(q.clone(), k.clone(), v.clone())
+                } else {
+                    super::attend_composed(q.clone(), k.clone(), v.clone(), mask.as_ref())
+                };
+                let g = (y.clone() * w.clone()).sum().backward();
+                let grads = [&q, &k, &v].map(|x| to_vec(x.grad(&g).unwrap()));
+                (to_vec(y), grads)
+            };
+            let (y1, g1) = run(true);
+            let (y2, g2) = run(false);
+            let err = |a: &[f32], b: &[f32]| {
+                assert_eq!(a.len(), b.len());
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
+                    .fold(0.0f32, f32::max)
+            };
+            assert!(
+                err(&y1, &y2) < 1e-5,
+                "t {t} s {s}: forward {}",
+                err(&y1, &y2)
+            );
+            for (i, (a, c)) in g1.iter().zip(&g2).enumerate() {
+                assert!(err(a, c) < 1e-4, "t {t} s {s}: gradient {i} {}", err(a, c));
+            }
+        }
     }
 }
