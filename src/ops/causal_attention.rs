@@ -281,6 +281,29 @@ mod tests {
             .collect()
     }
 
+    /// A batch of 2: the shapes, then q, k and v filled from `salt`.
+    fn case(
+        (t, s): (usize, usize),
+        (heads, kv_heads, head_dim): (usize, usize, usize),
+        salt: usize,
+    ) -> (CausalDims, [Vec<f32>; 3]) {
+        let dims = CausalDims {
+            batch: 2,
+            tokens: t,
+            keys: s,
+            heads,
+            kv_heads,
+            head_dim,
+        };
+        let kv = 2 * kv_heads * s * head_dim;
+        let inputs = [
+            values(2 * heads * t * head_dim, salt),
+            values(kv, salt + 1),
+            values(kv, salt + 2),
+        ];
+        (dims, inputs)
+    }
+
     /// The attention as transformers writes it, in f64: `repeat_kv`, scores, −∞ above the
     /// causal diagonal, softmax, product; output in the merged layout.
     fn reference(q: &[f32], k: &[f32], v: &[f32], dims: CausalDims) -> Vec<f64> {
@@ -339,17 +362,7 @@ mod tests {
             (1, 12, 3, 1),
             (130, 140, 2, 1),
         ] {
-            let dims = CausalDims {
-                batch: 2,
-                tokens: t,
-                keys: s,
-                heads,
-                kv_heads,
-                head_dim: 8,
-            };
-            let q = values(2 * heads * t * 8, 1);
-            let k = values(2 * kv_heads * s * 8, 2);
-            let v = values(2 * kv_heads * s * 8, 3);
+            let (dims, [q, k, v]) = case((t, s), (heads, kv_heads, 8), 1);
             let err = max_err(&forward(&q, &k, &v, dims), &reference(&q, &k, &v, dims));
             assert!(err < 1e-5, "t {t} s {s} heads {heads}/{kv_heads}: {err}");
         }
@@ -359,17 +372,7 @@ mod tests {
     #[test]
     fn backward_matches_finite_differences() {
         for (t, s, heads, kv_heads) in [(4, 6, 4, 2), (67, 67, 2, 1)] {
-            let dims = CausalDims {
-                batch: 2,
-                tokens: t,
-                keys: s,
-                heads,
-                kv_heads,
-                head_dim: 4,
-            };
-            let q = values(2 * heads * t * 4, 4);
-            let k = values(2 * kv_heads * s * 4, 5);
-            let v = values(2 * kv_heads * s * 4, 6);
+            let (dims, [q, k, v]) = case((t, s), (heads, kv_heads, 4), 4);
             let g = values(2 * t * heads * 4, 7);
             let (dq, dk, dv) = backward(&q, &k, &v, &g, dims);
             let loss = |q: &[f32], k: &[f32], v: &[f32]| -> f64 {
