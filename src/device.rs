@@ -213,8 +213,15 @@ pub fn tune_host_allocator() {
     // SAFETY: mallopt only changes allocator parameters; it is called before any other thread
     // exists and its return value is a plain success flag.
     unsafe {
-        // 32 MiB is glibc's largest allowed mmap threshold on 64-bit; buffers above it still map.
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        // A language model's largest buffers are bigger than any ViT's: SmolLM2's 49152 × 576
+        // embedding (its gradient, AdamW's moments and their temporaries, 113 MB each) and its
+        // logits. Above the threshold they were mapped and zeroed afresh every step (the
+        // kernel's page clearing was 15% of a training step), so the threshold goes to 1 GiB
+        // where glibc accepts it (2.36 does) and to 32 MiB, the largest older glibc takes, where
+        // it does not.
+        if libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30) == 0 {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        }
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         // Rayon's workers free what the main thread allocated: fewer arenas, less stranded memory.
         libc::mallopt(libc::M_ARENA_MAX, 2);
