@@ -11,8 +11,11 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::math::{at_simd_level, erf, exp_neg, simd_level};
-use super::{attention, blas, causal_attention, gemm_bf16, gemm_f32, gemv, layer_norm};
+use super::{
+    attention, blas, causal_attention, cross_entropy, gemm_bf16, gemm_f32, gemv, layer_norm,
+};
 use super::{reference_linear, reference_matmul, reference_sum_rows, FusedOps};
+use std::sync::Arc;
 
 /// Elements per rayon task: ~64 KiB of f32, several per core even for small activations.
 const CHUNK: usize = 16 * 1024;
@@ -320,6 +323,26 @@ impl FusedOps for Flex {
         )
     }
 
+    fn fused_nll(logits: FloatTensor<Self>, targets: Arc<[u32]>) -> FloatTensor<Self> {
+        let logits = contiguous_f32(&logits).expect("the fused loss takes f32 logits");
+        let vocab = last_dim(&logits);
+        let out = cross_entropy::nll(f32s(&logits), vocab, &targets);
+        let rows = out.len();
+        FlexTensor::from_data(TensorData::new(out, [rows]))
+    }
+
+    fn fused_nll_backward(
+        logits: FloatTensor<Self>,
+        targets: Arc<[u32]>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let logits = contiguous_f32(&logits).expect("the fused loss takes f32 logits");
+        let grad = contiguous_f32(&grad).expect("the fused loss takes an f32 gradient");
+        let vocab = last_dim(&logits);
+        let out = cross_entropy::nll_backward(f32s(&logits), vocab, &targets, f32s(&grad));
+        FlexTensor::from_data(TensorData::new(out, [targets.len(), vocab]))
+    }
+
     fn fused_layer_norm_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -405,6 +428,11 @@ fn attention_bias<'a>(
         values: &values[..bias.layout().num_elements()],
         groups: shape[0],
     }
+}
+
+fn last_dim(t: &FlexTensor) -> usize {
+    let shape = t.layout().shape();
+    shape[shape.num_dims() - 1]
 }
 
 /// A contiguous f32 tensor's elements.

@@ -9,6 +9,7 @@ mod attention;
 pub mod auto_precision;
 pub mod blas;
 mod causal_attention;
+mod cross_entropy;
 pub mod gemm_bf16;
 pub mod gemm_f32;
 pub mod gemv;
@@ -25,6 +26,7 @@ use burn::backend::autodiff::ops::{binary, unary, Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, TensorMetadata};
 use burn::tensor::Tensor;
+use std::sync::Arc;
 
 /// The extension trait. Default bodies are burn's reference ops, so a backend without a fused
 /// kernel computes exactly what burn would.
@@ -118,6 +120,23 @@ pub trait FusedOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let _ = (q, k, v, grad);
         panic!("fused attention is implemented for the flex backend only")
+    }
+    /// Each row's negative log-likelihood of its target: `logits [rows, vocab]` and one target
+    /// per row → `[rows]` (`logsumexp(x) − x[target]`). Flex only (see `ops/cross_entropy.rs`);
+    /// `train::lm` composes it from `log_softmax` and `gather` elsewhere.
+    fn fused_nll(logits: FloatTensor<Self>, targets: Arc<[u32]>) -> FloatTensor<Self> {
+        let _ = (logits, targets);
+        panic!("the fused loss is implemented for the flex backend only")
+    }
+    /// Gradient of [`fused_nll`](Self::fused_nll) with respect to the logits, given the rows'
+    /// gradient `grad [rows]`.
+    fn fused_nll_backward(
+        logits: FloatTensor<Self>,
+        targets: Arc<[u32]>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let _ = (logits, targets, grad);
+        panic!("the fused loss is implemented for the flex backend only")
     }
     /// Column sums: `[m, n] → [n]` (a bias gradient).
     fn sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -598,6 +617,36 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(B::fused_causal_attention(q, k, v)),
         }
     }
+
+    fn fused_nll(logits: FloatTensor<Self>, targets: Arc<[u32]>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct NllBackward;
+
+        impl<B: Backend + FusedOps> Backward<B, 1> for NllBackward {
+            type State = (B::FloatTensorPrimitive, Arc<[u32]>);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let (logits, targets) = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |g| {
+                    B::fused_nll_backward(logits, targets, g)
+                });
+            }
+        }
+
+        let (logits, node) = logits.into_parts();
+        match NllBackward.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = B::fused_nll(logits.clone(), targets.clone());
+                prep.finish((logits, targets), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_nll(logits, targets)),
+        }
+    }
 }
 
 fn bf16_active() -> bool {
@@ -667,6 +716,15 @@ pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<3> {
             v.into_dispatch(),
         ),
     )
+}
+
+/// Each row's negative log-likelihood of its target, `logits [rows, vocab]` → `[rows]`, in one
+/// fused pass forward and backward. Flex only; check the device before calling.
+pub fn nll(logits: Tensor<2>, targets: Arc<[u32]>) -> Tensor<1> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::fused_nll(
+        logits.into_dispatch(),
+        targets,
+    ))
 }
 
 /// LayerNorm over the last dimension (weight γ, bias β), one fused pass forward and backward
