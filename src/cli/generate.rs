@@ -88,6 +88,8 @@ pub fn run(args: Args) -> Result<()> {
     let mut stdout = std::io::stdout();
     let mut failure = None;
     let started = std::time::Instant::now();
+    // The first token comes out of the prompt's forward (the prefill); the rest one step each.
+    let mut first_token = None;
     let new = generate(
         &loaded.model,
         &prompt,
@@ -96,6 +98,7 @@ pub fn run(args: Args) -> Result<()> {
         &stop,
         &device,
         |id| {
+            first_token.get_or_insert_with(std::time::Instant::now);
             if stop.contains(&id) {
                 return false;
             }
@@ -116,12 +119,28 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(e) = failure {
         return Err(e.into());
     }
-    let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "{} prompt tokens, {} new tokens in {secs:.1} s ({:.1} tokens/s)",
+    let ended = std::time::Instant::now();
+    let prefill = first_token.unwrap_or(ended) - started;
+    let mut report = format!(
+        "prompt: {} token{} in {:.1} s ({:.0} tokens/s)",
         prompt.len(),
-        new.len(),
-        new.len() as f64 / secs.max(1e-9)
+        if prompt.len() == 1 { "" } else { "s" },
+        prefill.as_secs_f64(),
+        prompt.len() as f64 / prefill.as_secs_f64().max(1e-9)
     );
+    if let (Some(first), n @ 2..) = (first_token, new.len()) {
+        let secs = (ended - first).as_secs_f64();
+        report.push_str(&format!(
+            " · generated: {n} tokens, {:.1} tokens/s after the first",
+            (n - 1) as f64 / secs.max(1e-9)
+        ));
+    } else {
+        let n = new.len();
+        report.push_str(&format!(
+            " · generated: {n} token{}",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
+    eprintln!("{report}");
     Ok(())
 }
