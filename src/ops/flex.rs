@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::math::{at_simd_level, erf, exp_neg, simd_level};
 use super::{
-    attention, blas, causal_attention, cross_entropy, gemm_bf16, gemm_f32, gemv, layer_norm,
+    adamw, attention, blas, causal_attention, cross_entropy, gemm_bf16, gemm_f32, gemv, layer_norm,
 };
 use super::{reference_linear, reference_matmul, reference_sum_rows, FusedOps};
 use std::sync::Arc;
@@ -343,6 +343,25 @@ impl FusedOps for Flex {
         FlexTensor::from_data(TensorData::new(out, [targets.len(), vocab]))
     }
 
+    fn fused_adamw(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        step: adamw::AdamWStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let [mut w, mut m, mut v] = [w, m, v].map(owned_f32);
+        let g = contiguous_f32(&g).expect("AdamW takes an f32 gradient");
+        adamw::update(
+            sole_f32(&mut w).expect("owned"),
+            sole_f32(&mut m).expect("owned"),
+            sole_f32(&mut v).expect("owned"),
+            f32s(&g),
+            &step,
+        );
+        (w, m, v)
+    }
+
     fn fused_layer_norm_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -428,6 +447,18 @@ fn attention_bias<'a>(
         values: &values[..bias.layout().num_elements()],
         groups: shape[0],
     }
+}
+
+/// `t` itself where it alone holds its contiguous f32 buffer, else a fresh copy that does.
+fn owned_f32(mut t: FlexTensor) -> FlexTensor {
+    if sole_f32(&mut t).is_some() {
+        return t;
+    }
+    let c = contiguous_f32(&t).expect("an f32 tensor");
+    FlexTensor::from_data(TensorData::new(
+        f32s(&c).to_vec(),
+        c.layout().shape().clone(),
+    ))
 }
 
 fn last_dim(t: &FlexTensor) -> usize {

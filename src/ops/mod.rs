@@ -5,6 +5,7 @@
 //! Why: burn-flex runs elementwise ops on one thread with libm's scalar `erff`, so GELU alone
 //! took longer than all four matmuls of a block (docs/PERFORMANCE.md).
 
+mod adamw;
 mod attention;
 pub mod auto_precision;
 pub mod blas;
@@ -27,6 +28,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, TensorMetadata};
 use burn::tensor::Tensor;
 use std::sync::Arc;
+
+pub use adamw::AdamWStep;
 
 /// The extension trait. Default bodies are burn's reference ops, so a backend without a fused
 /// kernel computes exactly what burn would.
@@ -137,6 +140,19 @@ pub trait FusedOps: Backend {
     ) -> FloatTensor<Self> {
         let _ = (logits, targets, grad);
         panic!("the fused loss is implemented for the flex backend only")
+    }
+    /// One AdamW update of a flattened f32 parameter `w` with gradient `g` and moments `m`, `v`
+    /// (inner tensors, no autodiff) → the new `(w, m, v)`. Flex only (see `ops/adamw.rs`);
+    /// `train::optim` composes it from tensor ops elsewhere.
+    fn fused_adamw(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        step: AdamWStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let _ = (w, g, m, v, step);
+        panic!("the fused AdamW update is implemented for the flex backend only")
     }
     /// Column sums: `[m, n] → [n]` (a bias gradient).
     fn sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -725,6 +741,29 @@ pub fn nll(logits: Tensor<2>, targets: Arc<[u32]>) -> Tensor<1> {
         logits.into_dispatch(),
         targets,
     ))
+}
+
+/// One AdamW update of a flattened parameter, in one pass and in place where the tensors are
+/// not shared: `(w, m, v)` after the step. Flex only; check the device before calling.
+pub fn adamw(
+    w: Tensor<1>,
+    g: Tensor<1>,
+    m: Tensor<1>,
+    v: Tensor<1>,
+    step: AdamWStep,
+) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    let (w, m, v) = <burn::backend::Dispatch as FusedOps>::fused_adamw(
+        w.into_dispatch(),
+        g.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        step,
+    );
+    (
+        Tensor::from_dispatch(w),
+        Tensor::from_dispatch(m),
+        Tensor::from_dispatch(v),
+    )
 }
 
 /// LayerNorm over the last dimension (weight γ, bias β), one fused pass forward and backward

@@ -8,10 +8,11 @@ use std::collections::HashMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::model::weights::to_vec;
 use crate::model::NamedTensor;
+use crate::ops::AdamWStep;
 
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamWConfig {
@@ -266,28 +267,54 @@ impl ModuleMapper for Update<'_> {
         let w = tensor.inner();
         let shape = w.shape();
         let n = shape.num_elements();
-        let g = (grad * self.grad_scale).reshape([n]);
         let device = w.device();
-        let st = self.opt.state.entry(key).or_insert_with(|| Moments {
+        // Taken out of the state (not cloned) so that the fused update can write in place.
+        let Moments { m, v } = self.opt.state.remove(&key).unwrap_or_else(|| Moments {
             m: Tensor::zeros([n], &device),
             v: Tensor::zeros([n], &device),
         });
-        let m = st.m.clone() * cfg.beta1 + g.clone() * (1.0 - cfg.beta1);
-        let v = st.v.clone() * cfg.beta2 + g.clone() * g * (1.0 - cfg.beta2);
-        let update = (m.clone() / self.bc1) / ((v.clone() / self.bc2).sqrt() + cfg.eps);
-        st.m = m;
-        st.v = v;
-        // Decoupled weight decay on matrices only (timm's no-decay rule: ndim <= 1 and
-        // the pos_embed / token tensors, which are the 3-D ones here).
-        let decay = if D == 2 { cfg.weight_decay } else { 0.0 };
-        let flat = w.reshape([n]);
-        let new = flat.clone() * (1.0 - self.lr * decay) - update * self.lr;
+        let step = AdamWStep {
+            lr: self.lr,
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: cfg.eps,
+            // Decoupled weight decay on matrices only (timm's no-decay rule: ndim <= 1 and
+            // the pos_embed / token tensors, which are the 3-D ones here).
+            decay: if D == 2 { cfg.weight_decay } else { 0.0 },
+            bc1: self.bc1,
+            bc2: self.bc2,
+            grad_scale: self.grad_scale,
+        };
+        let (flat, g) = (w.reshape([n]), grad.reshape([n]));
+        let (new, m, v) = if device == Device::flex() {
+            crate::ops::adamw(flat, g, m, v, step)
+        } else {
+            update_composed(flat, g, m, v, step)
+        };
+        self.opt.state.insert(key, Moments { m, v });
         let mut new: Tensor<D> = Tensor::from_inner(new.reshape(shape));
         if require_grad {
             new = new.require_grad();
         }
         Param::from_mapped_value(id, new, mapper)
     }
+}
+
+/// The AdamW update from tensor ops, for backends without the fused kernel: `(w, m, v)` after
+/// the step. `ops/adamw.rs` computes the same, operation by operation.
+fn update_composed(
+    w: Tensor<1>,
+    g: Tensor<1>,
+    m: Tensor<1>,
+    v: Tensor<1>,
+    s: AdamWStep,
+) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    let g = g * s.grad_scale;
+    let m = m * s.beta1 + g.clone() * (1.0 - s.beta1);
+    let v = v * s.beta2 + g.clone() * g * (1.0 - s.beta2);
+    let update = (m.clone() / s.bc1) / ((v.clone() / s.bc2).sqrt() + s.eps);
+    let w = w * (1.0 - s.lr * s.decay) - update * s.lr;
+    (w, m, v)
 }
 
 /// Exponential moving average of weights, kept as flattened host-side tensors by path.
@@ -381,4 +408,59 @@ fn snapshot<M: Module>(module: &M) -> HashMap<String, Tensor<1>> {
     let mut s = S(PathTracker::default(), HashMap::new());
     module.visit(&mut s);
     s.1
+}
+
+#[cfg(test)]
+mod fused_tests {
+    use burn::tensor::{Device, Tensor, TensorData};
+
+    use crate::model::weights::to_vec;
+    use crate::ops::AdamWStep;
+
+    /// The fused update on flex gives the composed update's bits, over several steps, with and
+    /// without decay, gradient scaling and the moments' bias corrections.
+    #[test]
+    fn fused_update_is_the_composed_update_to_the_bit() {
+        let device = Device::flex();
+        let n = 40_000; // more than one task's chunk
+        let data = |salt: usize, scale: f32| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * 7919 + salt * 104_729) % 2003) as f32 / 1001.0 - 1.0) * scale)
+                .collect()
+        };
+        let t = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [n]), &device);
+        let mut fused = (t(data(1, 0.5)), t(vec![0.0; n]), t(vec![0.0; n]));
+        let mut composed = fused.clone();
+        for step in 1..=4 {
+            let s = AdamWStep {
+                lr: 1e-3 * step as f64,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                decay: if step % 2 == 0 { 0.05 } else { 0.0 },
+                bc1: 1.0 - 0.9f64.powi(step),
+                bc2: 1.0 - 0.999f64.powi(step),
+                grad_scale: 0.7,
+            };
+            let g = data(step as usize + 10, 3.0);
+            let (w, m, v) = fused;
+            fused = crate::ops::adamw(w, t(g.clone()), m, v, s);
+            let (w, m, v) = composed;
+            composed = super::update_composed(w, t(g), m, v, s);
+            let bits = |x: &Tensor<1>| -> Vec<u32> {
+                to_vec(x.clone()).iter().map(|v| v.to_bits()).collect()
+            };
+            assert_eq!(bits(&fused.0), bits(&composed.0), "weights, step {step}");
+            assert_eq!(
+                bits(&fused.1),
+                bits(&composed.1),
+                "first moment, step {step}"
+            );
+            assert_eq!(
+                bits(&fused.2),
+                bits(&composed.2),
+                "second moment, step {step}"
+            );
+        }
+    }
 }
