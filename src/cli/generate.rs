@@ -120,14 +120,17 @@ pub fn run(args: Args) -> Result<()> {
         return Err(e.into());
     }
     let ended = std::time::Instant::now();
-    let prefill = first_token.unwrap_or(ended) - started;
-    let mut report = format!(
-        "prompt: {} token{} in {:.1} s ({:.0} tokens/s)",
-        prompt.len(),
-        if prompt.len() == 1 { "" } else { "s" },
-        prefill.as_secs_f64(),
-        prompt.len() as f64 / prefill.as_secs_f64().max(1e-9)
-    );
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let mut report = format!("prompt: {} token{}", prompt.len(), plural(prompt.len()));
+    // With no new token the prompt never ran; a stop token as the first one comes out of the
+    // prompt's forward without reaching the callback.
+    if !new.is_empty() {
+        let prefill = (first_token.unwrap_or(ended) - started).as_secs_f64();
+        report.push_str(&format!(
+            " in {prefill:.1} s ({:.0} tokens/s)",
+            prompt.len() as f64 / prefill.max(1e-9)
+        ));
+    }
     if let (Some(first), n @ 2..) = (first_token, new.len()) {
         let secs = (ended - first).as_secs_f64();
         report.push_str(&format!(
@@ -136,10 +139,7 @@ pub fn run(args: Args) -> Result<()> {
         ));
     } else {
         let n = new.len();
-        report.push_str(&format!(
-            " · generated: {n} token{}",
-            if n == 1 { "" } else { "s" }
-        ));
+        report.push_str(&format!(" · generated: {n} token{}", plural(n)));
     }
     eprintln!("{report}");
     Ok(())
