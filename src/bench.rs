@@ -156,6 +156,11 @@ pub struct LmBenchResult {
     pub decode_tokens_per_s: f64,
     pub infer_peak_rss_mib: f64,
     pub train_peak_rss_mib: f64,
+    /// On a GPU, as in [`BenchResult`]: inference (forward and decoding) and training.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub infer_gpu_used_mib: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_gpu_used_mib: Option<f64>,
     pub device: String,
     pub precision: String,
     pub precision_reason: String,
@@ -164,15 +169,19 @@ pub struct LmBenchResult {
     pub f32_gemm: String,
 }
 
+/// As [`run`], for a language model; `gpu` is the CUDA device index whose memory to watch.
 pub fn run_lm(
     make: &dyn Fn(&Device) -> crate::error::Result<LanguageModel>,
     device: &Device,
+    gpu: Option<usize>,
     batch_size: usize,
     seq_len: usize,
     steps: usize,
     warmup: usize,
 ) -> crate::error::Result<LmBenchResult> {
     use burn::tensor::{Int, TensorData};
+    let mut infer_gpu = GpuPeak(gpu, None);
+    let mut train_gpu = GpuPeak(gpu, None);
     let net = make(device)?;
     let vocab = net.config().vocab_size;
     let ids = |b: usize, t: usize, d: &Device| {
@@ -186,6 +195,7 @@ pub fn run_lm(
     let infer = timed(warmup, steps, tokens, || {
         let y = net.forward(x.clone(), None);
         let _ = to_vec(y.slice([0..1, 0..1, 0..1]));
+        infer_gpu.sample();
     });
     let prompt = ids(1, (seq_len / 2).max(1), device);
     let mut cache = net.new_cache();
@@ -197,6 +207,7 @@ pub fn run_lm(
     let decode = timed(warmup, steps, 1, || {
         let y = net.forward(one.clone(), Some(&mut cache));
         let _ = to_vec(y.slice([0..1, 0..1, 0..1]));
+        infer_gpu.sample();
     });
     drop(net);
     let infer_peak = peak_rss_mib();
@@ -212,6 +223,7 @@ pub fn run_lm(
         let grads = GradientsParams::from_grads(loss.backward(), &net);
         let net = opt.step(1e-4, net, grads, 1.0);
         let _ = to_vec(net.probe());
+        train_gpu.sample();
         slot = Some(net);
     });
     Ok(LmBenchResult {
@@ -223,6 +235,8 @@ pub fn run_lm(
         decode_tokens_per_s: decode,
         infer_peak_rss_mib: infer_peak,
         train_peak_rss_mib: peak_rss_mib(),
+        infer_gpu_used_mib: infer_gpu.1,
+        train_gpu_used_mib: train_gpu.1,
         device: format!("{device:?}"),
         precision: crate::ops::precision::active().to_string(),
         precision_reason: String::new(),

@@ -52,6 +52,7 @@ pub fn run(args: Args) -> Result<()> {
         let mut r = scalenet::bench::run_lm(
             &make,
             &device,
+            scalenet::device::cuda_index(&args.device),
             args.batch_size,
             args.seq_len,
             args.steps,
