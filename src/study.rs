@@ -424,7 +424,9 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
             return Ok(out);
         }
         say(format!("· {run}: {epochs} epoch(s)"));
-        let resume = out.join("checkpoint").join("state.json").exists();
+        // A run killed before its first checkpoint (or while replacing one) has a run.json;
+        // resuming it lets the trainer recover the checkpoint or start the arm over.
+        let resume = out.join("run.json").exists();
         let hooks = Hooks {
             progress,
             interrupt: hooks.interrupt.clone(),

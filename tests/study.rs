@@ -129,3 +129,28 @@ fn an_interrupted_study_says_so_and_continues_when_run_again() {
     assert!(dir.join("runs/base/model/config.json").is_file());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A study killed (not interrupted) before its arm wrote a first checkpoint leaves the arm's
+/// run.json and nothing else; running it again starts that arm over instead of refusing it.
+#[test]
+fn a_study_killed_before_the_first_checkpoint_continues_when_run_again() {
+    let dir = std::env::temp_dir().join(format!("scalenet-study-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = StudyConfig {
+        only: vec!["base".into()],
+        ..tiny()
+    };
+    let hooks = Hooks::default();
+    hooks
+        .interrupt
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    run_study(&cfg, &dir, &hooks).unwrap_err();
+    let run = dir.join("runs/base");
+    std::fs::remove_dir_all(run.join("checkpoint")).unwrap();
+    let _ = std::fs::remove_file(run.join("metrics.jsonl"));
+    assert!(run.join("run.json").is_file());
+    let r = run_study(&cfg, &dir, &Hooks::default()).unwrap();
+    assert_eq!(r[0].name, "base");
+    assert!(run.join("model/config.json").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
