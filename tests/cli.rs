@@ -4,8 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The binary, with its cache (`--precision auto`'s measurement) in a temporary directory:
+/// a measurement taken while the other tests load every core would otherwise be cached in the
+/// user's home and decide their precision from then on.
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_scalenet"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_scalenet"));
+    cmd.env(
+        "XDG_CACHE_HOME",
+        std::env::temp_dir().join(format!("scalenet-test-cache-{}", std::process::id())),
+    );
+    cmd
 }
 
 fn fixture(name: &str) -> PathBuf {

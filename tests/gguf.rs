@@ -440,8 +440,13 @@ fn bad_gguf_files_get_one_clear_error() {
     }
 }
 
+/// The binary, its cache in a temporary directory as in tests/cli.rs.
 fn scalenet(args: &[&std::ffi::OsStr]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_scalenet"))
+        .env(
+            "XDG_CACHE_HOME",
+            std::env::temp_dir().join(format!("scalenet-test-cache-{}", std::process::id())),
+        )
         .args(args)
         .output()
         .unwrap()

@@ -103,31 +103,42 @@ fn cpu_decision() -> Decision {
 }
 
 /// GFLOP/s of the f32 and bf16 GEMMs on a ViT block's two MLP shapes (DeiT-Small, 1024 rows),
-/// each the best of three after a warm-up: about a tenth of a second.
+/// each the best of five, the two precisions taking turns: about a quarter of a second. Taking
+/// turns matters on a shared machine: a burst of other work then slows both alike, where timing
+/// all f32 products before all bf16 ones once cached a decision from f32 timed at a fifth of
+/// its speed.
 fn measure() -> (f64, f64) {
     use super::gemm_bf16::View;
     use std::mem::MaybeUninit;
     let shapes = [(1024, 384, 1536), (1024, 1536, 384)];
-    let mut rates = [0.0f64; 2];
-    for (bf16, rate) in [false, true].into_iter().zip(rates.iter_mut()) {
-        let (mut flops, mut secs) = (0.0, 0.0);
-        for &(m, k, n) in &shapes {
-            let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1).collect();
-            let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.1).collect();
+    let inputs: Vec<(Vec<f32>, Vec<f32>)> = shapes
+        .iter()
+        .map(|&(m, k, n)| {
+            (
+                (0..m * k).map(|i| (i % 13) as f32 * 0.1).collect(),
+                (0..k * n).map(|i| (i % 7) as f32 * 0.1).collect(),
+            )
+        })
+        .collect();
+    // best[precision][shape], seconds; the first round warms up and counts like the rest.
+    let mut best = [[f64::INFINITY; 2]; 2];
+    for _ in 0..5 {
+        for (s, (&(m, k, n), (a, b))) in shapes.iter().zip(&inputs).enumerate() {
             let mut c = vec![MaybeUninit::new(0f32); m * n];
-            let (av, bv) = (View::strided(&a, 0, k, 1), View::strided(&b, 0, n, 1));
-            let mut best = f64::INFINITY;
-            for _ in 0..4 {
+            let (av, bv) = (View::strided(a, 0, k, 1), View::strided(b, 0, n, 1));
+            for (p, bf16) in [false, true].into_iter().enumerate() {
                 let t = Instant::now();
                 super::flex::cpu_gemm((m, n, k), av, bv, &mut c, false, bf16);
-                best = best.min(t.elapsed().as_secs_f64());
+                best[p][s] = best[p][s].min(t.elapsed().as_secs_f64());
             }
-            flops += 2.0 * (m * n * k) as f64;
-            secs += best;
         }
-        *rate = flops / secs / 1e9;
     }
-    (rates[0], rates[1])
+    let flops: f64 = shapes
+        .iter()
+        .map(|&(m, k, n)| 2.0 * (m * n * k) as f64)
+        .sum();
+    let rate = |p: usize| flops / best[p].iter().sum::<f64>() / 1e9;
+    (rate(0), rate(1))
 }
 
 /// What `bench` reports about the CPU its numbers came from.
