@@ -36,14 +36,25 @@ if [[ "$BIN" == *.xz ]]; then
     BIN=/tmp/scalenet-gpu
 fi
 export PYTHONUNBUFFERED=1
+# burn's CUDA backend compiles every kernel on first use (about 20 s per new model on an H200),
+# and each process starts with nothing compiled. cubecl can keep compiled kernels on disk
+# (under target/environment here) when a cubecl.toml asks for it, so the later steps reuse
+# what the earlier ones compiled. Only where the checkout has none of its own; removed at exit.
+if [[ ! -e cubecl.toml ]]; then
+    printf '[compilation]\ncache = true\n' >cubecl.toml
+    trap 'rm -f cubecl.toml' EXIT
+fi
 # libdevice (math functions in kernels) comes from the toolkit.
 [[ -z "${CUDA_PATH:-}" && -d /usr/local/cuda ]] && export CUDA_PATH=/usr/local/cuda
 
 left() { echo $((BUDGET - SECONDS)); }
 # step NAME LIMIT CMD...: runs CMD with at most LIMIT seconds (less if the budget is short),
 # stdout to $RESULTS/NAME.out, stderr to $RESULTS/NAME.err, and a line in $RESULTS/steps.txt.
+# ONLY (a bash regex over step names, e.g. 'selfcheck|lm-') runs a subset: on a fresh machine
+# the kernel compilation makes the whole list longer than one session's GPU time.
 step() {
     local name="$1" limit="$2"; shift 2
+    [[ -n "${ONLY:-}" && ! "$name" =~ $ONLY ]] && return
     local l; l=$(left)
     (( l < 15 )) && { echo "$name skipped (budget spent)" | tee -a "$RESULTS/steps.txt"; return; }
     (( limit > l - 5 )) && limit=$((l - 5))
