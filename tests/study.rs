@@ -107,20 +107,26 @@ fn a_tiny_study_runs_grows_and_refuses_other_settings() {
     assert!(e.contains("no such arm"), "{e}");
 }
 
-#[test]
-fn an_interrupted_study_says_so_and_continues_when_run_again() {
-    let dir = std::env::temp_dir().join(format!("scalenet-study-int-{}", std::process::id()));
+/// A base-only tiny study in a fresh directory, stopped as after Ctrl-C: the running arm
+/// checkpoints after its current step and the study stops with the returned message.
+fn interrupted_base_study(tag: &str) -> (StudyConfig, std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("scalenet-study-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cfg = StudyConfig {
         only: vec!["base".into()],
         ..tiny()
     };
-    // As after Ctrl-C: the running arm checkpoints after its current step and the study stops.
     let hooks = Hooks::default();
     hooks
         .interrupt
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let e = run_study(&cfg, &dir, &hooks).unwrap_err().to_string();
+    (cfg, dir, e)
+}
+
+#[test]
+fn an_interrupted_study_says_so_and_continues_when_run_again() {
+    let (cfg, dir, e) = interrupted_base_study("int");
     assert!(e.contains("run the same command again"), "{e}");
     let ckpt = dir.join("runs/base/checkpoint/state.json");
     assert!(ckpt.is_file(), "no checkpoint after the interrupt");
@@ -134,17 +140,7 @@ fn an_interrupted_study_says_so_and_continues_when_run_again() {
 /// run.json and nothing else; running it again starts that arm over instead of refusing it.
 #[test]
 fn a_study_killed_before_the_first_checkpoint_continues_when_run_again() {
-    let dir = std::env::temp_dir().join(format!("scalenet-study-kill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let cfg = StudyConfig {
-        only: vec!["base".into()],
-        ..tiny()
-    };
-    let hooks = Hooks::default();
-    hooks
-        .interrupt
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    run_study(&cfg, &dir, &hooks).unwrap_err();
+    let (cfg, dir, _) = interrupted_base_study("kill");
     let run = dir.join("runs/base");
     std::fs::remove_dir_all(run.join("checkpoint")).unwrap();
     let _ = std::fs::remove_file(run.join("metrics.jsonl"));
