@@ -49,6 +49,11 @@ fn split(name: &str) -> Result<(&str, usize)> {
     }
 }
 
+/// Whether `--device` names a GPU backend.
+pub fn is_gpu(name: &str) -> bool {
+    matches!(split(name), Ok(("cuda" | "wgpu", _)))
+}
+
 /// The CUDA device index that `--device` names, if it names one.
 pub fn cuda_index(name: &str) -> Option<usize> {
     match split(name) {
@@ -255,5 +260,7 @@ mod tests {
         assert!(e.contains("unknown device"), "{e}");
         let e = parse_device("cuda:x").unwrap_err().to_string();
         assert!(e.contains("not a device index"), "{e}");
+        assert!(is_gpu("cuda") && is_gpu("cuda:1") && is_gpu("wgpu"));
+        assert!(!is_gpu("flex") && !is_gpu("cpu") && !is_gpu("cuda:x"));
     }
 }

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use scalenet::checkpoint::model_dir::build_network;
 use scalenet::checkpoint::{load_model, ModelConfig};
-use scalenet::device::{parse_device, DEVICE_HELP};
+use scalenet::device::DEVICE_HELP;
 use scalenet::model::RandomInit;
 use scalenet::network::Network;
 
@@ -39,7 +39,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.steps == 0 || args.batch_size == 0 {
         bail!("--steps and --batch-size must be at least 1");
     }
-    let device = parse_device(&args.device)?;
+    let device = super::device(&args.device)?;
     if let Some(dir) = args
         .model_dir
         .as_ref()

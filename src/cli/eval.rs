@@ -5,7 +5,7 @@ use scalenet::checkpoint::load_model;
 use scalenet::data::loader::OnBadImage;
 use scalenet::data::transform::Transform;
 use scalenet::data::{Dataset, DATA_HELP};
-use scalenet::device::{parse_device, DEVICE_HELP};
+use scalenet::device::DEVICE_HELP;
 use scalenet::train::evaluate;
 
 #[derive(clap::Args, Debug)]
@@ -55,7 +55,7 @@ pub fn run(args: Args) -> Result<()> {
     if scalenet::checkpoint::hf_dir::is_language_model(&args.model_dir) {
         return language_model(args);
     }
-    let device = parse_device(&args.device)?;
+    let device = super::device(&args.device)?;
     let loaded = load_model(&args.model_dir, &device)?;
     let data = Dataset::open(&args.data)?;
     let arch = loaded.network.arch();
@@ -145,7 +145,7 @@ fn language_model(args: Args) -> Result<()> {
     if args.seq_len == 0 {
         anyhow::bail!("--seq-len must be positive");
     }
-    let device = parse_device(&args.device)?;
+    let device = super::device(&args.device)?;
     let loaded = scalenet::checkpoint::hf_dir::load_llama(&args.model_dir, &device)?;
     let Some(tok) = &loaded.tokenizer else {
         anyhow::bail!(

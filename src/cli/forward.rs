@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use scalenet::checkpoint::{load_model, write_tensors};
-use scalenet::device::{parse_device, DEVICE_HELP};
+use scalenet::device::DEVICE_HELP;
 use scalenet::inference::{run_batched, ImageBatch};
 use scalenet::model::NamedTensor;
 
@@ -29,7 +29,7 @@ pub fn run(args: Args) -> Result<()> {
     if scalenet::checkpoint::hf_dir::is_language_model(&args.model_dir) {
         return language_model(&args);
     }
-    let device = parse_device(&args.device)?;
+    let device = super::device(&args.device)?;
     let loaded = load_model(&args.model_dir, &device)?;
     let images = ImageBatch::read(&args.input, &loaded.config.arch)?;
     let model = &loaded.network;
@@ -58,7 +58,7 @@ pub fn run(args: Args) -> Result<()> {
 /// `input_ids [N, T]` → `logits [N, T, vocab]`, `--batch-size` sequences at a time.
 fn language_model(args: &Args) -> Result<()> {
     use burn::tensor::{Int, Tensor, TensorData};
-    let device = parse_device(&args.device)?;
+    let device = super::device(&args.device)?;
     let loaded = scalenet::checkpoint::hf_dir::load_llama(&args.model_dir, &device)?;
     let (shape, ids) = scalenet::checkpoint::read_int_tensor(&args.input, "input_ids")?;
     let vocab = loaded.config.vocab_size;

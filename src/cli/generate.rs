@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use scalenet::checkpoint::hf_dir::load_llama;
-use scalenet::device::{parse_device, DEVICE_HELP};
+use scalenet::device::DEVICE_HELP;
 use scalenet::generate::{generate, Sampling};
 
 #[derive(clap::Args, Debug)]
@@ -42,7 +42,7 @@ pub fn run(args: Args) -> Result<()> {
             args.temperature
         );
     }
-    let device = parse_device(&args.device)?;
+    let device = super::device(&args.device)?;
     let loaded = load_llama(&args.model, &device)?;
     let Some(tok) = &loaded.tokenizer else {
         bail!(

@@ -16,6 +16,19 @@ mod train;
 
 use clap::{Parser, Subcommand};
 
+/// `--device` parsed, with a line on stderr for a GPU: burn compiles each GPU kernel the first
+/// time a process uses it, so the first steps take a minute or two (docs/PERFORMANCE.md) and
+/// a progress bar that does not move would look like a hang.
+fn device(name: &str) -> anyhow::Result<burn::tensor::Device> {
+    let device = scalenet::device::parse_device(name)?;
+    if scalenet::device::is_gpu(name) {
+        eprintln!(
+            "{name}: the first steps compile GPU kernels (a minute or two on a fresh machine)"
+        );
+    }
+    Ok(device)
+}
+
 /// Grow a pretrained Vision Transformer or Llama-family language model deeper at almost no
 /// parameter cost (ScaleNet).
 #[derive(Parser, Debug)]

@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use scalenet::checkpoint::load_model;
 use scalenet::data::transform::Transform;
 use scalenet::data::{folder, RawImage, FMNIST_CLASSES};
-use scalenet::device::{parse_device, DEVICE_HELP};
+use scalenet::device::DEVICE_HELP;
 use scalenet::model::weights::to_vec;
 
 #[derive(clap::Args, Debug)]
@@ -23,7 +23,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let device = parse_device(&args.device)?;
+    let device = super::device(&args.device)?;
     let loaded = load_model(&args.model_dir, &device)?;
     let arch = loaded.network.arch();
     let (in_chans, img_size, num_classes) = (arch.in_chans(), arch.img_size(), arch.num_classes());

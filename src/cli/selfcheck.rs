@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use scalenet::device::{parse_device, DEVICE_HELP};
+use scalenet::device::DEVICE_HELP;
 use scalenet::selfcheck::{self, Check};
 
 #[derive(clap::Args, Debug)]
@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let device = parse_device(&args.device)?;
+    let device = super::device(&args.device)?;
     let mut checks: Vec<Check> = Vec::new();
     // Printed as they finish: a first run on a GPU compiles (and tunes) kernels for minutes.
     let mut report = |c: Check| {

@@ -187,7 +187,10 @@ fn config_from_args(a: &Args) -> Result<TrainConfig> {
         reset_head: a.reset_head,
         skip_bad_images: a.on_bad_image == "skip",
         eval_batch_size: a.eval_batch_size,
-        device: a.device.clone(),
+        device: {
+            super::device(&a.device)?;
+            a.device.clone()
+        },
         precision: {
             let d = scalenet::ops::auto_precision::resolve(a.precision, &a.device);
             println!("precision: {} ({})", d.precision, d.reason);
