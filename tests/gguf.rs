@@ -536,13 +536,14 @@ fn a_grown_language_model_trains_and_resumes_exactly() {
     let line = "the quick brown fox jumps over the lazy dog. ";
     std::fs::write(&text, line.repeat(40)).unwrap();
     let data = format!("text:{}", text.display());
+    const SEQ_LEN: u64 = 32;
     let train = |run: &Path, extra: &[&str]| {
         let mut args: Vec<std::ffi::OsString> = vec!["train".into(), grown.clone().into()];
         for a in [
             "--data",
             &data,
             "--seq-len",
-            "32",
+            &SEQ_LEN.to_string(),
             "--batch-size",
             "4",
             "--epochs",
@@ -583,6 +584,15 @@ fn a_grown_language_model_trains_and_resumes_exactly() {
         metrics.contains("val_perplexity") && metrics.contains("tokens_per_s"),
         "{metrics}"
     );
+    // Tokens trained on: every window is --seq-len tokens.
+    for line in metrics.lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            m["train_tokens"].as_u64(),
+            m["train_images"].as_u64().map(|w| w * SEQ_LEN),
+            "{line}"
+        );
+    }
     let stopped = dir.join("stopped");
     let o = train(&stopped, &["--stop-after-steps", "4"]);
     // An interrupted run checkpoints and exits 130, as after Ctrl-C.

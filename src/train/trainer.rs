@@ -176,6 +176,9 @@ pub struct EpochMetrics {
     pub wall_s: f64,
     /// Samples seen in training so far, all epochs (images, or token windows).
     pub train_images: u64,
+    /// Language models: tokens trained on so far, all epochs (windows × `--seq-len`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_tokens: Option<u64>,
 }
 
 /// Where a run stands; saved with each checkpoint.
@@ -803,6 +806,7 @@ fn run_task<T: Task>(
             tokens_per_s: (task.unit() == "tok").then(|| per_s(state.epoch_tokens)),
             wall_s: 0.0,
             train_images: state.train_images,
+            train_tokens: (task.unit() == "tok").then(|| state.train_images * cfg.seq_len as u64),
         };
         task.evaluate(&eval_net, &mut m)?;
         m.wall_s = state.wall_s + started.elapsed().as_secs_f64();
@@ -1091,8 +1095,15 @@ pub fn plot_curves(out: &Path) -> Result<()> {
             .collect(),
         markers: ms.len() < 20,
     };
+    let lm = ms
+        .iter()
+        .any(|m| m.val_perplexity.is_some() || m.train_tokens.is_some());
     let loss = Chart {
-        title: "loss (train: epoch mean on augmented images)".into(),
+        title: if lm {
+            "loss (train: epoch mean; val: held-out windows)".into()
+        } else {
+            "loss (train: epoch mean on augmented images)".into()
+        },
         x_label: "epoch".into(),
         y_label: "loss".into(),
         series: vec![
@@ -1101,7 +1112,7 @@ pub fn plot_curves(out: &Path) -> Result<()> {
         ],
     };
     // A language model has perplexity where a classifier has accuracy.
-    let acc = if ms.iter().any(|m| m.val_perplexity.is_some()) {
+    let acc = if lm {
         Chart {
             title: "validation perplexity".into(),
             x_label: "epoch".into(),
