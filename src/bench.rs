@@ -18,6 +18,14 @@ pub struct BenchResult {
     pub steps: usize,
     pub train_img_per_s: f64,
     pub infer_img_per_s: f64,
+    #[serde(flatten)]
+    pub run: BenchRun,
+}
+
+/// What a benchmark used and where it ran, the same for image and language models (flattened
+/// into their JSON).
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchRun {
     /// Peak resident memory after the inference phase, MiB.
     pub infer_peak_rss_mib: f64,
     /// Peak resident memory after the training phase (includes inference's), MiB.
@@ -37,6 +45,23 @@ pub struct BenchResult {
     pub cpu: crate::ops::auto_precision::CpuInfo,
     /// What ran the large f32 matrix products (our kernel or a `--blas` library).
     pub f32_gemm: String,
+}
+
+impl BenchRun {
+    /// The process's peaks and the active settings, after both phases ran on `device`.
+    fn now(infer_peak_rss_mib: f64, gpu: (&GpuPeak, &GpuPeak), device: &Device) -> Self {
+        Self {
+            infer_peak_rss_mib,
+            train_peak_rss_mib: peak_rss_mib(),
+            infer_gpu_used_mib: gpu.0 .1,
+            train_gpu_used_mib: gpu.1 .1,
+            device: format!("{device:?}"),
+            precision: crate::ops::precision::active().to_string(),
+            precision_reason: String::new(),
+            cpu: crate::ops::auto_precision::cpu_info(),
+            f32_gemm: crate::ops::blas::f32_kernel(),
+        }
+    }
 }
 
 /// Runs `step` `warmup + steps` times; the median of `items` per second over the timed ones.
@@ -131,15 +156,7 @@ pub fn run(
         steps,
         train_img_per_s: train,
         infer_img_per_s: infer,
-        infer_peak_rss_mib: infer_peak,
-        train_peak_rss_mib: peak_rss_mib(),
-        infer_gpu_used_mib: infer_gpu.1,
-        train_gpu_used_mib: train_gpu.1,
-        device: format!("{device:?}"),
-        precision: crate::ops::precision::active().to_string(),
-        precision_reason: String::new(),
-        cpu: crate::ops::auto_precision::cpu_info(),
-        f32_gemm: crate::ops::blas::f32_kernel(),
+        run: BenchRun::now(infer_peak, (&infer_gpu, &train_gpu), device),
     })
 }
 
@@ -154,19 +171,9 @@ pub struct LmBenchResult {
     pub infer_tokens_per_s: f64,
     /// Batch 1, after a prompt of `seq_len / 2` tokens.
     pub decode_tokens_per_s: f64,
-    pub infer_peak_rss_mib: f64,
-    pub train_peak_rss_mib: f64,
-    /// On a GPU, as in [`BenchResult`]: inference (forward and decoding) and training.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub infer_gpu_used_mib: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub train_gpu_used_mib: Option<f64>,
-    pub device: String,
-    pub precision: String,
-    pub precision_reason: String,
-    pub cpu: crate::ops::auto_precision::CpuInfo,
-    /// What ran the large f32 matrix products (our kernel or a `--blas` library).
-    pub f32_gemm: String,
+    /// Inference here is the forward and the decoding.
+    #[serde(flatten)]
+    pub run: BenchRun,
 }
 
 /// As [`run`], for a language model; `gpu` is the CUDA device index whose memory to watch.
@@ -233,14 +240,6 @@ pub fn run_lm(
         train_tokens_per_s: train,
         infer_tokens_per_s: infer,
         decode_tokens_per_s: decode,
-        infer_peak_rss_mib: infer_peak,
-        train_peak_rss_mib: peak_rss_mib(),
-        infer_gpu_used_mib: infer_gpu.1,
-        train_gpu_used_mib: train_gpu.1,
-        device: format!("{device:?}"),
-        precision: crate::ops::precision::active().to_string(),
-        precision_reason: String::new(),
-        cpu: crate::ops::auto_precision::cpu_info(),
-        f32_gemm: crate::ops::blas::f32_kernel(),
+        run: BenchRun::now(infer_peak, (&infer_gpu, &train_gpu), device),
     })
 }

@@ -58,7 +58,7 @@ pub fn run(args: Args) -> Result<()> {
             args.steps,
             args.warmup,
         )?;
-        r.precision_reason = decision.reason;
+        r.run.precision_reason = decision.reason;
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
@@ -86,7 +86,7 @@ pub fn run(args: Args) -> Result<()> {
         args.steps,
         args.warmup,
     )?;
-    r.precision_reason = decision.reason;
+    r.run.precision_reason = decision.reason;
     println!("{}", serde_json::to_string_pretty(&r)?);
     Ok(())
 }
