@@ -45,7 +45,7 @@ pub fn resolve(requested: Requested, device: &str) -> Decision {
             precision,
             reason: "as asked (--precision)".into(),
         },
-        Requested::Auto if !matches!(device, "flex" | "cpu") => Decision {
+        Requested::Auto if crate::device::is_gpu(device) => Decision {
             precision: Precision::Bf16,
             reason: "auto on a GPU: bf16 runs on the tensor cores, f32 takes four TF32 products per matmul".into(),
         },
