@@ -9,7 +9,7 @@ use std::sync::Once;
 use ab_glyph::{Font, FontRef, ScaleFont};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
-use plotters_backend::text_anchor::{HPos, VPos};
+use plotters_backend::text_anchor::{HPos, Pos, VPos};
 use plotters_backend::{
     BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingErrorKind,
 };
@@ -17,12 +17,19 @@ use plotters_backend::{
 use crate::checkpoint::atomic::atomic_write;
 use crate::error::{Error, Result};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
     /// Draw markers at the points (for few points).
     pub markers: bool,
+    /// Text beside each point (e.g. a model's depth), or none when empty.
+    pub labels: Vec<String>,
+    /// A dashed line, to tell two kinds of series of one colour apart (grown vs scratch).
+    pub dashed: bool,
+    /// The palette slot; by default the series' position, so that a series keeps its colour
+    /// across panels.
+    pub colour: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -264,8 +271,7 @@ where
         .draw()?;
     let mut row = 0;
     for (i, s) in c.series.iter().enumerate() {
-        // Colours follow the series' position, so a series keeps its colour across panels.
-        let col = PALETTE[i % PALETTE.len()];
+        let col = PALETTE[s.colour.unwrap_or(i) % PALETTE.len()];
         let points: Vec<(f64, f64)> = s
             .points
             .iter()
@@ -275,18 +281,54 @@ where
         if points.is_empty() {
             continue;
         }
-        chart.draw_series(LineSeries::new(
-            points.clone(),
-            Color::stroke_width(&col, 2),
-        ))?;
+        if s.dashed {
+            chart.draw_series(DashedLineSeries::new(
+                points.clone(),
+                7,
+                5,
+                Color::stroke_width(&col, 2),
+            ))?;
+        } else {
+            chart.draw_series(LineSeries::new(
+                points.clone(),
+                Color::stroke_width(&col, 2),
+            ))?;
+        }
         if s.markers || points.len() == 1 {
             chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, col.filled())))?;
         }
+        // Labels sit above their point, clear of the marker: to its right, or to its left near
+        // the right edge, where they would be cut off.
+        let label_style = (FONT, 13).into_font().color(&col);
+        for (&p, text) in s.points.iter().zip(&s.labels) {
+            if p.0.is_finite() && p.1.is_finite() {
+                let (dx, h) = if p.0 > x.0 + 0.75 * (x.1 - x.0) {
+                    (-7, HPos::Right)
+                } else {
+                    (7, HPos::Left)
+                };
+                let style = label_style.clone().pos(Pos::new(h, VPos::Top));
+                chart.draw_series(std::iter::once(
+                    EmptyElement::at(p) + Text::new(text.clone(), (dx, -18), style),
+                ))?;
+            }
+        }
         let ly = 60 + 26 * row;
-        legend.draw(&PathElement::new(
-            vec![(4, ly), (30, ly)],
-            Color::stroke_width(&col, 3),
-        ))?;
+        if s.dashed {
+            legend.draw(&PathElement::new(
+                vec![(4, ly), (12, ly)],
+                Color::stroke_width(&col, 3),
+            ))?;
+            legend.draw(&PathElement::new(
+                vec![(22, ly), (30, ly)],
+                Color::stroke_width(&col, 3),
+            ))?;
+        } else {
+            legend.draw(&PathElement::new(
+                vec![(4, ly), (30, ly)],
+                Color::stroke_width(&col, 3),
+            ))?;
+        }
         legend.draw(&Circle::new((17, ly), 4, col.filled()))?;
         legend.draw(&Text::new(
             s.name.clone(),
@@ -557,11 +599,19 @@ mod tests {
                     name: "a".into(),
                     points: vec![(1.0, 50.0), (2.0, 61.5), (3.0, 70.25)],
                     markers: true,
+                    ..Series::default()
                 },
                 Series {
                     name: "empty".into(),
-                    points: vec![],
-                    markers: false,
+                    ..Series::default()
+                },
+                Series {
+                    name: "b".into(),
+                    points: vec![(1.0, 40.0), (3.0, 60.0)],
+                    markers: true,
+                    labels: vec!["6 blocks".into(), "8 blocks".into()],
+                    dashed: true,
+                    colour: Some(0),
                 },
             ],
         };

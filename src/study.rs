@@ -680,21 +680,59 @@ fn write_scaling_plot(results: &[ArmResult], path: &Path) -> Result<bool> {
     if grown.len() < 2 && scratch.len() < 2 {
         return Ok(false);
     }
-    let series = |name: &str, arms: &[&ArmResult], x: &dyn Fn(&ArmResult) -> f64| Series {
-        name: name.into(),
-        points: arms.iter().map(|r| (x(r), acc(r))).collect(),
-        markers: true,
-    };
+    // Each depth has its colour; grown lines are solid, scratch lines dashed, and each point
+    // says its depth, so that the panels read without the table.
+    let blocks = |r: &ArmResult| format!("{} blocks", r.depth);
+    // The right panel's colours stand for depths, clear of the left panel's grown (0),
+    // scratch (1) and base (7) slots.
+    let mut depths: Vec<usize> = std::iter::once(base)
+        .chain(grown.iter().chain(&scratch).copied())
+        .map(|r| r.depth)
+        .collect();
+    depths.sort_unstable();
+    depths.dedup();
+    let colour = |r: &ArmResult| depths.iter().position(|&d| d == r.depth).map(|k| 2 + k);
     let added = |r: &ArmResult| (r.params_total as f64 - base.params_total as f64) / 1e3;
+    let by_params = |name: &str, arms: &[&ArmResult], dashed: bool, colour: usize| Series {
+        name: name.into(),
+        points: arms.iter().map(|r| (added(r), acc(r))).collect(),
+        markers: true,
+        labels: arms.iter().map(|r| blocks(r)).collect(),
+        dashed,
+        colour: Some(colour),
+    };
+    let curve = |r: &ArmResult, dashed: bool| Series {
+        name: if r.name == "base" {
+            format!("base ({})", blocks(r))
+        } else {
+            format!(
+                "{} ({})",
+                if dashed { "scratch" } else { "grown" },
+                blocks(r)
+            )
+        },
+        points: r.curve.iter().map(|&(x, y)| (x / 1e3, y)).collect(),
+        markers: true,
+        dashed,
+        colour: colour(r),
+        ..Series::default()
+    };
     render(
         &[
             Chart {
                 title: "test top-1 vs parameters added to the base".into(),
-                x_label: "added parameters (thousands)".into(),
+                x_label: "parameters added to the base (thousands)".into(),
                 y_label: "top-1 %".into(),
                 series: vec![
-                    series("grown 1.5L/2L/3L", &grown, &added),
-                    series("scratch 1.5L/2L/3L", &scratch, &added),
+                    Series {
+                        name: format!("base ({})", blocks(base)),
+                        points: vec![(0.0, acc(base))],
+                        markers: true,
+                        colour: Some(7),
+                        ..Series::default()
+                    },
+                    by_params("grown", &grown, false, 0),
+                    by_params("from scratch", &scratch, true, 1),
                 ],
             }
             .into(),
@@ -702,15 +740,10 @@ fn write_scaling_plot(results: &[ArmResult], path: &Path) -> Result<bool> {
                 title: "test top-1 vs training images, per epoch".into(),
                 x_label: "training images, base's included (thousands)".into(),
                 y_label: "top-1 %".into(),
-                // Each arm's curve: it starts after the base's images for the grown models.
-                series: grown
-                    .iter()
-                    .chain(&scratch)
-                    .map(|r| Series {
-                        name: r.name.clone(),
-                        points: r.curve.iter().map(|&(x, y)| (x / 1e3, y)).collect(),
-                        markers: true,
-                    })
+                // Grown models' curves start after the base's images.
+                series: std::iter::once(curve(base, true))
+                    .chain(grown.iter().map(|r| curve(r, false)))
+                    .chain(scratch.iter().map(|r| curve(r, true)))
                     .collect(),
             }
             .into(),
@@ -808,8 +841,8 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
                 if !with_base && r.name == "base" {
                     return Series {
                         name: r.name.clone(),
-                        points: vec![],
                         markers: true,
+                        ..Series::default()
                     };
                 }
                 let shift = if with_base { 0.0 } else { r.offset as f64 };
@@ -822,6 +855,7 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
                     name: r.name.clone(),
                     points,
                     markers: true,
+                    ..Series::default()
                 }
             })
             .collect()

@@ -1094,6 +1094,7 @@ pub fn plot_curves(out: &Path) -> Result<()> {
             .filter_map(|m| f(m).map(|v| (m.epoch as f64, v)))
             .collect(),
         markers: ms.len() < 20,
+        ..Series::default()
     };
     let lm = ms
         .iter()
