@@ -297,11 +297,13 @@ where
         if s.markers || points.len() == 1 {
             chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, col.filled())))?;
         }
-        // Labels sit above their point, clear of the marker: to its right, or to its left near
-        // the right edge, where they would be cut off.
+        // Labels sit clear of the marker: to its right, or to its left near the right edge,
+        // where they would be cut off; above and below in turn, so that neighbours close
+        // together on the x axis do not write over each other.
         let label_style = (FONT, 13).into_font().color(&col);
-        for (&p, text) in s.points.iter().zip(&s.labels) {
+        for (k, (&p, text)) in s.points.iter().zip(&s.labels).enumerate() {
             if p.0.is_finite() && p.1.is_finite() {
+                let dy = if k % 2 == 0 { -18 } else { 7 };
                 let (dx, h) = if p.0 > x.0 + 0.75 * (x.1 - x.0) {
                     (-7, HPos::Right)
                 } else {
@@ -309,23 +311,19 @@ where
                 };
                 let style = label_style.clone().pos(Pos::new(h, VPos::Top));
                 chart.draw_series(std::iter::once(
-                    EmptyElement::at(p) + Text::new(text.clone(), (dx, -18), style),
+                    EmptyElement::at(p) + Text::new(text.clone(), (dx, dy), style),
                 ))?;
             }
         }
         let ly = 60 + 26 * row;
-        if s.dashed {
-            legend.draw(&PathElement::new(
-                vec![(4, ly), (12, ly)],
-                Color::stroke_width(&col, 3),
-            ))?;
-            legend.draw(&PathElement::new(
-                vec![(22, ly), (30, ly)],
-                Color::stroke_width(&col, 3),
-            ))?;
+        let swatch: &[(i32, i32)] = if s.dashed {
+            &[(4, 12), (22, 30)]
         } else {
+            &[(4, 30)]
+        };
+        for &(a, b) in swatch {
             legend.draw(&PathElement::new(
-                vec![(4, ly), (30, ly)],
+                vec![(a, ly), (b, ly)],
                 Color::stroke_width(&col, 3),
             ))?;
         }

@@ -150,6 +150,8 @@ fn config_from_args(a: &Args) -> Result<TrainConfig> {
     let Some(data) = a.data.clone() else {
         bail!("--data is required ({DATA_HELP})")
     };
+    // Checked here, before the precision line, and said once for a GPU; the trainer opens it.
+    super::device(&a.device)?;
     Ok(TrainConfig {
         model_dir,
         data,
@@ -187,10 +189,7 @@ fn config_from_args(a: &Args) -> Result<TrainConfig> {
         reset_head: a.reset_head,
         skip_bad_images: a.on_bad_image == "skip",
         eval_batch_size: a.eval_batch_size,
-        device: {
-            super::device(&a.device)?;
-            a.device.clone()
-        },
+        device: a.device.clone(),
         precision: {
             let d = scalenet::ops::auto_precision::resolve(a.precision, &a.device);
             println!("precision: {} ({})", d.precision, d.reason);

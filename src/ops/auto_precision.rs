@@ -75,9 +75,10 @@ fn cpu_decision() -> Decision {
         .and_then(|p| std::fs::read_to_string(p).ok())
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| Some((v["f32_gflops"].as_f64()?, v["bf16_gflops"].as_f64()?)));
-    // Other work on the cores skews the two timings unevenly (a measurement taken while the test
-    // suite ran chose bf16 at 73 against 63 GFLOP/s where a quiet one measures 149 against
-    // 186): under load the decision needs a wider margin and is not kept.
+    // Other work on the cores skews the two timings unevenly (on a 2-core Xeon, family 6 model
+    // 207, a measurement taken while the test suite ran gave bf16 73 and f32 63 GFLOP/s, where a
+    // quiet one gives bf16 149 and f32 186): under load the decision needs a wider margin and is
+    // not kept.
     let load = cached.is_none().then(load_average).flatten();
     let threads = rayon::current_num_threads();
     let busy = load.is_some_and(|l| l > 0.5 * threads as f64);
