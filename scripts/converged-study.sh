@@ -6,6 +6,7 @@
 #   scripts/converged-study.sh OUT_DIR [ARMS]      # ARMS: comma-separated (default: the headline)
 #   scripts/converged-study.sh OUT_DIR all         # every arm: headline, scaling and variants
 #   SCALENET_BLAS=.../libmkl_rt.so.3 scripts/converged-study.sh ...   # MKL for the products
+#   scripts/converged-study.sh OUT_DIR ARMS --precision bf16           # more flags: to reproduce
 #
 # The recipe (drop path 0.1, 2 warmup epochs, the rest `reproduce`'s defaults) was fixed before
 # any arm ran; nothing was chosen on the test set.
@@ -18,4 +19,4 @@ BIN="${BIN:-scalenet}"
 exec "$BIN" reproduce --out "$OUT" \
     --embed-dim 96 --num-heads 3 --patch-size 4 --base-depth 4 \
     --base-epochs 30 --epochs 10 --seeds 3 \
-    --drop-path 0.1 --warmup-epochs 2 --only "$ARMS"
+    --drop-path 0.1 --warmup-epochs 2 --only "$ARMS" "${@:3}"

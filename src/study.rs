@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::growth::{expand, expand_swin, AdapterSpec, ExpandOptions, InitMode, MapStrategy};
 use crate::model::RandomInit;
 use crate::network::Network;
+use crate::ops::precision::Precision;
 use crate::plot::{mean_std, render, Chart, Dots, Series};
 use crate::train::optim::TrainOnly;
 use crate::train::trainer::{read_metrics, write_json, EpochMetrics};
@@ -66,6 +67,11 @@ pub struct StudyConfig {
     pub device: String,
     /// Arms to run (all when empty).
     pub only: Vec<String>,
+    /// The arithmetic of the matrix products (resolved, never auto). Like `only`, not one of
+    /// the settings: bf16 and f32 train to the same accuracy (PERFORMANCE.md), and a study may
+    /// move to a CPU where the other one is faster. Each run's run.json says which it used.
+    #[serde(default, skip_serializing)]
+    pub precision: Precision,
 }
 
 fn vit_family() -> String {
@@ -78,6 +84,7 @@ impl StudyConfig {
     fn settings(&self) -> StudyConfig {
         StudyConfig {
             only: Vec::new(),
+            precision: Precision::default(),
             ..self.clone()
         }
     }
@@ -112,6 +119,7 @@ impl StudyConfig {
             workers: 2,
             device: "flex".into(),
             only: vec![],
+            precision: Precision::F32,
         }
     }
 
@@ -373,6 +381,7 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
             data_seed,
             workers: cfg.workers,
             device: cfg.device.clone(),
+            precision: cfg.precision,
             ..TrainConfig::new(model_dir, cfg.data.clone())
         }
     };
@@ -938,11 +947,12 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
         "\nresults.png shows the base and the headline arms (grown to 2L and its baselines). Its left panel \
          counts only the images each arm trained on after the base (as the table's `train images` does); the right panel counts all training images behind a model, the base's \
          pretraining included for the arms that start from the base.\n\
-         \nMachine: {}. Test accuracy is the last epoch's; test top-1 of arms with several seeds is mean ± sample std. \
+         \nMachine: {}; this call's matrix products in {} (each run's run.json names its own). Test accuracy is the last epoch's; test top-1 of arms with several seeds is mean ± sample std. \
          `trained params` is below `params` only where the shared blocks are frozen (adapters-only). Wall time is training and evaluation per run. \
          The validation split is carved off the training set by the run's seed; arms that start from the base carve the base's, so that \
          their validation images are ones the base never trained on.\n",
-        machine()
+        machine(),
+        cfg.precision
     ));
     if scaling {
         md.push_str(

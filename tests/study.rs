@@ -1,6 +1,7 @@
 //! The reproduction study on a tiny model: arms run, reports and plots are written, a study
 //! grows by `--only` and reuses finished arms, and other settings are refused.
 
+use scalenet::ops::precision::Precision;
 use scalenet::study::{run_study, StudyConfig};
 use scalenet::train::Hooks;
 
@@ -46,13 +47,15 @@ fn a_tiny_study_runs_grows_and_refuses_other_settings() {
     ] {
         assert!(dir.join(f).is_file(), "{f}");
     }
-    // More arms later: the finished ones are reused, the new one runs (frozen blocks).
+    // More arms later: the finished ones are reused, the new one runs (frozen blocks). The
+    // precision is not a setting: a study may go on in bf16 on a CPU where that is faster.
     let more = StudyConfig {
         only: vec![
             "grown".into(),
             "adapters-only".into(),
             "grown-low-lr".into(),
         ],
+        precision: Precision::Bf16,
         ..tiny()
     };
     let r = run_study(&more, &dir, &Hooks::default()).unwrap();
@@ -76,12 +79,14 @@ fn a_tiny_study_runs_grows_and_refuses_other_settings() {
         serde_json::from_slice(&std::fs::read(dir.join("runs/grown-low-lr-s0/run.json")).unwrap())
             .unwrap();
     assert_eq!(run["lr"].as_f64().unwrap(), tiny().lr / 4.0);
+    assert_eq!(run["precision"], "bf16");
     // Arms grown from the base carve the base's validation split; scratch arms their own.
     assert_eq!(run["data_seed"].as_u64(), Some(0));
     let scratch: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("runs/scratch-3E-s0/run.json")).unwrap())
             .unwrap();
     assert!(scratch["data_seed"].is_null());
+    assert_eq!(scratch["precision"], "f32");
     let md = std::fs::read_to_string(dir.join("RESULTS.md")).unwrap();
     assert!(md.contains("| scratch-3E |") && md.contains("| adapters-only |"));
     // The headline says which way it came out, and at what parameter cost.

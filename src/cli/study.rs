@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use scalenet::device::DEVICE_HELP;
+use scalenet::ops::auto_precision::Requested;
 use scalenet::study::{run_study, table, StudyConfig};
 
 #[derive(clap::Args, Debug)]
@@ -74,9 +75,14 @@ pub struct ReproduceArgs {
     workers: usize,
     #[arg(long, default_value = "flex", help = DEVICE_HELP)]
     device: String,
+    /// auto, f32, or bf16, as `train --precision`. Not one of the study's settings: a study may
+    /// go on under the other precision (each run's run.json names its own).
+    #[arg(long, default_value = "auto")]
+    precision: Requested,
 }
 
 pub fn reproduce(a: ReproduceArgs) -> Result<()> {
+    let precision = super::train::announce_precision(a.precision, &a.device);
     let cfg = StudyConfig {
         family: a.family,
         data: a.data,
@@ -106,6 +112,7 @@ pub fn reproduce(a: ReproduceArgs) -> Result<()> {
         warmup_epochs: a.warmup_epochs,
         weight_decay: a.weight_decay,
         adapter_rank: a.adapter_rank,
+        precision,
         ..StudyConfig::reproduce()
     };
     let results = run_study(&cfg, &a.out, &super::train::interruptible())?;

@@ -190,14 +190,7 @@ fn config_from_args(a: &Args) -> Result<TrainConfig> {
         skip_bad_images: a.on_bad_image == "skip",
         eval_batch_size: a.eval_batch_size,
         device: a.device.clone(),
-        precision: {
-            let d = scalenet::ops::auto_precision::resolve(a.precision, &a.device);
-            println!("precision: {} ({})", d.precision, d.reason);
-            if let Some(lib) = scalenet::ops::blas::active() {
-                println!("matrix products: {}", lib.path().display());
-            }
-            d.precision
-        },
+        precision: announce_precision(a.precision, &a.device),
         seq_len: a.seq_len,
     })
 }
@@ -305,4 +298,17 @@ pub fn interruptible() -> Hooks {
         eprintln!("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to abort)");
     });
     hooks
+}
+
+/// Resolves `--precision` for a training command and says what it chose and why.
+pub(crate) fn announce_precision(
+    requested: scalenet::ops::auto_precision::Requested,
+    device: &str,
+) -> scalenet::ops::precision::Precision {
+    let d = scalenet::ops::auto_precision::resolve(requested, device);
+    println!("precision: {} ({})", d.precision, d.reason);
+    if let Some(lib) = scalenet::ops::blas::active() {
+        println!("matrix products: {}", lib.path().display());
+    }
+    d.precision
 }
