@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Copies a `reproduce` study's finished runs (run.json, metrics.jsonl, curves.png, model/) and
+# its report into another directory, without the checkpoints (the optimizer state, three times a
+# model) or unfinished runs: small enough to commit, and a study directory `reproduce` goes on
+# from (it reuses every finished arm and regrows models/ from the base).
+#
+#   scripts/archive-study.sh STUDY_DIR ARCHIVE_DIR
+set -euo pipefail
+SRC="${1:?usage: scripts/archive-study.sh STUDY_DIR ARCHIVE_DIR}"
+DST="${2:?usage: scripts/archive-study.sh STUDY_DIR ARCHIVE_DIR}"
+[[ -f "$SRC/study.json" ]] || { echo "error: $SRC/study.json: not found; is $SRC a study directory?" >&2; exit 1; }
+mkdir -p "$DST/runs"
+for f in study.json RESULTS.md results.json results.png scaling.png; do
+    [[ -f "$SRC/$f" ]] && cp "$SRC/$f" "$DST/$f.tmp-archive" && mv "$DST/$f.tmp-archive" "$DST/$f"
+done
+n=0
+for run in "$SRC"/runs/*/; do
+    name=$(basename "$run")
+    [[ -f "$run/model/config.json" ]] || continue
+    tmp="$DST/runs/.$name.tmp-archive"
+    rm -rf "$tmp"
+    mkdir -p "$tmp"
+    for f in run.json metrics.jsonl curves.png model; do
+        [[ -e "$run/$f" ]] && cp -r "$run/$f" "$tmp/"
+    done
+    rm -rf "$DST/runs/$name"
+    mv "$tmp" "$DST/runs/$name"
+    n=$((n + 1))
+done
+echo "archived $n finished run(s) of $SRC in $DST"
