@@ -317,6 +317,9 @@ pub struct ArmResult {
     pub curve: Vec<(f64, f64)>,
     /// Images the base's pretraining added to `curve`'s x axis.
     pub offset: u64,
+    /// The precision its runs trained in ("f32", "bf16", or both where seeds differ), from
+    /// their run.json: a study may go on under another precision than it began with.
+    pub precision: String,
 }
 
 /// Runs (or continues) a study in `dir`; returns the results and writes RESULTS.md and
@@ -625,6 +628,15 @@ fn collect(
             .ok_or_else(|| Error::InvalidModel(format!("{name}: no metrics")))
     };
     let lasts: Vec<EpochMetrics> = metrics.iter().map(last).collect::<Result<_>>()?;
+    let mut precisions: Vec<String> = dirs
+        .iter()
+        .map(|d| {
+            crate::train::trainer::read_json::<TrainConfig>(&d.join("run.json"))
+                .map(|c| c.precision.to_string())
+        })
+        .collect::<Result<_>>()?;
+    precisions.sort();
+    precisions.dedup();
     let loaded = load_model(&dirs[0].join("model"), &burn::tensor::Device::flex())?;
     let total = loaded.network.num_params();
     let trainable = match (&loaded.network, name) {
@@ -668,6 +680,7 @@ fn collect(
         .0,
         curve,
         offset,
+        precision: precisions.join("/"),
     })
 }
 
@@ -934,25 +947,28 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
     md.push_str(&table(results));
     md.push_str("\nArms:\n\n");
     md.push_str(&format!(
-        "- base: ViT of depth L = {}, {} epochs from scratch\n",
-        cfg.base_depth, cfg.base_epochs
+        "- base: ViT of depth L = {}, {} epochs from scratch ({})\n",
+        cfg.base_depth,
+        cfg.base_epochs,
+        results
+            .iter()
+            .find(|r| r.name == "base")
+            .map_or("not run", |r| r.precision.as_str())
     ));
-    for a in ARMS
-        .iter()
-        .filter(|a| results.iter().any(|r| r.name == a.name))
-    {
-        md.push_str(&format!("- {}: {}\n", a.name, a.what));
+    for a in ARMS {
+        if let Some(r) = results.iter().find(|r| r.name == a.name) {
+            md.push_str(&format!("- {}: {} ({})\n", a.name, a.what, r.precision));
+        }
     }
     md.push_str(&format!(
         "\nresults.png shows the base and the headline arms (grown to 2L and its baselines). Its left panel \
          counts only the images each arm trained on after the base (as the table's `train images` does); the right panel counts all training images behind a model, the base's \
          pretraining included for the arms that start from the base.\n\
-         \nMachine: {}; this call's matrix products in {} (each run's run.json names its own). Test accuracy is the last epoch's; test top-1 of arms with several seeds is mean ± sample std. \
+         \nMachine: {}. The precision of each arm's matrix products is in brackets above. Test accuracy is the last epoch's; test top-1 of arms with several seeds is mean ± sample std. \
          `trained params` is below `params` only where the shared blocks are frozen (adapters-only). Wall time is training and evaluation per run. \
          The validation split is carved off the training set by the run's seed; arms that start from the base carve the base's, so that \
          their validation images are ones the base never trained on.\n",
-        machine(),
-        cfg.precision
+        machine()
     ));
     if scaling {
         md.push_str(

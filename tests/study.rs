@@ -89,6 +89,15 @@ fn a_tiny_study_runs_grows_and_refuses_other_settings() {
     assert_eq!(scratch["precision"], "f32");
     let md = std::fs::read_to_string(dir.join("RESULTS.md")).unwrap();
     assert!(md.contains("| scratch-3E |") && md.contains("| adapters-only |"));
+    // Each arm says the precision its runs trained in, whichever call wrote the report.
+    let arm_line = |name: &str| {
+        md.lines()
+            .find(|l| l.starts_with(&format!("- {name}: ")))
+            .unwrap_or_else(|| panic!("no line for {name} in {md}"))
+            .to_string()
+    };
+    assert!(arm_line("grown-low-lr").ends_with("(bf16)"), "{md}");
+    assert!(arm_line("scratch-3E").ends_with("(f32)"), "{md}");
     // The headline says which way it came out, and at what parameter cost.
     assert!(
         md.contains("beats scratch-3E by") || md.contains("trails scratch-3E by"),
