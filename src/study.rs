@@ -296,6 +296,8 @@ pub const ARMS: &[Arm] = &[
 
 /// The arms a study runs when `--only` is not given.
 const HEADLINE_ARMS: usize = 7;
+/// The scaling arms follow the headline ones in `ARMS`; the variants follow them.
+const SCALING_ARMS: usize = 4;
 
 /// Results of one arm over its seeds.
 #[derive(Clone, Debug, Serialize)]
@@ -320,6 +322,9 @@ pub struct ArmResult {
     /// The precision its runs trained in ("f32", "bf16", or both where seeds differ), from
     /// their run.json: a study may go on under another precision than it began with.
     pub precision: String,
+    /// The CPUs its runs' epochs ran on, from metrics.jsonl (empty for runs made before it
+    /// recorded them): a study may go on on another machine.
+    pub cpus: Vec<String>,
 }
 
 /// Runs (or continues) a study in `dir`; returns the results and writes RESULTS.md and
@@ -637,6 +642,13 @@ fn collect(
         .collect::<Result<_>>()?;
     precisions.sort();
     precisions.dedup();
+    let mut cpus: Vec<String> = metrics
+        .iter()
+        .flatten()
+        .filter_map(|m| m.cpu.clone())
+        .collect();
+    cpus.sort();
+    cpus.dedup();
     let loaded = load_model(&dirs[0].join("model"), &burn::tensor::Device::flex())?;
     let total = loaded.network.num_params();
     let trainable = match (&loaded.network, name) {
@@ -681,7 +693,49 @@ fn collect(
         curve,
         offset,
         precision: precisions.join("/"),
+        cpus,
     })
+}
+
+/// `variants.png`, when the study has variant arms: their validation top-1 (on which they are
+/// read) next to the grown arm's and the base's, against the parameters each trains and per seed
+/// with mean ± std. Returns whether it was written.
+fn write_variants_plot(results: &[ArmResult], path: &Path) -> Result<bool> {
+    let variants = &ARMS[HEADLINE_ARMS + SCALING_ARMS..];
+    if !results
+        .iter()
+        .any(|r| variants.iter().any(|a| a.name == r.name))
+    {
+        return Ok(false);
+    }
+    let rows: Vec<&ArmResult> = ["base", "grown"]
+        .into_iter()
+        .chain(variants.iter().map(|a| a.name))
+        .filter_map(|n| results.iter().find(|r| r.name == n))
+        .collect();
+    let val = |r: &ArmResult| -> Vec<f64> { r.val_top1.iter().map(|a| 100.0 * a).collect() };
+    // Both panels list the arms in one order, so that an arm has one colour in both.
+    let cost = Chart {
+        title: "validation top-1 vs parameters trained".into(),
+        x_label: "parameters trained (thousands)".into(),
+        y_label: "top-1 %".into(),
+        series: rows
+            .iter()
+            .map(|r| Series {
+                name: r.name.clone(),
+                points: vec![(r.params_trainable as f64 / 1000.0, mean_std(&val(r)).0)],
+                markers: true,
+                ..Series::default()
+            })
+            .collect(),
+    };
+    let finals = Dots {
+        title: "final validation top-1".into(),
+        x_label: "top-1 %".into(),
+        rows: rows.iter().map(|r| (r.name.clone(), val(r))).collect(),
+    };
+    render(&[cost.into(), finals.into()], path)?;
+    Ok(true)
 }
 
 /// `scaling.png`, when the study has grown or scratch arms at more than one depth: accuracy
@@ -851,7 +905,7 @@ fn over_seeds(mean: f64, std: f64, seeds: usize) -> String {
 
 fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<()> {
     // results.png keeps to the base and the headline arms, so that a reader can tell the lines
-    // apart; the scaling arms have scaling.png and the variants the table.
+    // apart; the scaling arms have scaling.png and the variants variants.png.
     let headline =
         |r: &&ArmResult| r.name == "base" || ARMS[..HEADLINE_ARMS].iter().any(|a| a.name == r.name);
     let series = |with_base: bool| -> Vec<Series> {
@@ -920,6 +974,7 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
     )?;
     let get = |n: &str| results.iter().find(|r| r.name == n);
     let scaling = write_scaling_plot(results, &dir.join("scaling.png"))?;
+    let variants = write_variants_plot(results, &dir.join("variants.png"))?;
     let mut md = String::from("# Results\n\n");
     if let (Some(g), Some(s)) = (get("grown"), get("scratch-3E")) {
         let base_imgs = get("base").map_or(0, |b| b.train_images);
@@ -945,6 +1000,28 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
         ));
     }
     md.push_str(&table(results));
+    // Wall times compare only on one CPU, and a study may go on on another machine: each arm
+    // names the CPUs its runs recorded, numbered once below.
+    let mut cpus: Vec<&str> = Vec::new();
+    for c in results.iter().flat_map(|r| &r.cpus) {
+        if !cpus.contains(&c.as_str()) {
+            cpus.push(c);
+        }
+    }
+    let ran = |r: &ArmResult| {
+        let on: Vec<String> = r
+            .cpus
+            .iter()
+            .filter_map(|c| cpus.iter().position(|k| k == c))
+            .map(|i| format!("CPU {}", i + 1))
+            .collect();
+        let on = if on.is_empty() {
+            "CPU not recorded".to_string()
+        } else {
+            on.join(" + ")
+        };
+        format!("{}, {on}", r.precision)
+    };
     md.push_str("\nArms:\n\n");
     md.push_str(&format!(
         "- base: ViT of depth L = {}, {} epochs from scratch ({})\n",
@@ -953,21 +1030,38 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
         results
             .iter()
             .find(|r| r.name == "base")
-            .map_or("not run", |r| r.precision.as_str())
+            .map_or("not run".to_string(), ran)
     ));
     for a in ARMS {
         if let Some(r) = results.iter().find(|r| r.name == a.name) {
-            md.push_str(&format!("- {}: {} ({})\n", a.name, a.what, r.precision));
+            md.push_str(&format!("- {}: {} ({})\n", a.name, a.what, ran(r)));
         }
     }
+    let cpu_list: Vec<String> = cpus
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("CPU {} = {c}", i + 1))
+        .collect();
+    let variants_png = if variants {
+        "\nvariants.png shows the variants next to the grown arm they vary (and the base): validation top-1, \
+         on which the variants are read, per seed and mean ± std, and against the parameters each trains.\n"
+    } else {
+        ""
+    };
     md.push_str(&format!(
         "\nresults.png shows the base and the headline arms (grown to 2L and its baselines). Its left panel \
          counts only the images each arm trained on after the base (as the table's `train images` does); the right panel counts all training images behind a model, the base's \
-         pretraining included for the arms that start from the base.\n\
-         \nMachine: {}. The precision of each arm's matrix products is in brackets above. Test accuracy is the last epoch's; test top-1 of arms with several seeds is mean ± sample std. \
+         pretraining included for the arms that start from the base.\n{variants_png}\
+         \nIn brackets above: the precision of each arm's matrix products and the CPUs its runs trained on{}. \
+         This report was rendered on {}. Test accuracy is the last epoch's; test top-1 of arms with several seeds is mean ± sample std. \
          `trained params` is below `params` only where the shared blocks are frozen (adapters-only). Wall time is training and evaluation per run. \
          The validation split is carved off the training set by the run's seed; arms that start from the base carve the base's, so that \
          their validation images are ones the base never trained on.\n",
+        if cpu_list.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", cpu_list.join("; "))
+        },
         machine()
     ));
     if scaling {

@@ -47,6 +47,7 @@ fn a_tiny_study_runs_grows_and_refuses_other_settings() {
     ] {
         assert!(dir.join(f).is_file(), "{f}");
     }
+    assert!(!dir.join("variants.png").exists(), "no variant arm has run");
     // More arms later: the finished ones are reused, the new one runs (frozen blocks). The
     // precision is not a setting: a study may go on in bf16 on a CPU where that is faster.
     let more = StudyConfig {
@@ -96,8 +97,18 @@ fn a_tiny_study_runs_grows_and_refuses_other_settings() {
             .unwrap_or_else(|| panic!("no line for {name} in {md}"))
             .to_string()
     };
-    assert!(arm_line("grown-low-lr").ends_with("(bf16)"), "{md}");
-    assert!(arm_line("scratch-3E").ends_with("(f32)"), "{md}");
+    // ... and the CPU its epochs ran on (recorded per epoch: a run may resume elsewhere).
+    assert!(arm_line("grown-low-lr").ends_with("(bf16, CPU 1)"), "{md}");
+    assert!(arm_line("scratch-3E").ends_with("(f32, CPU 1)"), "{md}");
+    let cpu = scalenet::ops::auto_precision::cpu_model();
+    assert!(md.contains(&format!("(CPU 1 = {cpu})")), "{md}");
+    let epochs = scalenet::train::trainer::read_metrics(&dir.join("runs/grown-s0")).unwrap();
+    assert!(epochs
+        .iter()
+        .all(|m| m.cpu.as_deref() == Some(cpu.as_str())));
+    // The variants have their own figure once one has run.
+    assert!(dir.join("variants.png").is_file());
+    assert!(md.contains("variants.png shows"), "{md}");
     // The headline says which way it came out, and at what parameter cost.
     assert!(
         md.contains("beats scratch-3E by") || md.contains("trails scratch-3E by"),

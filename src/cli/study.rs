@@ -168,7 +168,13 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         );
     }
     let grown = a.out.join("runs/grown-s0/model");
-    println!("\nplot: {}", a.out.join("results.png").display());
+    let plots: Vec<String> = ["results.png", "scaling.png", "variants.png"]
+        .iter()
+        .map(|f| a.out.join(f))
+        .filter(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    println!("\nplots: {}", plots.join(" · "));
     println!(
         "models: base {} · grown {}",
         a.out.join("runs/base/model").display(),

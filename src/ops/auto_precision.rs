@@ -217,7 +217,7 @@ pub fn cpu_info() -> CpuInfo {
 
 /// The model name with its family/model/stepping numbers: VMs often report a generic name
 /// ("Intel(R) Xeon(R) Processor") for CPUs of different generations.
-fn cpu_model() -> String {
+pub fn cpu_model() -> String {
     let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |name: &str| {
         text.lines()

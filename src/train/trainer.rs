@@ -179,6 +179,10 @@ pub struct EpochMetrics {
     /// Language models: tokens trained on so far, all epochs (windows × `--seq-len`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_tokens: Option<u64>,
+    /// The CPU this epoch ran on (model name with family/model numbers): a run may resume on
+    /// another machine, and its speed is only comparable on the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
 }
 
 /// Where a run stands; saved with each checkpoint.
@@ -682,6 +686,7 @@ fn run_task<T: Task>(
     }
 
     let save = |dir: &Path, net: &T::Model| task.save(dir, net);
+    let cpu = crate::ops::auto_precision::cpu_model();
     let mut steps_this_process = 0usize;
     while state.epoch < cfg.epochs {
         let epoch = state.epoch;
@@ -807,6 +812,7 @@ fn run_task<T: Task>(
             wall_s: 0.0,
             train_images: state.train_images,
             train_tokens: (task.unit() == "tok").then(|| state.train_images * cfg.seq_len as u64),
+            cpu: Some(cpu.clone()),
         };
         task.evaluate(&eval_net, &mut m)?;
         m.wall_s = state.wall_s + started.elapsed().as_secs_f64();
