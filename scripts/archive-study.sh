@@ -10,7 +10,7 @@ SRC="${1:?usage: scripts/archive-study.sh STUDY_DIR ARCHIVE_DIR}"
 DST="${2:?usage: scripts/archive-study.sh STUDY_DIR ARCHIVE_DIR}"
 [[ -f "$SRC/study.json" ]] || { echo "error: $SRC/study.json: not found; is $SRC a study directory?" >&2; exit 1; }
 mkdir -p "$DST/runs"
-for f in study.json RESULTS.md results.json results.png scaling.png; do
+for f in study.json RESULTS.md results.json results.png scaling.png variants.png; do
     [[ -f "$SRC/$f" ]] && cp "$SRC/$f" "$DST/$f.tmp-archive" && mv "$DST/$f.tmp-archive" "$DST/$f"
 done
 n=0

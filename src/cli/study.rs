@@ -118,9 +118,9 @@ pub fn reproduce(a: ReproduceArgs) -> Result<()> {
     let results = run_study(&cfg, &a.out, &super::train::interruptible())?;
     println!("{}", table(&results));
     println!(
-        "wrote {} and {}",
+        "wrote {} · plots: {}",
         a.out.join("RESULTS.md").display(),
-        a.out.join("results.png").display()
+        figures(&a.out)
     );
     Ok(())
 }
@@ -168,13 +168,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         );
     }
     let grown = a.out.join("runs/grown-s0/model");
-    let plots: Vec<String> = ["results.png", "scaling.png", "variants.png"]
-        .iter()
-        .map(|f| a.out.join(f))
-        .filter(|p| p.is_file())
-        .map(|p| p.display().to_string())
-        .collect();
-    println!("\nplots: {}", plots.join(" · "));
+    println!("\nplots: {}", figures(&a.out));
     println!(
         "models: base {} · grown {}",
         a.out.join("runs/base/model").display(),
@@ -189,4 +183,15 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         grown.display()
     );
     Ok(())
+}
+
+/// The figures a study wrote (scaling.png and variants.png only once their arms have run).
+fn figures(out: &std::path::Path) -> String {
+    ["results.png", "scaling.png", "variants.png"]
+        .iter()
+        .map(|f| out.join(f))
+        .filter(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" · ")
 }
