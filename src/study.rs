@@ -322,8 +322,8 @@ pub struct ArmResult {
     /// The precision its runs trained in ("f32", "bf16", or both where seeds differ), from
     /// their run.json: a study may go on under another precision than it began with.
     pub precision: String,
-    /// The CPUs its runs' epochs ran on, from metrics.jsonl (empty for runs made before it
-    /// recorded them): a study may go on on another machine.
+    /// The CPUs its runs' epochs ran on, with the threads they trained with, from metrics.jsonl
+    /// (empty for runs made before it recorded them): a study may go on on another machine.
     pub cpus: Vec<String>,
 }
 
@@ -645,7 +645,14 @@ fn collect(
     let mut cpus: Vec<String> = metrics
         .iter()
         .flatten()
-        .filter_map(|m| m.cpu.clone())
+        .filter_map(|m| {
+            let cpu = m.cpu.as_deref()?;
+            Some(match m.threads {
+                Some(1) => format!("{cpu}, 1 thread"),
+                Some(n) => format!("{cpu}, {n} threads"),
+                None => cpu.to_string(),
+            })
+        })
         .collect();
     cpus.sort();
     cpus.dedup();
@@ -1052,7 +1059,7 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
         "\nresults.png shows the base and the headline arms (grown to 2L and its baselines). Its left panel \
          counts only the images each arm trained on after the base (as the table's `train images` does); the right panel counts all training images behind a model, the base's \
          pretraining included for the arms that start from the base.\n{variants_png}\
-         \nIn brackets above: the precision of each arm's matrix products and the CPUs its runs trained on{}. \
+         \nIn brackets above: the precision of each arm's matrix products and the CPUs (and threads) its runs trained on{}. \
          This report was rendered on {}. Test accuracy is the last epoch's; test top-1 of arms with several seeds is mean ± sample std. \
          `trained params` is below `params` only where the shared blocks are frozen (adapters-only). Wall time is training and evaluation per run. \
          The validation split is carved off the training set by the run's seed; arms that start from the base carve the base's, so that \

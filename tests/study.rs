@@ -100,12 +100,18 @@ fn a_tiny_study_runs_grows_and_refuses_other_settings() {
     // ... and the CPU its epochs ran on (recorded per epoch: a run may resume elsewhere).
     assert!(arm_line("grown-low-lr").ends_with("(bf16, CPU 1)"), "{md}");
     assert!(arm_line("scratch-3E").ends_with("(f32, CPU 1)"), "{md}");
+    // With the threads it trained with: runs sharing the cores each run slower.
     let cpu = scalenet::ops::auto_precision::cpu_model();
-    assert!(md.contains(&format!("(CPU 1 = {cpu})")), "{md}");
+    let threads = rayon::current_num_threads();
+    let unit = if threads == 1 { "thread" } else { "threads" };
+    assert!(
+        md.contains(&format!("(CPU 1 = {cpu}, {threads} {unit})")),
+        "{md}"
+    );
     let epochs = scalenet::train::trainer::read_metrics(&dir.join("runs/grown-s0")).unwrap();
     assert!(epochs
         .iter()
-        .all(|m| m.cpu.as_deref() == Some(cpu.as_str())));
+        .all(|m| m.cpu.as_deref() == Some(cpu.as_str()) && m.threads == Some(threads)));
     // The variants have their own figure once one has run.
     assert!(dir.join("variants.png").is_file());
     assert!(md.contains("variants.png shows"), "{md}");

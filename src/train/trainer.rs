@@ -183,6 +183,9 @@ pub struct EpochMetrics {
     /// another machine, and its speed is only comparable on the same one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
+    /// The threads it trained with: two runs sharing a machine's cores each run slower.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
 }
 
 /// Where a run stands; saved with each checkpoint.
@@ -813,6 +816,7 @@ fn run_task<T: Task>(
             train_images: state.train_images,
             train_tokens: (task.unit() == "tok").then(|| state.train_images * cfg.seq_len as u64),
             cpu: Some(cpu.clone()),
+            threads: Some(rayon::current_num_threads()),
         };
         task.evaluate(&eval_net, &mut m)?;
         m.wall_s = state.wall_s + started.elapsed().as_secs_f64();
