@@ -647,11 +647,7 @@ fn collect(
         .flatten()
         .filter_map(|m| {
             let cpu = m.cpu.as_deref()?;
-            Some(match m.threads {
-                Some(1) => format!("{cpu}, 1 thread"),
-                Some(n) => format!("{cpu}, {n} threads"),
-                None => cpu.to_string(),
-            })
+            Some(m.threads.map_or(cpu.to_string(), |n| with_threads(cpu, n)))
         })
         .collect();
     cpus.sort();
@@ -869,7 +865,13 @@ pub fn table(results: &[ArmResult]) -> String {
 /// generations) and the threads that trained, for reports.
 pub fn machine() -> String {
     let cpu = crate::ops::auto_precision::cpu_info();
-    format!("{}, {} threads", cpu.model, cpu.threads)
+    with_threads(&cpu.model, cpu.threads)
+}
+
+/// "AMD EPYC …, 2 threads" (or "1 thread").
+fn with_threads(cpu: &str, threads: usize) -> String {
+    let unit = if threads == 1 { "thread" } else { "threads" };
+    format!("{cpu}, {threads} {unit}")
 }
 
 /// "beats scratch-3E by 0.80 points", or, where the seeds' spread is as large as the

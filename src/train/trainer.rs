@@ -690,6 +690,7 @@ fn run_task<T: Task>(
 
     let save = |dir: &Path, net: &T::Model| task.save(dir, net);
     let cpu = crate::ops::auto_precision::cpu_model();
+    let threads = rayon::current_num_threads();
     let mut steps_this_process = 0usize;
     while state.epoch < cfg.epochs {
         let epoch = state.epoch;
@@ -816,7 +817,7 @@ fn run_task<T: Task>(
             train_images: state.train_images,
             train_tokens: (task.unit() == "tok").then(|| state.train_images * cfg.seq_len as u64),
             cpu: Some(cpu.clone()),
-            threads: Some(rayon::current_num_threads()),
+            threads: Some(threads),
         };
         task.evaluate(&eval_net, &mut m)?;
         m.wall_s = state.wall_s + started.elapsed().as_secs_f64();
