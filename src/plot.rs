@@ -486,7 +486,9 @@ impl<'a> DrawingBackend for TextFix<'a> {
 
 /// The range of `values` widened by `frac` of its span on each side (markers on the edges stay
 /// visible); a single value gets ±10% of itself. Counts, sizes and accuracies are never
-/// negative, so data that is not never gets an axis below zero.
+/// negative, so positive data never gets an axis below zero. Data that reaches zero keeps its
+/// margin (a marker at zero would be half cut off by the axis); the margin is narrower than
+/// any tick step, so no negative tick is labelled.
 fn padded(values: impl Iterator<Item = f64>, frac: f64) -> (f64, f64) {
     let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
     if lo > hi {
@@ -499,7 +501,7 @@ fn padded(values: impl Iterator<Item = f64>, frac: f64) -> (f64, f64) {
     } else {
         (lo - span * frac, hi + span * frac)
     };
-    if lo >= 0.0 {
+    if lo > 0.0 {
         (a.max(0.0), b)
     } else {
         (a, b)
@@ -559,9 +561,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn axes_of_non_negative_data_stay_non_negative() {
+    fn positive_data_keeps_its_axis_non_negative_and_zero_keeps_its_margin() {
         assert_eq!(padded([0.192].into_iter(), 0.03).0, 0.192 - 0.0192);
-        assert_eq!(padded([0.0, 10.0].into_iter(), 0.03).0, 0.0);
+        assert_eq!(padded([0.1, 10.0].into_iter(), 0.03).0, 0.0);
+        assert_eq!(padded([0.0, 10.0].into_iter(), 0.03).0, -0.3);
         assert!(padded([-1.0, 10.0].into_iter(), 0.03).0 < -1.0);
     }
 
