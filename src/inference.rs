@@ -4,9 +4,9 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::checkpoint::TensorFile;
-use crate::config::ImageArch;
+use crate::checkpoint::safetensors_io::TensorFile;
 use crate::error::{Error, Result};
+use crate::model::arch::ImageArch;
 use crate::model::weights::to_vec;
 
 /// Images on the host: `[n, c, h, w]`, row-major f32, already normalised.

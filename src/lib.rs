@@ -4,15 +4,14 @@
 //! parameter cost, following ScaleNet (Hao et al., "ScaleNet: Scaling up Pretrained Neural
 //! Networks with Incremental Parameters", IEEE TIP 2025, arXiv 2510.18431).
 //!
-//! The crate follows the data's path: [`config`] (timm model arguments and presets) →
-//! [`model`] (a timm-faithful ViT and a transformers-faithful Llama on burn) → [`growth`]
+//! The crate follows the data's path: [`model`] (each family's config, presets and model:
+//! timm-faithful ViT and Swin, a transformers-faithful Llama, on burn) → [`growth`]
 //! (shared blocks and per-position adapters over any pre-norm block) → [`checkpoint`] (timm hub
 //! directories, transformers directories, GGUF) → [`data`] (images, text, tokenizers) →
 //! [`train`] (one loop for classification and language modelling) → the `scalenet` binary.
 
 pub mod bench;
 pub mod checkpoint;
-pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
@@ -29,6 +28,7 @@ pub mod train;
 pub mod units;
 pub mod untrusted;
 
-pub use config::{GlobalPool, PretrainedCfg, VitConfig};
 pub use error::{Error, Result};
+pub use model::image::{GlobalPool, PretrainedCfg};
+pub use model::vit::config::VitConfig;
 pub use model::VisionTransformer;

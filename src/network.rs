@@ -5,12 +5,14 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use crate::config::ImageArch;
-use crate::growth::{GrownSwin, GrownVit};
+use crate::growth::swin::GrownSwin;
+use crate::growth::vit::GrownVit;
+use crate::model::arch::ImageArch;
 use crate::model::drop_path::DropPath;
 use crate::model::layers::Linear;
 use crate::model::swin::SwinTransformer;
-use crate::model::{Init, TensorSink, VisionTransformer, WeightSource};
+use crate::model::vit::VisionTransformer;
+use crate::model::weights::{Init, TensorSink, WeightSource};
 
 #[derive(Module, Debug)]
 pub enum Network {
@@ -128,7 +130,7 @@ impl Network {
 #[derive(Module, Debug)]
 pub enum LanguageModel {
     Plain(crate::model::llama::Llama),
-    Grown(crate::growth::GrownLlama),
+    Grown(crate::growth::llama::GrownLlama),
 }
 
 impl LanguageModel {
@@ -136,7 +138,7 @@ impl LanguageModel {
     pub fn forward(
         &self,
         ids: Tensor<2, burn::tensor::Int>,
-        cache: Option<&mut crate::model::llama::KvCache>,
+        cache: Option<&mut crate::model::llama::block::KvCache>,
     ) -> Tensor<3> {
         self.forward_logits(ids, cache, crate::model::llama::Logits::All)
     }
@@ -145,7 +147,7 @@ impl LanguageModel {
     pub fn forward_logits(
         &self,
         ids: Tensor<2, burn::tensor::Int>,
-        cache: Option<&mut crate::model::llama::KvCache>,
+        cache: Option<&mut crate::model::llama::block::KvCache>,
         logits: crate::model::llama::Logits,
     ) -> Tensor<3> {
         match self {
@@ -154,7 +156,7 @@ impl LanguageModel {
         }
     }
 
-    pub fn new_cache(&self) -> crate::model::llama::KvCache {
+    pub fn new_cache(&self) -> crate::model::llama::block::KvCache {
         match self {
             LanguageModel::Plain(m) => m.new_cache(),
             LanguageModel::Grown(m) => m.new_cache(),
@@ -162,7 +164,7 @@ impl LanguageModel {
     }
 
     /// The architecture (for a grown model, its base's).
-    pub fn config(&self) -> &crate::model::llama::LlamaConfig {
+    pub fn config(&self) -> &crate::model::llama::config::LlamaConfig {
         match self {
             LanguageModel::Plain(m) => &m.config,
             LanguageModel::Grown(m) => &m.config,
@@ -179,7 +181,7 @@ impl LanguageModel {
         ends.norm.weight.val().slice(0..1)
     }
 
-    pub fn growth(&self) -> Option<&crate::growth::GrowthSpec> {
+    pub fn growth(&self) -> Option<&crate::growth::plan::GrowthSpec> {
         match self {
             LanguageModel::Plain(_) => None,
             LanguageModel::Grown(m) => Some(&m.spec),

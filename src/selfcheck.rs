@@ -13,14 +13,20 @@ use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
 use serde::Serialize;
 
-use crate::checkpoint::{load_model, ModelConfig, TensorFile};
+use crate::checkpoint::model_dir::{load_model, ModelConfig};
+
+use crate::checkpoint::safetensors_io::TensorFile;
 use crate::error::Result;
-use crate::growth::{expand, AdapterSpec, ExpandOptions, GrownVit, InitMode, MapStrategy};
+use crate::growth::expand::expand;
+use crate::growth::options::{ExpandOptions, InitMode};
+use crate::growth::plan::{AdapterSpec, MapStrategy};
+use crate::growth::vit::GrownVit;
 use crate::inference::{run_batched, ImageBatch};
+use crate::model::vit::block::Block;
+use crate::model::vit::VisionTransformer;
 use crate::model::weights::{to_vec, Init};
-use crate::model::{Block, VisionTransformer};
 use crate::network::Network;
-use crate::ops::{autocast, Precision};
+use crate::ops::precision::{autocast, Precision};
 
 /// One comparison: its largest error against the reference, and the most it may be.
 #[derive(Clone, Debug, Serialize)]
@@ -138,8 +144,8 @@ pub fn fixtures(root: &Path, device: &Device) -> Result<Vec<Check>> {
 fn language_model_fixture(name: &str, dir: &Path, device: &Device) -> Result<Check> {
     let model = crate::checkpoint::hf_dir::load_llama(dir, device)?.model;
     let io = dir.join("io.safetensors");
-    let (shape, ids) = crate::checkpoint::read_int_tensor(&io, "input_ids")?;
-    let expected = crate::checkpoint::read_float_tensor(&io, "logits")?;
+    let (shape, ids) = crate::checkpoint::safetensors_io::read_int_tensor(&io, "input_ids")?;
+    let expected = crate::checkpoint::safetensors_io::read_float_tensor(&io, "logits")?;
     let x = Tensor::<2, burn::tensor::Int>::from_data(
         TensorData::new(ids, [shape[0], shape[1]]),
         device,
@@ -197,7 +203,7 @@ pub fn ops(device: &Device) -> Vec<Check> {
     let qkv = (values(bt * tokens * 3 * d, 4, 1.5), [bt * tokens, 3 * d]);
     let attention = |t: Vec<Tensor<2>>| {
         let qkv = t[0].clone().reshape([bt, tokens, 3 * d]);
-        crate::model::attention::attend(qkv, heads).reshape([bt * tokens, d])
+        crate::model::vit::attention::attend(qkv, heads).reshape([bt * tokens, d])
     };
     // Swin's window attention: a bias per (window, head), windows of 9 tokens.
     let (bw, wn, wd, wh, groups) = (6, 9, 12, 3, 3);
@@ -209,7 +215,7 @@ pub fn ops(device: &Device) -> Vec<Check> {
     let window = |t: Vec<Tensor<2>>| {
         let qkv = t[0].clone().reshape([bw, wn, 3 * wd]);
         let bias = t[1].clone().reshape([groups, wh, wn, wn]);
-        crate::model::swin::window_attend(qkv, bias, wh).reshape([bw * wn, wd])
+        crate::model::swin::block::window_attend(qkv, bias, wh).reshape([bw * wn, wd])
     };
     type Op<'a> = (
         &'static str,

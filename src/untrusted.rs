@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use crate::checkpoint::{ModelConfig, TensorFile};
+use crate::checkpoint::model_dir::ModelConfig;
+
+use crate::checkpoint::safetensors_io::TensorFile;
 use crate::data::ImageSet;
 use crate::error::Result;
 
@@ -28,10 +30,10 @@ pub fn config(bytes: &[u8]) -> Result<u128> {
     }
     let cfg = ModelConfig::parse(Path::new("config.json"), &text)?;
     match &cfg.arch {
-        crate::config::ImageArch::Vit(v) => {
+        crate::model::arch::ImageArch::Vit(v) => {
             let _ = (v.grid(), v.num_tokens(), v.head_dim(), v.mlp_hidden());
         }
-        crate::config::ImageArch::Swin(s) => {
+        crate::model::arch::ImageArch::Swin(s) => {
             let _ = (s.stages(), s.num_features());
         }
     }

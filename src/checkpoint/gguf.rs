@@ -11,8 +11,8 @@ use half::{bf16, f16};
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
-use crate::model::llama::LlamaConfig;
-use crate::model::NamedTensor;
+use crate::model::llama::config::LlamaConfig;
+use crate::model::weights::NamedTensor;
 
 const MAGIC: &[u8; 4] = b"GGUF";
 

@@ -14,8 +14,10 @@ use super::model_dir::{save_dir, CheckpointSource, CONFIG_FILE, WEIGHTS_FILE};
 use super::safetensors_io::{LoadedTensor, TensorFile};
 use crate::data::tokenizer::TextTokenizer;
 use crate::error::{Error, Result};
-use crate::growth::{GrownLlama, GrowthSpec};
-use crate::model::llama::{Llama, LlamaConfig};
+use crate::growth::llama::GrownLlama;
+use crate::growth::plan::GrowthSpec;
+use crate::model::llama::config::LlamaConfig;
+use crate::model::llama::Llama;
 use crate::network::LanguageModel;
 
 pub const INDEX_FILE: &str = "model.safetensors.index.json";

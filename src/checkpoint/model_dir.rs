@@ -13,11 +13,15 @@ use serde_json::{json, Map, Value};
 
 use super::atomic::{commit, write_temp};
 use super::safetensors_io::{serialize, TensorFile};
-use crate::config::{suggest, ImageArch, PretrainedCfg};
 use crate::error::{Error, Result};
-use crate::growth::{GrownSwin, GrownVit, Growth};
+use crate::growth::plan::Growth;
+use crate::growth::swin::GrownSwin;
+use crate::growth::vit::GrownVit;
+use crate::model::arch::{suggest, ImageArch};
+use crate::model::image::PretrainedCfg;
 use crate::model::swin::SwinTransformer;
-use crate::model::{Init, NamedTensor, VisionTransformer, WeightSource};
+use crate::model::vit::VisionTransformer;
+use crate::model::weights::{Init, NamedTensor, WeightSource};
 use crate::network::Network;
 
 pub const CONFIG_FILE: &str = "config.json";

@@ -9,7 +9,7 @@ use safetensors::SafeTensors;
 
 use super::atomic::atomic_write;
 use crate::error::{Error, Result};
-use crate::model::NamedTensor;
+use crate::model::weights::NamedTensor;
 
 /// One tensor read from a file: its original dtype, shape and f32 values.
 #[derive(Clone, Debug)]

@@ -4,7 +4,7 @@ use anyhow::Result;
 use burn::tensor::Device;
 use scalenet::checkpoint::load_model;
 use scalenet::checkpoint::model_dir::LoadedModel;
-use scalenet::config::ImageArch;
+use scalenet::model::arch::ImageArch;
 use scalenet::model::swin::SwinConfig;
 use scalenet::network::Network;
 use scalenet::units::{human, thousands};

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use scalenet::checkpoint::model_dir::{build_network, check_output_dir};
 use scalenet::checkpoint::{save_model, ModelConfig};
-use scalenet::config::preset_names;
+use scalenet::model::arch::preset_names;
 use scalenet::model::RandomInit;
 use serde_json::{Map, Value};
 

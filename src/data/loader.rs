@@ -263,7 +263,7 @@ mod tests {
     fn same_batches_for_any_worker_count() {
         let data = crate::data::Dataset::open("fmnist-mini").unwrap();
         let split = data.train.subset(40, 0);
-        let cfg_pt = crate::config::preset("vit_tiny_patch16_224")
+        let cfg_pt = crate::model::vit::config::preset("vit_tiny_patch16_224")
             .unwrap()
             .pretrained_cfg;
         let t = Transform::new(

@@ -5,7 +5,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 
 use super::RawImage;
-use crate::config::PretrainedCfg;
+use crate::model::image::PretrainedCfg;
 
 /// Per-sample augmentation for training.
 #[derive(Clone, Debug, PartialEq)]
@@ -461,7 +461,7 @@ mod tests {
             shape: [1, 28, 28],
             label: 0,
         };
-        let cfg = crate::config::preset("deit_tiny_patch16_224")
+        let cfg = crate::model::vit::config::preset("deit_tiny_patch16_224")
             .unwrap()
             .pretrained_cfg;
         let t = Transform::new(3, [28, 28], &cfg, None);
@@ -478,7 +478,7 @@ mod tests {
             shape: [1, 28, 28],
             label: 0,
         };
-        let cfg = crate::config::preset("vit_tiny_patch16_224")
+        let cfg = crate::model::vit::config::preset("vit_tiny_patch16_224")
             .unwrap()
             .pretrained_cfg;
         let mut a = Augment::for_split(true, 28);

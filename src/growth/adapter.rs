@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::plan::Activation;
 use crate::model::layers::Linear;
-use crate::model::{Init, TensorSink, WeightSource};
+use crate::model::weights::{Init, TensorSink, WeightSource};
 
 #[derive(Module, Debug)]
 pub struct Adapter {

@@ -7,15 +7,16 @@ use std::collections::HashMap;
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor};
 
-use super::grown::{
+use super::options::new_tensors;
+use super::plan::{identity_gates, GrowthSpec};
+use super::position::{
     fixed_position_values, new_positions, position_key, run_positions, GrownCounts, Position,
     POSITIONS,
 };
-use super::plan::{identity_gates, GrowthSpec};
-use crate::model::llama::{
-    decode, layer_key, DecoderLayer, KvCache, Llama, LlamaConfig, LlamaEnds, Logits, RmsNorm,
-};
-use crate::model::{Init, RandomInit, TensorSink, WeightSource};
+use crate::model::llama::block::{DecoderLayer, KvCache, RmsNorm};
+use crate::model::llama::config::LlamaConfig;
+use crate::model::llama::{decode, layer_key, Llama, LlamaEnds, Logits};
+use crate::model::weights::{Init, TensorSink, WeightSource};
 
 #[derive(Module, Debug)]
 pub struct GrownLlama {
@@ -51,18 +52,14 @@ impl GrownLlama {
     pub fn grow(base: Llama, spec: &GrowthSpec, seed: u64) -> Self {
         let device = base.ends.embed_tokens.val().device();
         let d = base.config.hidden_size;
-        let mut fixed = fixed_position_values(
+        let fixed = fixed_position_values(
             &base.layers,
             POSITIONS,
             spec,
             d,
             &identity_gates(&spec.layer_map),
         );
-        let mut rng = RandomInit::new(seed);
-        let mut src = |key: &str, shape: &[usize], init: Init| match fixed.remove(key) {
-            Some(v) => v,
-            None => rng.tensor(key, shape, init),
-        };
+        let mut src = new_tensors(fixed, seed);
         let positions = new_positions(&mut src, POSITIONS, spec, d, &base.layers, &device);
         Self::assemble(base, spec, positions)
     }

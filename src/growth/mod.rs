@@ -1,21 +1,26 @@
-//! ScaleNet growth: expansion plans, per-position adapters, and the grown model whose
-//! positions share the base blocks.
+//! ScaleNet growth: what the user asks (`options`), layer maps and the saved spec (`plan`),
+//! per-position adapters (`adapter`) and positions that run shared base blocks (`position`),
+//! all written once over [`PreNormBlock`]. Each family's grown model is in a file named after
+//! it (`vit`, `swin`, `llama`), and `expand` turns a loaded model into the grown one to save.
 
 pub mod adapter;
-pub mod block;
 pub mod expand;
-pub mod grown;
 pub mod llama;
+pub mod options;
 pub mod plan;
+pub mod position;
 pub mod swin;
+pub mod vit;
 
+pub use crate::model::prenorm::{BlockNorm, PreNormBlock};
 pub use adapter::Adapter;
-pub use block::{BlockNorm, PreNormBlock};
-pub use expand::{expand, expand_llama, expand_swin, ExpandOptions, InitMode};
-pub use grown::{GrownCounts, GrownVit, Position};
+pub use expand::{expand, expand_llama, expand_swin};
 pub use llama::GrownLlama;
+pub use options::{ExpandOptions, InitMode};
 pub use plan::{
     identity_gates, layer_map, Activation, AdapterSpec, Growth, GrowthSpec, MapStrategy, Placement,
     StagedGrowth,
 };
+pub use position::{GrownCounts, Position};
 pub use swin::GrownSwin;
+pub use vit::GrownVit;

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::arch::ImageArch;
+
 /// How base blocks are laid out over the grown depth.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MapStrategy {
@@ -42,8 +44,7 @@ impl MapStrategy {
     }
 }
 
-/// The most positions a grown model may have: 200x the deepest ViT timm ships.
-pub const MAX_POSITIONS: usize = 10_000;
+pub use crate::model::limits::MAX_POSITIONS;
 
 /// Builds the layer map for growing `base_depth` blocks to `target_depth` positions.
 pub fn layer_map(
@@ -300,8 +301,7 @@ pub enum Growth {
 
 impl Growth {
     /// Reads the section for a base of architecture `arch`, checking it fits.
-    pub fn parse(v: &serde_json::Value, arch: &crate::config::ImageArch) -> Result<Self, String> {
-        use crate::config::ImageArch;
+    pub fn parse(v: &serde_json::Value, arch: &ImageArch) -> Result<Self, String> {
         let bad = |e: serde_json::Error| format!("'scalenet' section: {e}");
         match arch {
             ImageArch::Vit(c) => {

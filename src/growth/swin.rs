@@ -1,7 +1,7 @@
 //! The grown Swin: each stage grows on its own. Stage s keeps its base blocks once and has
 //! `layer_maps[s].len()` positions; position i of stage s runs base block
 //! `layer_maps[s][i]` of that stage, with the stage's adapters, norms and gates as for a ViT
-//! (see `growth::grown`).
+//! (see `growth::position`).
 //!
 //! Windowing follows the position, not the block it shares: position i uses shifted windows
 //! when i is odd, as block i of a timm Swin of the grown depth would. The grown model is
@@ -15,15 +15,17 @@ use std::collections::HashMap;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::grown::{fixed_position_values, new_positions, GrownCounts, Position};
-use super::plan::StagedGrowth;
+use super::options::{new_tensors, ExpandOptions, InitMode};
+use super::plan::{layer_map, MapStrategy, StagedGrowth, FORMAT_VERSION};
+use super::position::{fixed_position_values, new_positions, GrownCounts, Position};
+use crate::error::Error;
 use crate::model::drop_path::DropPath;
 use crate::model::layers::LayerNorm;
-use crate::model::swin::SwinTransformer;
-use crate::model::swin::{
-    export_stage_blocks, new_stage_blocks, BlockGeometry, SwinBlock, SwinConfig, SwinEnds,
-};
-use crate::model::{Init, TensorSink, WeightSource};
+use crate::model::swin::block::{BlockGeometry, SwinBlock};
+use crate::model::swin::config::SwinConfig;
+use crate::model::swin::{self, SwinTransformer};
+use crate::model::swin::{export_stage_blocks, new_stage_blocks, SwinEnds};
+use crate::model::weights::{Init, TensorSink, WeightSource};
 
 /// Where stage s's positions live in checkpoints.
 pub fn stage_prefix(s: usize) -> String {
@@ -105,6 +107,54 @@ impl GrownSwin {
         }
     }
 
+    /// Grows `base` stage by stage to `opts.depths`, each stage with its own layer map from
+    /// `opts.map`: its tensors move in unchanged, positions start as for a ViT.
+    pub fn grow(base: SwinTransformer, opts: &ExpandOptions) -> crate::error::Result<Self> {
+        let cfg = base.config().clone();
+        let n = cfg.num_stages();
+        if opts.depths.len() != n {
+            return Err(Error::InvalidModel(format!(
+                "--depths gives {} stage depths, but the base Swin has {n} stages (depths {:?})",
+                opts.depths.len(),
+                cfg.depths
+            )));
+        }
+        let strategy = |s: usize| match &opts.map {
+            MapStrategy::PerStage(maps) => maps
+                .get(s)
+                .cloned()
+                .map(MapStrategy::Explicit)
+                .ok_or_else(|| format!("--map gives {} stage maps for {n} stages", maps.len())),
+            MapStrategy::Explicit(_) => Err(
+                "a Swin takes one map per stage, separated by '/': e.g. --map 0,1,0,1/0,1/..."
+                    .into(),
+            ),
+            m => Ok(m.clone()),
+        };
+        let mut layer_maps = Vec::with_capacity(n);
+        for s in 0..n {
+            let map = strategy(s)
+                .and_then(|m| layer_map(&m, cfg.depths[s], opts.depths[s]))
+                .map_err(|m| Error::InvalidModel(format!("stage {s}: {m}")))?;
+            layer_maps.push(map);
+        }
+        let spec = StagedGrowth {
+            format_version: FORMAT_VERSION,
+            base_depths: cfg.depths.clone(),
+            layer_maps,
+            adapter: opts.adapter.clone(),
+            unshared_norms: opts.unshared_norms,
+            layer_scale: opts.init == InitMode::Identity,
+        };
+        let widths: Vec<usize> = (0..n).map(|s| cfg.stage_dim(s)).collect();
+        spec.validate(&cfg.depths, &widths)
+            .map_err(Error::InvalidModel)?;
+        let fixed = fixed_stage_values(&base, &spec).map_err(Error::InvalidModel)?;
+        let mut src = new_tensors(fixed, opts.seed);
+        let device = base.ends.proj_bias.val().device();
+        Ok(Self::from_base(base, &spec, &mut src, &device))
+    }
+
     pub fn config(&self) -> &SwinConfig {
         &self.ends.config
     }
@@ -116,18 +166,12 @@ impl GrownSwin {
         x: Tensor<4>,
         dp: &mut Option<&mut DropPath>,
     ) -> Tensor<3> {
-        let mut x = self.ends.embed(x);
-        let mut position = 0;
-        for (s, positions) in self.positions.iter().enumerate() {
-            x = self.ends.enter_stage(s, x);
-            let map = &self.spec.layer_maps[s];
-            for (i, p) in positions.iter().enumerate() {
-                let block = &self.stages[s][map[i]];
-                x = p.forward(block, x, &self.windows[s][i % 2], position, dp);
-                position += 1;
-            }
-        }
-        x
+        let depths: Vec<usize> = self.positions.iter().map(Vec::len).collect();
+        swin::features(&self.ends, &depths, x, dp, &|s, i, x, position, dp| {
+            let block = &self.stages[s][self.spec.layer_maps[s][i]];
+            let windows = &self.windows[s][i % 2];
+            self.positions[s][i].forward(block, x, windows, position, dp)
+        })
     }
 
     /// `[batch, chans, h, w]` → `[batch, num_classes]`

@@ -439,7 +439,7 @@ pub fn f32_kernel() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::gemm_f32::test_operands::{assert_product, operands};
+    use super::super::gemm_tile::test_operands::{assert_product, operands};
     use super::*;
 
     extern "C" fn no_threads(_: c_int) -> c_int {

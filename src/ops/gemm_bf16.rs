@@ -13,31 +13,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-/// A strided f32 matrix view: element (i, j) is `data[offset + i*rs + j*cs]`.
-#[derive(Clone, Copy)]
-pub struct View<'a> {
-    pub data: &'a [f32],
-    pub offset: usize,
-    pub rs: isize,
-    pub cs: isize,
-}
-
-impl<'a> View<'a> {
-    /// A view of `data` from `offset` with row stride `rs` and column stride `cs`.
-    pub fn strided(data: &'a [f32], offset: usize, rs: usize, cs: usize) -> Self {
-        View {
-            data,
-            offset,
-            rs: rs as isize,
-            cs: cs as isize,
-        }
-    }
-
-    #[inline(always)]
-    pub(crate) fn at(&self, i: usize, j: usize) -> f32 {
-        self.data[(self.offset as isize + i as isize * self.rs + j as isize * self.cs) as usize]
-    }
-}
+pub use super::gemm_tile::View;
+use super::gemm_tile::{store_tile, tile_masks};
 
 /// Round-to-nearest-even f32 → bf16 bits (NaN stays NaN), as `vcvtneps2bf16`.
 #[inline(always)]
@@ -324,8 +301,8 @@ unsafe fn kernel(
         2 => step!(2),
         _ => step!(1),
     }
-    let masks = super::gemm_f32::tile_masks(cols);
-    super::gemm_f32::store_tile(&acc[..mr], c, ldc, masks, accumulate);
+    let masks = tile_masks(cols);
+    store_tile(&acc[..mr], c, ldc, masks, accumulate);
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -353,7 +330,7 @@ fn interleave(data: &[f32], lo: usize, hi: Option<usize>, out: &mut [u32]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::gemm_f32::test_operands::{assert_product, operands, SHAPES};
+    use super::super::gemm_tile::test_operands::{assert_product, operands, SHAPES};
     use super::*;
 
     fn round(x: f32) -> f32 {

@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::gemm_bf16::View;
+use super::gemm_tile::{store_tile, tile_masks, View};
 
 const NR: usize = 32;
 const MR: usize = 8;
@@ -433,48 +433,6 @@ unsafe fn kernel(
     store_tile(&acc[..mr], c, ldc, (lo_mask, hi_mask), accumulate);
 }
 
-/// Lane masks for a tile `cols` (≤ 32) wide: the low and the high 16 columns.
-pub(super) fn tile_masks(cols: usize) -> (u16, u16) {
-    let mask = |w: usize| {
-        if w >= 16 {
-            0xffff
-        } else {
-            ((1u32 << w) - 1) as u16
-        }
-    };
-    (mask(cols), mask(cols.saturating_sub(16)))
-}
-
-/// Writes (or with `accumulate` adds) each row's two accumulators to C, masked to the tile.
-///
-/// # Safety
-/// `c` addresses `acc.len()` rows at stride `ldc` of the masked columns, initialised if
-/// `accumulate`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn store_tile(
-    acc: &[[std::arch::x86_64::__m512; 2]],
-    c: *mut f32,
-    ldc: usize,
-    (lo_mask, hi_mask): (u16, u16),
-    accumulate: bool,
-) {
-    use std::arch::x86_64::*;
-    for (r, acc) in acc.iter().enumerate() {
-        // SAFETY: by the function's contract.
-        unsafe {
-            let out = c.add(r * ldc);
-            let (mut lo, mut hi) = (acc[0], acc[1]);
-            if accumulate {
-                lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(lo_mask, out));
-                hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(hi_mask, out.add(16)));
-            }
-            _mm512_mask_storeu_ps(out, lo_mask, lo);
-            _mm512_mask_storeu_ps(out.add(16), hi_mask, hi);
-        }
-    }
-}
-
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
 unsafe fn kernel(
@@ -491,65 +449,9 @@ unsafe fn kernel(
     unreachable!("gemm_f32 is only available on x86_64")
 }
 
-/// Operands shared by both GEMMs' tests.
-#[cfg(test)]
-pub(super) mod test_operands {
-    /// Odd sizes, partial panels and row blocks, K across several passes.
-    pub const SHAPES: [(usize, usize, usize); 9] = [
-        (1, 1, 1),
-        (9, 33, 7),
-        (130, 70, 300),
-        (17, 16, 65),
-        (8, 32, 2),
-        (200, 64, 600),
-        (33, 96, 3),
-        // Several full panels, K across passes and not a multiple of 8.
-        (37, 130, 300),
-        (16, 160, 13),
-    ];
-
-    /// A (m×k) and B (k×n) row-major, then the same values stored column-major.
-    pub fn operands(m: usize, n: usize, k: usize) -> [Vec<f32>; 4] {
-        let av: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
-            .collect();
-        let bv: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 13.0)
-            .collect();
-        let at = (0..m * k).map(|i| av[(i % m) * k + i / m]).collect();
-        let bt = (0..n * k).map(|i| bv[(i % k) * n + i / k]).collect();
-        [av, bv, at, bt]
-    }
-
-    /// Asserts that `got(i, j)` is `start + Σ_t round(a[i,t]) · round(b[t,j])` (`a` m×k and
-    /// `b` k×n, row-major) to f32's accuracy, against a sum in f64. `round` is the identity for
-    /// f32 products and the rounding to bf16 for bf16 ones.
-    pub fn assert_product(
-        (m, n, k): (usize, usize, usize),
-        (a, b): (&[f32], &[f32]),
-        round: impl Fn(f32) -> f32,
-        start: f64,
-        got: impl Fn(usize, usize) -> f32,
-    ) {
-        for i in 0..m {
-            for j in 0..n {
-                let want = start
-                    + (0..k)
-                        .map(|t| round(a[i * k + t]) as f64 * round(b[t * n + j]) as f64)
-                        .sum::<f64>();
-                let got = got(i, j) as f64;
-                assert!(
-                    (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                    "{m}x{n}x{k} ({i},{j}): {got} vs {want}"
-                );
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::test_operands::{assert_product, operands, SHAPES};
+    use super::super::gemm_tile::test_operands::{assert_product, operands, SHAPES};
     use super::*;
 
     #[test]

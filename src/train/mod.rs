@@ -1,11 +1,16 @@
 //! Training: the loop, the optimizer with parameter groups, the schedule, evaluation,
 //! checkpoints and exact resume.
 
+pub mod config;
 pub mod eval;
 pub mod lm;
 pub mod optim;
+pub mod run_dir;
 pub mod schedule;
+mod task;
+mod text;
 pub mod trainer;
+mod vision;
 
 pub use eval::{evaluate, EvalResult};
 pub use trainer::{train, Hooks, Outcome, TrainConfig};

@@ -11,7 +11,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::model::weights::to_vec;
-use crate::model::NamedTensor;
+use crate::model::weights::NamedTensor;
 use crate::ops::AdamWStep;
 
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::config::MAX_PARAMS;
+use crate::model::limits::{MAX_PARAMS, MAX_POSITIONS};
 
 /// How rotary frequencies are rescaled for long contexts (`rope_scaling`).
 #[derive(Clone, Debug, PartialEq)]
@@ -174,11 +174,10 @@ impl LlamaConfig {
         if self.rms_norm_eps.is_nan() || self.rms_norm_eps <= 0.0 || self.rope_theta <= 0.0 {
             return Err("'rms_norm_eps' and 'rope_theta' must be positive".into());
         }
-        if self.num_hidden_layers > crate::growth::plan::MAX_POSITIONS {
+        if self.num_hidden_layers > MAX_POSITIONS {
             return Err(format!(
                 "'num_hidden_layers' {} is more than the {} scalenet accepts",
-                self.num_hidden_layers,
-                crate::growth::plan::MAX_POSITIONS
+                self.num_hidden_layers, MAX_POSITIONS
             ));
         }
         let n = self.min_params();

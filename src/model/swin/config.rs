@@ -3,7 +3,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::config::{GlobalPool, PretrainedCfg, MAX_PARAMS};
+use crate::model::image::{GlobalPool, PretrainedCfg};
+use crate::model::limits::MAX_PARAMS;
 
 /// The architecture of a Swin Transformer, as timm's `SwinTransformer` takes it.
 #[derive(Clone, Debug, PartialEq)]

@@ -6,8 +6,8 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
 
-use super::layers::Linear;
-use super::weights::{TensorSink, WeightSource};
+use crate::model::layers::Linear;
+use crate::model::weights::{TensorSink, WeightSource};
 use crate::ops::precision::{lower, raise};
 
 #[derive(Module, Debug)]

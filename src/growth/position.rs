@@ -1,5 +1,5 @@
-//! The grown model: L base blocks stored once, L' positions that each run base block
-//! `layer_map[i]` plus their own adjustment parameters.
+//! A position of a grown model: L base blocks stored once, L' positions that each run base
+//! block `layer_map[i]` plus their own adjustment parameters.
 //!
 //! Position i with j = layer_map[i]:
 //! ```text
@@ -11,8 +11,8 @@
 //!
 //! Sharing is real: `blocks` holds each base block once and positions only hold an index, so
 //! each shared tensor is one parameter (one optimizer entry) whose gradient sums over positions.
-//! [`Position`] and [`run_positions`] work for any [`PreNormBlock`]; [`GrownVit`] is the ViT
-//! assembled around them (the grown Llama is in `growth::llama`).
+//! [`Position`] and [`run_positions`] work for any [`PreNormBlock`]; each family's grown model
+//! assembles them in its own file (`growth/vit.rs`, `growth/swin.rs`, `growth/llama.rs`).
 
 use std::collections::HashMap;
 
@@ -20,15 +20,11 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use super::adapter::Adapter;
-use super::block::{BlockNorm, PreNormBlock};
 use super::plan::{GrowthSpec, Placement};
-use crate::config::VitConfig;
-use crate::model::block::{gate, prefix, Block};
 use crate::model::drop_path::{self, DropPath};
-use crate::model::embed::Embeddings;
-use crate::model::head::ClassifierHead;
-use crate::model::layers::{LayerNorm, LayerScale};
-use crate::model::{Init, TensorSink, VisionTransformer, WeightSource};
+use crate::model::layers::LayerScale;
+use crate::model::prenorm::{gate, prefix, BlockNorm, PreNormBlock};
+use crate::model::weights::{TensorSink, WeightSource};
 
 /// The parameters that belong to one position alone.
 #[derive(Module, Debug)]
@@ -104,21 +100,9 @@ impl<N: BlockNorm> Position<N> {
         self.forward_rows(b, x, ctx, None, position, dp)
     }
 
-    /// [`forward`](Self::forward) for the first `keep` tokens only (every token is still
-    /// attended to): `[batch, tokens, dim]` → `[batch, keep, dim]`.
-    pub fn forward_queries<B: PreNormBlock<Norm = N>>(
-        &self,
-        b: &B,
-        x: Tensor<3>,
-        ctx: B::Ctx<'_>,
-        keep: usize,
-        position: usize,
-        dp: &mut Option<&mut DropPath>,
-    ) -> Tensor<3> {
-        self.forward_rows(b, x, ctx, Some(keep), position, dp)
-    }
-
-    fn forward_rows<B: PreNormBlock<Norm = N>>(
+    /// [`forward`](Self::forward); with `keep`, only the first `keep` tokens' rows come out
+    /// (every token is still attended to): `[batch, tokens, dim]` → `[batch, keep, dim]`.
+    pub fn forward_rows<B: PreNormBlock<Norm = N>>(
         &self,
         b: &B,
         x: Tensor<3>,
@@ -191,166 +175,6 @@ impl<N: BlockNorm> Position<N> {
             .flatten()
             .map(LayerScale::num_params)
             .sum()
-    }
-}
-
-#[derive(Module, Debug)]
-pub struct GrownVit {
-    pub embed: Embeddings,
-    /// The L base blocks, each stored once (`blocks.{j}` in checkpoints).
-    pub blocks: Vec<Block>,
-    /// One per position (`scalenet.layers.{i}` in checkpoints).
-    pub positions: Vec<Position<LayerNorm>>,
-    pub head: ClassifierHead,
-    pub layer_map: Vec<usize>,
-    /// The base architecture (depth = base depth).
-    #[module(skip)]
-    pub config: VitConfig,
-    #[module(skip)]
-    pub spec: GrowthSpec,
-}
-
-impl GrownVit {
-    /// Builds the model from `src` (a grown checkpoint, or an init). `spec` must be valid.
-    pub fn new(
-        cfg: &VitConfig,
-        spec: &GrowthSpec,
-        src: &mut dyn WeightSource,
-        device: &Device,
-    ) -> Self {
-        let embed = Embeddings::new(src, cfg, device);
-        let blocks: Vec<Block> = (0..cfg.depth)
-            .map(|j| Block::new(src, &format!("blocks.{j}"), cfg, device))
-            .collect();
-        let positions = new_positions(src, POSITIONS, spec, cfg.embed_dim, &blocks, device);
-        let head = ClassifierHead::new(src, cfg, device);
-        Self {
-            embed,
-            blocks,
-            positions,
-            head,
-            layer_map: spec.layer_map.clone(),
-            config: cfg.clone(),
-            spec: spec.clone(),
-        }
-    }
-
-    /// Grows a base model: its tensors move in unchanged; positions come from `src`.
-    pub fn from_base(
-        base: VisionTransformer,
-        spec: &GrowthSpec,
-        src: &mut dyn WeightSource,
-        device: &Device,
-    ) -> Self {
-        let dim = base.config.embed_dim;
-        let positions = new_positions(src, POSITIONS, spec, dim, &base.blocks, device);
-        Self {
-            embed: base.embed,
-            blocks: base.blocks,
-            positions,
-            head: base.head,
-            layer_map: spec.layer_map.clone(),
-            config: base.config,
-            spec: spec.clone(),
-        }
-    }
-
-    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<3> {
-        self.forward_features_train(x, &mut None)
-    }
-
-    /// `forward_features` with stochastic depth (by position) when `dp` is given.
-    pub fn forward_features_train(
-        &self,
-        x: Tensor<4>,
-        dp: &mut Option<&mut DropPath>,
-    ) -> Tensor<3> {
-        let x = self.embed.forward(x);
-        let ctxs = std::iter::repeat_n((), self.positions.len());
-        run_positions(&self.blocks, &self.positions, &self.layer_map, x, ctxs, dp)
-    }
-
-    /// `[batch, chans, h, w]` → `[batch, num_classes]`
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.forward_train(x, &mut None)
-    }
-
-    /// [`forward`](Self::forward) with stochastic depth (by position) when `dp` is given.
-    pub fn forward_train(&self, x: Tensor<4>, dp: &mut Option<&mut DropPath>) -> Tensor<2> {
-        let (Some(keep), Some((last, rest))) =
-            (self.head.reads_prefix(), self.positions.split_last())
-        else {
-            return self.head.forward(self.forward_features_train(x, dp), false);
-        };
-        // As in `VisionTransformer::forward_train`: the last position for the class token only.
-        let n = rest.len();
-        let ctxs = std::iter::repeat_n((), n);
-        let x = self.embed.forward(x);
-        let x = run_positions(&self.blocks, rest, &self.layer_map[..n], x, ctxs, dp);
-        let last_block = &self.blocks[self.layer_map[n]];
-        let x = last.forward_queries(last_block, x, (), keep, n, dp);
-        self.head.forward(x, false)
-    }
-
-    pub fn export(&self) -> TensorSink {
-        let mut out = TensorSink::default();
-        self.embed.export(&mut out);
-        for (j, block) in self.blocks.iter().enumerate() {
-            block.export(&format!("blocks.{j}"), &mut out);
-        }
-        self.head.export(&mut out);
-        for (i, p) in self.positions.iter().enumerate() {
-            p.export(&position_key(i), &mut out);
-        }
-        out
-    }
-
-    /// A plain timm model of depth L' whose blocks are independent copies of the base blocks
-    /// (the stacking baseline). Per-position norms replace the copy's norms; gates become the
-    /// copy's LayerScale (times the base's, if any). Adapters have no timm equivalent and are
-    /// left out, which is exact while their up-projections are zero, as after `expand`.
-    pub fn unshared(&self, device: &Device) -> VisionTransformer {
-        let tensors: HashMap<String, Vec<f32>> = self.export().into_map();
-        let has_gates = self.spec.layer_scale || self.config.init_values.is_some();
-        let mut config = self.config.clone();
-        config.depth = self.layer_map.len();
-        if has_gates && config.init_values.is_none() {
-            config.init_values = Some(1.0);
-        }
-        let map = &self.layer_map;
-        let mut src = |key: &str, shape: &[usize], _: Init| -> Vec<f32> {
-            let Some((i, tail)) = key.strip_prefix("blocks.").and_then(|r| r.split_once('.'))
-            else {
-                return tensors[key].clone();
-            };
-            let i: usize = i.parse().expect("block keys are numbered");
-            let own = tensors.get(&format!("{}.{tail}", position_key(i)));
-            let base = tensors.get(&format!("blocks.{}.{tail}", map[i]));
-            if tail.ends_with("gamma") {
-                let ones = vec![1.0; shape.iter().product()];
-                let (b, o) = (base.unwrap_or(&ones), own.unwrap_or(&ones));
-                return b.iter().zip(o).map(|(x, y)| x * y).collect();
-            }
-            own.or(base)
-                .expect("every block tensor exists in the base")
-                .clone()
-        };
-        VisionTransformer::new(&config, &mut src, device)
-    }
-
-    /// Parameter counts by group.
-    pub fn param_counts(&self) -> GrownCounts {
-        let block = self.blocks.first().map_or(0, Block::num_params);
-        GrownCounts {
-            embeddings: self.embed.num_params(),
-            shared_blocks: self.blocks.iter().map(Block::num_params).sum(),
-            adapters: self.positions.iter().map(|p| p.adapter_params()).sum(),
-            position_norms: self.positions.iter().map(|p| p.norm_params()).sum(),
-            gates: self.positions.iter().map(|p| p.gate_params()).sum(),
-            norm: self.head.norm_params(),
-            head: self.head.head_params(),
-            unshared_blocks: block * self.positions.len(),
-        }
     }
 }
 

@@ -1,49 +1,16 @@
-//! Model configuration in timm's vocabulary: the `VisionTransformer` keyword arguments
-//! (`model_args`), the named presets (`vit_tiny_patch16_224`, `deit_small_patch16_224`, ...)
-//! and the `pretrained_cfg` that says how inputs are prepared.
+//! The ViT's configuration in timm's vocabulary: the `VisionTransformer` keyword arguments
+//! (`model_args`) and the named presets (`vit_tiny_patch16_224`, `deit_small_patch16_224`, ...)
+//! with the `pretrained_cfg` their weights were trained with.
 //!
 //! Field names are timm's so that `config.json` written by `timm.models._hub.save_for_hf`
 //! reads without translation.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-/// How the token sequence becomes one feature vector (timm's `global_pool`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GlobalPool {
-    /// The class token (`x[:, 0]`).
-    Token,
-    /// Mean over the patch tokens (prefix tokens excluded).
-    Avg,
-    /// Max over the patch tokens.
-    Max,
-    /// Half the sum of `avg` and `max`.
-    Avgmax,
-}
-
-impl GlobalPool {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "token" => Ok(Self::Token),
-            "avg" => Ok(Self::Avg),
-            "max" => Ok(Self::Max),
-            "avgmax" => Ok(Self::Avgmax),
-            other => Err(format!(
-                "global_pool '{other}' is not supported (use token, avg, max or avgmax)"
-            )),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Token => "token",
-            Self::Avg => "avg",
-            Self::Max => "max",
-            Self::Avgmax => "avgmax",
-        }
-    }
-}
+use crate::model::image::{
+    GlobalPool, PretrainedCfg, IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD,
+};
+use crate::model::limits::MAX_PARAMS;
 
 /// The architecture of a pre-norm Vision Transformer, as timm's `VisionTransformer` takes it.
 #[derive(Clone, Debug, PartialEq)]
@@ -73,10 +40,6 @@ pub struct VitConfig {
     /// DeiT distillation token and second head (`dist_token`, `head_dist`).
     pub distilled: bool,
 }
-
-/// The largest model scalenet builds: 10^11 parameters (400 GB in f32), 40x the largest ViT
-/// that timm ships.
-pub const MAX_PARAMS: u128 = 100_000_000_000;
 
 impl VitConfig {
     /// timm's `VisionTransformer` defaults (ViT-Base/16 at 224 px).
@@ -334,209 +297,6 @@ impl VitConfig {
     }
 }
 
-/// The architecture of a timm image model: the model family with its keyword arguments.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ImageArch {
-    Vit(VitConfig),
-    Swin(crate::model::swin::SwinConfig),
-}
-
-impl ImageArch {
-    /// The preset `name` names (a pretrained tag such as `.augreg_in21k` is ignored), with its
-    /// canonical name and input preparation.
-    pub fn preset(name: &str) -> Option<(&'static str, ImageArch, PretrainedCfg)> {
-        if let Some(p) = preset(name) {
-            return Some((p.name, ImageArch::Vit(p.config), p.pretrained_cfg));
-        }
-        crate::model::swin::config::preset(name).map(|(n, c, p)| (n, ImageArch::Swin(c), p))
-    }
-
-    pub fn family(&self) -> &'static str {
-        match self {
-            ImageArch::Vit(_) => "ViT",
-            ImageArch::Swin(_) => "Swin",
-        }
-    }
-
-    pub fn img_size(&self) -> [usize; 2] {
-        match self {
-            ImageArch::Vit(c) => c.img_size,
-            ImageArch::Swin(c) => c.img_size,
-        }
-    }
-
-    pub fn in_chans(&self) -> usize {
-        match self {
-            ImageArch::Vit(c) => c.in_chans,
-            ImageArch::Swin(c) => c.in_chans,
-        }
-    }
-
-    pub fn num_classes(&self) -> usize {
-        match self {
-            ImageArch::Vit(c) => c.num_classes,
-            ImageArch::Swin(c) => c.num_classes,
-        }
-    }
-
-    pub fn set_num_classes(&mut self, k: usize) {
-        match self {
-            ImageArch::Vit(c) => c.num_classes = k,
-            ImageArch::Swin(c) => c.num_classes = k,
-        }
-    }
-
-    pub fn global_pool(&self) -> GlobalPool {
-        match self {
-            ImageArch::Vit(c) => c.global_pool,
-            ImageArch::Swin(c) => c.global_pool,
-        }
-    }
-
-    /// Width of the features the classifier reads.
-    pub fn num_features(&self) -> usize {
-        match self {
-            ImageArch::Vit(c) => c.embed_dim,
-            ImageArch::Swin(c) => c.num_features(),
-        }
-    }
-
-    /// Blocks of the base (all stages for a Swin).
-    pub fn depth(&self) -> usize {
-        match self {
-            ImageArch::Vit(c) => c.depth,
-            ImageArch::Swin(c) => c.depths.iter().sum(),
-        }
-    }
-
-    pub fn min_params(&self) -> u128 {
-        match self {
-            ImageArch::Vit(c) => c.min_params(),
-            ImageArch::Swin(c) => c.min_params(),
-        }
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
-        match self {
-            ImageArch::Vit(c) => c.validate(),
-            ImageArch::Swin(c) => c.validate(),
-        }
-    }
-
-    pub fn apply_model_args(&mut self, args: &Map<String, Value>) -> Result<(), String> {
-        match self {
-            ImageArch::Vit(c) => c.apply_model_args(args),
-            ImageArch::Swin(c) => c.apply_model_args(args),
-        }
-    }
-
-    pub fn to_model_args(&self) -> Map<String, Value> {
-        match self {
-            ImageArch::Vit(c) => c.to_model_args(),
-            ImageArch::Swin(c) => c.to_model_args(),
-        }
-    }
-
-    /// The ViT config, for what only ViTs support.
-    pub fn vit(&self) -> Option<&VitConfig> {
-        match self {
-            ImageArch::Vit(c) => Some(c),
-            ImageArch::Swin(_) => None,
-        }
-    }
-}
-
-/// How inputs are prepared for a model (timm's `pretrained_cfg`), kept as the raw JSON object
-/// so that fields scalenet does not use survive a load/save round trip.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PretrainedCfg(pub Map<String, Value>);
-
-impl PretrainedCfg {
-    fn new(mean: [f64; 3], std: [f64; 3], crop_pct: f64, img: usize) -> Self {
-        let v = json!({
-            "input_size": [3, img, img],
-            "fixed_input_size": true,
-            "interpolation": "bicubic",
-            "crop_pct": crop_pct,
-            "crop_mode": "center",
-            "mean": mean,
-            "std": std,
-            "num_classes": 1000,
-            "pool_size": null,
-            "first_conv": "patch_embed.proj",
-            "classifier": "head",
-        });
-        match v {
-            Value::Object(m) => Self(m),
-            _ => unreachable!("json! of an object literal is an object"),
-        }
-    }
-
-    /// ImageNet mean/std, bicubic, as timm's Swin and DeiT presets.
-    pub fn imagenet(crop_pct: f64, img: usize) -> Self {
-        Self::new(IMAGENET_MEAN, IMAGENET_STD, crop_pct, img)
-    }
-
-    pub fn mean(&self) -> Option<Vec<f64>> {
-        self.floats("mean")
-    }
-
-    pub fn std(&self) -> Option<Vec<f64>> {
-        self.floats("std")
-    }
-
-    pub fn crop_pct(&self) -> Option<f64> {
-        self.0.get("crop_pct").and_then(Value::as_f64)
-    }
-
-    pub fn interpolation(&self) -> Option<&str> {
-        self.0.get("interpolation").and_then(Value::as_str)
-    }
-
-    pub fn input_size(&self) -> Option<Vec<usize>> {
-        self.0
-            .get("input_size")?
-            .as_array()?
-            .iter()
-            .map(|v| v.as_u64().map(|x| x as usize))
-            .collect()
-    }
-
-    fn floats(&self, key: &str) -> Option<Vec<f64>> {
-        self.0
-            .get(key)?
-            .as_array()?
-            .iter()
-            .map(Value::as_f64)
-            .collect()
-    }
-
-    /// Makes `input_size` and `num_classes` agree with the model, as timm does for a model
-    /// created with non-default arguments; mean/std are repeated or averaged to the channel count.
-    pub fn conform_to(&mut self, arch: &ImageArch) {
-        self.conform(arch.in_chans(), arch.img_size(), arch.num_classes())
-    }
-
-    /// [`Self::conform_to`] for any image model.
-    pub fn conform(&mut self, c: usize, img_size: [usize; 2], num_classes: usize) {
-        self.0
-            .insert("input_size".into(), json!([c, img_size[0], img_size[1]]));
-        self.0.insert("num_classes".into(), json!(num_classes));
-        for key in ["mean", "std"] {
-            if let Some(v) = self.floats(key) {
-                if v.len() != c && !v.is_empty() {
-                    let adapted: Vec<f64> = if c == 1 {
-                        vec![v.iter().sum::<f64>() / v.len() as f64]
-                    } else {
-                        (0..c).map(|i| v[i % v.len()]).collect()
-                    };
-                    self.0.insert(key.into(), json!(adapted));
-                }
-            }
-        }
-    }
-}
-
 /// A named architecture: its config and the input preparation its weights were trained with.
 #[derive(Clone, Debug)]
 pub struct Preset {
@@ -544,11 +304,6 @@ pub struct Preset {
     pub config: VitConfig,
     pub pretrained_cfg: PretrainedCfg,
 }
-
-const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
-const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
-const INCEPTION_MEAN: [f64; 3] = [0.5, 0.5, 0.5];
-const INCEPTION_STD: [f64; 3] = [0.5, 0.5, 0.5];
 
 /// (name, patch, dim, depth, heads, img, family) for every preset timm defines.
 const PRESETS: &[(&str, usize, usize, usize, usize, usize, Family)] = &[
@@ -615,12 +370,9 @@ enum Family {
     DeitDistilled,
 }
 
-/// Names of all presets, in a stable order.
+/// Names of the ViT and DeiT presets, in a stable order.
 pub fn preset_names() -> impl Iterator<Item = &'static str> {
-    PRESETS
-        .iter()
-        .map(|p| p.0)
-        .chain(crate::model::swin::config::preset_names())
+    PRESETS.iter().map(|p| p.0)
 }
 
 /// Looks up a timm architecture name. Pretrained-tag suffixes (`.augreg_in21k`) are ignored.
@@ -654,26 +406,6 @@ pub fn preset(name: &str) -> Option<Preset> {
     })
 }
 
-/// A short "did you mean" hint for an unknown architecture name.
-pub fn suggest(name: &str) -> String {
-    let lower = name.to_ascii_lowercase();
-    let close: Vec<&str> = preset_names()
-        .filter(|p| {
-            let stem = lower.split('_').take(2).collect::<Vec<_>>().join("_");
-            !stem.is_empty() && p.starts_with(&stem)
-        })
-        .take(6)
-        .collect();
-    if close.is_empty() {
-        format!(
-            " (known: {}; see `scalenet init --help`)",
-            preset_names().take(4).collect::<Vec<_>>().join(", ") + ", ..."
-        )
-    } else {
-        format!(" (did you mean one of: {}?)", close.join(", "))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -681,8 +413,7 @@ mod tests {
     #[test]
     fn presets_validate_and_have_timm_shapes() {
         for name in preset_names() {
-            let (_, arch, _) = ImageArch::preset(name).unwrap();
-            arch.validate().unwrap();
+            preset(name).unwrap().config.validate().unwrap();
         }
         let t = preset("deit_tiny_patch16_224").unwrap().config;
         assert_eq!(

@@ -1,12 +1,14 @@
-//! What growth needs from a model family: a stack of pre-norm two-branch residual blocks,
-//! `x = x + attn(norm1(x))` then `x = x + mlp(norm2(x))`. A ViT block and a Llama decoder
-//! layer are both this; each family implements the trait in its own file, and everything in
-//! `growth/` (positions, their adapters, gates and norms, expansion) is written once over it.
+//! What every family's block is: a pre-norm two-branch residual block,
+//! `x = x + attn(norm1(x))` then `x = x + mlp(norm2(x))`. A ViT block, a Swin block and a Llama
+//! decoder layer are all this; each family implements the trait in its own `block.rs`, and
+//! everything in `growth/` (positions, their adapters, gates and norms, expansion) is written
+//! once over it. The trait lives here, below both, so that no family imports `growth/`.
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use crate::model::{TensorSink, WeightSource};
+use super::layers::{LayerNorm, LayerScale};
+use super::weights::{TensorSink, WeightSource};
 
 /// A normalisation layer a position may own instead of sharing its base block's.
 pub trait BlockNorm: Module + core::fmt::Debug {
@@ -30,10 +32,42 @@ pub trait PreNormBlock: Module + core::fmt::Debug {
     /// [`attn`](Self::attn) for the first `keep` tokens' queries only (every token is still a
     /// key and a value): `[batch, keep, dim]`. Families with a cheaper way override it.
     fn attn_queries(&self, x: Tensor<3>, ctx: Self::Ctx<'_>, keep: usize) -> Tensor<3> {
-        crate::model::block::prefix(self.attn(x, ctx), keep)
+        prefix(self.attn(x, ctx), keep)
     }
     /// The MLP branch on the normalised input, including the block's own gate if any.
     fn mlp(&self, x: Tensor<3>) -> Tensor<3>;
     fn export(&self, key: &str, out: &mut TensorSink);
     fn num_params(&self) -> usize;
+}
+
+/// The first `keep` tokens of `[batch, tokens, dim]`.
+pub fn prefix(x: Tensor<3>, keep: usize) -> Tensor<3> {
+    let [b, _, d] = x.dims();
+    x.slice([0..b, 0..keep, 0..d])
+}
+
+/// Applies an optional LayerScale; absent means identity, as timm's `nn.Identity`.
+pub fn gate(ls: &Option<LayerScale>, x: Tensor<3>) -> Tensor<3> {
+    match ls {
+        Some(ls) => ls.forward(x),
+        None => x,
+    }
+}
+
+impl BlockNorm for LayerNorm {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        LayerNorm::forward(self, x)
+    }
+
+    fn fresh(&self, src: &mut dyn WeightSource, key: &str, device: &Device) -> Self {
+        LayerNorm::with_eps(src, key, self.weight.dims()[0], self.eps, device)
+    }
+
+    fn export(&self, key: &str, out: &mut TensorSink) {
+        LayerNorm::export(self, key, out)
+    }
+
+    fn num_params(&self) -> usize {
+        LayerNorm::num_params(self)
+    }
 }

@@ -1,303 +1,18 @@
-//! The reproduction study (`scalenet reproduce`) and its small sibling (`scalenet demo`):
-//! pretrain a base ViT of depth L, grow it to 2L, fine-tune for E epochs, and compare against
-//! the baselines the paper's claim is about, all with one recipe.
-//!
-//! Every arm is an ordinary `train` run in its own directory under the study directory, so a
-//! study that is stopped can be re-run and continues where it was: finished arms are reused.
+//! What a study found: each arm's results over its seeds, collected from its runs' metrics,
+//! and the report (RESULTS.md, results.json and the plots).
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Serialize;
 
-use crate::checkpoint::model_dir::build_network;
-use crate::checkpoint::{load_model, save_model, ModelConfig};
+use super::arms::{StudyConfig, ARMS, HEADLINE_ARMS, SCALING_ARMS};
+use crate::checkpoint::model_dir::load_model;
 use crate::error::{Error, Result};
-use crate::growth::{expand, expand_swin, AdapterSpec, ExpandOptions, InitMode, MapStrategy};
-use crate::model::RandomInit;
 use crate::network::Network;
-use crate::ops::precision::Precision;
 use crate::plot::{mean_std, render, Chart, Dots, Series};
-use crate::train::optim::TrainOnly;
-use crate::train::trainer::{read_metrics, write_json, EpochMetrics};
-use crate::train::{train, Hooks, Outcome, TrainConfig};
+use crate::train::config::{EpochMetrics, TrainConfig};
+use crate::train::run_dir::{read_json, read_metrics, write_json};
 use crate::units::thousands;
-
-/// Everything that sizes a study; saved as `study.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StudyConfig {
-    /// `vit`, or `swin`: two stages of `base_depth` blocks each (heads h and 2h, window 7),
-    /// every stage grown to 2L.
-    #[serde(default = "vit_family")]
-    pub family: String,
-    pub data: String,
-    pub train_subset: Option<usize>,
-    pub test_subset: Option<usize>,
-    pub val_split: f64,
-    pub img_size: usize,
-    pub patch_size: usize,
-    pub embed_dim: usize,
-    pub num_heads: usize,
-    /// L; the grown and from-scratch deep models have 2L positions.
-    pub base_depth: usize,
-    /// Epochs to pretrain the base.
-    pub base_epochs: usize,
-    /// E: epochs of fine-tuning after growth (scratch-long trains 3E).
-    pub epochs: usize,
-    /// Seeds for the arms the claim rests on (grown, identity, scratch 3E).
-    pub seeds: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub warmup_epochs: f64,
-    pub weight_decay: f64,
-    pub smoothing: f64,
-    pub drop_path: f64,
-    /// Mixup alpha (0 = off).
-    #[serde(default)]
-    pub mixup: f64,
-    /// RandAugment (ops per image, magnitude), as `train --rand-augment`.
-    #[serde(default)]
-    pub rand_augment: Option<(usize, f64)>,
-    /// Random-erasing probability.
-    #[serde(default)]
-    pub reprob: f64,
-    pub adapter_rank: usize,
-    pub adapter_scale: f64,
-    pub workers: usize,
-    pub device: String,
-    /// Arms to run (all when empty).
-    pub only: Vec<String>,
-    /// The arithmetic of the matrix products (resolved, never auto). Like `only`, not one of
-    /// the settings: bf16 and f32 train to the same accuracy (PERFORMANCE.md), and a study may
-    /// move to a CPU where the other one is faster. Each run's run.json says which it used.
-    #[serde(default, skip_serializing)]
-    pub precision: Precision,
-}
-
-fn vit_family() -> String {
-    "vit".into()
-}
-
-impl StudyConfig {
-    /// The settings behind the results, as study.json keeps them: which arms one call runs is
-    /// not one of them (a study grows by `--only`).
-    fn settings(&self) -> StudyConfig {
-        StudyConfig {
-            only: Vec::new(),
-            precision: Precision::default(),
-            ..self.clone()
-        }
-    }
-
-    /// The committed study: full Fashion-MNIST, sized for about 90 minutes on 2 CPU cores.
-    pub fn reproduce() -> Self {
-        Self {
-            family: vit_family(),
-            data: "fmnist".into(),
-            train_subset: None,
-            test_subset: None,
-            val_split: 0.1,
-            img_size: 28,
-            patch_size: 7,
-            embed_dim: 72,
-            num_heads: 3,
-            base_depth: 3,
-            base_epochs: 3,
-            epochs: 1,
-            seeds: 3,
-            batch_size: 256,
-            lr: 2e-3,
-            warmup_epochs: 0.3,
-            weight_decay: 0.05,
-            smoothing: 0.1,
-            drop_path: 0.0,
-            mixup: 0.0,
-            rand_augment: None,
-            reprob: 0.0,
-            adapter_rank: 32,
-            adapter_scale: 0.1,
-            workers: 2,
-            device: "flex".into(),
-            only: vec![],
-            precision: Precision::F32,
-        }
-    }
-
-    /// The demo: the built-in subset, a few minutes on 2 cores.
-    pub fn demo() -> Self {
-        Self {
-            data: "fmnist-mini".into(),
-            base_depth: 2,
-            base_epochs: 6,
-            epochs: 3,
-            seeds: 1,
-            batch_size: 128,
-            warmup_epochs: 0.5,
-            only: ["base", "grown", "scratch-3E"].map(String::from).to_vec(),
-            ..Self::reproduce()
-        }
-    }
-}
-
-/// The base's seed, and so the seed of the validation carve of every arm grown from it.
-const BASE_SEED: u64 = 0;
-
-/// One arm: how its model is made and how long it trains.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Arm {
-    pub name: &'static str,
-    pub what: &'static str,
-    pub epochs_factor: usize,
-    pub seeded: bool,
-    /// Depth in halves of L: 4 is 2L (the headline's), 3 is 1.5L, 6 is 3L, 2 the base's.
-    pub halves: usize,
-    /// The study's learning rate is divided by this (1 but for the fine-tuning-rate arms).
-    pub lr_divisor: usize,
-}
-
-impl Arm {
-    pub fn depth(&self, l: usize) -> usize {
-        self.halves * l / 2
-    }
-}
-
-const fn arm(
-    name: &'static str,
-    what: &'static str,
-    epochs_factor: usize,
-    seeded: bool,
-    halves: usize,
-) -> Arm {
-    Arm {
-        name,
-        what,
-        epochs_factor,
-        seeded,
-        halves,
-        lr_divisor: 1,
-    }
-}
-
-/// Every arm a study can run. Without `--only`, a study runs the headline arms (the first
-/// seven); the scaling and variant arms are chosen by name.
-pub const ARMS: &[Arm] = &[
-    arm(
-        "grown",
-        "base grown to 2L (ScaleNet: shared blocks + adapters, paper init), E epochs",
-        1,
-        true,
-        4,
-    ),
-    arm(
-        "grown-identity",
-        "base grown to 2L with identity init (gates), E epochs",
-        1,
-        true,
-        4,
-    ),
-    arm("scratch-3E", "2L from scratch, 3E epochs", 3, true, 4),
-    arm("scratch-E", "2L from scratch, E epochs", 1, false, 4),
-    arm(
-        "stacked",
-        "base stacked to 2L as independent copies (no sharing), E epochs",
-        1,
-        false,
-        4,
-    ),
-    arm(
-        "shared-only",
-        "base grown to 2L, shared blocks without adapters, E epochs",
-        1,
-        false,
-        4,
-    ),
-    arm(
-        "base+E",
-        "the base (depth L) trained E more epochs",
-        1,
-        false,
-        2,
-    ),
-    // The scaling curve: the same base grown to 1.5L and 3L, and scratch models of those depths.
-    arm(
-        "grown-1.5L",
-        "base grown to 1.5L (paper init), E epochs",
-        1,
-        false,
-        3,
-    ),
-    arm(
-        "grown-3L",
-        "base grown to 3L (paper init), E epochs",
-        1,
-        false,
-        6,
-    ),
-    arm(
-        "scratch-1.5L-3E",
-        "1.5L from scratch, 3E epochs",
-        3,
-        false,
-        3,
-    ),
-    arm("scratch-3L-3E", "3L from scratch, 3E epochs", 3, false, 6),
-    // What a user would try to spend less.
-    arm(
-        "adapters-only",
-        "base grown to 2L, only adapters trained (shared blocks frozen), E epochs",
-        1,
-        false,
-        4,
-    ),
-    arm(
-        "interleave",
-        "base grown to 2L with the interleave map (0,0,1,1,...), E epochs",
-        1,
-        false,
-        4,
-    ),
-    arm(
-        "rank-8",
-        "base grown to 2L with adapter rank 8, E epochs",
-        1,
-        false,
-        4,
-    ),
-    arm(
-        "rank-64",
-        "base grown to 2L with adapter rank 64, E epochs",
-        1,
-        false,
-        4,
-    ),
-    // Both arms that start from the converged base dip during a warm-up to the from-scratch
-    // rate; a user fine-tuning would take a lower one.
-    Arm {
-        lr_divisor: 4,
-        ..arm(
-            "grown-low-lr",
-            "base grown to 2L (paper init), E epochs at a quarter of the learning rate",
-            1,
-            false,
-            4,
-        )
-    },
-    Arm {
-        lr_divisor: 4,
-        ..arm(
-            "base+E-low-lr",
-            "the base (depth L) trained E more epochs at a quarter of the learning rate",
-            1,
-            false,
-            2,
-        )
-    },
-];
-
-/// The arms a study runs when `--only` is not given.
-const HEADLINE_ARMS: usize = 7;
-/// The scaling arms follow the headline ones in `ARMS`; the variants follow them.
-const SCALING_ARMS: usize = 4;
 
 /// Results of one arm over its seeds.
 #[derive(Clone, Debug, Serialize)]
@@ -327,296 +42,7 @@ pub struct ArmResult {
     pub cpus: Vec<String>,
 }
 
-/// Runs (or continues) a study in `dir`; returns the results and writes RESULTS.md and
-/// results.png there. `hooks.progress` shows progress; setting `hooks.interrupt` (Ctrl-C in
-/// the CLI) checkpoints the running arm and returns an error that says to run the same command
-/// again.
-pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<ArmResult>> {
-    let progress = hooks.progress;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let study_json = dir.join("study.json");
-    if study_json.exists() {
-        let old: StudyConfig = crate::train::trainer::read_json(&study_json)?;
-        if old.settings() != cfg.settings() {
-            return Err(Error::Refused {
-                path: study_json,
-                msg: "holds a study with other settings; choose another --out".into(),
-            });
-        }
-    }
-    // The base always runs (every other arm starts from it or is compared with it).
-    let known = |o: &str| o == "base" || ARMS.iter().any(|a| a.name == o);
-    if let Some(bad) = cfg.only.iter().find(|o| !known(o)) {
-        return Err(Error::InvalidModel(format!(
-            "--only {bad}: no such arm (arms: {})",
-            ARMS.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
-        )));
-    }
-    write_json(&study_json, &cfg.settings())?;
-    let headline = |name: &str| ARMS[..HEADLINE_ARMS].iter().any(|a| a.name == name);
-    let wants = |name: &str| {
-        if cfg.only.is_empty() {
-            headline(name)
-        } else {
-            cfg.only.iter().any(|o| o == name)
-        }
-    };
-    // `data_seed`: an arm that starts from the base carves the base's validation split; with its
-    // own seed's carve, most of its validation images would be the base's training images.
-    let recipe = |model_dir: PathBuf,
-                  epochs: usize,
-                  seed: u64,
-                  data_seed: Option<u64>,
-                  train_only,
-                  lr|
-     -> TrainConfig {
-        TrainConfig {
-            epochs,
-            train_only,
-            lr,
-            mixup: cfg.mixup,
-            rand_augment: cfg.rand_augment,
-            reprob: cfg.reprob,
-            batch_size: cfg.batch_size,
-            warmup_epochs: cfg.warmup_epochs,
-            weight_decay: cfg.weight_decay,
-            smoothing: cfg.smoothing,
-            drop_path: cfg.drop_path,
-            val_split: cfg.val_split,
-            train_subset: cfg.train_subset,
-            test_subset: cfg.test_subset,
-            seed,
-            data_seed,
-            workers: cfg.workers,
-            device: cfg.device.clone(),
-            precision: cfg.precision,
-            ..TrainConfig::new(model_dir, cfg.data.clone())
-        }
-    };
-    let say = |s: String| {
-        if progress {
-            eprintln!("{s}");
-        }
-    };
-    let models = dir.join("models");
-    let swin = cfg.family == "swin";
-    let arch = if swin {
-        "swin_tiny_patch4_window7_224"
-    } else {
-        "deit_tiny_patch16_224"
-    };
-    let model_args = |depth: usize| {
-        if swin {
-            json!({"img_size": cfg.img_size, "patch_size": cfg.patch_size, "in_chans": 1, "num_classes": 10,
-                   "embed_dim": cfg.embed_dim, "depths": [depth, depth],
-                   "num_heads": [cfg.num_heads, 2 * cfg.num_heads], "window_size": 7})
-        } else {
-            json!({"img_size": cfg.img_size, "patch_size": cfg.patch_size, "in_chans": 1, "num_classes": 10,
-                   "embed_dim": cfg.embed_dim, "depth": depth, "num_heads": cfg.num_heads})
-        }
-    };
-    let init_model = |name: &str, depth: usize, seed: u64| -> Result<PathBuf> {
-        let out = models.join(name);
-        if !out.join("config.json").exists() {
-            let mc =
-                ModelConfig::from_preset(arch, model_args(depth).as_object().expect("object"))?;
-            let device = burn::tensor::Device::flex();
-            let m = build_network(&mc, &mut RandomInit::new(seed), &device);
-            save_model(&out, &mc, &m)?;
-        }
-        Ok(out)
-    };
-    // Runs one training arm unless already finished.
-    let run_arm = |run: &str,
-                   model_dir: PathBuf,
-                   epochs: usize,
-                   seed: u64,
-                   data_seed: Option<u64>,
-                   train_only: TrainOnly,
-                   lr: f64|
-     -> Result<PathBuf> {
-        let out = dir.join("runs").join(run);
-        if out.join("model").join("config.json").exists() {
-            say(format!("· {run}: done earlier, reusing"));
-            return Ok(out);
-        }
-        say(format!("· {run}: {epochs} epoch(s)"));
-        // A run killed before its first checkpoint (or while replacing one) has a run.json;
-        // resuming it lets the trainer recover the checkpoint or start the arm over.
-        let resume = out.join("run.json").exists();
-        let hooks = Hooks {
-            progress,
-            interrupt: hooks.interrupt.clone(),
-            ..Hooks::default()
-        };
-        match train(
-            recipe(model_dir, epochs, seed, data_seed, train_only, lr),
-            &out,
-            resume,
-            &hooks,
-        )? {
-            Outcome::Finished { .. } => Ok(out),
-            Outcome::Interrupted { .. } => Err(Error::Refused {
-                path: out,
-                msg: "interrupted; run the same command again to continue".into(),
-            }),
-        }
-    };
-
-    // 1. The base: depth L, pretrained for E_base epochs.
-    let l = cfg.base_depth;
-    let base_run = run_arm(
-        "base",
-        init_model("base-init", l, 1000)?,
-        cfg.base_epochs,
-        BASE_SEED,
-        None,
-        TrainOnly::All,
-        cfg.lr,
-    )?;
-    let base_dir = base_run.join("model");
-    let grow = |name: &str, opts: ExpandOptions| -> Result<PathBuf> {
-        let out = models.join(name);
-        if !out.join("config.json").exists() {
-            let base = load_model(&base_dir, &burn::tensor::Device::flex())?;
-            let (c, n) = match base.network {
-                Network::Swin(m) => expand_swin(m, &base.config, &opts)?,
-                Network::Plain(m) => expand(m, &base.config, &opts)?,
-                _ => unreachable!("the study's base is a plain model"),
-            };
-            save_model(&out, &c, &n)?;
-        }
-        Ok(out)
-    };
-    let grow_opts = |init: InitMode, adapter: bool, no_share: bool, seed: u64| ExpandOptions {
-        depth: 2 * l,
-        depths: if swin { vec![2 * l; 2] } else { Vec::new() },
-        map: MapStrategy::Cyclic,
-        adapter: adapter.then(|| AdapterSpec {
-            rank: cfg.adapter_rank,
-            scale: cfg.adapter_scale,
-            ..AdapterSpec::default()
-        }),
-        unshared_norms: false,
-        init,
-        no_share,
-        seed,
-    };
-    let e = cfg.epochs;
-    let seeds_of = |arm: &Arm| -> Vec<u64> {
-        if arm.seeded {
-            (0..cfg.seeds as u64).collect()
-        } else {
-            vec![0]
-        }
-    };
-    for arm in ARMS {
-        if !wants(arm.name) {
-            continue;
-        }
-        let d = arm.depth(l);
-        let paper = |s: u64| grow_opts(InitMode::Paper, true, false, s);
-        let at_depth = |o: ExpandOptions| ExpandOptions {
-            depth: d,
-            depths: if swin { vec![d; 2] } else { Vec::new() },
-            ..o
-        };
-        let ranked = |r: usize| {
-            let mut o = paper(0);
-            if let Some(a) = &mut o.adapter {
-                a.rank = r;
-            }
-            o
-        };
-        let train_only = if arm.name == "adapters-only" {
-            TrainOnly::Adapters
-        } else {
-            TrainOnly::All
-        };
-        for s in seeds_of(arm) {
-            let run = run_name(arm, s);
-            let model = match arm.name {
-                "grown-1.5L" | "grown-3L" => grow(arm.name, at_depth(paper(s)))?,
-                "adapters-only" | "grown-low-lr" => grow("grown-s0", paper(0))?,
-                "interleave" => grow(
-                    "interleave",
-                    ExpandOptions {
-                        map: MapStrategy::Interleave,
-                        ..paper(0)
-                    },
-                )?,
-                "rank-8" => grow("rank-8", ranked(8))?,
-                "rank-64" => grow("rank-64", ranked(64))?,
-                "grown" => grow(
-                    &format!("grown-s{s}"),
-                    grow_opts(InitMode::Paper, true, false, s),
-                )?,
-                "grown-identity" => grow(
-                    &format!("grown-identity-s{s}"),
-                    grow_opts(InitMode::Identity, true, false, s),
-                )?,
-                "stacked" => grow("stacked", grow_opts(InitMode::Paper, false, true, s))?,
-                "shared-only" => grow("shared-only", grow_opts(InitMode::Paper, false, false, s))?,
-                "base+E" | "base+E-low-lr" => base_dir.clone(),
-                "scratch-E" | "scratch-3E" => {
-                    init_model(&format!("scratch-init-s{s}"), 2 * l, 2000 + s)?
-                }
-                _ => init_model(&format!("scratch-init-{d}-s{s}"), d, 2000 + s)?,
-            };
-            let lr = cfg.lr / arm.lr_divisor as f64;
-            let from_base = !arm.name.starts_with("scratch");
-            let data_seed = from_base.then_some(BASE_SEED);
-            run_arm(
-                &run,
-                model,
-                e * arm.epochs_factor,
-                s,
-                data_seed,
-                train_only,
-                lr,
-            )?;
-        }
-    }
-
-    // Collect.
-    let mut results = vec![collect(
-        "base",
-        "base ViT of depth L, pretrained from scratch",
-        &[base_run],
-        l,
-        0,
-    )?];
-    let base_images = results[0].train_images;
-    // Every arm with finished runs is reported, not only this call's `--only`: a study grown
-    // arm by arm reports all of it, and `--only base` rewrites the report without training.
-    for arm in ARMS {
-        let dirs: Vec<PathBuf> = seeds_of(arm)
-            .into_iter()
-            .map(|s| dir.join("runs").join(run_name(arm, s)))
-            .filter(|d| d.join("model").join("config.json").exists())
-            .collect();
-        if dirs.is_empty() {
-            continue;
-        }
-        let depth = arm.depth(l);
-        // Arms that start from the base carry its pretraining on the plot's x axis.
-        let offset = if arm.name.starts_with("scratch") {
-            0
-        } else {
-            base_images
-        };
-        results.push(collect(arm.name, arm.what, &dirs, depth, offset)?);
-    }
-    write_report(cfg, dir, &results)?;
-    Ok(results)
-}
-
-/// The run directory's name of one seed of an arm.
-fn run_name(arm: &Arm, seed: u64) -> String {
-    format!("{}-s{seed}", arm.name)
-}
-
-fn collect(
+pub(super) fn collect(
     name: &str,
     what: &str,
     dirs: &[PathBuf],
@@ -635,10 +61,7 @@ fn collect(
     let lasts: Vec<EpochMetrics> = metrics.iter().map(last).collect::<Result<_>>()?;
     let mut precisions: Vec<String> = dirs
         .iter()
-        .map(|d| {
-            crate::train::trainer::read_json::<TrainConfig>(&d.join("run.json"))
-                .map(|c| c.precision.to_string())
-        })
+        .map(|d| read_json::<TrainConfig>(&d.join("run.json")).map(|c| c.precision.to_string()))
         .collect::<Result<_>>()?;
     precisions.sort();
     precisions.dedup();
@@ -912,7 +335,22 @@ fn over_seeds(mean: f64, std: f64, seeds: usize) -> String {
     }
 }
 
-fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<()> {
+pub(super) fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<()> {
+    write_results_plot(results, &dir.join("results.png"))?;
+    let scaling = write_scaling_plot(results, &dir.join("scaling.png"))?;
+    let variants = write_variants_plot(results, &dir.join("variants.png"))?;
+    let mut md = String::from("# Results\n\n");
+    md.push_str(&headline(results));
+    md.push_str(&table(results));
+    md.push_str(&arms_and_notes(cfg, results, scaling, variants));
+    crate::checkpoint::atomic::atomic_write(&dir.join("RESULTS.md"), md.as_bytes())?;
+    write_json(&dir.join("results.json"), &results)?;
+    Ok(())
+}
+
+/// `results.png`: the base and the headline arms' test top-1 against images, after the base
+/// and in all, and their final accuracies.
+fn write_results_plot(results: &[ArmResult], path: &Path) -> Result<()> {
     // results.png keeps to the base and the headline arms, so that a reader can tell the lines
     // apart; the scaling arms have scaling.png and the variants variants.png.
     let headline =
@@ -979,12 +417,14 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
             .into(),
             finals.into(),
         ],
-        &dir.join("results.png"),
-    )?;
+        path,
+    )
+}
+
+/// The headline paragraph: grown 2L against scratch 3E, when both have run.
+fn headline(results: &[ArmResult]) -> String {
     let get = |n: &str| results.iter().find(|r| r.name == n);
-    let scaling = write_scaling_plot(results, &dir.join("scaling.png"))?;
-    let variants = write_variants_plot(results, &dir.join("variants.png"))?;
-    let mut md = String::from("# Results\n\n");
+    let mut md = String::new();
     if let (Some(g), Some(s)) = (get("grown"), get("scratch-3E")) {
         let base_imgs = get("base").map_or(0, |b| b.train_images);
         let (gm, gs) = mean_std(&g.test_top1);
@@ -1008,7 +448,18 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
             thousands(s.train_images as usize),
         ));
     }
-    md.push_str(&table(results));
+    md
+}
+
+/// The arms' list with the precision and CPUs of their runs, and the notes on the plots and
+/// the settings.
+fn arms_and_notes(
+    cfg: &StudyConfig,
+    results: &[ArmResult],
+    scaling: bool,
+    variants: bool,
+) -> String {
+    let mut md = String::new();
     // Wall times compare only on one CPU, and a study may go on on another machine: each arm
     // names the CPUs its runs recorded, numbered once below.
     let mut cpus: Vec<&str> = Vec::new();
@@ -1084,9 +535,7 @@ fn write_report(cfg: &StudyConfig, dir: &Path, results: &[ArmResult]) -> Result<
         "\nSettings (`study.json`): `{}`\n",
         serde_json::to_string(&cfg.settings()).expect("serialisable")
     ));
-    crate::checkpoint::atomic::atomic_write(&dir.join("RESULTS.md"), md.as_bytes())?;
-    write_json(&dir.join("results.json"), &results)?;
-    Ok(())
+    md
 }
 
 #[cfg(test)]

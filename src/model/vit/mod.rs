@@ -1,15 +1,22 @@
 //! timm's `VisionTransformer` (and DeiT's distilled variant): embeddings → blocks → head.
 //! `forward_features` and `forward_head` split the forward where timm splits it.
 
+pub mod attention;
+pub mod block;
+pub mod config;
+pub mod embed;
+pub mod head;
+
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::block::Block;
-use super::drop_path::DropPath;
-use super::embed::Embeddings;
-use super::head::ClassifierHead;
-use super::weights::{TensorSink, WeightSource};
-use crate::config::VitConfig;
+use block::Block;
+use config::VitConfig;
+use embed::Embeddings;
+use head::ClassifierHead;
+
+use crate::model::drop_path::DropPath;
+use crate::model::weights::{TensorSink, WeightSource};
 
 #[derive(Module, Debug)]
 pub struct VisionTransformer {
@@ -51,11 +58,9 @@ impl VisionTransformer {
         x: Tensor<4>,
         dp: &mut Option<&mut DropPath>,
     ) -> Tensor<3> {
-        let mut x = self.embed.forward(x);
-        for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward_train(x, i, dp);
-        }
-        x
+        features(&self.embed, self.blocks.len(), x, dp, &|i, x, keep, dp| {
+            self.blocks[i].forward_rows(x, keep, i, dp)
+        })
     }
 
     pub fn forward_head(&self, x: Tensor<3>, pre_logits: bool) -> Tensor<2> {
@@ -69,19 +74,14 @@ impl VisionTransformer {
 
     /// [`forward`](Self::forward) with stochastic depth when `dp` is given.
     pub fn forward_train(&self, x: Tensor<4>, dp: &mut Option<&mut DropPath>) -> Tensor<2> {
-        // A head that reads the class token alone needs the last block's output for that token
-        // only: its MLP, projection and attention queries run for one token instead of all.
-        // The other tokens' rows there cannot reach the loss, so their gradients are zero
-        // anyway; leaving them out changes no result.
-        let (Some(keep), Some((last, rest))) = (self.head.reads_prefix(), self.blocks.split_last())
-        else {
-            return self.forward_head(self.forward_features_train(x, dp), false);
-        };
-        let mut x = self.embed.forward(x);
-        for (i, block) in rest.iter().enumerate() {
-            x = block.forward_train(x, i, dp);
-        }
-        self.forward_head(last.forward_queries(x, keep, rest.len(), dp), false)
+        logits(
+            &self.embed,
+            &self.head,
+            self.blocks.len(),
+            x,
+            dp,
+            &|i, x, keep, dp| self.blocks[i].forward_rows(x, keep, i, dp),
+        )
     }
 
     /// All tensors under timm's names, in torch layout.
@@ -103,6 +103,44 @@ impl VisionTransformer {
             head: self.head.head_params(),
         }
     }
+}
+
+/// Runs layer `i` of a stack (a plain model's block, or a grown model's position) on
+/// `[batch, tokens, dim]`; with `keep`, only the first `keep` tokens' rows come out (every token
+/// is still attended to).
+pub type Layer<'a> =
+    dyn Fn(usize, Tensor<3>, Option<usize>, &mut Option<&mut DropPath>) -> Tensor<3> + 'a;
+
+/// Embeddings, then `depth` layers: `[batch, chans, h, w]` → `[batch, tokens, dim]`. The one
+/// forward of a plain and of a grown ViT.
+pub fn features(
+    embed: &Embeddings,
+    depth: usize,
+    x: Tensor<4>,
+    dp: &mut Option<&mut DropPath>,
+    layer: &Layer,
+) -> Tensor<3> {
+    (0..depth).fold(embed.forward(x), |x, i| layer(i, x, None, dp))
+}
+
+/// [`features`], then the head: `[batch, chans, h, w]` → `[batch, num_classes]`.
+pub fn logits(
+    embed: &Embeddings,
+    head: &ClassifierHead,
+    depth: usize,
+    x: Tensor<4>,
+    dp: &mut Option<&mut DropPath>,
+    layer: &Layer,
+) -> Tensor<2> {
+    // A head that reads the class token alone needs the last layer's output for that token
+    // only: its MLP, projection and attention queries run for one token instead of all.
+    // The other tokens' rows there cannot reach the loss, so their gradients are zero
+    // anyway; leaving them out changes no result.
+    let Some(keep) = head.reads_prefix().filter(|_| depth > 0) else {
+        return head.forward(features(embed, depth, x, dp, layer), false);
+    };
+    let x = (0..depth - 1).fold(embed.forward(x), |x, i| layer(i, x, None, dp));
+    head.forward(layer(depth - 1, x, Some(keep), dp), false)
 }
 
 /// Parameter counts by group, as `scalenet info` prints them.

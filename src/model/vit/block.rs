@@ -5,11 +5,12 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use super::attention::Attention;
-use super::drop_path::{self, DropPath};
-use super::layers::{LayerNorm, LayerScale};
-use super::mlp::Mlp;
-use super::weights::{TensorSink, WeightSource};
-use crate::config::VitConfig;
+use super::config::VitConfig;
+use crate::model::drop_path::{self, DropPath};
+use crate::model::layers::{LayerNorm, LayerScale};
+use crate::model::mlp::Mlp;
+use crate::model::prenorm::{gate, prefix, PreNormBlock};
+use crate::model::weights::{TensorSink, WeightSource};
 
 #[derive(Module, Debug)]
 pub struct Block {
@@ -62,20 +63,9 @@ impl Block {
         self.forward_rows(x, None, position, dp)
     }
 
-    /// [`forward_train`](Self::forward_train) for the first `keep` tokens only (all tokens
-    /// are still attended to): what the last block computes when the head reads the prefix
-    /// tokens alone. `[batch, tokens, dim]` → `[batch, keep, dim]`
-    pub fn forward_queries(
-        &self,
-        x: Tensor<3>,
-        keep: usize,
-        position: usize,
-        dp: &mut Option<&mut DropPath>,
-    ) -> Tensor<3> {
-        self.forward_rows(x, Some(keep), position, dp)
-    }
-
-    fn forward_rows(
+    /// The forward; with `keep`, only the first `keep` tokens' rows come out (every token is
+    /// still attended to). `[batch, tokens, dim]` → `[batch, keep or tokens, dim]`
+    pub fn forward_rows(
         &self,
         x: Tensor<3>,
         keep: Option<usize>,
@@ -115,39 +105,7 @@ impl Block {
     }
 }
 
-/// The first `keep` tokens of `[batch, tokens, dim]`.
-pub fn prefix(x: Tensor<3>, keep: usize) -> Tensor<3> {
-    let [b, _, d] = x.dims();
-    x.slice([0..b, 0..keep, 0..d])
-}
-
-/// Applies an optional LayerScale; absent means identity, as timm's `nn.Identity`.
-pub fn gate(ls: &Option<LayerScale>, x: Tensor<3>) -> Tensor<3> {
-    match ls {
-        Some(ls) => ls.forward(x),
-        None => x,
-    }
-}
-
-impl crate::growth::BlockNorm for LayerNorm {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        LayerNorm::forward(self, x)
-    }
-
-    fn fresh(&self, src: &mut dyn WeightSource, key: &str, device: &Device) -> Self {
-        LayerNorm::with_eps(src, key, self.weight.dims()[0], self.eps, device)
-    }
-
-    fn export(&self, key: &str, out: &mut TensorSink) {
-        LayerNorm::export(self, key, out)
-    }
-
-    fn num_params(&self) -> usize {
-        LayerNorm::num_params(self)
-    }
-}
-
-impl crate::growth::PreNormBlock for Block {
+impl PreNormBlock for Block {
     type Norm = LayerNorm;
     type Ctx<'a> = ();
 

@@ -4,9 +4,10 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{LayerNorm, Linear};
-use super::weights::{Init, TensorSink, WeightSource};
-use crate::config::{GlobalPool, VitConfig};
+use super::config::VitConfig;
+use crate::model::image::GlobalPool;
+use crate::model::layers::{LayerNorm, Linear};
+use crate::model::weights::{Init, TensorSink, WeightSource};
 
 /// Pooling as a module-friendly code (0 token, 1 avg, 2 max, 3 avgmax).
 fn pool_code(p: GlobalPool) -> usize {

@@ -1,0 +1,16 @@
+//! The reproduction study (`scalenet reproduce`) and its small sibling (`scalenet demo`):
+//! pretrain a base ViT of depth L, grow it to 2L, fine-tune for E epochs, and compare against
+//! the baselines the paper's claim is about, all with one recipe.
+//!
+//! Every arm is an ordinary `train` run in its own directory under the study directory, so a
+//! study that is stopped can be re-run and continues where it was: finished arms are reused.
+//! `arms` says what a study is (its settings and arms), `run` runs it, `report` writes what it
+//! found (RESULTS.md and its plots).
+
+mod arms;
+mod report;
+mod run;
+
+pub use arms::{Arm, StudyConfig, ARMS};
+pub use report::{machine, table, verdict, ArmResult};
+pub use run::run_study;
