@@ -7,7 +7,7 @@
 use std::mem::MaybeUninit;
 use std::time::Instant;
 
-use scalenet::ops::gemm_bf16::View;
+use scalenet::ops::gemm_bf16::{Product, View};
 
 fn best(runs: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -74,7 +74,7 @@ fn main() {
         };
         let b = view(&bv, n, 1);
         let s = best(runs, || {
-            scalenet::ops::gemm_f32::gemm(rows, n, k, a, b, &mut c, false)
+            scalenet::ops::gemm_f32::gemm(Product::new(rows, n, k, a, b), &mut c, false)
         });
         let gf = |s: f64| 2.0 * (rows * k * n) as f64 / s / 1e9;
         print!(
@@ -85,15 +85,22 @@ fn main() {
         if let Some(lib) = lib {
             let t = best(runs, || {
                 // SAFETY: the views and C hold the sizes described.
-                let done =
-                    unsafe { lib.gemm((rows, n, k), a, b, c.as_mut_ptr() as *mut f32, n, false) };
+                let done = unsafe {
+                    lib.gemm(
+                        Product::new(rows, n, k, a, b),
+                        c.as_mut_ptr() as *mut f32,
+                        n,
+                        false,
+                        false,
+                    )
+                };
                 assert!(done, "the library refused a plain layout");
             });
             print!("   BLAS {:6.1} GFLOP/s", gf(t));
         }
         if scalenet::ops::gemm_bf16::available() {
             let t = best(runs, || {
-                scalenet::ops::gemm_bf16::gemm(rows, n, k, a, b, &mut c, false)
+                scalenet::ops::gemm_bf16::gemm(Product::new(rows, n, k, a, b), &mut c, false)
             });
             print!("   bf16 {:6.1}", gf(t));
         }
@@ -101,7 +108,13 @@ fn main() {
             let t = best(runs, || {
                 // SAFETY: as above.
                 let done = unsafe {
-                    lib.gemm_bf16((rows, n, k), a, b, c.as_mut_ptr() as *mut f32, n, false)
+                    lib.gemm(
+                        Product::new(rows, n, k, a, b),
+                        c.as_mut_ptr() as *mut f32,
+                        n,
+                        false,
+                        true,
+                    )
                 };
                 assert!(done, "the library refused a plain layout");
             });

@@ -80,7 +80,7 @@ fn main() {
         });
     }
     {
-        use scalenet::ops::gemm_bf16::{available, gemm, View};
+        use scalenet::ops::gemm_bf16::{available, gemm, Product, View};
         println!("avx512-bf16 available: {}", available());
         for (name, kk, o) in [
             ("qkv", d, 3 * d),
@@ -96,25 +96,9 @@ fn main() {
                 &format!("gemm_bf16 {name}"),
                 2.0 * (m * kk * o) as f64,
                 || {
-                    gemm(
-                        m,
-                        o,
-                        kk,
-                        View {
-                            data: &av,
-                            offset: 0,
-                            rs: kk as isize,
-                            cs: 1,
-                        },
-                        View {
-                            data: &bv,
-                            offset: 0,
-                            rs: o as isize,
-                            cs: 1,
-                        },
-                        &mut c,
-                        false,
-                    );
+                    let a = View::strided(&av, 0, kk, 1);
+                    let b = View::strided(&bv, 0, o, 1);
+                    gemm(Product::new(m, o, kk, a, b), &mut c, false);
                 },
             );
         }
@@ -146,7 +130,7 @@ fn main() {
                 &format!("gemm_f32 {name}"),
                 2.0 * (m * kk * o) as f64,
                 || {
-                    scalenet::ops::gemm_f32::gemm(m, o, kk, a, bb, &mut c, false);
+                    scalenet::ops::gemm_f32::gemm(Product::new(m, o, kk, a, bb), &mut c, false);
                 },
             );
         }
@@ -174,7 +158,7 @@ fn main() {
                 &format!("gemm_f32 {name}"),
                 2.0 * (m * din * dout) as f64,
                 || {
-                    scalenet::ops::gemm_f32::gemm(din, dout, m, a, bb, &mut c, false);
+                    scalenet::ops::gemm_f32::gemm(Product::new(din, dout, m, a, bb), &mut c, false);
                 },
             );
         }

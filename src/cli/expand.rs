@@ -1,7 +1,6 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use scalenet::checkpoint::model_dir::check_output_dir;
 use scalenet::checkpoint::{load_model, save_model};
 use scalenet::growth::{
     expand, expand_swin, Activation, AdapterSpec, ExpandOptions, InitMode, MapStrategy, Placement,
@@ -53,17 +52,13 @@ pub struct Args {
     /// Seed for the adapters' down-projections.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Output model directory.
-    #[arg(long)]
-    out: PathBuf,
-    /// Overwrite a model already in --out.
-    #[arg(long)]
-    force: bool,
+    #[command(flatten)]
+    out: super::OutDir,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let opts = options(&args)?;
-    let out = check_output_dir(&args.out, args.force)?;
+    let out = args.out.checked()?;
     if scalenet::checkpoint::hf_dir::is_language_model(&args.base_dir) {
         return language_model(&args, &opts, &out);
     }

@@ -1,7 +1,5 @@
-use std::path::PathBuf;
-
 use anyhow::{bail, Result};
-use scalenet::checkpoint::model_dir::{build_network, check_output_dir};
+use scalenet::checkpoint::model_dir::build_network;
 use scalenet::checkpoint::{save_model, ModelConfig};
 use scalenet::model::arch::preset_names;
 use scalenet::model::RandomInit;
@@ -19,12 +17,8 @@ pub struct Args {
     /// Seed of the random initialisation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Output model directory.
-    #[arg(long)]
-    out: PathBuf,
-    /// Overwrite a model already in --out.
-    #[arg(long)]
-    force: bool,
+    #[command(flatten)]
+    out: super::OutDir,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -36,7 +30,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let overrides = parse_model_args(&args.model_args)?;
     let config = ModelConfig::from_preset(&args.arch, &overrides)?;
-    let out = check_output_dir(&args.out, args.force)?;
+    let out = args.out.checked()?;
     let device = burn::tensor::Device::flex();
     let model = build_network(&config, &mut RandomInit::new(args.seed), &device);
     save_model(&out, &config, &model)?;

@@ -14,7 +14,29 @@ mod selfcheck;
 mod study;
 mod train;
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
+
+/// Where `init` and `expand` write a model directory.
+#[derive(clap::Args, Debug)]
+pub struct OutDir {
+    /// Output model directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Overwrite a model already in --out.
+    #[arg(long)]
+    force: bool,
+}
+
+impl OutDir {
+    /// The directory, refused if it is a file or holds a model and `--force` is not given.
+    fn checked(&self) -> anyhow::Result<PathBuf> {
+        Ok(scalenet::checkpoint::model_dir::check_output_dir(
+            &self.out, self.force,
+        )?)
+    }
+}
 
 /// `--device` parsed, with a line on stderr for a GPU: burn compiles each GPU kernel the first
 /// time a process uses it, so the first steps take a minute or two (docs/PERFORMANCE.md) and

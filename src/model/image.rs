@@ -41,6 +41,18 @@ impl GlobalPool {
     }
 }
 
+/// An architecture switch that scalenet implements only at timm's default: `Ok` when
+/// `is_default`, else the message that `family` does not support `key = v`.
+pub fn only_default(key: &str, v: &Value, is_default: bool, family: &str) -> Result<(), String> {
+    if is_default {
+        Ok(())
+    } else {
+        Err(format!(
+            "model_args.{key} = {v} is not supported by scalenet's {family}"
+        ))
+    }
+}
+
 /// How inputs are prepared for a model (timm's `pretrained_cfg`), kept as the raw JSON object
 /// so that fields scalenet does not use survive a load/save round trip.
 #[derive(Clone, Debug, PartialEq)]

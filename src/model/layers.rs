@@ -4,7 +4,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
-use super::weights::{param, transpose, Init, TensorSink, WeightSource};
+use super::weights::{param, transpose, vector, Init, TensorSink, WeightSource};
 
 /// timm's `LayerNorm` epsilon for ViTs (`partial(nn.LayerNorm, eps=1e-6)`).
 pub const LN_EPS: f64 = 1e-6;
@@ -93,19 +93,9 @@ impl LayerNorm {
         eps: f64,
         device: &Device,
     ) -> Self {
-        Self {
-            eps,
-            weight: param(
-                src.tensor(&format!("{key}.weight"), &[dim], Init::ONES),
-                [dim],
-                device,
-            ),
-            bias: param(
-                src.tensor(&format!("{key}.bias"), &[dim], Init::ZEROS),
-                [dim],
-                device,
-            ),
-        }
+        let weight = vector(src, &format!("{key}.weight"), dim, Init::ONES, device);
+        let bias = vector(src, &format!("{key}.bias"), dim, Init::ZEROS, device);
+        Self { eps, weight, bias }
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
@@ -137,11 +127,7 @@ impl LayerScale {
         device: &Device,
     ) -> Self {
         Self {
-            gamma: param(
-                src.tensor(&format!("{key}.gamma"), &[dim], Init::Const(init)),
-                [dim],
-                device,
-            ),
+            gamma: vector(src, &format!("{key}.gamma"), dim, Init::Const(init), device),
         }
     }
 

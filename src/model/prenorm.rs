@@ -7,6 +7,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
+use super::drop_path::{self, DropPath};
 use super::layers::{LayerNorm, LayerScale};
 use super::weights::{TensorSink, WeightSource};
 
@@ -36,6 +37,26 @@ pub trait PreNormBlock: Module + core::fmt::Debug {
     }
     /// The MLP branch on the normalised input, including the block's own gate if any.
     fn mlp(&self, x: Tensor<3>) -> Tensor<3>;
+    /// The block on its own: `x + attn(norm1(x))`, then `x + mlp(norm2(x))`, each branch
+    /// dropped by `position` when `dp` is given (stochastic depth); with `keep`, only the first
+    /// `keep` tokens' rows come out (every token is still attended to).
+    fn forward_block(
+        &self,
+        x: Tensor<3>,
+        ctx: Self::Ctx<'_>,
+        keep: Option<usize>,
+        position: usize,
+        dp: &mut Option<&mut DropPath>,
+    ) -> Tensor<3> {
+        let n1 = self.norm1().forward(x.clone());
+        let (a, x) = match keep {
+            None => (self.attn(n1, ctx), x),
+            Some(k) => (self.attn_queries(n1, ctx, k), prefix(x, k)),
+        };
+        let x = x + drop_path::maybe(dp, position, a);
+        let f = self.mlp(self.norm2().forward(x.clone()));
+        x + drop_path::maybe(dp, position, f)
+    }
     fn export(&self, key: &str, out: &mut TensorSink);
     fn num_params(&self) -> usize;
 }

@@ -92,6 +92,17 @@ pub fn param<const D: usize>(
     Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
 }
 
+/// The 1-D parameter `key` of `dim` values (a norm's weight or bias, a gate).
+pub fn vector(
+    src: &mut dyn WeightSource,
+    key: &str,
+    dim: usize,
+    init: Init,
+    device: &Device,
+) -> Param<Tensor<1>> {
+    param(src.tensor(key, &[dim], init), [dim], device)
+}
+
 /// Transposes a row-major `[rows, cols]` matrix.
 pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; values.len()];

@@ -13,8 +13,8 @@
 
 use rayon::prelude::*;
 
-use super::gemm_bf16::View;
 use super::gemm_f32;
+use super::gemm_tile::{Product, View};
 use super::math::{at_simd_level, dot8, exp_neg, reduce8, simd_level};
 
 /// Shapes of one call.
@@ -61,12 +61,13 @@ pub(super) unsafe fn mm(
     a: View,
     b: View,
 ) {
+    let p = Product::new(m, n, k, a, b);
     if gemm_f32::available() {
         // SAFETY: forwarded contract.
-        return unsafe { gemm_f32::gemm_serial(m, n, k, a, b, dst, ldc) };
+        return unsafe { gemm_f32::gemm_serial(p, dst, ldc) };
     }
     // SAFETY: the views address their elements inside their slices; dst by contract.
-    unsafe { gemm_f32::gemm_portable((m, n, k), a, b, dst, ldc, false, false) }
+    unsafe { gemm_f32::gemm_portable(p, dst, ldc, false, false) }
 }
 
 /// An additive score bias `[groups, heads, n, n]`; batch item i uses group i mod groups.

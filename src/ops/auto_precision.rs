@@ -181,16 +181,18 @@ pub struct CpuInfo {
     pub threads: usize,
 }
 
+/// The value of the first `name : value` line of `/proc/cpuinfo`'s text.
+fn cpuinfo_field(text: &str, name: &str) -> Option<String> {
+    text.lines()
+        .find(|l| l.split(':').next().map(str::trim) == Some(name))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+}
+
 /// The CPU this process runs on, from `/proc/cpuinfo` (empty fields elsewhere).
 pub fn cpu_info() -> CpuInfo {
     let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.split(':').next().map(str::trim) == Some(name))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
-    };
+    let field = |name: &str| cpuinfo_field(&text, name).unwrap_or_default();
     let have = field("flags");
     let have: Vec<&str> = have.split_whitespace().collect();
     let flags = [
@@ -219,12 +221,7 @@ pub fn cpu_info() -> CpuInfo {
 /// ("Intel(R) Xeon(R) Processor") for CPUs of different generations.
 pub fn cpu_model() -> String {
     let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.split(':').next().map(str::trim) == Some(name))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-    };
+    let field = |name: &str| cpuinfo_field(&text, name);
     let name = field("model name").unwrap_or_else(|| "unknown CPU".into());
     match (field("cpu family"), field("model"), field("stepping")) {
         (Some(f), Some(m), Some(s)) => format!("{name}, family {f} model {m} stepping {s}"),

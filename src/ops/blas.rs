@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::gemm_bf16::View;
+use super::gemm_tile::{Product, View};
 
 /// Below this many multiply-adds a library call's fixed cost (thread wake-up) outweighs its
 /// speed; attention's per-head products are well below it.
@@ -26,7 +26,9 @@ const ROW_MAJOR: c_int = 101;
 const NO_TRANS: c_int = 111;
 const TRANS: c_int = 112;
 
-type Sgemm = unsafe extern "C" fn(
+/// A CBLAS gemm (`cblas_sgemm`, or MKL's `cblas_gemm_bf16bf16f32` with bf16 operands as u16):
+/// layout, two transposes, m, n, k, alpha, A, lda, B, ldb, beta, C (f32), ldc.
+type CblasGemm<T> = unsafe extern "C" fn(
     c_int,
     c_int,
     c_int,
@@ -34,32 +36,17 @@ type Sgemm = unsafe extern "C" fn(
     c_int,
     c_int,
     f32,
-    *const f32,
+    *const T,
     c_int,
-    *const f32,
+    *const T,
     c_int,
     f32,
     *mut f32,
     c_int,
 );
-
+type Sgemm = CblasGemm<f32>;
 /// MKL's `cblas_gemm_bf16bf16f32`: bf16 operands (as u16), f32 accumulation and result.
-type GemmBf16 = unsafe extern "C" fn(
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    f32,
-    *const u16,
-    c_int,
-    *const u16,
-    c_int,
-    f32,
-    *mut f32,
-    c_int,
-);
+type GemmBf16 = CblasGemm<u16>;
 
 /// Why a BLAS library could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -220,7 +207,8 @@ impl Blas {
         for bf16 in [false, true].into_iter().filter(|&b| !b || self.has_bf16()) {
             c.fill(1.0);
             // SAFETY: all three buffers hold the sizes described.
-            let done = unsafe { self.run((m, n, k), av, bv, c.as_mut_ptr(), n, true, bf16) };
+            let done =
+                unsafe { self.gemm(Product::new(m, n, k, av, bv), c.as_mut_ptr(), n, true, bf16) };
             if !done {
                 error = f32::INFINITY;
             }
@@ -241,9 +229,10 @@ impl Blas {
         }
     }
 
-    /// C (m rows at stride `ldc`) = A·B, or C += A·B with `accumulate`, in f32. Returns false,
-    /// having done nothing, where an operand is neither row- nor column-major or a size exceeds
-    /// the library's 32-bit integers.
+    /// C (m rows at stride `ldc`) = A·B, or C += A·B with `accumulate`, in f32; with `bf16`,
+    /// both operands rounded to bf16 (f32 accumulation), as `gemm_bf16::gemm` computes. Returns
+    /// false, having done nothing, where an operand is neither row- nor column-major, a size
+    /// exceeds the library's 32-bit integers, or `bf16` is asked of a library without it.
     ///
     /// With MKL the product is cut into one block of rows (or columns) per thread of our pool,
     /// each computed sequentially by MKL on that thread: MKL's own OpenMP threads, handed the
@@ -257,46 +246,16 @@ impl Blas {
     /// floats at stride `ldc`, initialised if `accumulate`.
     pub unsafe fn gemm(
         &self,
-        dims: (usize, usize, usize),
-        a: View,
-        b: View,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) -> bool {
-        // SAFETY: the caller's contract.
-        unsafe { self.run(dims, a, b, c, ldc, accumulate, false) }
-    }
-
-    /// Like [`Blas::gemm`] with both operands rounded to bf16 (f32 accumulation), as
-    /// `gemm_bf16::gemm` computes; false where the library has no bf16 product.
-    ///
-    /// # Safety
-    /// As for [`Blas::gemm`].
-    pub unsafe fn gemm_bf16(
-        &self,
-        dims: (usize, usize, usize),
-        a: View,
-        b: View,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) -> bool {
-        // SAFETY: the caller's contract.
-        self.has_bf16() && unsafe { self.run(dims, a, b, c, ldc, accumulate, true) }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn run(
-        &self,
-        (m, n, k): (usize, usize, usize),
-        a: View,
-        b: View,
+        p: Product,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
         bf16: bool,
     ) -> bool {
+        let Product { m, n, k, a, b } = p;
+        if bf16 && !self.has_bf16() {
+            return false;
+        }
         if m == 0 || n == 0 {
             return true;
         }
@@ -439,7 +398,7 @@ pub fn f32_kernel() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::gemm_tile::test_operands::{assert_product, operands};
+    use super::super::gemm_tile::test_operands::{assert_product, layouts, operands};
     use super::*;
 
     extern "C" fn no_threads(_: c_int) -> c_int {
@@ -469,31 +428,23 @@ mod tests {
             .unwrap();
         // Taller than wide (cut by rows) and wider than tall (cut by columns).
         for (m, n, k) in [(130, 70, 33), (17, 100, 40)] {
-            let [av, bv, at, bt] = operands(m, n, k);
-            let a_views = [View::strided(&av, 0, k, 1), View::strided(&at, 0, 1, m)];
-            let b_views = [View::strided(&bv, 0, n, 1), View::strided(&bt, 0, 1, k)];
-            for a in a_views {
-                for b in b_views {
-                    for acc in [false, true] {
-                        // C inside a wider buffer: ldc > n.
-                        let ldc = n + 3;
-                        let mut c = vec![if acc { 1.0f32 } else { f32::NAN }; m * ldc];
-                        // SAFETY: c holds m rows of ldc floats, initialised.
-                        let ok = pool.install(|| unsafe {
-                            lib.gemm((m, n, k), a, b, c.as_mut_ptr(), ldc, acc)
-                        });
-                        assert!(ok);
-                        let start = if acc { 1.0 } else { 0.0 };
-                        let got = |i, j| c[i * ldc + j];
-                        assert_product((m, n, k), (&av, &bv), |x| x, start, got);
-                        for i in 0..m {
-                            // The padding past n is untouched.
-                            assert!(c[i * ldc + n..(i + 1) * ldc].iter().all(|v| if acc {
-                                *v == 1.0
-                            } else {
-                                v.is_nan()
-                            }));
-                        }
+            let ops = operands(m, n, k);
+            for p in layouts(&ops, (m, n, k)) {
+                for acc in [false, true] {
+                    // C inside a wider buffer: ldc > n.
+                    let ldc = n + 3;
+                    let mut c = vec![if acc { 1.0f32 } else { f32::NAN }; m * ldc];
+                    // SAFETY: c holds m rows of ldc floats, initialised.
+                    let ok =
+                        pool.install(|| unsafe { lib.gemm(p, c.as_mut_ptr(), ldc, acc, false) });
+                    assert!(ok);
+                    let start = if acc { 1.0 } else { 0.0 };
+                    let got = |i, j| c[i * ldc + j];
+                    assert_product((m, n, k), (&ops[0], &ops[1]), |x| x, start, got);
+                    for i in 0..m {
+                        // The padding past n is untouched.
+                        let pad = &c[i * ldc + n..(i + 1) * ldc];
+                        assert!(pad.iter().all(|v| if acc { *v == 1.0 } else { v.is_nan() }));
                     }
                 }
             }

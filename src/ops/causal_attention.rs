@@ -98,7 +98,8 @@ fn probs(
     }
 }
 
-fn check(q: &[f32], k: &[f32], v: &[f32], dims: CausalDims) {
+/// Checks the operands against `dims`; returns (batch, tokens, keys, head_dim, heads).
+fn check(q: &[f32], k: &[f32], v: &[f32], dims: CausalDims) -> (usize, usize, usize, usize, usize) {
     let (b, t, s, hd) = (dims.batch, dims.tokens, dims.keys, dims.head_dim);
     assert!(t <= s, "causal attention: more queries than keys");
     assert!(
@@ -108,18 +109,12 @@ fn check(q: &[f32], k: &[f32], v: &[f32], dims: CausalDims) {
     assert_eq!(q.len(), b * dims.heads * t * hd);
     assert_eq!(k.len(), b * dims.kv_heads * s * hd);
     assert_eq!(v.len(), k.len());
+    (b, t, s, hd, dims.heads)
 }
 
 /// `[b, heads, t, hd]`, `[b, kv_heads, s, hd]` ×2 → `[b, t, heads·hd]`.
 pub fn forward(q: &[f32], k: &[f32], v: &[f32], dims: CausalDims) -> Vec<f32> {
-    check(q, k, v, dims);
-    let (b, t, s, hd, heads) = (
-        dims.batch,
-        dims.tokens,
-        dims.keys,
-        dims.head_dim,
-        dims.heads,
-    );
+    let (b, t, s, hd, heads) = check(q, k, v, dims);
     let d = heads * hd;
     let mut out: Vec<f32> = Vec::with_capacity(b * t * d);
     let dst = Out(out.spare_capacity_mut().as_mut_ptr() as *mut f32);
@@ -166,14 +161,7 @@ pub fn backward(
     grad: &[f32],
     dims: CausalDims,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    check(q, k, v, dims);
-    let (b, t, s, hd, heads) = (
-        dims.batch,
-        dims.tokens,
-        dims.keys,
-        dims.head_dim,
-        dims.heads,
-    );
+    let (b, t, s, hd, heads) = check(q, k, v, dims);
     let d = heads * hd;
     assert_eq!(grad.len(), b * t * d);
     let scale = dims.scale();
@@ -307,13 +295,14 @@ mod tests {
     /// The attention as transformers writes it, in f64: `repeat_kv`, scores, −∞ above the
     /// causal diagonal, softmax, product; output in the merged layout.
     fn reference(q: &[f32], k: &[f32], v: &[f32], dims: CausalDims) -> Vec<f64> {
-        let (b, t, s, hd, heads) = (
-            dims.batch,
-            dims.tokens,
-            dims.keys,
-            dims.head_dim,
-            dims.heads,
-        );
+        let CausalDims {
+            batch: b,
+            tokens: t,
+            keys: s,
+            head_dim: hd,
+            heads,
+            ..
+        } = dims;
         let scale = (hd as f64).powf(-0.5);
         let mut out = vec![0f64; b * t * heads * hd];
         for bi in 0..b {

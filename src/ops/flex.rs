@@ -10,6 +10,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::gemm_tile::Product;
 use super::math::{at_simd_level, erf, exp_neg, simd_level};
 use super::{
     adamw, attention, blas, causal_attention, cross_entropy, gemm_bf16, gemm_f32, gemv, layer_norm,
@@ -599,7 +600,13 @@ fn batched_gemm(lhs: &FlexTensor, rhs: &FlexTensor, bf16: bool) -> Option<FlexTe
             let (a, b) = (operand(lhs, start(lhs, i)), operand(rhs, start(rhs, i)));
             if serial {
                 // SAFETY: `c` holds this batch's m × n outputs at row stride n.
-                unsafe { gemm_f32::gemm_serial(m, n, k, a, b, c.as_mut_ptr() as *mut f32, n) }
+                unsafe {
+                    gemm_f32::gemm_serial(
+                        Product::new(m, n, k, a, b),
+                        c.as_mut_ptr() as *mut f32,
+                        n,
+                    )
+                }
             } else {
                 cpu_gemm((m, n, k), a, b, c, false, bf16)
             }
@@ -623,38 +630,27 @@ pub(crate) fn cpu_gemm(
     accumulate: bool,
     bf16: bool,
 ) {
+    let p = Product::new(m, n, k, a, b);
     if gemv::applies(m, &b) {
-        gemv::gemm(m, n, k, a, b, buf, accumulate);
+        gemv::gemm(p, buf, accumulate);
     } else if blas::active()
         .filter(|_| m * n * k >= blas::MIN_FLOPS)
         // SAFETY: as for gemm_portable below.
         .is_some_and(|lib| unsafe {
             let c = buf.as_mut_ptr() as *mut f32;
-            match bf16 {
-                true => lib.gemm_bf16((m, n, k), a, b, c, n, accumulate),
-                false => lib.gemm((m, n, k), a, b, c, n, accumulate),
-            }
+            lib.gemm(p, c, n, accumulate, bf16)
         })
     {
         // The library wrote C.
     } else if bf16 {
-        gemm_bf16::gemm(m, n, k, a, b, buf, accumulate);
+        gemm_bf16::gemm(p, buf, accumulate);
     } else if gemm_f32::available() {
-        gemm_f32::gemm(m, n, k, a, b, buf, accumulate);
+        gemm_f32::gemm(p, buf, accumulate);
     } else {
         // SAFETY: the views address their elements inside their storage (burn's layouts
         // guarantee it) and `buf` holds m × n, initialised by the bias rows if `accumulate`.
-        unsafe {
-            gemm_f32::gemm_portable(
-                (m, n, k),
-                a,
-                b,
-                buf.as_mut_ptr() as *mut f32,
-                n,
-                accumulate,
-                true,
-            )
-        };
+        let c = buf.as_mut_ptr() as *mut f32;
+        unsafe { gemm_f32::gemm_portable(p, c, n, accumulate, true) };
     }
 }
 

@@ -13,8 +13,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-pub use super::gemm_tile::View;
 use super::gemm_tile::{store_tile, tile_masks};
+pub use super::gemm_tile::{Product, View};
 
 /// Round-to-nearest-even f32 → bf16 bits (NaN stays NaN), as `vcvtneps2bf16`.
 #[inline(always)]
@@ -38,10 +38,11 @@ const MC: usize = 128;
 
 /// Whether this CPU can run [`gemm`].
 pub fn available() -> bool {
+    // The packing also uses AVX512-BW (16-bit lane permutes).
     #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
-    }
+    return super::gemm_f32::available()
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512bf16");
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
@@ -49,20 +50,12 @@ pub fn available() -> bool {
 /// C (m×n, row-major) = A (m×k) · B (k×n), in bf16 with f32 accumulation; with `accumulate`
 /// the product is added to C (which must then be initialised), otherwise C is only written.
 /// Panics unless [`available`].
-pub fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: View,
-    b: View,
-    c: &mut [MaybeUninit<f32>],
-    accumulate: bool,
-) {
+pub fn gemm(p: Product, c: &mut [MaybeUninit<f32>], accumulate: bool) {
     assert!(available(), "gemm_bf16 needs AVX512-BF16");
-    assert_eq!(c.len(), m * n);
-    if m == 0 || n == 0 {
+    if !p.writes_into(c.len()) {
         return;
     }
+    let Product { n, k, a, b, .. } = p;
     let kp = k.div_ceil(2); // k-pairs; an odd k is padded with a zero row
     let panels = n.div_ceil(NR);
     // Packed B: panel p, pair q, column j → bpack[(p * kp + q) * NR + j].
@@ -361,13 +354,13 @@ mod tests {
             for a in a_views {
                 for b in b_views {
                     let mut c = vec![MaybeUninit::new(f32::NAN); m * n];
-                    gemm(m, n, k, a, b, &mut c, false);
+                    gemm(Product::new(m, n, k, a, b), &mut c, false);
                     // SAFETY: gemm wrote every element.
                     let c: Vec<f32> = c.iter().map(|v| unsafe { v.assume_init() }).collect();
                     check(&c, &av, &bv, (m, n, k));
                     // Accumulating onto ones adds exactly one.
                     let mut c1 = vec![MaybeUninit::new(1.0f32); m * n];
-                    gemm(m, n, k, a, b, &mut c1, true);
+                    gemm(Product::new(m, n, k, a, b), &mut c1, true);
                     // SAFETY: initialised above and accumulated into.
                     let c1: Vec<f32> = c1
                         .iter()

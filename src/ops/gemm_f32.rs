@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::gemm_tile::{store_tile, tile_masks, View};
+use super::gemm_tile::{store_tile, tile_masks, Product, View};
 
 const NR: usize = 32;
 const MR: usize = 8;
@@ -31,20 +31,12 @@ pub fn available() -> bool {
 
 /// C (m×n, row-major) = A (m×k) · B (k×n) in f32; with `accumulate` the product is added to C
 /// (which must then be initialised), otherwise C is only written. Panics unless [`available`].
-pub fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: View,
-    b: View,
-    c: &mut [MaybeUninit<f32>],
-    accumulate: bool,
-) {
+pub fn gemm(p: Product, c: &mut [MaybeUninit<f32>], accumulate: bool) {
     assert!(available(), "gemm_f32 needs AVX-512");
-    assert_eq!(c.len(), m * n);
-    if m == 0 || n == 0 {
+    if !p.writes_into(c.len()) {
         return;
     }
+    let Product { m, n, k, a, b } = p;
     if k == 0 {
         if !accumulate {
             c.iter_mut().for_each(|v| {
@@ -82,7 +74,8 @@ pub fn gemm(
 ///
 /// # Safety
 /// `c` must address m rows of n writable floats at row stride `ldc`.
-pub unsafe fn gemm_serial(m: usize, n: usize, k: usize, a: View, b: View, c: *mut f32, ldc: usize) {
+pub unsafe fn gemm_serial(p: Product, c: *mut f32, ldc: usize) {
+    let Product { m, n, k, a, b } = p;
     assert!(available(), "gemm_f32 needs AVX-512");
     if m == 0 || n == 0 || k == 0 {
         for r in 0..m {
@@ -105,15 +98,8 @@ pub unsafe fn gemm_serial(m: usize, n: usize, k: usize, a: View, b: View, c: *mu
 /// The views address m×k and k×n elements inside their slices; `c` addresses m rows of n
 /// floats at stride `ldc`, initialised if `accumulate`.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_portable(
-    (m, n, k): (usize, usize, usize),
-    a: View,
-    b: View,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-    parallel: bool,
-) {
+pub unsafe fn gemm_portable(p: Product, c: *mut f32, ldc: usize, accumulate: bool, parallel: bool) {
+    let Product { m, n, k, a, b } = p;
     if m == 0 || n == 0 {
         return;
     }
@@ -451,7 +437,7 @@ unsafe fn kernel(
 
 #[cfg(test)]
 mod tests {
-    use super::super::gemm_tile::test_operands::{assert_product, operands, SHAPES};
+    use super::super::gemm_tile::test_operands::{assert_product, layouts, operands, SHAPES};
     use super::*;
 
     #[test]
@@ -460,20 +446,16 @@ mod tests {
             return;
         }
         for (m, n, k) in SHAPES {
-            let [av, bv, at, bt] = operands(m, n, k);
-            let a_views = [View::strided(&av, 0, k, 1), View::strided(&at, 0, 1, m)];
-            let b_views = [View::strided(&bv, 0, n, 1), View::strided(&bt, 0, 1, k)];
-            for a in a_views {
-                for b in b_views {
-                    for acc in [false, true] {
-                        let init = if acc { 1.0f32 } else { f32::NAN };
-                        let mut c = vec![MaybeUninit::new(init); m * n];
-                        gemm(m, n, k, a, b, &mut c, acc);
-                        let start = if acc { 1.0 } else { 0.0 };
-                        // SAFETY: gemm wrote every element.
-                        let got = |i: usize, j: usize| unsafe { c[i * n + j].assume_init() };
-                        assert_product((m, n, k), (&av, &bv), |x| x, start, got);
-                    }
+            let ops = operands(m, n, k);
+            for p in layouts(&ops, (m, n, k)) {
+                for acc in [false, true] {
+                    let init = if acc { 1.0f32 } else { f32::NAN };
+                    let mut c = vec![MaybeUninit::new(init); m * n];
+                    gemm(p, &mut c, acc);
+                    let start = if acc { 1.0 } else { 0.0 };
+                    // SAFETY: gemm wrote every element.
+                    let got = |i: usize, j: usize| unsafe { c[i * n + j].assume_init() };
+                    assert_product((m, n, k), (&ops[0], &ops[1]), |x| x, start, got);
                 }
             }
         }
@@ -511,7 +493,7 @@ mod tests {
         ] {
             let mut c = vec![1.0f32; m * n];
             // SAFETY: c holds m × n initialised floats.
-            unsafe { gemm_portable((m, n, k), a, b, c.as_mut_ptr(), n, true, true) };
+            unsafe { gemm_portable(Product::new(m, n, k, a, b), c.as_mut_ptr(), n, true, true) };
             assert_product((m, n, k), (&av, &bv), |x| x, 1.0, |i, j| c[i * n + j]);
         }
     }

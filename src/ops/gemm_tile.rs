@@ -27,6 +27,29 @@ impl<'a> View<'a> {
     }
 }
 
+/// One product, C (m×n) = A (m×k) · B (k×n), with A and B read through their views: what
+/// every GEMM here (AVX-512, GEMV, a CBLAS library, the portable one) is handed.
+#[derive(Clone, Copy)]
+pub struct Product<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: View<'a>,
+    pub b: View<'a>,
+}
+
+impl<'a> Product<'a> {
+    pub fn new(m: usize, n: usize, k: usize, a: View<'a>, b: View<'a>) -> Self {
+        Self { m, n, k, a, b }
+    }
+
+    /// Checks that C holds `c_len` = m·n elements; false when C is empty (nothing to do).
+    pub(crate) fn writes_into(&self, c_len: usize) -> bool {
+        assert_eq!(c_len, self.m * self.n, "C holds m·n elements");
+        c_len > 0
+    }
+}
+
 /// Lane masks for a tile `cols` (≤ 32) wide: the low and the high 16 columns.
 pub(crate) fn tile_masks(cols: usize) -> (u16, u16) {
     let mask = |w: usize| {
@@ -72,6 +95,8 @@ pub(crate) unsafe fn store_tile(
 /// Operands shared by both GEMMs' tests.
 #[cfg(test)]
 pub(crate) mod test_operands {
+    use super::{Product, View};
+
     /// Odd sizes, partial panels and row blocks, K across several passes.
     pub const SHAPES: [(usize, usize, usize); 9] = [
         (1, 1, 1),
@@ -97,6 +122,17 @@ pub(crate) mod test_operands {
         let at = (0..m * k).map(|i| av[(i % m) * k + i / m]).collect();
         let bt = (0..n * k).map(|i| bv[(i % k) * n + i / k]).collect();
         [av, bv, at, bt]
+    }
+
+    /// The products of `ops` (from [`operands`]) in every layout: A and B each row- and
+    /// column-major.
+    pub fn layouts(ops: &[Vec<f32>; 4], (m, n, k): (usize, usize, usize)) -> Vec<Product<'_>> {
+        let [av, bv, at, bt] = ops;
+        let a = [View::strided(av, 0, k, 1), View::strided(at, 0, 1, m)];
+        let b = [View::strided(bv, 0, n, 1), View::strided(bt, 0, 1, k)];
+        a.iter()
+            .flat_map(|&a| b.iter().map(move |&b| Product::new(m, n, k, a, b)))
+            .collect()
     }
 
     /// Asserts that `got(i, j)` is `start + Σ_t round(a[i,t]) · round(b[t,j])` (`a` m×k and

@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::gemm_bf16::View;
+use super::gemm_tile::{Product, View};
 use super::math::{at_simd_level, simd_level};
 
 /// The most rows of A this path takes.
@@ -107,15 +107,8 @@ pub fn applies(m: usize, b: &View) -> bool {
 }
 
 /// C (m×n, row-major) = A (m×k) · B (k×n), or C += A·B with `accumulate` (C then initialised).
-pub fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: View,
-    b: View,
-    c: &mut [MaybeUninit<f32>],
-    accumulate: bool,
-) {
+pub fn gemm(p: Product, c: &mut [MaybeUninit<f32>], accumulate: bool) {
+    let Product { m, n, k, a, b } = p;
     debug_assert!(applies(m, &b));
     // A's rows, contiguous (m·k values: small by definition).
     let a_rows: Vec<f32> = (0..m)
@@ -230,7 +223,11 @@ mod tests {
             for acc in [false, true] {
                 let mut c: Vec<MaybeUninit<f32>> =
                     (0..m * n).map(|_| MaybeUninit::new(1.0)).collect();
-                gemm(m, n, k, View::strided(&a, 0, k, 1), bv, &mut c, acc);
+                gemm(
+                    Product::new(m, n, k, View::strided(&a, 0, k, 1), bv),
+                    &mut c,
+                    acc,
+                );
                 for (idx, (got, w)) in c.iter().zip(&want).enumerate() {
                     let got = unsafe { got.assume_init() };
                     let w = if acc { w + 1.0 } else { *w };

@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::config::LlamaConfig;
 use crate::model::layers::Linear;
 use crate::model::prenorm::{BlockNorm, PreNormBlock};
-use crate::model::weights::{param, Init, TensorSink, WeightSource};
+use crate::model::weights::{vector, Init, TensorSink, WeightSource};
 
 /// `weight ⊙ x / sqrt(mean(x²) + eps)` over the last dimension (Llama's `RMSNorm`).
 #[derive(Module, Debug)]
@@ -26,14 +26,8 @@ impl RmsNorm {
         eps: f64,
         device: &Device,
     ) -> Self {
-        Self {
-            weight: param(
-                src.tensor(&format!("{key}.weight"), &[dim], Init::ONES),
-                [dim],
-                device,
-            ),
-            eps,
-        }
+        let weight = vector(src, &format!("{key}.weight"), dim, Init::ONES, device);
+        Self { weight, eps }
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
@@ -127,20 +121,35 @@ pub struct AttnContext<'a> {
     pub cache: Option<&'a mut Option<(Tensor<4>, Tensor<4>)>>,
 }
 
+/// A bias-free projection with transformers' Llama init (normal, std 0.02).
+fn projection(
+    src: &mut dyn WeightSource,
+    key: &str,
+    i: usize,
+    o: usize,
+    device: &Device,
+) -> Linear {
+    Linear::new(
+        src,
+        key,
+        i,
+        o,
+        false,
+        (Init::Normal(0.02), Init::ZEROS),
+        device,
+    )
+}
+
 impl LlamaAttention {
     pub fn new(src: &mut dyn WeightSource, key: &str, cfg: &LlamaConfig, device: &Device) -> Self {
         let d = cfg.hidden_size;
         let q = cfg.num_attention_heads * cfg.head_dim;
         let kv = cfg.kv_dim();
-        let init = (Init::Normal(0.02), Init::ZEROS);
-        let lin = |src: &mut dyn WeightSource, name: &str, i: usize, o: usize| {
-            Linear::new(src, &format!("{key}.{name}"), i, o, false, init, device)
-        };
         Self {
-            q_proj: lin(src, "q_proj", d, q),
-            k_proj: lin(src, "k_proj", d, kv),
-            v_proj: lin(src, "v_proj", d, kv),
-            o_proj: lin(src, "o_proj", q, d),
+            q_proj: projection(src, &format!("{key}.q_proj"), d, q, device),
+            k_proj: projection(src, &format!("{key}.k_proj"), d, kv, device),
+            v_proj: projection(src, &format!("{key}.v_proj"), d, kv, device),
+            o_proj: projection(src, &format!("{key}.o_proj"), q, d, device),
             num_heads: cfg.num_attention_heads,
             num_kv_heads: cfg.num_key_value_heads,
             head_dim: cfg.head_dim,
@@ -251,14 +260,10 @@ pub struct SwiGlu {
 impl SwiGlu {
     pub fn new(src: &mut dyn WeightSource, key: &str, cfg: &LlamaConfig, device: &Device) -> Self {
         let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
-        let init = (Init::Normal(0.02), Init::ZEROS);
-        let lin = |src: &mut dyn WeightSource, name: &str, i: usize, o: usize| {
-            Linear::new(src, &format!("{key}.{name}"), i, o, false, init, device)
-        };
         Self {
-            gate_proj: lin(src, "gate_proj", d, f),
-            up_proj: lin(src, "up_proj", d, f),
-            down_proj: lin(src, "down_proj", f, d),
+            gate_proj: projection(src, &format!("{key}.gate_proj"), d, f, device),
+            up_proj: projection(src, &format!("{key}.up_proj"), d, f, device),
+            down_proj: projection(src, &format!("{key}.down_proj"), f, d, device),
         }
     }
 

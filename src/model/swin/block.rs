@@ -6,7 +6,6 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::{StageGeometry, SwinConfig, SWIN_LN_EPS};
-use crate::model::drop_path::{self, DropPath};
 use crate::model::layers::{LayerNorm, Linear};
 use crate::model::mlp::Mlp;
 use crate::model::prenorm::PreNormBlock;
@@ -322,18 +321,6 @@ impl SwinBlock {
             x = x.roll(&[sh as i64, sw as i64], &[1, 2]);
         }
         x.reshape([b, h * w, c])
-    }
-
-    pub fn forward_train(
-        &self,
-        x: Tensor<3>,
-        position: usize,
-        dp: &mut Option<&mut DropPath>,
-    ) -> Tensor<3> {
-        let a = self.attend(self.norm1.forward(x.clone()), &self.geometry);
-        let x = x + drop_path::maybe(dp, position, a);
-        let f = self.mlp.forward(self.norm2.forward(x.clone()));
-        x + drop_path::maybe(dp, position, f)
     }
 
     pub fn export(&self, key: &str, out: &mut TensorSink) {

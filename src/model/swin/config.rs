@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::model::image::{GlobalPool, PretrainedCfg};
+use crate::model::image::{only_default, GlobalPool, PretrainedCfg};
 use crate::model::limits::MAX_PARAMS;
 
 /// The architecture of a Swin Transformer, as timm's `SwinTransformer` takes it.
@@ -258,18 +258,14 @@ impl SwinConfig {
             "drop_rate" | "proj_drop_rate" | "attn_drop_rate" | "drop_path_rate"
             | "weight_init" | "pretrained_strict" => {}
             _ => {
-                let default_ok = match key {
+                let is_default = match key {
                     "always_partition" | "dynamic_img_size" => v == &Value::Bool(false),
                     "strict_img_size" => v == &Value::Bool(true),
                     "head_dim" => v.is_null(),
                     "norm_layer" => matches!(v.as_str(), Some("layernorm")),
                     _ => false,
                 };
-                if !default_ok {
-                    return Err(format!(
-                        "model_args.{key} = {v} is not supported by scalenet's Swin"
-                    ));
-                }
+                only_default(key, v, is_default, "Swin")?
             }
         }
         Ok(())
@@ -337,47 +333,13 @@ fn parse_window(v: &Value, stages: usize) -> Result<Vec<[usize; 2]>, String> {
 type PresetRow = (&'static str, usize, [usize; 4], [usize; 4], usize, usize);
 
 /// Every Swin preset scalenet knows.
+#[rustfmt::skip]
 const PRESETS: &[PresetRow] = &[
-    (
-        "swin_tiny_patch4_window7_224",
-        96,
-        [2, 2, 6, 2],
-        [3, 6, 12, 24],
-        7,
-        224,
-    ),
-    (
-        "swin_small_patch4_window7_224",
-        96,
-        [2, 2, 18, 2],
-        [3, 6, 12, 24],
-        7,
-        224,
-    ),
-    (
-        "swin_base_patch4_window7_224",
-        128,
-        [2, 2, 18, 2],
-        [4, 8, 16, 32],
-        7,
-        224,
-    ),
-    (
-        "swin_large_patch4_window7_224",
-        192,
-        [2, 2, 18, 2],
-        [6, 12, 24, 48],
-        7,
-        224,
-    ),
-    (
-        "swin_base_patch4_window12_384",
-        128,
-        [2, 2, 18, 2],
-        [4, 8, 16, 32],
-        12,
-        384,
-    ),
+    ("swin_tiny_patch4_window7_224", 96, [2, 2, 6, 2], [3, 6, 12, 24], 7, 224),
+    ("swin_small_patch4_window7_224", 96, [2, 2, 18, 2], [3, 6, 12, 24], 7, 224),
+    ("swin_base_patch4_window7_224", 128, [2, 2, 18, 2], [4, 8, 16, 32], 7, 224),
+    ("swin_large_patch4_window7_224", 192, [2, 2, 18, 2], [6, 12, 24, 48], 7, 224),
+    ("swin_base_patch4_window12_384", 128, [2, 2, 18, 2], [4, 8, 16, 32], 12, 384),
 ];
 
 pub fn preset_names() -> impl Iterator<Item = &'static str> {

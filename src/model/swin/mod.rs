@@ -19,6 +19,7 @@ use crate::model::drop_path::DropPath;
 use crate::model::image::GlobalPool;
 use crate::model::layers::{LayerNorm, Linear};
 use crate::model::patch::{export_patch_conv, patch_conv, patch_conv_forward};
+use crate::model::prenorm::PreNormBlock;
 use crate::model::weights::{TensorSink, WeightSource};
 /// 2×2 neighbouring tokens concatenated, normalised and projected to twice the width
 /// (timm's `PatchMerging`); an odd side is padded with zeros first.
@@ -307,7 +308,8 @@ impl SwinTransformer {
     ) -> Tensor<3> {
         let depths: Vec<usize> = self.stages.iter().map(Vec::len).collect();
         features(&self.ends, &depths, x, dp, &|s, i, x, position, dp| {
-            self.stages[s][i].forward_train(x, position, dp)
+            let block = &self.stages[s][i];
+            block.forward_block(x, &block.geometry, None, position, dp)
         })
     }
 

@@ -6,10 +6,9 @@ use burn::tensor::{Device, Tensor};
 
 use super::attention::Attention;
 use super::config::VitConfig;
-use crate::model::drop_path::{self, DropPath};
 use crate::model::layers::{LayerNorm, LayerScale};
 use crate::model::mlp::Mlp;
-use crate::model::prenorm::{gate, prefix, PreNormBlock};
+use crate::model::prenorm::{gate, PreNormBlock};
 use crate::model::weights::{TensorSink, WeightSource};
 
 #[derive(Module, Debug)]
@@ -46,40 +45,6 @@ impl Block {
             mlp: Mlp::new(src, &format!("{key}.mlp"), d, cfg.mlp_hidden(), device),
             ls2: ls(src, "ls2"),
         }
-    }
-
-    /// `[batch, tokens, dim]` → `[batch, tokens, dim]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.forward_train(x, 0, &mut None)
-    }
-
-    /// The forward with stochastic depth at block `position` when `dp` is given.
-    pub fn forward_train(
-        &self,
-        x: Tensor<3>,
-        position: usize,
-        dp: &mut Option<&mut DropPath>,
-    ) -> Tensor<3> {
-        self.forward_rows(x, None, position, dp)
-    }
-
-    /// The forward; with `keep`, only the first `keep` tokens' rows come out (every token is
-    /// still attended to). `[batch, tokens, dim]` → `[batch, keep or tokens, dim]`
-    pub fn forward_rows(
-        &self,
-        x: Tensor<3>,
-        keep: Option<usize>,
-        position: usize,
-        dp: &mut Option<&mut DropPath>,
-    ) -> Tensor<3> {
-        let n1 = self.norm1.forward(x.clone());
-        let (a, x) = match keep {
-            None => (self.attn.forward(n1), x),
-            Some(k) => (self.attn.forward_queries(n1, k), prefix(x, k)),
-        };
-        let x = x + drop_path::maybe(dp, position, gate(&self.ls1, a));
-        let f = gate(&self.ls2, self.mlp.forward(self.norm2.forward(x.clone())));
-        x + drop_path::maybe(dp, position, f)
     }
 
     pub fn export(&self, key: &str, out: &mut TensorSink) {

@@ -8,7 +8,8 @@
 use serde_json::{json, Map, Value};
 
 use crate::model::image::{
-    GlobalPool, PretrainedCfg, IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD,
+    only_default, GlobalPool, PretrainedCfg, IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN,
+    INCEPTION_STD,
 };
 use crate::model::limits::MAX_PARAMS;
 
@@ -247,7 +248,7 @@ impl VitConfig {
             | "attn_drop_rate" | "drop_path_rate" | "weight_init" | "pretrained_strict" => {}
             // Architecture switches scalenet implements only at timm's default.
             _ => {
-                let default_ok = match key {
+                let is_default = match key {
                     "no_embed_class" | "pre_norm" | "qk_norm" | "dynamic_img_size"
                     | "dynamic_img_pad" | "scale_attn_norm" | "scale_mlp_norm" => {
                         v == &Value::Bool(false)
@@ -258,11 +259,7 @@ impl VitConfig {
                     "norm_layer" => matches!(v.as_str(), Some("layernorm")),
                     _ => false,
                 };
-                if !default_ok {
-                    return Err(format!(
-                        "model_args.{key} = {v} is not supported by scalenet's ViT"
-                    ));
-                }
+                only_default(key, v, is_default, "ViT")?
             }
         }
         Ok(())
@@ -306,6 +303,7 @@ pub struct Preset {
 }
 
 /// (name, patch, dim, depth, heads, img, family) for every preset timm defines.
+#[rustfmt::skip]
 const PRESETS: &[(&str, usize, usize, usize, usize, usize, Family)] = &[
     ("vit_tiny_patch16_224", 16, 192, 12, 3, 224, Family::Vit),
     ("vit_tiny_patch16_384", 16, 192, 12, 3, 384, Family::Vit),
@@ -325,42 +323,10 @@ const PRESETS: &[(&str, usize, usize, usize, usize, usize, Family)] = &[
     ("deit_small_patch16_224", 16, 384, 12, 6, 224, Family::Deit),
     ("deit_base_patch16_224", 16, 768, 12, 12, 224, Family::Deit),
     ("deit_base_patch16_384", 16, 768, 12, 12, 384, Family::Deit),
-    (
-        "deit_tiny_distilled_patch16_224",
-        16,
-        192,
-        12,
-        3,
-        224,
-        Family::DeitDistilled,
-    ),
-    (
-        "deit_small_distilled_patch16_224",
-        16,
-        384,
-        12,
-        6,
-        224,
-        Family::DeitDistilled,
-    ),
-    (
-        "deit_base_distilled_patch16_224",
-        16,
-        768,
-        12,
-        12,
-        224,
-        Family::DeitDistilled,
-    ),
-    (
-        "deit_base_distilled_patch16_384",
-        16,
-        768,
-        12,
-        12,
-        384,
-        Family::DeitDistilled,
-    ),
+    ("deit_tiny_distilled_patch16_224", 16, 192, 12, 3, 224, Family::DeitDistilled),
+    ("deit_small_distilled_patch16_224", 16, 384, 12, 6, 224, Family::DeitDistilled),
+    ("deit_base_distilled_patch16_224", 16, 768, 12, 12, 224, Family::DeitDistilled),
+    ("deit_base_distilled_patch16_384", 16, 768, 12, 12, 384, Family::DeitDistilled),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

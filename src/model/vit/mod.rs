@@ -16,6 +16,7 @@ use embed::Embeddings;
 use head::ClassifierHead;
 
 use crate::model::drop_path::DropPath;
+use crate::model::prenorm::PreNormBlock;
 use crate::model::weights::{TensorSink, WeightSource};
 
 #[derive(Module, Debug)]
@@ -59,7 +60,7 @@ impl VisionTransformer {
         dp: &mut Option<&mut DropPath>,
     ) -> Tensor<3> {
         features(&self.embed, self.blocks.len(), x, dp, &|i, x, keep, dp| {
-            self.blocks[i].forward_rows(x, keep, i, dp)
+            self.blocks[i].forward_block(x, (), keep, i, dp)
         })
     }
 
@@ -80,7 +81,7 @@ impl VisionTransformer {
             self.blocks.len(),
             x,
             dp,
-            &|i, x, keep, dp| self.blocks[i].forward_rows(x, keep, i, dp),
+            &|i, x, keep, dp| self.blocks[i].forward_block(x, (), keep, i, dp),
         )
     }
 
