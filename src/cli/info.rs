@@ -4,8 +4,10 @@ use anyhow::Result;
 use burn::tensor::Device;
 use scalenet::checkpoint::load_model;
 use scalenet::checkpoint::model_dir::LoadedModel;
+use scalenet::growth::{GrownCounts, GrowthSpec};
 use scalenet::model::arch::ImageArch;
 use scalenet::model::swin::SwinConfig;
+use scalenet::model::vit::config::VitConfig;
 use scalenet::network::Network;
 use scalenet::units::{human, thousands};
 
@@ -23,11 +25,15 @@ pub fn run(args: Args) -> Result<()> {
         return language_model(&args);
     }
     let loaded = load_model(&args.model_dir, &Device::flex())?;
+    match &loaded.config.arch {
+        ImageArch::Vit(v) => vit(&args, &loaded, v),
+        ImageArch::Swin(s) => swin(&args, &loaded, s),
+    }
+}
+
+/// A ViT, plain or grown: its dims, tokens, head and input, its growth, its parameters.
+fn vit(args: &Args, loaded: &LoadedModel, v: &VitConfig) -> Result<()> {
     let cfg = &loaded.config;
-    let v = match &cfg.arch {
-        ImageArch::Vit(v) => v,
-        ImageArch::Swin(s) => return swin(&args, &loaded, s),
-    };
     let p = &cfg.pretrained_cfg;
     let (rows, growth_json) = match &loaded.network {
         Network::Plain(m) => {
@@ -41,23 +47,12 @@ pub fn run(args: Args) -> Result<()> {
             ];
             (rows, serde_json::Value::Null)
         }
-        Network::Swin(_) | Network::GrownSwin(_) => unreachable!("a Swin config builds a Swin"),
         Network::Grown(g) => {
             let c = g.param_counts();
-            let rows = vec![
-                ("embeddings", c.embeddings),
-                ("shared blocks", c.shared_blocks),
-                ("adapters", c.adapters),
-                ("pos. norms", c.position_norms),
-                ("gates", c.gates),
-                ("norm", c.norm),
-                ("head", c.head),
-                ("total", c.total()),
-                ("unshared", c.unshared_total()),
-            ];
             let j = serde_json::json!({"spec": g.spec, "params": c, "total": c.total(), "unshared_total": c.unshared_total()});
-            (rows, j)
+            (grown_rows(&c, "shared blocks", "head"), j)
         }
+        Network::Swin(_) | Network::GrownSwin(_) => unreachable!("a ViT config builds a ViT"),
     };
     if args.json {
         let out = serde_json::json!({
@@ -70,14 +65,26 @@ pub fn run(args: Args) -> Result<()> {
                 "mean": p.mean(), "std": p.std(),
                 "interpolation": p.interpolation(), "crop_pct": p.crop_pct(),
             },
-            "params": rows.iter().map(|(k, n)| (k.replace(". ", "_").replace(' ', "_"), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
+            "params": params_json(&rows),
             "scalenet": growth_json,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    let [gh, gw] = v.grid();
     println!("model        {}", args.model_dir.display());
+    print_vit_dims(loaded, v);
+    if let Network::Grown(g) = &loaded.network {
+        print_growth(&g.spec);
+    }
+    print_params(&rows);
+    Ok(())
+}
+
+/// The ViT's architecture, dims, tokens, head and input lines.
+fn print_vit_dims(loaded: &LoadedModel, v: &VitConfig) {
+    let cfg = &loaded.config;
+    let p = &cfg.pretrained_cfg;
+    let [gh, gw] = v.grid();
     println!(
         "architecture {}{}",
         cfg.architecture,
@@ -134,52 +141,87 @@ pub fn run(args: Args) -> Result<()> {
             .map(|c| c.to_string())
             .unwrap_or_else(|| "-".into())
     );
-    if let Network::Grown(g) = &loaded.network {
-        let s = &g.spec;
-        let adapter = match &s.adapter {
-            Some(a) => format!(
-                "adapters {} · rank {} · scale {} · {}",
-                a.placement
-                    .iter()
-                    .map(|p| format!("{p:?}").to_lowercase())
-                    .collect::<Vec<_>>()
-                    .join("+"),
-                a.rank,
-                a.scale,
-                format!("{:?}", a.activation).to_lowercase()
-            ),
-            None => "no adapters".into(),
-        };
-        println!(
-            "growth       {} base blocks → {} positions · map {}",
-            s.base_depth,
-            s.depth(),
-            short_map(&s.layer_map)
-        );
-        println!(
-            "             {adapter} · norms {} · gates {}",
-            if s.unshared_norms {
-                "per position"
-            } else {
-                "shared"
-            },
-            if s.layer_scale {
-                "per position"
-            } else {
-                "none"
-            }
-        );
+}
+
+/// A grown ViT's growth: the map, the adapters, norms and gates.
+fn print_growth(s: &GrowthSpec) {
+    let adapter = match &s.adapter {
+        Some(a) => format!(
+            "adapters {} · rank {} · scale {} · {}",
+            a.placement
+                .iter()
+                .map(|p| format!("{p:?}").to_lowercase())
+                .collect::<Vec<_>>()
+                .join("+"),
+            a.rank,
+            a.scale,
+            format!("{:?}", a.activation).to_lowercase()
+        ),
+        None => "no adapters".into(),
+    };
+    println!(
+        "growth       {} base blocks → {} positions · map {}",
+        s.base_depth,
+        s.depth(),
+        short_map(&s.layer_map)
+    );
+    println!(
+        "             {adapter} · norms {} · gates {}",
+        per_position(s.unshared_norms),
+        if s.layer_scale {
+            "per position"
+        } else {
+            "none"
+        }
+    );
+}
+
+fn per_position(yes: bool) -> &'static str {
+    if yes {
+        "per position"
+    } else {
+        "shared"
     }
+}
+
+/// A grown model's parameter rows; `shared` names its stored blocks, `head` its classifier.
+fn grown_rows(
+    c: &GrownCounts,
+    shared: &'static str,
+    head: &'static str,
+) -> Vec<(&'static str, usize)> {
+    vec![
+        ("embeddings", c.embeddings),
+        (shared, c.shared_blocks),
+        ("adapters", c.adapters),
+        ("pos. norms", c.position_norms),
+        ("gates", c.gates),
+        ("norm", c.norm),
+        (head, c.head),
+        ("total", c.total()),
+        ("unshared", c.unshared_total()),
+    ]
+}
+
+/// The parameter rows as a JSON object (`pos. norms` → `pos_norms`).
+fn params_json(rows: &[(&str, usize)]) -> serde_json::Map<String, serde_json::Value> {
+    rows.iter()
+        .map(|(k, n)| (k.replace(". ", "_").replace(' ', "_"), serde_json::json!(n)))
+        .collect()
+}
+
+/// The parameter table, with a note on the rows that need one.
+fn print_params(rows: &[(&str, usize)]) {
     println!("parameters");
-    for (name, n) in rows {
+    for &(name, n) in rows {
         let note = match name {
             "unshared" => "  the same depth without sharing",
             "shared blocks" => "  each base block stored once",
+            "shared layers" => "  each base layer stored once",
             _ => "",
         };
         println!("  {name:<14} {:>14}  ({}){note}", thousands(n), human(n));
     }
-    Ok(())
 }
 
 /// `info` on a transformers directory or a GGUF file.
@@ -200,23 +242,10 @@ fn language_model(args: &Args) -> Result<()> {
             ],
             None,
         ),
-        scalenet::network::LanguageModel::Grown(g) => {
-            let n = g.param_counts();
-            (
-                vec![
-                    ("embeddings", n.embeddings),
-                    ("shared layers", n.shared_blocks),
-                    ("adapters", n.adapters),
-                    ("pos. norms", n.position_norms),
-                    ("gates", n.gates),
-                    ("norm", n.norm),
-                    ("lm_head", n.head),
-                    ("total", n.total()),
-                    ("unshared", n.unshared_total()),
-                ],
-                Some(&g.spec),
-            )
-        }
+        scalenet::network::LanguageModel::Grown(g) => (
+            grown_rows(&g.param_counts(), "shared layers", "lm_head"),
+            Some(&g.spec),
+        ),
     };
     let rope = match &c.rope_scaling {
         scalenet::model::llama::RopeScaling::None => String::new(),
@@ -234,7 +263,7 @@ fn language_model(args: &Args) -> Result<()> {
             "config": c.to_json(),
             "tokenizer_vocab": tokenizer,
             "scalenet": growth,
-            "params": rows.iter().map(|(k, n)| (k.replace(". ", "_").replace(' ', "_"), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
+            "params": params_json(&rows),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -274,19 +303,11 @@ fn language_model(args: &Args) -> Result<()> {
             s.depth(),
             short_map(&s.layer_map),
             s.adapter.as_ref().map_or("none".to_string(), |a| format!("rank {} scale {}", a.rank, a.scale)),
-            if s.unshared_norms { "per position" } else { "shared" },
+            per_position(s.unshared_norms),
             if s.layer_scale { "per position" } else { "none" },
         );
     }
-    println!("parameters");
-    for (name, n) in rows {
-        let note = match name {
-            "unshared" => "  the same depth without sharing",
-            "shared layers" => "  each base layer stored once",
-            _ => "",
-        };
-        println!("  {name:<14} {:>14}  ({}){note}", thousands(n), human(n));
-    }
+    print_params(&rows);
     Ok(())
 }
 

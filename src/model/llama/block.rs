@@ -19,14 +19,19 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    pub fn new(
+    /// `key`'s norm over the model's width, with its eps.
+    pub fn new(src: &mut dyn WeightSource, key: &str, cfg: &LlamaConfig, device: &Device) -> Self {
+        Self::of_width(src, key, cfg.hidden_size, cfg.rms_norm_eps, device)
+    }
+
+    fn of_width(
         src: &mut dyn WeightSource,
         key: &str,
-        dim: usize,
+        d: usize,
         eps: f64,
         device: &Device,
     ) -> Self {
-        let weight = vector(src, &format!("{key}.weight"), dim, Init::ONES, device);
+        let weight = vector(src, &format!("{key}.weight"), d, Init::ONES, device);
         Self { weight, eps }
     }
 
@@ -294,17 +299,13 @@ pub struct DecoderLayer {
 
 impl DecoderLayer {
     pub fn new(src: &mut dyn WeightSource, key: &str, cfg: &LlamaConfig, device: &Device) -> Self {
-        let (d, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+        let norm = |src: &mut dyn WeightSource, name: &str| {
+            RmsNorm::new(src, &format!("{key}.{name}"), cfg, device)
+        };
         Self {
-            input_layernorm: RmsNorm::new(src, &format!("{key}.input_layernorm"), d, eps, device),
+            input_layernorm: norm(src, "input_layernorm"),
             self_attn: LlamaAttention::new(src, &format!("{key}.self_attn"), cfg, device),
-            post_attention_layernorm: RmsNorm::new(
-                src,
-                &format!("{key}.post_attention_layernorm"),
-                d,
-                eps,
-                device,
-            ),
+            post_attention_layernorm: norm(src, "post_attention_layernorm"),
             mlp: SwiGlu::new(src, &format!("{key}.mlp"), cfg, device),
         }
     }
@@ -343,7 +344,7 @@ impl BlockNorm for RmsNorm {
     }
 
     fn fresh(&self, src: &mut dyn WeightSource, key: &str, device: &Device) -> Self {
-        RmsNorm::new(src, key, self.weight.dims()[0], self.eps, device)
+        RmsNorm::of_width(src, key, self.weight.dims()[0], self.eps, device)
     }
 
     fn export(&self, key: &str, out: &mut TensorSink) {

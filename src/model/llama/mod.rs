@@ -34,7 +34,7 @@ impl LlamaEnds {
         let embed = src.tensor("model.embed_tokens.weight", &[v, d], Init::Normal(0.02));
         Self {
             embed_tokens: param(embed, [v, d], device),
-            norm: RmsNorm::new(src, "model.norm", d, cfg.rms_norm_eps, device),
+            norm: RmsNorm::new(src, "model.norm", cfg, device),
             lm_head: (!cfg.tie_word_embeddings).then(|| {
                 Linear::new(
                     src,
