@@ -23,7 +23,10 @@ fn sources() -> BTreeMap<String, String> {
             }
             let rel = path.strip_prefix(&root).unwrap().with_extension("");
             let mut parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into()).collect();
-            if parts.last().is_some_and(|p| p == "mod" || p == "lib" || p == "main") {
+            if parts
+                .last()
+                .is_some_and(|p| p == "mod" || p == "lib" || p == "main")
+            {
                 parts.pop();
             }
             let text = std::fs::read_to_string(&path).unwrap();
@@ -61,7 +64,10 @@ fn imports(modules: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<Stri
         let mine: Vec<&str> = me.split("::").filter(|s| !s.is_empty()).collect();
         let mut out = BTreeSet::new();
         let ident = |c: char| c.is_alphanumeric() || c == '_';
-        for (i, _) in code.match_indices("crate::").chain(code.match_indices("super::")) {
+        for (i, _) in code
+            .match_indices("crate::")
+            .chain(code.match_indices("super::"))
+        {
             if i > 0 && code[..i].ends_with(|c: char| ident(c) || c == ':') {
                 continue;
             }

@@ -47,6 +47,46 @@ fn products() -> Vec<Vec<f32>> {
     ]
 }
 
+/// Stub libraries that say they use 64-bit integers, as an ILP64 OpenBLAS and an MKL in ILP64
+/// mode do, are refused by name; their `cblas_sgemm` aborts, so a product called before the
+/// refusal would end the test.
+fn ilp64_libraries_are_refused_before_any_product() {
+    let dir = std::env::temp_dir().join(format!("scalenet-ilp64-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let stubs = [
+        (
+            "openblas64",
+            r#"const char *openblas_get_config(void) { return "OpenBLAS 0.3.26 USE64BITINT DYNAMIC_ARCH"; }"#,
+        ),
+        (
+            "mkl_ilp64",
+            "int MKL_Set_Interface_Layer(int layer) { return 1; }",
+        ),
+    ];
+    for (name, query) in stubs {
+        let src = dir.join(format!("{name}.c"));
+        let lib = dir.join(format!("lib{name}.so"));
+        let code = format!("#include <stdlib.h>\nvoid cblas_sgemm(void) {{ abort(); }}\n{query}\n");
+        std::fs::write(&src, code).unwrap();
+        let built = std::process::Command::new("cc")
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(&lib)
+            .arg(&src)
+            .status();
+        if !built.is_ok_and(|s| s.success()) {
+            eprintln!("no C compiler (cc): the ILP64 refusal is not tested");
+            return;
+        }
+        let err = blas::use_library(&lib)
+            .err()
+            .expect("an ILP64 library is refused");
+        assert!(matches!(err, BlasError::Ilp64 { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("lib{name}.so")), "{err}");
+        assert!(err.to_string().contains("LP64"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn a_blas_library_gives_the_same_products_and_bad_ones_are_refused_by_name() {
     let missing = Path::new("/nonexistent/libblas.so");
@@ -60,6 +100,7 @@ fn a_blas_library_gives_the_same_products_and_bad_ones_are_refused_by_name() {
         .err()
         .expect("libc has no cblas_sgemm");
     assert!(matches!(err, BlasError::NoSgemm { .. }), "{err}");
+    ilp64_libraries_are_refused_before_any_product();
     assert!(blas::active().is_none());
 
     let Some(lib) = openblas() else {

@@ -1382,3 +1382,49 @@ fn a_closed_stdout_pipe_is_not_an_internal_error() {
     assert!(!stderr.contains("internal error"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A batch of no images, and token inputs with no sequence or no token, give empty logits of
+/// the right width, not a panic.
+#[test]
+fn empty_inputs_give_empty_results() {
+    let dir = tempdir("empty");
+    let write = |name: &str, key: &str, dtype: safetensors::Dtype, shape: Vec<usize>| {
+        let view = safetensors::tensor::TensorView::new(dtype, shape, &[]).unwrap();
+        let p = dir.join(name);
+        safetensors::serialize_to_file(vec![(key, view)], &None, &p).unwrap();
+        p
+    };
+    let logits_shape = |out: &Output, path: &Path| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bytes = std::fs::read(path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        st.tensor("logits").unwrap().shape().to_vec()
+    };
+    let images = write(
+        "images.safetensors",
+        "input",
+        safetensors::Dtype::F32,
+        vec![0, 1, 28, 28],
+    );
+    let out = dir.join("out.safetensors");
+    let o = forward(&fixture("grey_avg_nobias"), &images, &out);
+    assert_eq!(logits_shape(&o, &out), vec![0, 10]);
+    let llama = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama/gqa_tied");
+    for (name, shape, want) in [
+        ("n0", vec![0, 4], vec![0, 4, 97]),
+        ("t0", vec![2, 0], vec![2, 0, 97]),
+    ] {
+        let ids = write(
+            &format!("{name}.safetensors"),
+            "input_ids",
+            safetensors::Dtype::I64,
+            shape,
+        );
+        let o = forward(&llama, &ids, &out);
+        assert_eq!(logits_shape(&o, &out), want);
+    }
+}

@@ -40,6 +40,13 @@ pub fn run(args: Args) -> Result<()> {
         |x| model.forward(x),
         |_| {},
     );
+    // No image ran: the width is the head's (or, without one, the features').
+    let arch = &loaded.config.arch;
+    let width = match (images.len(), arch.num_classes()) {
+        (0, 0) => arch.num_features(),
+        (0, k) => k,
+        _ => width,
+    };
     let out = NamedTensor {
         name: "logits".into(),
         shape: vec![images.len(), width],

@@ -103,6 +103,8 @@ pub fn run() -> anyhow::Result<()> {
     }
     let cli = Cli::parse();
     if let Some(path) = cli.blas.as_deref().filter(|p| !p.as_os_str().is_empty()) {
+        // Still one thread here: the environment may be set safely.
+        scalenet::ops::blas::set_env_defaults();
         scalenet::ops::blas::use_library(path)?;
     }
     match cli.command {

@@ -184,6 +184,9 @@ pub(super) fn softmax_grad_rows(
 pub fn forward(qkv: &[f32], dims: Dims, bias: Option<Bias>) -> Vec<f32> {
     let (b, n, d, hd) = (dims.batch, dims.tokens, dims.d(), dims.head_dim);
     assert_eq!(qkv.len(), b * n * 3 * d);
+    if b * n * hd == 0 {
+        return vec![0.0; b * n * d];
+    }
     let mut out: Vec<f32> = Vec::with_capacity(b * n * d);
     let dst = Out(out.spare_capacity_mut().as_mut_ptr() as *mut f32);
     (0..b * dims.heads).into_par_iter().for_each_init(
@@ -226,6 +229,16 @@ pub fn backward(
     assert_eq!(grad.len(), b * n * d);
     let heads = dims.heads;
     let groups = bias.map_or(1, |x| x.groups);
+    // The tasks cover every batch item only when the groups divide the batch; `set_len`
+    // below relies on it.
+    assert!(
+        groups > 0 && b.is_multiple_of(groups),
+        "attention: {groups} bias groups do not divide a batch of {b}"
+    );
+    if b * n * hd == 0 {
+        let dbias = bias.map(|_| vec![0.0; groups * heads * n * n]);
+        return (vec![0.0; b * n * 3 * d], dbias);
+    }
     let per_group = b / groups;
     // Enough tasks for the cores even with one group and few heads.
     let chunks = (64 / (groups * heads)).clamp(1, per_group.max(1));

@@ -4,7 +4,7 @@
 //! one, an Intel Xeon of the same AVX512-BF16 generation slower (docs/PERFORMANCE.md). So the
 //! CPU decision is measured, once per CPU model, and cached.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::Precision;
@@ -49,11 +49,12 @@ pub fn resolve(requested: Requested, device: &str) -> Decision {
             precision: Precision::Bf16,
             reason: "auto on a GPU: bf16 runs on the tensor cores, f32 takes four TF32 products per matmul".into(),
         },
-        Requested::Auto => cpu_decision(),
+        Requested::Auto => cpu_decision(cache_dir().as_deref()),
     }
 }
 
-fn cpu_decision() -> Decision {
+/// The CPU's decision, measured or read from the cache under `cache_dir` (none: not cached).
+fn cpu_decision(cache_dir: Option<&Path>) -> Decision {
     let f32_only = |why: &str| Decision {
         precision: Precision::F32,
         reason: format!("auto on this CPU: {why}"),
@@ -69,7 +70,7 @@ fn cpu_decision() -> Decision {
         Some(lib) => format!("{} with {}", cpu_model(), lib.path().display()),
         None => cpu_model(),
     };
-    let path = cache_path(&cpu);
+    let path = cache_dir.map(|dir| cache_path(dir, &cpu));
     let cached = path
         .as_ref()
         .and_then(|p| std::fs::read_to_string(p).ok())
@@ -229,16 +230,22 @@ pub fn cpu_model() -> String {
     }
 }
 
-/// `$XDG_CACHE_HOME/scalenet/precision-<cpu>.json` (or under `~/.cache`).
-fn cache_path(cpu: &str) -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
+/// `$XDG_CACHE_HOME` (or `~/.cache`).
+fn cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+}
+
+/// `<cache_dir>/scalenet/precision-<cpu>.json`.
+fn cache_path(cache_dir: &Path, cpu: &str) -> PathBuf {
     let name: String = cpu
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    Some(base.join("scalenet").join(format!("precision-{name}.json")))
+    cache_dir
+        .join("scalenet")
+        .join(format!("precision-{name}.json"))
 }
 
 #[cfg(test)]
@@ -273,8 +280,9 @@ mod tests {
     #[test]
     fn auto_on_the_cpu_decides_and_says_why() {
         let dir = std::env::temp_dir().join(format!("scalenet-auto-{}", std::process::id()));
-        std::env::set_var("XDG_CACHE_HOME", &dir);
-        let first = resolve(Requested::Auto, "flex");
+        // The cache goes to a directory of the test's own, passed in: setting XDG_CACHE_HOME
+        // would race with the other tests' threads reading the environment.
+        let first = cpu_decision(Some(&dir));
         assert!(
             first.reason.starts_with("auto on this CPU"),
             "{}",
@@ -282,7 +290,7 @@ mod tests {
         );
         // The second decision is the cached one: the same, without measuring again (unless the
         // machine was busy, as under a parallel test run: then nothing was cached).
-        let second = resolve(Requested::Auto, "flex");
+        let second = cpu_decision(Some(&dir));
         if super::super::gemm_bf16::available() && !first.reason.contains("not cached") {
             assert_eq!(second.precision, first.precision);
             assert!(

@@ -12,7 +12,7 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
 
@@ -61,7 +61,20 @@ pub enum BlasError {
     Wrong { path: PathBuf, error: f32 },
     #[error("a BLAS library is already in use ({0}); it can be chosen once per process")]
     AlreadySet(PathBuf),
+    #[error(
+        "{path}: {why}; scalenet calls the LP64 interface (32-bit integers), so use an LP64 build"
+    )]
+    Ilp64 { path: PathBuf, why: String },
 }
+
+/// MKL's `MKL_Set_Interface_Layer`: 0 asks for LP64; returns the layer then in use.
+type SetInterfaceLayer = unsafe extern "C" fn(c_int) -> c_int;
+/// OpenBLAS's `openblas_get_config`: its build options as a C string.
+type GetConfig = unsafe extern "C" fn() -> *const c_char;
+/// MKL's `MKL_CBWR_Set`: the conditional-numerical-reproducibility mode; 0 on success.
+type CbwrSet = unsafe extern "C" fn(c_int) -> c_int;
+/// `MKL_CBWR_AUTO | MKL_CBWR_STRICT` (mkl_cbwr.h).
+const CBWR_AUTO_STRICT: c_int = 2 | 0x10000;
 
 /// MKL's `MKL_Set_Num_Threads_Local`: the calling thread's thread count for MKL (0 = back
 /// to the global setting); returns the previous one.
@@ -84,16 +97,29 @@ unsafe impl Send for Blas {}
 unsafe impl Sync for Blas {}
 
 static ACTIVE: OnceLock<Blas> = OnceLock::new();
+/// Held while a library is chosen, so that two callers cannot both open one.
+static CHOOSING: Mutex<()> = Mutex::new(());
 
 /// The library in use, if one was chosen.
 pub fn active() -> Option<&'static Blas> {
     ACTIVE.get()
 }
 
+/// The environment MKL reads when it starts, set where the user has not: call it at the start
+/// of a program, before any other thread exists (`std::env::set_var` races with threads that
+/// read the environment). MKL's OpenMP workers spin for 200 ms after each product by default,
+/// taking the cores from our own pool, which runs everything between the products; with
+/// `KMP_BLOCKTIME=0` they sleep at once.
+pub fn set_env_defaults() {
+    if std::env::var_os("KMP_BLOCKTIME").is_none() {
+        std::env::set_var("KMP_BLOCKTIME", "0");
+    }
+}
+
 /// Opens `path`, checks its `cblas_sgemm` against a small product, and routes the large f32
-/// products of this process to it. Call it before other threads start: it may set
-/// `KMP_BLOCKTIME` and `MKL_CBWR` for the library.
+/// products of this process to it. The first call chooses; later ones get that library.
 pub fn use_library(path: &Path) -> Result<&'static Blas, BlasError> {
+    let _choosing = CHOOSING.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(b) = ACTIVE.get() {
         return if b.path == path {
             Ok(b)
@@ -101,28 +127,86 @@ pub fn use_library(path: &Path) -> Result<&'static Blas, BlasError> {
             Err(BlasError::AlreadySet(b.path.clone()))
         };
     }
-    // MKL's OpenMP workers spin for 200 ms after each product by default, taking the cores
-    // from our own pool, which runs everything between the products; let them sleep at once
-    // unless the user chose otherwise. It must be set before the library starts its threads.
-    if std::env::var_os("KMP_BLOCKTIME").is_none() {
-        std::env::set_var("KMP_BLOCKTIME", "0");
-    }
-    // MKL's results may otherwise depend on buffer alignment and thread count, and a resumed
-    // run must repeat the interrupted one bit for bit; this mode cost nothing measurable.
-    if std::env::var_os("MKL_CBWR").is_none() {
-        std::env::set_var("MKL_CBWR", "AUTO,STRICT");
-    }
-    let mut blas = Blas::open(path)?;
-    // Cut products give the same bits only in strict mode (bench/mkl_cut_check.py finds up to
-    // 111k differing elements per product without it); a user's other setting keeps MKL's own
-    // threading.
-    let strict = std::env::var("MKL_CBWR").is_ok_and(|v| v.to_ascii_uppercase().contains("STRICT"));
-    if !strict {
-        blas.threads_local = None;
-    }
+    let blas = Blas::open(path)?;
     blas.self_check()?;
     let _ = ACTIVE.set(blas);
     Ok(ACTIVE.get().expect("just set"))
+}
+
+/// Refuses a library with 64-bit integers before any product is called: our calls pass 32-bit
+/// ones, which such a library reads with garbage upper halves. MKL is asked for LP64
+/// (`MKL_Set_Interface_Layer(0)` must answer 0, whatever `MKL_INTERFACE_LAYER` says); an
+/// OpenBLAS says in its build options (`USE64BITINT`).
+///
+/// # Safety
+/// `handle` is a live `dlopen` handle whose `MKL_Set_Interface_Layer` and
+/// `openblas_get_config`, where present, have the documented C signatures.
+unsafe fn require_lp64(handle: *mut c_void, path: &Path) -> Result<(), BlasError> {
+    let refuse = |why: String| BlasError::Ilp64 {
+        path: path.to_owned(),
+        why,
+    };
+    // SAFETY: a live handle and valid symbol names.
+    let (layer, config) = unsafe {
+        (
+            libc::dlsym(handle, c"MKL_Set_Interface_Layer".as_ptr()),
+            libc::dlsym(handle, c"openblas_get_config".as_ptr()),
+        )
+    };
+    if !layer.is_null() {
+        // SAFETY: MKL's documented C signature.
+        let set = unsafe { std::mem::transmute::<*mut c_void, SetInterfaceLayer>(layer) };
+        // SAFETY: a plain int argument.
+        let got = unsafe { set(0) };
+        if got != 0 {
+            return Err(refuse(format!(
+                "MKL answered interface layer {got} when asked for LP64 (0)"
+            )));
+        }
+    }
+    if !config.is_null() {
+        // SAFETY: OpenBLAS's documented C signature.
+        let get = unsafe { std::mem::transmute::<*mut c_void, GetConfig>(config) };
+        // SAFETY: OpenBLAS returns a static NUL-terminated string (or null).
+        let text = unsafe { get() };
+        let text = if text.is_null() {
+            String::new()
+        } else {
+            // SAFETY: non-null and NUL-terminated (above).
+            unsafe { CStr::from_ptr(text) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        if text.contains("USE64BITINT") {
+            return Err(refuse(format!(
+                "an OpenBLAS built with 64-bit integers ({text})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Asks MKL for bit-reproducible results (`MKL_CBWR_Set(AUTO | STRICT)`) unless the user set
+/// `MKL_CBWR` to another mode; true when products are strictly reproducible, so that cutting
+/// them across our threads gives the same bits. MKL's results may otherwise depend on buffer
+/// alignment and thread count, and a resumed run must repeat the interrupted one bit for bit;
+/// this mode cost nothing measurable.
+///
+/// # Safety
+/// `handle` is a live `dlopen` handle whose `MKL_CBWR_Set`, where present, has MKL's signature.
+unsafe fn strict_reproducibility(handle: *mut c_void) -> bool {
+    if let Ok(mode) = std::env::var("MKL_CBWR") {
+        return mode.to_ascii_uppercase().contains("STRICT");
+    }
+    // SAFETY: a live handle and a valid symbol name.
+    let set = unsafe { libc::dlsym(handle, c"MKL_CBWR_Set".as_ptr()) };
+    if set.is_null() {
+        return false;
+    }
+    // SAFETY: MKL's documented C signature.
+    let set = unsafe { std::mem::transmute::<*mut c_void, CbwrSet>(set) };
+    // SAFETY: a plain int argument; called before any other MKL function, as MKL asks.
+    unsafe { set(CBWR_AUTO_STRICT) == 0 }
 }
 
 fn dl_error() -> String {
@@ -169,6 +253,10 @@ impl Blas {
         // SAFETY: as above. (Lower-case `mkl_set_num_threads_local` is the Fortran entry, which
         // takes a pointer.)
         let local = unsafe { libc::dlsym(handle, c"MKL_Set_Num_Threads_Local".as_ptr()) };
+        // SAFETY: a live handle; the symbols, where present, have these signatures.
+        unsafe { require_lp64(handle, path)? };
+        // SAFETY: as above.
+        let strict = unsafe { strict_reproducibility(handle) };
         Ok(Blas {
             path: path.to_owned(),
             // SAFETY: CBLAS fixes cblas_sgemm's signature (LP64: int is 32 bits); the self-check
@@ -178,7 +266,10 @@ impl Blas {
             gemm_bf16: (!bf16.is_null() && super::gemm_bf16::available())
                 .then(|| unsafe { std::mem::transmute::<*mut c_void, GemmBf16>(bf16) }),
             // SAFETY: MKL's documented C signature.
-            threads_local: (!local.is_null())
+            // Cut products give the same bits only in strict mode (bench/mkl_cut_check.py finds
+            // up to 111k differing elements per product without it); a user's other setting
+            // keeps MKL's own threading.
+            threads_local: (!local.is_null() && strict)
                 .then(|| unsafe { std::mem::transmute::<*mut c_void, SetThreadsLocal>(local) }),
         })
     }
@@ -256,9 +347,12 @@ impl Blas {
         if bf16 && !self.has_bf16() {
             return false;
         }
-        if m == 0 || n == 0 {
+        // SAFETY: C by the caller's contract. (A CBLAS call with k = 0 would also ask for
+        // leading dimensions of at least 1 that an empty view need not have.)
+        if unsafe { p.trivial_raw(c, ldc, accumulate) } {
             return true;
         }
+        p.check_extents();
         let (Some((ta, lda)), Some((tb, ldb))) = (layout(a, m, k), layout(b, k, n)) else {
             return false;
         };
@@ -374,10 +468,14 @@ fn layout(v: View, rows: usize, cols: usize) -> Option<(c_int, usize)> {
 }
 
 /// The library named by `SCALENET_BLAS`, if any, for programs that take no `--blas` flag
-/// (examples, benchmarks).
+/// (examples, benchmarks). Call it at the start, before other threads: it sets
+/// [`set_env_defaults`].
 pub fn from_env() -> Result<Option<&'static Blas>, BlasError> {
     match std::env::var_os("SCALENET_BLAS") {
-        Some(p) if !p.is_empty() => use_library(Path::new(&p)).map(Some),
+        Some(p) if !p.is_empty() => {
+            set_env_defaults();
+            use_library(Path::new(&p)).map(Some)
+        }
         _ => Ok(None),
     }
 }

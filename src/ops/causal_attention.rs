@@ -116,6 +116,9 @@ fn check(q: &[f32], k: &[f32], v: &[f32], dims: CausalDims) -> (usize, usize, us
 pub fn forward(q: &[f32], k: &[f32], v: &[f32], dims: CausalDims) -> Vec<f32> {
     let (b, t, s, hd, heads) = check(q, k, v, dims);
     let d = heads * hd;
+    if b * t * hd == 0 {
+        return vec![0.0; b * t * d];
+    }
     let mut out: Vec<f32> = Vec::with_capacity(b * t * d);
     let dst = Out(out.spare_capacity_mut().as_mut_ptr() as *mut f32);
     (0..b * heads).into_par_iter().for_each_init(
@@ -164,6 +167,10 @@ pub fn backward(
     let (b, t, s, hd, heads) = check(q, k, v, dims);
     let d = heads * hd;
     assert_eq!(grad.len(), b * t * d);
+    if b * t * hd == 0 {
+        let kv = vec![0.0; k.len()];
+        return (vec![0.0; q.len()], kv.clone(), kv);
+    }
     let scale = dims.scale();
     let mut dq = vec![0f32; b * heads * t * hd];
     // Every query head's share of dk and dv, [b, heads, s, hd].

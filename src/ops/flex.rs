@@ -18,6 +18,20 @@ use super::{
 use super::{reference_linear, reference_matmul, reference_sum_rows, FusedOps};
 use std::sync::Arc;
 
+/// A product's operand for the fallback: with `bf16`, rounded to bf16 and back, so that the
+/// product (in f32) takes bf16 inputs and accumulates in f32 as our bf16 kernel does. burn's
+/// own bf16 matmul would round the result to bf16 as well, a CPU without AVX512-BF16 then
+/// computing something else than one with it.
+fn rounded(x: FloatTensor<Flex>, bf16: bool) -> FloatTensor<Flex> {
+    use burn::backend::ops::FloatTensorOps;
+    use burn::tensor::FloatDType;
+    if !bf16 {
+        return x;
+    }
+    let x = <Flex as FloatTensorOps<Flex>>::float_cast(x, FloatDType::BF16);
+    <Flex as FloatTensorOps<Flex>>::float_cast(x, FloatDType::F32)
+}
+
 /// Elements per rayon task: ~64 KiB of f32, several per core even for small activations.
 const CHUNK: usize = 16 * 1024;
 
@@ -193,7 +207,7 @@ impl FusedOps for Flex {
     ) -> FloatTensor<Self> {
         match gemm_into(&lhs, &rhs, bf16, None).or_else(|| batched_gemm(&lhs, &rhs, bf16)) {
             Some(out) => out,
-            None => reference_matmul::<Flex>(lhs, rhs, bf16),
+            None => reference_matmul::<Flex>(rounded(lhs, bf16), rounded(rhs, bf16), false),
         }
     }
 
@@ -205,10 +219,12 @@ impl FusedOps for Flex {
     ) -> FloatTensor<Self> {
         let bias = contiguous_f32(&b);
         let n = w.layout().shape()[1];
+        let fallback =
+            |x, w, b| reference_linear::<Flex>(rounded(x, bf16), rounded(w, bf16), b, false);
         match bias.filter(|b| b.layout().num_elements() == n) {
             Some(bias) => gemm_into(&x, &w, bf16, Some(&bias.storage::<f32>()[..n]))
-                .unwrap_or_else(|| reference_linear::<Flex>(x, w, b, bf16)),
-            None => reference_linear::<Flex>(x, w, b, bf16),
+                .unwrap_or_else(|| fallback(x, w, b)),
+            None => fallback(x, w, b),
         }
     }
 

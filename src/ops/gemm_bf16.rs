@@ -36,15 +36,10 @@ const MR: usize = 8;
 /// Rows per parallel task: A's packed block (MC × k bf16) stays in L2.
 const MC: usize = 128;
 
-/// Whether this CPU can run [`gemm`].
+/// Whether [`gemm`] runs here: this CPU has it, and [`cap_simd`](super::math::cap_simd) allows it.
 pub fn available() -> bool {
-    // The packing also uses AVX512-BW (16-bit lane permutes).
-    #[cfg(target_arch = "x86_64")]
-    return super::gemm_f32::available()
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512bf16");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    // `Avx512Bf16` includes AVX512-BW, which the packing uses (16-bit lane permutes).
+    super::math::simd() >= super::math::Simd::Avx512Bf16
 }
 
 /// C (m×n, row-major) = A (m×k) · B (k×n), in bf16 with f32 accumulation; with `accumulate`
@@ -52,7 +47,7 @@ pub fn available() -> bool {
 /// Panics unless [`available`].
 pub fn gemm(p: Product, c: &mut [MaybeUninit<f32>], accumulate: bool) {
     assert!(available(), "gemm_bf16 needs AVX512-BF16");
-    if !p.writes_into(c.len()) {
+    if p.trivial(c, accumulate) {
         return;
     }
     let Product { n, k, a, b, .. } = p;
@@ -171,14 +166,24 @@ fn pack_b_panel(b: View, k: usize, n: usize, col0: usize, panel: &mut [u32]) {
     }
 }
 
+/// Whether this CPU runs the AVX512-BF16 conversions (whatever the cap: a `--blas` library's
+/// bf16 product converts its operands here on any CPU).
+fn cpu_has_bf16() -> bool {
+    super::math::cpu_simd() >= super::math::Simd::Avx512Bf16
+}
+
 /// `out[q] = pair(src[2q], src[2q+1])`, zero-padding an odd tail.
 pub(crate) fn convert_run(src: &[f32], out: &mut [u32]) {
+    assert_eq!(
+        out.len(),
+        src.len().div_ceil(2),
+        "convert_run: one pair per two values"
+    );
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `gemm` checked `available()`.
-    unsafe {
-        convert_run_avx512(src, out)
+    if cpu_has_bf16() {
+        // SAFETY: the CPU has the features, and the lengths agree (asserted).
+        return unsafe { convert_run_avx512(src, out) };
     }
-    #[cfg(not(target_arch = "x86_64"))]
     for (q, o) in out.iter_mut().enumerate() {
         *o = pair(src[2 * q], src.get(2 * q + 1).copied().unwrap_or(0.0));
     }
@@ -209,10 +214,15 @@ unsafe fn convert_run_avx512(src: &[f32], out: &mut [u32]) {
 }
 
 /// `out[j] = pair(data[lo + j], data[hi + j])` (hi = None: zero), for j < out.len().
-#[cfg(target_arch = "x86_64")]
 fn interleave(data: &[f32], lo: usize, hi: Option<usize>, out: &mut [u32]) {
-    // SAFETY: `gemm` checked `available()`.
-    unsafe { interleave_avx512(data, lo, hi, out) }
+    #[cfg(target_arch = "x86_64")]
+    if cpu_has_bf16() {
+        // SAFETY: the CPU has the features; the rows' bounds are checked inside.
+        return unsafe { interleave_avx512(data, lo, hi, out) };
+    }
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = pair(data[lo + j], hi.map_or(0.0, |h| data[h + j]));
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -312,13 +322,6 @@ unsafe fn kernel(
     _: bool,
 ) {
     unreachable!("gemm_bf16 is only available on x86_64")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn interleave(data: &[f32], lo: usize, hi: Option<usize>, out: &mut [u32]) {
-    for (j, o) in out.iter_mut().enumerate() {
-        *o = pair(data[lo + j], hi.map_or(0.0, |h| data[h + j]));
-    }
 }
 
 #[cfg(test)]

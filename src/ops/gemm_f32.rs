@@ -19,32 +19,19 @@ const MC: usize = 128;
 /// streams past it.
 const KC: usize = 256;
 
-/// Whether this CPU can run [`gemm`].
+/// Whether [`gemm`] runs here: this CPU has it, and [`cap_simd`](super::math::cap_simd) allows it.
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    super::math::simd() >= super::math::Simd::Avx512
 }
 
 /// C (m×n, row-major) = A (m×k) · B (k×n) in f32; with `accumulate` the product is added to C
 /// (which must then be initialised), otherwise C is only written. Panics unless [`available`].
 pub fn gemm(p: Product, c: &mut [MaybeUninit<f32>], accumulate: bool) {
     assert!(available(), "gemm_f32 needs AVX-512");
-    if !p.writes_into(c.len()) {
+    if p.trivial(c, accumulate) {
         return;
     }
     let Product { m, n, k, a, b } = p;
-    if k == 0 {
-        if !accumulate {
-            c.iter_mut().for_each(|v| {
-                v.write(0.0);
-            });
-        }
-        return;
-    }
     let bsrc = BSource::new(b, k, n, true);
     check_a(a, m, k);
     let tasks = 4 * rayon::current_num_threads();
@@ -77,13 +64,8 @@ pub fn gemm(p: Product, c: &mut [MaybeUninit<f32>], accumulate: bool) {
 pub unsafe fn gemm_serial(p: Product, c: *mut f32, ldc: usize) {
     let Product { m, n, k, a, b } = p;
     assert!(available(), "gemm_f32 needs AVX-512");
-    if m == 0 || n == 0 || k == 0 {
-        for r in 0..m {
-            for j in 0..n {
-                // SAFETY: in C's range by the caller's contract.
-                unsafe { *c.add(r * ldc + j) = 0.0 };
-            }
-        }
+    // SAFETY: C by the caller's contract.
+    if unsafe { p.trivial_raw(c, ldc, false) } {
         return;
     }
     let bsrc = BSource::new(b, k, n, false);
@@ -100,9 +82,11 @@ pub unsafe fn gemm_serial(p: Product, c: *mut f32, ldc: usize) {
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_portable(p: Product, c: *mut f32, ldc: usize, accumulate: bool, parallel: bool) {
     let Product { m, n, k, a, b } = p;
-    if m == 0 || n == 0 {
+    // SAFETY: C by the caller's contract.
+    if unsafe { p.trivial_raw(c, ldc, accumulate) } {
         return;
     }
+    p.check_extents();
     let par = if parallel && m * n * k >= 64 * 64 * 64 {
         gemm::Parallelism::Rayon(0)
     } else {
@@ -393,9 +377,11 @@ unsafe fn kernel(
     macro_rules! step {
         ($rows:expr) => {
             for q in 0..kc {
-                // Masked: an in-place B's last panel is narrower than 32 columns.
+                // Masked: an in-place B's last panel is narrower than 32 columns. The high
+                // half's address may lie past B's end when its mask is 0 (nothing is read):
+                // `wrapping_add` forms it without the UB of an out-of-bounds `add`.
                 let b0 = _mm512_maskz_loadu_ps(lo_mask, b.add(q * b_rs));
-                let b1 = _mm512_maskz_loadu_ps(hi_mask, b.add(q * b_rs + 16));
+                let b1 = _mm512_maskz_loadu_ps(hi_mask, b.wrapping_add(q * b_rs + 16));
                 let aq = a.offset(q as isize * a_cs);
                 for (r, acc) in acc.iter_mut().enumerate().take($rows) {
                     let av = _mm512_set1_ps(*aq.offset(r as isize * a_rs));

@@ -1,6 +1,8 @@
 //! What both AVX-512 GEMMs (`gemm_f32`, `gemm_bf16`) share: the strided view of an operand, and
 //! the 8×32 tile of C's lane masks and store.
 
+use std::mem::MaybeUninit;
+
 /// A strided f32 matrix view: element (i, j) is `data[offset + i*rs + j*cs]`.
 #[derive(Clone, Copy)]
 pub struct View<'a> {
@@ -19,6 +21,18 @@ impl<'a> View<'a> {
             rs: rs as isize,
             cs: cs as isize,
         }
+    }
+
+    /// Panics unless a rows×cols matrix read through this view lies inside `data`.
+    fn check_extent(&self, rows: usize, cols: usize, name: &str) {
+        if rows == 0 || cols == 0 {
+            return;
+        }
+        assert!(self.rs >= 0 && self.cs >= 0, "{name}: negative strides");
+        let last = self.offset as u128
+            + (rows - 1) as u128 * self.rs as u128
+            + (cols - 1) as u128 * self.cs as u128;
+        assert!(last < self.data.len() as u128, "{name}: view out of bounds");
     }
 
     #[inline(always)]
@@ -43,10 +57,39 @@ impl<'a> Product<'a> {
         Self { m, n, k, a, b }
     }
 
-    /// Checks that C holds `c_len` = m·n elements; false when C is empty (nothing to do).
-    pub(crate) fn writes_into(&self, c_len: usize) -> bool {
-        assert_eq!(c_len, self.m * self.n, "C holds m·n elements");
-        c_len > 0
+    /// Does the products that multiply nothing: C empty (m or n = 0), or k = 0, where C is the
+    /// zero matrix (left as it is with `accumulate`). True when that was all there was to do.
+    pub(crate) fn trivial(&self, c: &mut [MaybeUninit<f32>], accumulate: bool) -> bool {
+        assert_eq!(c.len(), self.m * self.n, "C holds m·n elements");
+        // SAFETY: `c` holds m rows of n at stride n, initialised where it is read.
+        unsafe { self.trivial_raw(c.as_mut_ptr() as *mut f32, self.n, accumulate) }
+    }
+
+    /// [`trivial`](Self::trivial) for C behind a pointer, at row stride `ldc`.
+    ///
+    /// # Safety
+    /// `c` addresses m rows of n writable floats at stride `ldc`.
+    pub(crate) unsafe fn trivial_raw(&self, c: *mut f32, ldc: usize, accumulate: bool) -> bool {
+        if self.m == 0 || self.n == 0 {
+            return true;
+        }
+        if self.k > 0 {
+            return false;
+        }
+        if !accumulate {
+            for r in 0..self.m {
+                // SAFETY: row r of C, by the contract.
+                unsafe { std::ptr::write_bytes(c.add(r * ldc), 0, self.n) };
+            }
+        }
+        true
+    }
+
+    /// Panics unless A's m×k and B's k×n elements all lie inside their slices (non-negative
+    /// strides): an O(1) check before the views leave Rust as raw pointers.
+    pub(crate) fn check_extents(&self) {
+        self.a.check_extent(self.m, self.k, "A");
+        self.b.check_extent(self.k, self.n, "B");
     }
 }
 
@@ -81,13 +124,17 @@ pub(crate) unsafe fn store_tile(
         // SAFETY: by the function's contract.
         unsafe {
             let out = c.add(r * ldc);
+            // A tile 16 columns wide or less may end its buffer: the high half's address is
+            // then past the end, with a zero mask (nothing touched), formed by `wrapping_add`
+            // since an out-of-bounds `add` is UB.
+            let out_hi = out.wrapping_add(16);
             let (mut lo, mut hi) = (acc[0], acc[1]);
             if accumulate {
                 lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(lo_mask, out));
-                hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(hi_mask, out.add(16)));
+                hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(hi_mask, out_hi));
             }
             _mm512_mask_storeu_ps(out, lo_mask, lo);
-            _mm512_mask_storeu_ps(out.add(16), hi_mask, hi);
+            _mm512_mask_storeu_ps(out_hi, hi_mask, hi);
         }
     }
 }

@@ -108,6 +108,9 @@ pub fn applies(m: usize, b: &View) -> bool {
 
 /// C (m×n, row-major) = A (m×k) · B (k×n), or C += A·B with `accumulate` (C then initialised).
 pub fn gemm(p: Product, c: &mut [MaybeUninit<f32>], accumulate: bool) {
+    if p.trivial(c, accumulate) {
+        return;
+    }
     let Product { m, n, k, a, b } = p;
     debug_assert!(applies(m, &b));
     // A's rows, contiguous (m·k values: small by definition).

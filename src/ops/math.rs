@@ -1,5 +1,8 @@
 //! Branch-free f32 `erf` and `exp` that the compiler vectorises, for the fused CPU kernels.
 //! libm's scalar `erff` was 6% of a training step on its own (profile in docs/PERFORMANCE.md).
+//! Also which SIMD level the kernels run at ([`simd`]), and a cap on it for tests.
+
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// erf(x) as a rational polynomial on [-4, 4] (Eigen's `generic_fast_erf_float`); outside that
 /// range erf is ±1 in f32. Max abs error ~1e-7 against f64 erf (tested).
@@ -86,19 +89,72 @@ pub fn dot8(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().fold(tail, |s, &v| s + v)
 }
 
-/// The vector level the CPU offers: 2 = AVX-512 (with AVX2 and FMA), 1 = AVX2 with FMA,
-/// 0 = baseline x86-64 (or another architecture).
-pub fn simd_level() -> u8 {
+/// The instruction sets the kernels use, each level including those below it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Simd {
+    /// Baseline x86-64 (or another architecture): the portable loops and the `gemm` crate.
+    Portable = 0,
+    /// AVX2 with FMA: 8-lane loops.
+    Avx2Fma = 1,
+    /// AVX-512F: 16-lane loops and our f32 GEMM.
+    Avx512 = 2,
+    /// AVX512-BF16 (with AVX512-BW): our bf16 GEMM.
+    Avx512Bf16 = 3,
+}
+
+impl Simd {
+    pub const ALL: [Simd; 4] = [
+        Simd::Portable,
+        Simd::Avx2Fma,
+        Simd::Avx512,
+        Simd::Avx512Bf16,
+    ];
+}
+
+/// What this CPU offers.
+pub fn cpu_simd() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
         let avx2_fma = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-        if avx2_fma && is_x86_feature_detected!("avx512f") {
-            return 2;
+        let avx512 = avx2_fma && is_x86_feature_detected!("avx512f");
+        let bf16 = avx512
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512bf16");
+        match (bf16, avx512, avx2_fma) {
+            (true, _, _) => Simd::Avx512Bf16,
+            (_, true, _) => Simd::Avx512,
+            (_, _, true) => Simd::Avx2Fma,
+            _ => Simd::Portable,
         }
-        u8::from(avx2_fma)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    0
+    Simd::Portable
+}
+
+/// The cap set by [`cap_simd`]; `u8::MAX` is none.
+static CAP: AtomicU8 = AtomicU8::new(u8::MAX);
+
+/// Caps the level every kernel uses from now on, for the whole process: tests run each path
+/// with it, on any CPU that has the path. A lower level is slower and gives the same results
+/// to f32 rounding (the elementwise kernels the same bits). Set it before work starts: a
+/// product already running keeps the kernel it chose.
+pub fn cap_simd(level: Simd) {
+    CAP.store(level as u8, Ordering::Relaxed);
+}
+
+/// The level the kernels use: this CPU's, under the cap.
+pub fn simd() -> Simd {
+    let cpu = cpu_simd();
+    match CAP.load(Ordering::Relaxed) {
+        cap if cap < cpu as u8 => Simd::ALL[cap as usize],
+        _ => cpu,
+    }
+}
+
+/// The vector width level of [`at_simd_level`]: 2 = AVX-512 (with AVX2 and FMA), 1 = AVX2 with
+/// FMA, 0 = baseline.
+pub fn simd_level() -> u8 {
+    (simd() as u8).min(2)
 }
 
 /// Defines `$name(level, args…)`, which runs the `#[inline(always)]` function `$body(args…)`
