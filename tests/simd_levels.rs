@@ -237,6 +237,23 @@ fn attend_f64(
     out
 }
 
+/// `[b, t, heads·hd]` from each (batch item, head)'s `[t, hd]` output.
+fn merged_heads(
+    (b, t, heads, hd): (usize, usize, usize, usize),
+    head: impl Fn(usize, usize) -> Vec<f64>,
+) -> Vec<f64> {
+    let d = heads * hd;
+    let mut out = vec![0f64; b * t * d];
+    for bi in 0..b {
+        for h in 0..heads {
+            for (i, row) in head(bi, h).chunks(hd.max(1)).enumerate() {
+                out[(bi * t + i) * d + h * hd..][..hd].copy_from_slice(row);
+            }
+        }
+    }
+    out
+}
+
 /// timm's attention core on a fused qkv `[b, n, 3d]`.
 fn attention() {
     let dev = Device::flex();
@@ -253,21 +270,13 @@ fn attention() {
             tensor(qkv.clone(), [b, n, 3 * d], &dev),
             heads,
         ));
-        let mut want = vec![0f64; b * n * d];
-        for bi in 0..b {
-            for h in 0..heads {
-                let at = |which: usize| {
-                    let qkv = &qkv;
-                    move |i: usize, e: usize| qkv[(bi * n + i) * 3 * d + which * d + h * hd + e]
-                };
-                let o = attend_f64(&at(0), &at(1), &at(2), (n, hd), &|_| n);
-                for i in 0..n {
-                    for e in 0..hd {
-                        want[(bi * n + i) * d + h * hd + e] = o[i * hd + e];
-                    }
-                }
-            }
-        }
+        let want = merged_heads((b, n, heads, hd), |bi, h| {
+            let at = |which: usize| {
+                let qkv = &qkv;
+                move |i: usize, e: usize| qkv[(bi * n + i) * 3 * d + which * d + h * hd + e]
+            };
+            attend_f64(&at(0), &at(1), &at(2), (n, hd), &|_| n)
+        });
         assert_close(
             &got,
             &want,
@@ -296,22 +305,13 @@ fn causal_attention() {
             tensor(k.clone(), [b, kv, s, hd], &dev),
             tensor(v.clone(), [b, kv, s, hd], &dev),
         ));
-        let d = heads * hd;
-        let mut want = vec![0f64; b * t * d];
-        for bi in 0..b {
-            for h in 0..heads {
-                let g = h / (heads / kv);
-                let qf = |i: usize, e: usize| q[((bi * heads + h) * t + i) * hd + e];
-                let kf = |j: usize, e: usize| k[((bi * kv + g) * s + j) * hd + e];
-                let vf = |j: usize, e: usize| v[((bi * kv + g) * s + j) * hd + e];
-                let o = attend_f64(&qf, &kf, &vf, (t, hd), &|i| s - t + i + 1);
-                for i in 0..t {
-                    for e in 0..hd {
-                        want[(bi * t + i) * d + h * hd + e] = o[i * hd + e];
-                    }
-                }
-            }
-        }
+        let want = merged_heads((b, t, heads, hd), |bi, h| {
+            let g = h / (heads / kv);
+            let qf = |i: usize, e: usize| q[((bi * heads + h) * t + i) * hd + e];
+            let kf = |j: usize, e: usize| k[((bi * kv + g) * s + j) * hd + e];
+            let vf = |j: usize, e: usize| v[((bi * kv + g) * s + j) * hd + e];
+            attend_f64(&qf, &kf, &vf, (t, hd), &|i| s - t + i + 1)
+        });
         assert_close(
             &got,
             &want,

@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::gemm_tile::{store_tile, tile_masks};
+use super::gemm_tile::{store_tile, tile_masks, MR, NR};
 pub use super::gemm_tile::{Product, View};
 
 /// Round-to-nearest-even f32 → bf16 bits (NaN stays NaN), as `vcvtneps2bf16`.
@@ -31,8 +31,6 @@ fn pair(lo: f32, hi: f32) -> u32 {
     bf16_bits(lo) | (bf16_bits(hi) << 16)
 }
 
-const NR: usize = 32;
-const MR: usize = 8;
 /// Rows per parallel task: A's packed block (MC × k bf16) stays in L2.
 const MC: usize = 128;
 

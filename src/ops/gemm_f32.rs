@@ -9,10 +9,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::gemm_tile::{store_tile, tile_masks, Product, View};
+use super::gemm_tile::{store_tile, tile_masks, Product, View, MR, NR};
 
-const NR: usize = 32;
-const MR: usize = 8;
 /// Rows per parallel task.
 const MC: usize = 128;
 /// K per pass over a panel: a 256×32 f32 panel slice (32 KiB) stays in L1 while a row block

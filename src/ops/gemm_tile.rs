@@ -41,6 +41,11 @@ impl<'a> View<'a> {
     }
 }
 
+/// The tile of C that one kernel call keeps in registers: MR rows of NR columns, two zmm
+/// registers a row (16 of the 32).
+pub(crate) const NR: usize = 32;
+pub(crate) const MR: usize = 8;
+
 /// One product, C (m×n) = A (m×k) · B (k×n), with A and B read through their views: what
 /// every GEMM here (AVX-512, GEMV, a CBLAS library, the portable one) is handed.
 #[derive(Clone, Copy)]
