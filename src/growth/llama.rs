@@ -76,6 +76,7 @@ impl GrownLlama {
         }
     }
 
+    // The same thin forwards as `Llama`'s; the forward itself is `llama::decode`.
     /// `[batch, tokens]` ids → `[batch, tokens, vocab]` logits, through every position.
     pub fn forward(&self, ids: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
         self.forward_logits(ids, cache, Logits::All)

@@ -159,6 +159,7 @@ impl GrownSwin {
         &self.ends.config
     }
 
+    // The same thin forwards as `SwinTransformer`'s; the forward itself is `swin::features`.
     /// `[batch, chans, h, w]` → last-stage tokens before the final norm; stochastic depth by
     /// position in the whole network when `dp` is given.
     pub fn forward_features_train(

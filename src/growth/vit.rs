@@ -97,6 +97,8 @@ impl GrownVit {
         }
     }
 
+    // The same thin forwards as `VisionTransformer`'s, so callers need no trait in scope; the
+    // forward itself is written once, in `vit::features` and `vit::logits`.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<3> {
         self.forward_features_train(x, &mut None)
     }

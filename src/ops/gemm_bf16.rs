@@ -34,6 +34,7 @@ fn pair(lo: f32, hi: f32) -> u32 {
 /// Rows per parallel task: A's packed block (MC × k bf16) stays in L2.
 const MC: usize = 128;
 
+// The same entry as `gemm_f32`'s (availability, then `Product::trivial`); the kernels differ.
 /// Whether [`gemm`] runs here: this CPU has it, and [`cap_simd`](super::math::cap_simd) allows it.
 pub fn available() -> bool {
     // `Avx512Bf16` includes AVX512-BW, which the packing uses (16-bit lane permutes).

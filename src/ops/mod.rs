@@ -62,6 +62,8 @@ pub trait FusedOps: Backend {
     ) -> FloatTensor<Self> {
         reference::linear::<Self>(x, w, b, bf16)
     }
+    // The flex-only ops below repeat one signature shape: each backend implements the trait's
+    // signatures as written here (flex.rs, autodiff.rs), which Rust requires.
     /// timm's attention core on the fused qkv activation: `qkv [b, n, 3·d]` → `[b, n, d]`, the
     /// heads already merged (see `ops/attention.rs`). Only flex has it: `model::attention`
     /// takes burn's unfused path on other backends.

@@ -6,6 +6,8 @@ use serde_json::{json, Map, Value};
 use crate::model::image::{only_default, GlobalPool, PretrainedCfg};
 use crate::model::limits::MAX_PARAMS;
 
+// The timm arguments both image families take keep timm's flat names in each config (as
+// `VitConfig` does), so that `model_args` read without translation.
 /// The architecture of a Swin Transformer, as timm's `SwinTransformer` takes it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SwinConfig {
