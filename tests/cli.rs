@@ -1413,7 +1413,31 @@ fn empty_inputs_give_empty_results() {
     let out = dir.join("out.safetensors");
     let o = forward(&fixture("grey_avg_nobias"), &images, &out);
     assert_eq!(logits_shape(&o, &out), vec![0, 10]);
-    let llama = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama/gqa_tied");
+    // A tokenizer of two words, inside the model's 97 embeddings.
+    let llama = llama_fixture("empty-lm");
+    std::fs::write(
+        llama.join("tokenizer.json"),
+        r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+            "pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+            "model":{"type":"WordLevel","vocab":{"a":0,"b":1},"unk_token":"a"}}"#,
+    )
+    .unwrap();
+    // An empty prompt starts from the model's bos token.
+    let o = run(bin()
+        .arg("generate")
+        .arg(&llama)
+        .args(["--prompt", "", "--max-new-tokens", "2"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A text shorter than one window is one clear line.
+    let text = dir.join("short.txt");
+    std::fs::write(&text, "a b").unwrap();
+    let o = run(bin()
+        .arg("eval")
+        .arg(&llama)
+        .arg("--data")
+        .arg(format!("text:{}", text.display()))
+        .args(["--seq-len", "16"]));
+    assert_clean_error(&o, &["window"]);
     for (name, shape, want) in [
         ("n0", vec![0, 4], vec![0, 4, 97]),
         ("t0", vec![2, 0], vec![2, 0, 97]),
