@@ -92,6 +92,10 @@ pub enum Error {
     /// A computation failed inside the tensor backend.
     #[error("tensor backend: {0}")]
     Backend(String),
+
+    /// A model named by hub id (`org/name`) that cannot be had.
+    #[error("{id}: {msg}")]
+    Hub { id: String, msg: String },
 }
 
 impl Error {

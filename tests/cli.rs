@@ -1452,3 +1452,59 @@ fn empty_inputs_give_empty_results() {
         assert_eq!(logits_shape(&o, &out), want);
     }
 }
+
+/// Models by hub id come from the Hugging Face cache, laid out as `huggingface_hub` lays it
+/// out (refs, snapshots of symlinks into blobs); a local path still wins, and an id the cache
+/// lacks is one line naming where it looked.
+#[test]
+fn hub_ids_are_read_from_the_hugging_face_cache() {
+    let cache = tempdir("hub-cache");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo = cache.join("models--timm--tiny_vit");
+    let snapshot = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    for (file, blob) in [("config.json", "c0ffee"), ("model.safetensors", "5afe")] {
+        std::fs::copy(
+            fixture("distilled").join(file),
+            repo.join("blobs").join(blob),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/{blob}"), snapshot.join(file)).unwrap();
+    }
+    let hub = |args: &[&str]| run(bin().env("HF_HUB_CACHE", &cache).args(args));
+    for id in [
+        "timm/tiny_vit",
+        "hf-hub:timm/tiny_vit",
+        &format!("timm/tiny_vit@{commit}"),
+    ] {
+        let o = hub(&["info", id]);
+        assert!(
+            o.status.success(),
+            "{id}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stdout).contains("deit_tiny_distilled"));
+    }
+    let out = cache.join("out.safetensors");
+    let input = fixture("distilled").join("io.safetensors");
+    let o = hub(&[
+        "forward",
+        "timm/tiny_vit",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_clean_error(
+        &hub(&["info", "timm/other"]),
+        &["timm/other", "models--timm--other", "Hugging Face cache"],
+    );
+    assert_clean_error(
+        &hub(&["info", "timm/tiny_vit@v2"]),
+        &["timm/tiny_vit@v2", "refs/v2"],
+    );
+}

@@ -33,6 +33,10 @@ pub const COMPANION_FILES: &[&str] = &[
 /// Whether `path` holds a language model (a transformers directory or a GGUF file) rather
 /// than a timm directory.
 pub fn is_language_model(path: &Path) -> bool {
+    let Ok(path) = super::hub::resolve(path) else {
+        return false;
+    };
+    let path = path.as_path();
     if path.is_file() {
         return is_gguf(path);
     }
@@ -74,6 +78,7 @@ pub struct LlamaParts {
 
 /// Reads a transformers directory or a GGUF file, without building the model.
 pub fn read_parts(path: &Path) -> Result<LlamaParts> {
+    let path = &super::hub::resolve(path)?;
     if path.is_file() {
         return read_gguf(path);
     }

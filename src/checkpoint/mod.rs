@@ -3,6 +3,7 @@
 pub mod atomic;
 pub mod gguf;
 pub mod hf_dir;
+pub mod hub;
 pub mod lock;
 pub mod model_dir;
 pub mod safetensors_io;

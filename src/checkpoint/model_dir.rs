@@ -265,8 +265,10 @@ pub fn load_vit(dir: &Path, device: &Device) -> Result<LoadedVit> {
     }
 }
 
-/// Reads `dir/config.json` and `dir/model.safetensors` and builds the model on `device`.
+/// Reads `dir/config.json` and `dir/model.safetensors` and builds the model on `device`; `dir`
+/// may be a hub id in the local Hugging Face cache (`checkpoint::hub`).
 pub fn load_model(dir: &Path, device: &Device) -> Result<LoadedModel> {
+    let dir = &super::hub::resolve(dir)?;
     let config = ModelConfig::read(dir)?;
     let file = read_weights(dir)?;
     // Building allocates every tensor the config implies (zeros where the file lacks one)

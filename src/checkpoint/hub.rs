@@ -1,0 +1,189 @@
+//! Models by hub id, as the field names them: `org/name`, `org/name@revision`, timm's
+//! `hf-hub:org/name`, and `org/name:FILE.gguf` for one file of a repository. A local path
+//! always wins when it exists. Otherwise the id is looked up in the Hugging Face cache, in the
+//! layout `huggingface_hub` writes (`models--org--name/refs/REV` holds a commit, whose files are
+//! in `snapshots/COMMIT/`), so whatever Python already downloaded is used offline.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A repository on the hub, at a revision, and optionally one file of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubId {
+    /// `org/name`.
+    pub repo: String,
+    /// A branch, a tag or a commit (`main` unless given).
+    pub revision: String,
+    /// One file of the repository (a GGUF), from `org/name:FILE`.
+    pub file: Option<String>,
+}
+
+impl HubId {
+    /// Reads `spec` as a hub id; `None` when it is not one (`./x`, `/x`, `a/b/c`, a bare name).
+    pub fn parse(spec: &str) -> Option<HubId> {
+        let spec = spec.strip_prefix("hf-hub:").unwrap_or(spec);
+        let (rest, file) = match spec.split_once(':') {
+            Some((r, f)) if !f.is_empty() && !f.contains('/') => (r, Some(f.to_string())),
+            Some(_) => return None,
+            None => (spec, None),
+        };
+        let (repo, revision) = match rest.split_once('@') {
+            Some((r, rev)) if !rev.is_empty() => (r, rev),
+            Some(_) => return None,
+            None => (rest, "main"),
+        };
+        let (org, name) = repo.split_once('/')?;
+        let part = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with('.')
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        (part(org) && part(name) && !revision.contains(['/', '\\'])).then(|| HubId {
+            repo: repo.to_string(),
+            revision: revision.to_string(),
+            file,
+        })
+    }
+
+    /// The repository's folder in the cache: `models--org--name`.
+    fn folder(&self) -> String {
+        format!("models--{}", self.repo.replace('/', "--"))
+    }
+}
+
+impl std::fmt::Display for HubId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.repo)?;
+        if self.revision != "main" {
+            write!(f, "@{}", self.revision)?;
+        }
+        if let Some(file) = &self.file {
+            write!(f, ":{file}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The Hugging Face cache: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+/// `~/.cache/huggingface/hub`, as `huggingface_hub` finds it.
+pub fn cache_dir() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = var("HF_HUB_CACHE") {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(home) = var("HF_HOME") {
+        return Some(PathBuf::from(home).join("hub"));
+    }
+    let home = var("HOME")?;
+    Some(PathBuf::from(home).join(".cache/huggingface/hub"))
+}
+
+/// What a model argument names: the path itself when it exists or is not a hub id, else the
+/// hub id's snapshot (or file) in the local cache.
+pub fn resolve(spec: &Path) -> Result<PathBuf> {
+    if spec.exists() {
+        return Ok(spec.to_path_buf());
+    }
+    let Some(id) = spec.to_str().and_then(HubId::parse) else {
+        return Ok(spec.to_path_buf());
+    };
+    let cache = cache_dir().ok_or_else(|| Error::Hub {
+        id: id.to_string(),
+        msg: "not a local path, and no Hugging Face cache (set HF_HUB_CACHE or HOME)".into(),
+    })?;
+    cached(&id, &cache)
+}
+
+/// The snapshot (or file) of `id` in `cache`.
+pub fn cached(id: &HubId, cache: &Path) -> Result<PathBuf> {
+    let err = |msg: String| Error::Hub {
+        id: id.to_string(),
+        msg,
+    };
+    let repo = cache.join(id.folder());
+    if !repo.is_dir() {
+        return Err(err(format!(
+            "not a local path, and not in the Hugging Face cache ({}); download it first, e.g. \
+             `huggingface-cli download {}`",
+            repo.display(),
+            id.repo
+        )));
+    }
+    let commit = if is_commit(&id.revision) {
+        id.revision.clone()
+    } else {
+        let refs = repo.join("refs").join(&id.revision);
+        let text = std::fs::read_to_string(&refs).map_err(|_| {
+            err(format!(
+                "revision '{}' is not in the cache ({} is missing)",
+                id.revision,
+                refs.display()
+            ))
+        })?;
+        text.trim().to_string()
+    };
+    let snapshot = repo.join("snapshots").join(&commit);
+    if !is_commit(&commit) || !snapshot.is_dir() {
+        return Err(err(format!(
+            "the cache names commit '{commit}' for '{}', but has no snapshot {}",
+            id.revision,
+            snapshot.display()
+        )));
+    }
+    match &id.file {
+        None => Ok(snapshot),
+        Some(f) => {
+            let path = snapshot.join(f);
+            path.is_file().then_some(path).ok_or_else(|| {
+                err(format!(
+                    "{f} is not in the cached snapshot {}",
+                    snapshot.display()
+                ))
+            })
+        }
+    }
+}
+
+/// A full commit hash: 40 lower-case hex digits.
+fn is_commit(s: &str) -> bool {
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_ids_parse_and_paths_do_not() {
+        let id = |s: &str| HubId::parse(s);
+        assert_eq!(
+            id("timm/deit_small_patch16_224.fb_in1k").unwrap().repo,
+            "timm/deit_small_patch16_224.fb_in1k"
+        );
+        assert_eq!(id("hf-hub:org/name").unwrap().revision, "main");
+        let pinned = id("org/name@v1.0").unwrap();
+        assert_eq!(
+            (pinned.repo.as_str(), pinned.revision.as_str()),
+            ("org/name", "v1.0")
+        );
+        let gguf = id("org/name:model.Q4_0.gguf").unwrap();
+        assert_eq!(gguf.file.as_deref(), Some("model.Q4_0.gguf"));
+        assert_eq!(gguf.to_string(), "org/name:model.Q4_0.gguf");
+        for path in [
+            "model",
+            "./org/name",
+            "/org/name",
+            "a/b/c",
+            "org/",
+            "/x",
+            "../a",
+            "org/name@",
+        ] {
+            assert_eq!(id(path), None, "{path}");
+        }
+    }
+}
