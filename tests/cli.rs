@@ -1474,7 +1474,13 @@ fn hub_ids_are_read_from_the_hugging_face_cache() {
         .unwrap();
         std::os::unix::fs::symlink(format!("../../blobs/{blob}"), snapshot.join(file)).unwrap();
     }
-    let hub = |args: &[&str]| run(bin().env("HF_HUB_CACHE", &cache).args(args));
+    // Offline: nothing here may reach a network.
+    let hub = |args: &[&str]| {
+        run(bin()
+            .env("HF_HUB_CACHE", &cache)
+            .env("HF_HUB_OFFLINE", "1")
+            .args(args))
+    };
     for id in [
         "timm/tiny_vit",
         "hf-hub:timm/tiny_vit",

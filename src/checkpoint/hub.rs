@@ -2,7 +2,11 @@
 //! `hf-hub:org/name`, and `org/name:FILE.gguf` for one file of a repository. A local path
 //! always wins when it exists. Otherwise the id is looked up in the Hugging Face cache, in the
 //! layout `huggingface_hub` writes (`models--org--name/refs/REV` holds a commit, whose files are
-//! in `snapshots/COMMIT/`), so whatever Python already downloaded is used offline.
+//! in `snapshots/COMMIT/`), so whatever Python already downloaded is used offline; what is not
+//! there is downloaded (`checkpoint::download`) unless `HF_HUB_OFFLINE` forbids it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use std::path::{Path, PathBuf};
 
@@ -80,8 +84,12 @@ pub fn cache_dir() -> Option<PathBuf> {
     Some(PathBuf::from(home).join(".cache/huggingface/hub"))
 }
 
+/// Ids resolved in this process: a command asks more than once (what kind of model, then
+/// its files), and a download happens once.
+static RESOLVED: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+
 /// What a model argument names: the path itself when it exists or is not a hub id, else the
-/// hub id's snapshot (or file) in the local cache.
+/// hub id's snapshot (or file) in the local cache, downloaded first if it is not there.
 pub fn resolve(spec: &Path) -> Result<PathBuf> {
     if spec.exists() {
         return Ok(spec.to_path_buf());
@@ -89,11 +97,36 @@ pub fn resolve(spec: &Path) -> Result<PathBuf> {
     let Some(id) = spec.to_str().and_then(HubId::parse) else {
         return Ok(spec.to_path_buf());
     };
+    let mut memo = RESOLVED.lock().unwrap_or_else(|e| e.into_inner());
+    let memo = memo.get_or_insert_with(HashMap::new);
+    if let Some(path) = memo.get(&id.to_string()) {
+        return Ok(path.clone());
+    }
     let cache = cache_dir().ok_or_else(|| Error::Hub {
         id: id.to_string(),
         msg: "not a local path, and no Hugging Face cache (set HF_HUB_CACHE or HOME)".into(),
     })?;
-    cached(&id, &cache)
+    let path = match cached(&id, &cache) {
+        Ok(path) => path,
+        Err(e) if super::download::offline() => return Err(offline(e)),
+        Err(_) => {
+            super::download::download(&id, &cache)?;
+            cached(&id, &cache)?
+        }
+    };
+    memo.insert(id.to_string(), path.clone());
+    Ok(path)
+}
+
+/// The cache's answer, with the reason the hub was not asked.
+fn offline(e: Error) -> Error {
+    match e {
+        Error::Hub { id, msg } => Error::Hub {
+            id,
+            msg: format!("{msg}; HF_HUB_OFFLINE is set, so nothing is downloaded"),
+        },
+        e => e,
+    }
 }
 
 /// The snapshot (or file) of `id` in `cache`.
@@ -105,10 +138,8 @@ pub fn cached(id: &HubId, cache: &Path) -> Result<PathBuf> {
     let repo = cache.join(id.folder());
     if !repo.is_dir() {
         return Err(err(format!(
-            "not a local path, and not in the Hugging Face cache ({}); download it first, e.g. \
-             `huggingface-cli download {}`",
-            repo.display(),
-            id.repo
+            "not a local path, and not in the Hugging Face cache ({})",
+            repo.display()
         )));
     }
     let commit = if is_commit(&id.revision) {
@@ -133,7 +164,11 @@ pub fn cached(id: &HubId, cache: &Path) -> Result<PathBuf> {
         )));
     }
     match &id.file {
-        None => Ok(snapshot),
+        None if complete(&snapshot) => Ok(snapshot),
+        None => Err(err(format!(
+            "the cached snapshot {} lacks config.json or the weights",
+            snapshot.display()
+        ))),
         Some(f) => {
             let path = snapshot.join(f);
             path.is_file().then_some(path).ok_or_else(|| {
@@ -146,8 +181,15 @@ pub fn cached(id: &HubId, cache: &Path) -> Result<PathBuf> {
     }
 }
 
+/// Whether a snapshot holds a model: its config and its weights (one file, or an index; a
+/// download that broke off has them only once it finished).
+fn complete(snapshot: &Path) -> bool {
+    let has = |f: &str| snapshot.join(f).is_file();
+    has("config.json") && (has("model.safetensors") || has("model.safetensors.index.json"))
+}
+
 /// A full commit hash: 40 lower-case hex digits.
-fn is_commit(s: &str) -> bool {
+pub(crate) fn is_commit(s: &str) -> bool {
     s.len() == 40
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
