@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sha2::Digest;
 
-use super::hub::HubId;
+use super::hub_id::{is_commit, HubId};
 use crate::error::{Error, Result};
 
 /// The hub's address: `$HF_ENDPOINT`, else the public hub.
@@ -143,7 +143,7 @@ impl Client {
             .map_err(|e| self.err(format!("{url}: {e}")))?;
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| self.err(format!("{url}: {e}")))?;
-        let sha = v["sha"].as_str().filter(|s| super::hub::is_commit(s));
+        let sha = v["sha"].as_str().filter(|s| is_commit(s));
         let sha = sha.ok_or_else(|| self.err(format!("{url}: no commit in the answer")))?;
         let files = v["siblings"]
             .as_array()
@@ -199,7 +199,7 @@ fn wanted(
 pub fn download(id: &HubId, cache: &Path) -> Result<PathBuf> {
     let client = Client::new(id);
     let (commit, files) = client.revision()?;
-    let repo = cache.join(format!("models--{}", id.repo.replace('/', "--")));
+    let repo = cache.join(id.folder());
     let snapshot = repo.join("snapshots").join(&commit);
     let fetch = |file: &str| fetch_file(&client, &repo, &commit, file);
     let index = || {
@@ -209,7 +209,7 @@ pub fn download(id: &HubId, cache: &Path) -> Result<PathBuf> {
     for file in wanted(id, &files, index)? {
         fetch(&file)?;
     }
-    if !super::hub::is_commit(&id.revision) {
+    if !is_commit(&id.revision) {
         let refs = repo.join("refs");
         std::fs::create_dir_all(&refs).map_err(|e| Error::io(&refs, e))?;
         super::atomic::atomic_write(&refs.join(&id.revision), commit.as_bytes())?;

@@ -5,6 +5,7 @@ pub mod download;
 pub mod gguf;
 pub mod hf_dir;
 pub mod hub;
+pub mod hub_id;
 pub mod lock;
 pub mod model_dir;
 pub mod safetensors_io;
