@@ -45,6 +45,8 @@ pub struct BenchRun {
     pub cpu: crate::ops::auto_precision::CpuInfo,
     /// What ran the large f32 matrix products (our kernel or a `--blas` library).
     pub f32_gemm: String,
+    /// Why (`--blas auto` says what it found and measured).
+    pub blas_reason: String,
 }
 
 impl BenchRun {
@@ -60,6 +62,7 @@ impl BenchRun {
             precision_reason: String::new(),
             cpu: crate::ops::auto_precision::cpu_info(),
             f32_gemm: crate::ops::blas::f32_kernel(),
+            blas_reason: String::new(),
         }
     }
 }

@@ -9,6 +9,9 @@ use std::process::{Command, Output};
 /// user's home and decide their precision from then on.
 fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_scalenet"));
+    // Our own kernels throughout: `--blas auto` would time the libraries of the machine the
+    // tests run on, under the load of the other tests.
+    cmd.env("SCALENET_BLAS", "none");
     cmd.env(
         "XDG_CACHE_HOME",
         std::env::temp_dir().join(format!("scalenet-test-cache-{}", std::process::id())),

@@ -59,6 +59,7 @@ pub fn run(args: Args) -> Result<()> {
             args.warmup,
         )?;
         r.run.precision_reason = decision.reason;
+        r.run.blas_reason = super::blas_choice();
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
@@ -87,6 +88,7 @@ pub fn run(args: Args) -> Result<()> {
         args.warmup,
     )?;
     r.run.precision_reason = decision.reason;
+    r.run.blas_reason = super::blas_choice();
     println!("{}", serde_json::to_string_pretty(&r)?);
     Ok(())
 }

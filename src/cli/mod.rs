@@ -56,11 +56,17 @@ fn device(name: &str) -> anyhow::Result<burn::tensor::Device> {
 #[derive(Parser, Debug)]
 #[command(name = "scalenet", version, about, long_about = None)]
 struct Cli {
-    /// A CBLAS shared library for the large f32 matrix products on the CPU (MKL's
-    /// libmkl_rt.so.*, OpenBLAS's libopenblas.so.0, BLIS's libblis.so.4); without it
-    /// scalenet's own kernels run them. docs/PERFORMANCE.md says when it pays.
-    #[arg(long, global = true, env = "SCALENET_BLAS", value_name = "PATH")]
-    blas: Option<std::path::PathBuf>,
+    /// The CPU's large f32 matrix products: `auto` (the default) finds MKL (pip's `mkl`),
+    /// OpenBLAS or BLIS and uses one where it is faster than scalenet's own kernels on this CPU
+    /// (measured once per CPU and library); `none` keeps ours; or a CBLAS library's path.
+    #[arg(
+        long,
+        global = true,
+        env = "SCALENET_BLAS",
+        value_name = "auto|none|PATH",
+        default_value = "auto"
+    )]
+    blas: std::path::PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -95,17 +101,55 @@ enum Command {
     Reproduce(study::ReproduceArgs),
 }
 
+/// What `--blas auto` chose, and why, for the commands that report it.
+static BLAS_CHOICE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Which library runs the large f32 products and why, as `bench` and `train` report it.
+pub(crate) fn blas_choice() -> String {
+    if let Some(c) = BLAS_CHOICE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+    {
+        return c;
+    }
+    match scalenet::ops::blas::active() {
+        Some(lib) => format!("{} (as asked, --blas)", lib.path().display()),
+        None => "our kernels".into(),
+    }
+}
+
+impl Command {
+    /// Whether the command multiplies large matrices, so that `--blas auto` is worth its
+    /// measurement.
+    fn computes(&self) -> bool {
+        !matches!(
+            self,
+            Command::Info(_) | Command::Init(_) | Command::Expand(_) | Command::Convert(_)
+        )
+    }
+}
+
 pub fn run() -> anyhow::Result<()> {
     // `SCALENET_BLAS=` (set but empty) means no library, as `blas::from_env` reads it; clap
     // would refuse it as a missing value.
     if std::env::var_os("SCALENET_BLAS").is_some_and(|v| v.is_empty()) {
-        std::env::remove_var("SCALENET_BLAS");
+        std::env::set_var("SCALENET_BLAS", "none");
     }
     let cli = Cli::parse();
-    if let Some(path) = cli.blas.as_deref().filter(|p| !p.as_os_str().is_empty()) {
-        // Still one thread here: the environment may be set safely.
-        scalenet::ops::blas::set_env_defaults();
-        scalenet::ops::blas::use_library(path)?;
+    // Still one thread here: the environment may be set safely.
+    match cli.blas.to_str() {
+        Some("none") => {}
+        Some("auto") if cli.command.computes() => {
+            let cache = scalenet::ops::cpu::cache_dir();
+            let chosen = scalenet::ops::blas::choose_auto(cache.as_deref());
+            *BLAS_CHOICE.lock().unwrap_or_else(|e| e.into_inner()) = Some(chosen);
+        }
+        Some("auto") => {}
+        _ => {
+            scalenet::ops::blas::set_env_defaults();
+            scalenet::ops::blas::use_library(&cli.blas)?;
+        }
     }
     match cli.command {
         Command::Info(a) => info::run(a),

@@ -191,6 +191,7 @@ fn config_from_args(a: &Args) -> Result<TrainConfig> {
         eval_batch_size: a.eval_batch_size,
         device: a.device.clone(),
         precision: announce_precision(a.precision, &a.device),
+        blas: Some(super::blas_choice()),
         seq_len: a.seq_len,
     })
 }
@@ -307,8 +308,6 @@ pub(crate) fn announce_precision(
 ) -> scalenet::ops::precision::Precision {
     let d = scalenet::ops::auto_precision::resolve(requested, device);
     println!("precision: {} ({})", d.precision, d.reason);
-    if let Some(lib) = scalenet::ops::blas::active() {
-        println!("matrix products: {}", lib.path().display());
-    }
+    println!("matrix products: {}", super::blas_choice());
     d.precision
 }

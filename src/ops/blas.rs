@@ -467,6 +467,170 @@ fn layout(v: View, rows: usize, cols: usize) -> Option<(c_int, usize)> {
     }
 }
 
+/// Where `--blas auto` looks, in order: MKL (the active Python environment's, pip's user site,
+/// `/opt/intel`, Debian's `libmkl-rt`), then OpenBLAS and BLIS as Debian installs them. Only
+/// files that exist.
+pub fn candidates() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = ["VIRTUAL_ENV", "CONDA_PREFIX"]
+        .iter()
+        .filter_map(std::env::var_os)
+        .map(|p| PathBuf::from(p).join("lib"))
+        .collect();
+    if let Some(prefix) = python_prefix() {
+        dirs.push(prefix.join("lib"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".local/lib"));
+    }
+    dirs.push("/opt/intel/oneapi/mkl/latest/lib".into());
+    dirs.push("/opt/intel/oneapi/mkl/latest/lib/intel64".into());
+    dirs.push("/usr/lib/x86_64-linux-gnu".into());
+    let mut out: Vec<PathBuf> = dirs
+        .iter()
+        .flat_map(|d| ["libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so"].map(|f| d.join(f)))
+        .collect();
+    out.extend(
+        ["libopenblas.so.0", "libblis.so.4"]
+            .map(|f| PathBuf::from("/usr/lib/x86_64-linux-gnu").join(f)),
+    );
+    out.retain(|p| p.is_file());
+    out.dedup();
+    out
+}
+
+/// `sys.prefix` of the `python3` on the PATH: pip installs MKL's runtime under it.
+fn python_prefix() -> Option<PathBuf> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.prefix)"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    Some(PathBuf::from(text.trim())).filter(|p| out.status.success() && p.is_dir())
+}
+
+/// `--blas auto`: of our kernels and the libraries [`candidates`] finds, the one whose f32
+/// products run fastest on this CPU, measured once per CPU model and library (cached under
+/// `cache_dir` unless the machine was busy) and put in use. Returns what runs and why. Call
+/// it while the process has one thread, as [`set_env_defaults`] asks.
+pub fn choose_auto(cache_dir: Option<&Path>) -> String {
+    let _choosing = CHOOSING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(b) = ACTIVE.get() {
+        return format!("{} (chosen earlier)", b.path.display());
+    }
+    let found = candidates();
+    if found.is_empty() {
+        return "our kernels: no MKL, OpenBLAS or BLIS found (`pip install mkl` brings MKL)".into();
+    }
+    set_env_defaults();
+    let cpu = super::cpu::cpu_model();
+    let mut best: Option<(Blas, f64, f64)> = None;
+    let mut notes = Vec::new();
+    for path in found {
+        let lib = match Blas::open(&path).and_then(|b| b.self_check().map(|_| b)) {
+            Ok(lib) => lib,
+            Err(e) => {
+                notes.push(format!("{e}"));
+                continue;
+            }
+        };
+        let (ours, theirs) = rates(&lib, &cpu, cache_dir);
+        notes.push(format!(
+            "{}: {theirs:.0} GFLOP/s against our {ours:.0}",
+            path.display()
+        ));
+        if theirs > 1.1 * ours && best.as_ref().is_none_or(|b| theirs > b.2) {
+            best = Some((lib, ours, theirs));
+        }
+    }
+    match best {
+        Some((lib, _, _)) => {
+            let path = lib.path.clone();
+            let _ = ACTIVE.set(lib);
+            format!("{} (auto: {})", path.display(), notes.join("; "))
+        }
+        None => format!("our kernels (auto: {})", notes.join("; ")),
+    }
+}
+
+/// GFLOP/s of our f32 product and of `lib`'s on a ViT block's MLP shapes, from the cache or
+/// measured now (in turns, best of five, as `--precision auto` measures).
+fn rates(lib: &Blas, cpu: &str, cache_dir: Option<&Path>) -> (f64, f64) {
+    // A debug build's own kernels are several times slower than a release build's: its
+    // measurement must not decide for the release binary.
+    let build = if cfg!(debug_assertions) {
+        ", debug build"
+    } else {
+        ""
+    };
+    let key = format!("{cpu} with {}{build}", lib.path.display());
+    let file = cache_dir.map(|d| {
+        let name: String = key
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        d.join("scalenet").join(format!("blas-{name}.json"))
+    });
+    let cached = file
+        .as_ref()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| Some((v["ours_gflops"].as_f64()?, v["library_gflops"].as_f64()?)));
+    if let Some(r) = cached {
+        return r;
+    }
+    let (ours, theirs) = measure(lib);
+    let busy = super::cpu::busy();
+    if let (Some(f), false) = (&file, busy) {
+        let json =
+            serde_json::json!({"library": key, "ours_gflops": ours, "library_gflops": theirs});
+        let _ = f.parent().map(std::fs::create_dir_all);
+        let _ = crate::checkpoint::atomic::atomic_write(f, json.to_string().as_bytes());
+    }
+    (ours, theirs)
+}
+
+/// Times our f32 product and `lib`'s, taking turns.
+fn measure(lib: &Blas) -> (f64, f64) {
+    let shapes = [(1024usize, 384usize, 1536usize), (1024, 1536, 384)];
+    let mut best = [[f64::INFINITY; 2]; 2];
+    let inputs: Vec<(Vec<f32>, Vec<f32>)> = shapes
+        .iter()
+        .map(|&(m, k, n)| {
+            let a = (0..m * k).map(|i| (i % 13) as f32 * 0.1).collect();
+            (a, (0..k * n).map(|i| (i % 7) as f32 * 0.1).collect())
+        })
+        .collect();
+    for _ in 0..5 {
+        for (s, (&(m, k, n), (a, b))) in shapes.iter().zip(&inputs).enumerate() {
+            let mut c = vec![std::mem::MaybeUninit::new(0f32); m * n];
+            let (av, bv) = (View::strided(a, 0, k, 1), View::strided(b, 0, n, 1));
+            let t = std::time::Instant::now();
+            super::flex::cpu_gemm((m, n, k), av, bv, &mut c, false, false);
+            best[0][s] = best[0][s].min(t.elapsed().as_secs_f64());
+            let t = std::time::Instant::now();
+            // SAFETY: c holds m rows of n floats; the views hold their matrices.
+            let done = unsafe {
+                lib.gemm(
+                    Product::new(m, n, k, av, bv),
+                    c.as_mut_ptr() as *mut f32,
+                    n,
+                    false,
+                    false,
+                )
+            };
+            let elapsed = t.elapsed().as_secs_f64();
+            best[1][s] = best[1][s].min(if done { elapsed } else { f64::INFINITY });
+        }
+    }
+    let flops: f64 = shapes
+        .iter()
+        .map(|&(m, k, n)| 2.0 * (m * n * k) as f64)
+        .sum();
+    let rate = |p: usize| flops / best[p].iter().sum::<f64>() / 1e9;
+    (rate(0), rate(1))
+}
+
 /// The library named by `SCALENET_BLAS`, if any, for programs that take no `--blas` flag
 /// (examples, benchmarks). Call it at the start, before other threads: it sets
 /// [`set_env_defaults`].

@@ -11,6 +11,7 @@ pub mod auto_precision;
 mod autodiff;
 pub mod blas;
 mod causal_attention;
+pub mod cpu;
 mod cross_entropy;
 pub mod gemm_bf16;
 pub mod gemm_f32;

@@ -48,6 +48,9 @@ pub struct TrainConfig {
     /// Matrix products in bf16 with f32 master weights (`--precision bf16`).
     #[serde(default)]
     pub precision: Precision,
+    /// What ran the large f32 products on the CPU and why (`--blas`), as the run began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blas: Option<String>,
     /// Language models: tokens per training window.
     #[serde(default = "default_seq_len")]
     pub seq_len: usize,
@@ -91,6 +94,7 @@ impl TrainConfig {
             eval_batch_size: 256,
             device: "flex".into(),
             precision: Precision::F32,
+            blas: None,
             seq_len: default_seq_len(),
         }
     }
