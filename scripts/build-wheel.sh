@@ -26,5 +26,5 @@ if [[ ! -x "$venv/bin/maturin" ]]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "maturin>=1.5,<2"
 fi
-"$venv/bin/maturin" build --release --out "$out" "${features[@]}"
+"$venv/bin/maturin" build --release --strip --out "$out" "${features[@]}"
 ls -1 "$out"/scalenet-*.whl
