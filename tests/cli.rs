@@ -1192,6 +1192,16 @@ fn check_same_run(reference: &Path, killed: &Path) {
 }
 
 /// A copy of a transformers fixture, for editing.
+/// A two-word tokenizer.json in `dir`: "a" is 0, "b" is `b_id`.
+fn word_tokenizer(dir: &Path, b_id: usize) {
+    let json = format!(
+        r#"{{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+            "pre_tokenizer":{{"type":"Whitespace"}},"post_processor":null,"decoder":null,
+            "model":{{"type":"WordLevel","vocab":{{"a":0,"b":{b_id}}},"unk_token":"a"}}}}"#
+    );
+    std::fs::write(dir.join("tokenizer.json"), json).unwrap();
+}
+
 fn llama_fixture(tag: &str) -> PathBuf {
     let src = fixture("../llama/gqa_tied");
     let dst = tempdir(tag).join("m");
@@ -1240,13 +1250,7 @@ fn language_model_bad_inputs() {
     );
     // A tokenizer with ids past the embeddings.
     let m = llama_fixture("lm-tok");
-    std::fs::write(
-        m.join("tokenizer.json"),
-        r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
-            "pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
-            "model":{"type":"WordLevel","vocab":{"a":0,"b":500},"unk_token":"a"}}"#,
-    )
-    .unwrap();
+    word_tokenizer(&m, 500);
     assert_clean_error(&info(&m), &["tokenizer.json", "token id 500", "97 rows"]);
     // An image model where a language model is needed.
     let out = run(bin()
@@ -1418,13 +1422,7 @@ fn empty_inputs_give_empty_results() {
     assert_eq!(logits_shape(&o, &out), vec![0, 10]);
     // A tokenizer of two words, inside the model's 97 embeddings.
     let llama = llama_fixture("empty-lm");
-    std::fs::write(
-        llama.join("tokenizer.json"),
-        r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
-            "pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
-            "model":{"type":"WordLevel","vocab":{"a":0,"b":1},"unk_token":"a"}}"#,
-    )
-    .unwrap();
+    word_tokenizer(&llama, 1);
     // An empty prompt starts from the model's bos token.
     let o = run(bin()
         .arg("generate")

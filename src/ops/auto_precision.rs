@@ -5,7 +5,6 @@
 //! CPU decision is measured, once per CPU model, and cached.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use super::cpu::load_average;
 pub use super::cpu::{cache_dir, cpu_info, cpu_model, CpuInfo};
@@ -113,43 +112,13 @@ fn cpu_decision(cache_dir: Option<&Path>) -> Decision {
     }
 }
 
-/// GFLOP/s of the f32 and bf16 GEMMs on a ViT block's two MLP shapes (DeiT-Small, 1024 rows),
-/// each the best of five, the two precisions taking turns: about a quarter of a second. Taking
-/// turns matters on a shared machine: a burst of other work then slows both alike, where timing
-/// all f32 products before all bf16 ones once cached a decision from f32 timed at a fifth of
-/// its speed.
+/// GFLOP/s of the f32 and bf16 GEMMs that will run, timed in turns (`cpu::gemm_rates`).
 fn measure() -> (f64, f64) {
-    use super::gemm_bf16::View;
-    use std::mem::MaybeUninit;
-    let shapes = [(1024, 384, 1536), (1024, 1536, 384)];
-    let inputs: Vec<(Vec<f32>, Vec<f32>)> = shapes
-        .iter()
-        .map(|&(m, k, n)| {
-            (
-                (0..m * k).map(|i| (i % 13) as f32 * 0.1).collect(),
-                (0..k * n).map(|i| (i % 7) as f32 * 0.1).collect(),
-            )
-        })
-        .collect();
-    // best[precision][shape], seconds; the first round warms up and counts like the rest.
-    let mut best = [[f64::INFINITY; 2]; 2];
-    for _ in 0..5 {
-        for (s, (&(m, k, n), (a, b))) in shapes.iter().zip(&inputs).enumerate() {
-            let mut c = vec![MaybeUninit::new(0f32); m * n];
-            let (av, bv) = (View::strided(a, 0, k, 1), View::strided(b, 0, n, 1));
-            for (p, bf16) in [false, true].into_iter().enumerate() {
-                let t = Instant::now();
-                super::flex::cpu_gemm((m, n, k), av, bv, &mut c, false, bf16);
-                best[p][s] = best[p][s].min(t.elapsed().as_secs_f64());
-            }
-        }
-    }
-    let flops: f64 = shapes
-        .iter()
-        .map(|&(m, k, n)| 2.0 * (m * n * k) as f64)
-        .sum();
-    let rate = |p: usize| flops / best[p].iter().sum::<f64>() / 1e9;
-    (rate(0), rate(1))
+    let [f32_rate, bf16_rate] = super::cpu::gemm_rates([
+        &mut |p, c| super::flex::cpu_gemm((p.m, p.n, p.k), p.a, p.b, c, false, false),
+        &mut |p, c| super::flex::cpu_gemm((p.m, p.n, p.k), p.a, p.b, c, false, true),
+    ]);
+    (f32_rate, bf16_rate)
 }
 
 /// A few percent either way is noise on a shared machine, so f32 stays unless bf16 clearly

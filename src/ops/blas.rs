@@ -592,43 +592,15 @@ fn rates(lib: &Blas, cpu: &str, cache_dir: Option<&Path>) -> (f64, f64) {
 
 /// Times our f32 product and `lib`'s, taking turns.
 fn measure(lib: &Blas) -> (f64, f64) {
-    let shapes = [(1024usize, 384usize, 1536usize), (1024, 1536, 384)];
-    let mut best = [[f64::INFINITY; 2]; 2];
-    let inputs: Vec<(Vec<f32>, Vec<f32>)> = shapes
-        .iter()
-        .map(|&(m, k, n)| {
-            let a = (0..m * k).map(|i| (i % 13) as f32 * 0.1).collect();
-            (a, (0..k * n).map(|i| (i % 7) as f32 * 0.1).collect())
-        })
-        .collect();
-    for _ in 0..5 {
-        for (s, (&(m, k, n), (a, b))) in shapes.iter().zip(&inputs).enumerate() {
-            let mut c = vec![std::mem::MaybeUninit::new(0f32); m * n];
-            let (av, bv) = (View::strided(a, 0, k, 1), View::strided(b, 0, n, 1));
-            let t = std::time::Instant::now();
-            super::flex::cpu_gemm((m, n, k), av, bv, &mut c, false, false);
-            best[0][s] = best[0][s].min(t.elapsed().as_secs_f64());
-            let t = std::time::Instant::now();
+    let [ours, theirs] = super::cpu::gemm_rates([
+        &mut |p, c| super::flex::cpu_gemm((p.m, p.n, p.k), p.a, p.b, c, false, false),
+        &mut |p, c| {
             // SAFETY: c holds m rows of n floats; the views hold their matrices.
-            let done = unsafe {
-                lib.gemm(
-                    Product::new(m, n, k, av, bv),
-                    c.as_mut_ptr() as *mut f32,
-                    n,
-                    false,
-                    false,
-                )
-            };
-            let elapsed = t.elapsed().as_secs_f64();
-            best[1][s] = best[1][s].min(if done { elapsed } else { f64::INFINITY });
-        }
-    }
-    let flops: f64 = shapes
-        .iter()
-        .map(|&(m, k, n)| 2.0 * (m * n * k) as f64)
-        .sum();
-    let rate = |p: usize| flops / best[p].iter().sum::<f64>() / 1e9;
-    (rate(0), rate(1))
+            let done = unsafe { lib.gemm(p, c.as_mut_ptr() as *mut f32, p.n, false, false) };
+            assert!(done, "the library took the product when checked");
+        },
+    ]);
+    (ours, theirs)
 }
 
 /// The library named by `SCALENET_BLAS`, if any, for programs that take no `--blas` flag
