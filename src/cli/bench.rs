@@ -40,55 +40,48 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--steps and --batch-size must be at least 1");
     }
     let device = super::device(&args.device)?;
-    if let Some(dir) = args
+    let decision = scalenet::ops::auto_precision::resolve(args.precision, &args.device);
+    let _autocast = scalenet::ops::autocast(decision.precision);
+    let gpu = scalenet::device::cuda_index(&args.device);
+    let mut report = match args
         .model_dir
         .as_ref()
         .filter(|d| scalenet::checkpoint::hf_dir::is_language_model(d))
     {
-        let decision = scalenet::ops::auto_precision::resolve(args.precision, &args.device);
-        let _autocast = scalenet::ops::autocast(decision.precision);
-        let make =
-            |d: &burn::tensor::Device| Ok(scalenet::checkpoint::hf_dir::load_llama(dir, d)?.model);
-        let mut r = scalenet::bench::run_lm(
-            &make,
-            &device,
-            scalenet::device::cuda_index(&args.device),
-            args.batch_size,
-            args.seq_len,
-            args.steps,
-            args.warmup,
-        )?;
-        r.run.precision_reason = decision.reason;
-        r.run.blas_reason = super::blas_choice();
-        println!("{}", serde_json::to_string_pretty(&r)?);
-        return Ok(());
-    }
-    let make = |d: &burn::tensor::Device| -> scalenet::Result<Network> {
-        match (&args.model_dir, &args.arch) {
-            (Some(dir), _) => Ok(load_model(dir, d)?.network),
-            (None, Some(arch)) => {
-                let overrides = super::init::parse_model_args(&args.model_args)
-                    .map_err(|e| scalenet::Error::InvalidModel(e.to_string()))?;
-                let cfg = ModelConfig::from_preset(arch, &overrides)?;
-                Ok(build_network(&cfg, &mut RandomInit::new(0), d))
-            }
-            (None, None) => Err(scalenet::Error::InvalidModel(
-                "give a MODEL_DIR or --arch NAME".into(),
-            )),
+        Some(dir) => {
+            let make = |d: &burn::tensor::Device| {
+                Ok(scalenet::checkpoint::hf_dir::load_llama(dir, d)?.model)
+            };
+            let (b, t, steps) = (args.batch_size, args.seq_len, args.steps);
+            let r = scalenet::bench::run_lm(&make, &device, gpu, b, t, steps, args.warmup)?;
+            serde_json::to_value(&r)?
+        }
+        None => {
+            let make = |d: &burn::tensor::Device| image_model(&args, d);
+            let (b, steps) = (args.batch_size, args.steps);
+            let r = scalenet::bench::run(&make, &device, gpu, b, steps, args.warmup)?;
+            serde_json::to_value(&r)?
         }
     };
-    let decision = scalenet::ops::auto_precision::resolve(args.precision, &args.device);
-    let _autocast = scalenet::ops::autocast(decision.precision);
-    let mut r = scalenet::bench::run(
-        &make,
-        &device,
-        scalenet::device::cuda_index(&args.device),
-        args.batch_size,
-        args.steps,
-        args.warmup,
-    )?;
-    r.run.precision_reason = decision.reason;
-    r.run.blas_reason = super::blas_choice();
-    println!("{}", serde_json::to_string_pretty(&r)?);
+    // The run's settings are flattened into the report.
+    report["precision_reason"] = decision.reason.into();
+    report["blas_reason"] = super::blas_choice().into();
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+/// The model `bench` times: a model directory, or a preset with `--model-arg`s.
+fn image_model(args: &Args, d: &burn::tensor::Device) -> scalenet::Result<Network> {
+    match (&args.model_dir, &args.arch) {
+        (Some(dir), _) => Ok(load_model(dir, d)?.network),
+        (None, Some(arch)) => {
+            let overrides = super::init::parse_model_args(&args.model_args)
+                .map_err(|e| scalenet::Error::InvalidModel(e.to_string()))?;
+            let cfg = ModelConfig::from_preset(arch, &overrides)?;
+            Ok(build_network(&cfg, &mut RandomInit::new(0), d))
+        }
+        (None, None) => Err(scalenet::Error::InvalidModel(
+            "give a MODEL_DIR or --arch NAME".into(),
+        )),
+    }
 }
