@@ -1515,3 +1515,84 @@ fn hub_ids_are_read_from_the_hugging_face_cache() {
         &["timm/tiny_vit@v2", "refs/v2"],
     );
 }
+
+/// A language model from nothing: a tokenizer trained on text, a random Llama of that
+/// vocabulary (transformers' layout), then info and forward on it; missing sizes and a
+/// vocabulary too small for the bytes are one line each.
+#[test]
+fn a_new_language_model_from_text() {
+    let dir = tempdir("new-lm");
+    let text = dir.join("corpus.txt");
+    let words = [
+        "the", "grown", "model", "shares", "its", "blocks", "and", "trains", "fast",
+    ];
+    let doc: Vec<&str> = (0..3000)
+        .map(|i| words[(i * 7 + i / 5) % words.len()])
+        .collect();
+    std::fs::write(&text, doc.join(" ")).unwrap();
+    let m = dir.join("lm");
+    let data = format!("text:{}", text.display());
+    let tok = m.join("tokenizer.json");
+    let tok = tok.to_str().unwrap();
+    let o = run(bin().args([
+        "tokenizer",
+        "train",
+        "--data",
+        &data,
+        "--vocab-size",
+        "280",
+        "--out",
+        tok,
+    ]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sizes = [
+        "vocab_size=280",
+        "hidden_size=32",
+        "intermediate_size=64",
+        "num_hidden_layers=2",
+        "num_attention_heads=2",
+    ];
+    let mut init = bin();
+    init.args(["init", "--arch", "llama", "--out"]).arg(&m);
+    for s in sizes {
+        init.args(["--model-arg", s]);
+    }
+    let o = run(&mut init);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let info = String::from_utf8_lossy(&run(bin().arg("info").arg(&m)).stdout).into_owned();
+    assert!(
+        info.contains("layers 2") && info.contains("tokenizer 280 tokens"),
+        "{info}"
+    );
+    let o = run(bin().args(["eval"]).arg(&m).args([
+        "--data",
+        &data,
+        "--seq-len",
+        "16",
+        "--max-windows",
+        "4",
+    ]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(bin()
+        .args([
+            "init",
+            "--arch",
+            "llama",
+            "--model-arg",
+            "hidden_size=32",
+            "--out",
+        ])
+        .arg(dir.join("x")));
+    assert_clean_error(&o, &["vocab_size", "num_hidden_layers"]);
+    let o = run(bin().args([
+        "tokenizer",
+        "train",
+        "--data",
+        &data,
+        "--vocab-size",
+        "100",
+        "--out",
+        tok,
+    ]));
+    assert_clean_error(&o, &["--vocab-size", "257"]);
+}

@@ -12,6 +12,7 @@ mod init;
 mod predict;
 mod selfcheck;
 mod study;
+mod tokenizer;
 mod train;
 
 use std::path::PathBuf;
@@ -99,6 +100,8 @@ enum Command {
     Selfcheck(selfcheck::Args),
     /// The reproduction study: base, grown (paper and identity init) and every baseline.
     Reproduce(study::ReproduceArgs),
+    /// Tokenizers for new language models: `tokenizer train`.
+    Tokenizer(tokenizer::Args),
 }
 
 /// What `--blas auto` chose, and why, for the commands that report it.
@@ -125,7 +128,11 @@ impl Command {
     fn computes(&self) -> bool {
         !matches!(
             self,
-            Command::Info(_) | Command::Init(_) | Command::Expand(_) | Command::Convert(_)
+            Command::Info(_)
+                | Command::Init(_)
+                | Command::Expand(_)
+                | Command::Convert(_)
+                | Command::Tokenizer(_)
         )
     }
 }
@@ -165,5 +172,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Selfcheck(a) => selfcheck::run(a),
         Command::Reproduce(a) => study::reproduce(a),
         Command::Demo(a) => study::demo(a),
+        Command::Tokenizer(a) => tokenizer::run(a),
     }
 }

@@ -153,6 +153,34 @@ fn one_line(s: &str) -> String {
     s.lines().collect::<Vec<_>>().join(" ")
 }
 
+/// The token that separates documents in a tokenizer [`train_bpe`] makes: id 0.
+pub const END_OF_TEXT: &str = "<|endoftext|>";
+
+/// A byte-level BPE tokenizer (GPT-2's scheme, as SmolLM's) trained on `docs` to `vocab_size`
+/// tokens, [`END_OF_TEXT`] first; returns its `tokenizer.json`.
+pub fn train_bpe(docs: &[String], vocab_size: usize) -> std::result::Result<String, String> {
+    use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+    use tokenizers::models::TrainerWrapper;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::{AddedToken, Tokenizer};
+    let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .show_progress(false)
+        .special_tokens(vec![AddedToken::from(END_OF_TEXT, true)])
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build()
+        .into();
+    let mut tok = Tokenizer::new(BPE::default());
+    tok.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
+    tok.with_decoder(Some(ByteLevel::default()));
+    guarded(|| {
+        tok.train(&mut trainer, docs.iter())?;
+        tok.to_string(true)
+    })?
+    .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

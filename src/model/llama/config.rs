@@ -141,6 +141,42 @@ impl LlamaConfig {
         Ok(cfg)
     }
 
+    /// A new model's `config.json` and config from `--model-arg`s (`scalenet init --arch llama`):
+    /// transformers' field names and defaults, except that the sizes must be given, since
+    /// transformers' defaults are a 7B model.
+    pub fn for_init(args: &Map<String, Value>) -> Result<(Map<String, Value>, Self), String> {
+        let sizes = [
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+        ];
+        let missing: Vec<&str> = sizes
+            .into_iter()
+            .filter(|s| !args.contains_key(*s))
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "a new Llama needs its sizes: give --model-arg {}=... (e.g. vocab_size=8192 hidden_size=256 intermediate_size=1024 num_hidden_layers=4 num_attention_heads=4)",
+                missing.join("=... --model-arg ")
+            ));
+        }
+        let mut raw = Map::new();
+        raw.insert(
+            "architectures".into(),
+            serde_json::json!(["LlamaForCausalLM"]),
+        );
+        raw.insert("model_type".into(), "llama".into());
+        raw.insert("initializer_range".into(), 0.02.into());
+        // `scalenet tokenizer train` puts <|endoftext|> at id 0.
+        raw.insert("bos_token_id".into(), 0.into());
+        raw.insert("eos_token_id".into(), 0.into());
+        raw.extend(args.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let cfg = Self::from_json(&raw)?;
+        Ok((raw, cfg))
+    }
+
     /// Sizes that cannot build a model, or would build an absurd one.
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
