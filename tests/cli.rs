@@ -1596,3 +1596,97 @@ fn a_new_language_model_from_text() {
     ]));
     assert_clean_error(&o, &["--vocab-size", "257"]);
 }
+
+/// `expand --method`: each growth operator of the literature as one flag, with its defining
+/// map, sharing and init; LLaMA-Pro starts as the base's function; bad combinations are one
+/// line each.
+#[test]
+fn growth_methods_as_one_flag() {
+    let dir = tempdir("methods");
+    let base = dir.join("base");
+    let o = run(bin()
+        .args(["init", "--arch", "vit_tiny_patch16_224", "--out"])
+        .arg(&base)
+        .args(["--model-arg", "img_size=28", "--model-arg", "patch_size=7"])
+        .args(["--model-arg", "in_chans=1", "--model-arg", "num_classes=3"])
+        .args([
+            "--model-arg",
+            "depth=4",
+            "--model-arg",
+            "embed_dim=32",
+            "--model-arg",
+            "num_heads=2",
+        ]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let expand = |method: &str, extra: &[&str]| {
+        let out = dir.join(format!("{method}{}", extra.join("")));
+        let o = run(bin()
+            .arg("expand")
+            .arg(&base)
+            .args(["--method", method])
+            .args(extra)
+            .arg("--out")
+            .arg(&out));
+        (o, out)
+    };
+    let info = |m: &Path| -> serde_json::Value {
+        serde_json::from_slice(&run(bin().arg("info").arg(m).arg("--json")).stdout).unwrap()
+    };
+    for (method, extra, depth) in [
+        ("stack", &["--depth", "8"][..], 8),
+        ("llama-pro", &["--depth", "6"][..], 6),
+        ("solar-dus", &["--dus-drop", "1"][..], 6),
+    ] {
+        let (o, out) = expand(method, extra);
+        assert!(
+            o.status.success(),
+            "{method}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // Unshared copies: a plain timm model of the grown depth.
+        assert_eq!(info(&out)["model_args"]["depth"], depth, "{method}");
+        assert!(info(&out)["scalenet"].is_null(), "{method}");
+    }
+    let (o, out) = expand("shared", &["--depth", "8"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let spec = &info(&out)["scalenet"]["spec"];
+    assert!(spec["adapter"].is_null() && spec["layer_map"].as_array().unwrap().len() == 8);
+    // LLaMA-Pro's copies add nothing at the start: the base's logits.
+    let input = dir.join("in.safetensors");
+    let data: Vec<u8> = (0..2 * 28 * 28)
+        .flat_map(|i| ((i % 17) as f32 / 8.0 - 1.0).to_le_bytes())
+        .collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 1, 28, 28], &data)
+            .unwrap();
+    safetensors::serialize_to_file(vec![("input", view)], &None, &input).unwrap();
+    let logits = |m: &Path| {
+        let out = dir.join("logits.safetensors");
+        assert!(forward(m, &input, &out).status.success());
+        let bytes = std::fs::read(&out).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = st.tensor("logits").unwrap();
+        t.data()
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect::<Vec<f32>>()
+    };
+    let (want, got) = (logits(&base), logits(&dir.join("llama-pro--depth6")));
+    assert!(
+        want.iter().zip(&got).all(|(a, b)| (a - b).abs() < 1e-5),
+        "{want:?} {got:?}"
+    );
+    assert_clean_error(
+        &expand("llama-pro", &["--depth", "7"]).0,
+        &["llama-pro", "divide"],
+    );
+    assert_clean_error(
+        &expand("solar-dus", &["--dus-drop", "3"]).0,
+        &["--dus-drop 3"],
+    );
+    assert_clean_error(
+        &expand("stack", &["--depth", "8", "--dus-drop", "1"]).0,
+        &["--dus-drop", "solar-dus"],
+    );
+    assert_clean_error(&expand("nope", &["--depth", "8"]).0, &["--method 'nope'"]);
+}

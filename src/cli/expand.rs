@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use scalenet::checkpoint::{load_model, save_model};
+use scalenet::growth::options::Method;
 use scalenet::growth::{
     expand, expand_swin, Activation, AdapterSpec, ExpandOptions, InitMode, MapStrategy, Placement,
 };
@@ -12,8 +13,17 @@ pub struct Args {
     /// Base model: a plain timm directory, or a Llama-family language model (transformers
     /// directory or GGUF file).
     base_dir: PathBuf,
+    /// The growth operator: scalenet (shared blocks + adapters; the default), stack (G_stack:
+    /// unshared copies), shared (shared blocks, nothing per position), llama-pro (a zero-output
+    /// copy after each group of blocks), solar-dus (SOLAR's depth up-scaling, with
+    /// --dus-drop). A method fixes the map, adapters, init and sharing it is defined by.
+    #[arg(long, default_value = "scalenet")]
+    method: String,
+    /// solar-dus: the m blocks each copy of the base loses (the grown depth is 2(L − m)).
+    #[arg(long)]
+    dus_drop: Option<usize>,
     /// Number of block positions L' in the grown model (≥ the base depth).
-    #[arg(long, required_unless_present = "depths")]
+    #[arg(long, required_unless_present_any = ["depths", "dus_drop"])]
     depth: Option<usize>,
     /// For a Swin: the grown depth of each stage, e.g. 2,2,12,2 (each ≥ the stage's base depth).
     #[arg(long, conflicts_with = "depth")]
@@ -237,7 +247,8 @@ fn options(args: &Args) -> Result<ExpandOptions> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| anyhow::anyhow!("--depths '{s}': expected stage depths like 2,2,12,2"))?,
     };
-    Ok(ExpandOptions {
+    let method = Method::parse(&args.method).map_err(anyhow::Error::msg)?;
+    let opts = ExpandOptions {
         depth: args.depth.unwrap_or(0),
         depths,
         map,
@@ -250,5 +261,8 @@ fn options(args: &Args) -> Result<ExpandOptions> {
         },
         no_share: args.no_share,
         seed: args.seed,
-    })
+    };
+    method
+        .apply(opts, args.dus_drop)
+        .map_err(anyhow::Error::msg)
 }

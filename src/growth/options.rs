@@ -7,6 +7,76 @@ use super::plan::{layer_map, AdapterSpec, GrowthSpec, MapStrategy, FORMAT_VERSIO
 use crate::error::{Error, Result};
 use crate::model::weights::{Init, RandomInit, WeightSource};
 
+/// The growth operators of the literature, each a preset over [`ExpandOptions`]; what a
+/// method does not fix (the seed, per-position norms, and for `stack` and `shared` the map)
+/// stays as given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// ScaleNet (Hao et al., 2025): shared blocks, per-position parallel adapters.
+    ScaleNet,
+    /// G_stack (Du et al., 2024): the base's blocks stacked (cyclic), unshared copies.
+    Stack,
+    /// Shared stacking or looping (ALBERT, MobileLLM-LS): shared blocks, nothing per position.
+    Shared,
+    /// LLaMA-Pro (Wu et al., 2024): after each group of blocks, a copy of its last block with
+    /// its output projections (`o_proj`, `down_proj`; a ViT's LayerScale) at zero, so the
+    /// grown model starts as the base's function.
+    LlamaPro,
+    /// SOLAR depth up-scaling (Kim et al., 2023): the base without its last m blocks, then the
+    /// base without its first m, unshared.
+    SolarDus,
+}
+
+impl Method {
+    pub const NAMES: [&'static str; 5] = ["scalenet", "stack", "shared", "llama-pro", "solar-dus"];
+
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "scalenet" => Self::ScaleNet,
+            "stack" => Self::Stack,
+            "shared" => Self::Shared,
+            "llama-pro" => Self::LlamaPro,
+            "solar-dus" => Self::SolarDus,
+            other => {
+                return Err(format!(
+                    "--method '{other}': expected one of {}",
+                    Self::NAMES.join(", ")
+                ))
+            }
+        })
+    }
+
+    /// `opts` with what the method fixes; `dus_drop` is SOLAR's m, for `solar-dus` alone.
+    pub fn apply(
+        self,
+        opts: ExpandOptions,
+        dus_drop: Option<usize>,
+    ) -> std::result::Result<ExpandOptions, String> {
+        match (self, dus_drop) {
+            (Self::SolarDus, None) => return Err("--method solar-dus needs --dus-drop m".into()),
+            (Self::SolarDus, Some(_)) | (_, None) => {}
+            (_, Some(_)) => return Err("--dus-drop goes with --method solar-dus".into()),
+        }
+        let plain = |map, init, no_share| ExpandOptions {
+            map,
+            adapter: None,
+            init,
+            no_share,
+            ..opts.clone()
+        };
+        Ok(match self {
+            Self::ScaleNet => opts.clone(),
+            Self::Stack => plain(opts.map.clone(), InitMode::Paper, true),
+            Self::Shared => plain(opts.map.clone(), InitMode::Paper, false),
+            Self::LlamaPro => plain(MapStrategy::GroupCopies, InitMode::Identity, true),
+            Self::SolarDus => {
+                let drop = dus_drop.expect("checked above");
+                plain(MapStrategy::DepthUpScaling { drop }, InitMode::Paper, true)
+            }
+        })
+    }
+}
+
 /// How positions start out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitMode {
@@ -34,7 +104,12 @@ pub struct ExpandOptions {
 
 /// The growth spec `opts` describe for a base of `base_depth` blocks of width `width`.
 pub fn plan(opts: &ExpandOptions, base_depth: usize, width: usize) -> Result<GrowthSpec> {
-    let map = layer_map(&opts.map, base_depth, opts.depth).map_err(Error::InvalidModel)?;
+    // SOLAR's depth follows from what it drops; a given --depth is checked against it.
+    let depth = match (&opts.map, opts.depth) {
+        (&MapStrategy::DepthUpScaling { drop }, 0) => 2 * base_depth.saturating_sub(drop),
+        (_, d) => d,
+    };
+    let map = layer_map(&opts.map, base_depth, depth).map_err(Error::InvalidModel)?;
     let spec = GrowthSpec {
         format_version: FORMAT_VERSION,
         base_depth,

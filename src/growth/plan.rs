@@ -15,6 +15,12 @@ pub enum MapStrategy {
     Explicit(Vec<usize>),
     /// A given map per stage (a Swin), written `0,1,0,1/0,1,1/...`.
     PerStage(Vec<Vec<usize>>),
+    /// LLaMA-Pro's: the base in L'−L groups of equal size, each followed by a copy of its last
+    /// block (4 → 6: 0,1,1,2,3,3).
+    GroupCopies,
+    /// SOLAR's depth up-scaling: the base without its last `drop` blocks, then the base
+    /// without its first `drop` (4 → 6 with drop 1: 0,1,2,1,2,3); the depth is 2(L − drop).
+    DepthUpScaling { drop: usize },
 }
 
 impl MapStrategy {
@@ -60,6 +66,11 @@ pub fn layer_map(
             "target depth {target_depth} is more than the {MAX_POSITIONS} positions scalenet grows a model to"
         ));
     }
+    if let &MapStrategy::DepthUpScaling { drop } = strategy {
+        let map = depth_up_scaling(base_depth, target_depth, drop)?;
+        validate_map(&map, base_depth)?;
+        return Ok(map);
+    }
     if target_depth < base_depth {
         return Err(format!(
             "target depth {target_depth} is smaller than the base depth {base_depth}; every base block needs a position"
@@ -89,9 +100,42 @@ pub fn layer_map(
         MapStrategy::PerStage(_) => {
             return Err("per-stage maps (with '/') are for Swins; this model has one stack".into())
         }
+        MapStrategy::GroupCopies => group_copies(base_depth, target_depth)?,
+        MapStrategy::DepthUpScaling { .. } => unreachable!("handled above"),
     };
     validate_map(&map, base_depth)?;
     Ok(map)
+}
+
+/// LLaMA-Pro's map: after each of L'−L equal groups, a copy of the group's last block.
+fn group_copies(base: usize, target: usize) -> Result<Vec<usize>, String> {
+    let extra = target - base;
+    if extra == 0 || base % extra != 0 {
+        return Err(format!(
+            "llama-pro inserts one copy after each of L'-L groups of equal size: L' - L = {extra} must divide the base depth {base}"
+        ));
+    }
+    let group = base / extra;
+    Ok((0..extra)
+        .flat_map(|q| (q * group..(q + 1) * group).chain([(q + 1) * group - 1]))
+        .collect())
+}
+
+/// SOLAR's map: 0..L−m, then m..L.
+fn depth_up_scaling(base: usize, target: usize, drop: usize) -> Result<Vec<usize>, String> {
+    if drop == 0 || 2 * drop > base {
+        return Err(format!(
+            "--dus-drop {drop}: each copy of the {base} blocks loses {drop}, so it must be between 1 and {} for every block to stay",
+            base / 2
+        ));
+    }
+    let depth = 2 * (base - drop);
+    if target != depth {
+        return Err(format!(
+            "solar-dus with --dus-drop {drop} grows {base} blocks to {depth}, not --depth {target}"
+        ));
+    }
+    Ok((0..base - drop).chain(drop..base).collect())
 }
 
 /// Every entry is a base block index, and every base block appears at least once.
