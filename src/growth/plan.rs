@@ -110,7 +110,7 @@ pub fn layer_map(
 /// LLaMA-Pro's map: after each of L'−L equal groups, a copy of the group's last block.
 fn group_copies(base: usize, target: usize) -> Result<Vec<usize>, String> {
     let extra = target - base;
-    if extra == 0 || base % extra != 0 {
+    if extra == 0 || !base.is_multiple_of(extra) {
         return Err(format!(
             "llama-pro inserts one copy after each of L'-L groups of equal size: L' - L = {extra} must divide the base depth {base}"
         ));
