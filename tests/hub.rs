@@ -18,13 +18,16 @@ const COMMIT: &str = "1111111111111111111111111111111111111111";
 const V1: &str = "2222222222222222222222222222222222222222";
 
 fn fixture(file: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/timm/distilled")
-            .join(file),
-    )
-    .unwrap()
+    from("timm/distilled", file)
 }
+
+fn from(dir: &str, file: &str) -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    std::fs::read(root.join(dir).join(file)).unwrap()
+}
+
+/// A two-word tokenizer for the language model's repository.
+const TOKENIZER: &str = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,"model":{"type":"WordLevel","vocab":{"a":0,"b":1},"unk_token":"a"}}"#;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -145,6 +148,19 @@ fn serve(mut conn: TcpStream, weight_gets: &AtomicUsize, drop_once: bool) -> std
         }
         "/api/models/org/bad/revision/main" => {
             respond(&mut conn, "200 OK", &[], json(COMMIT).as_bytes(), head)
+        }
+        "/api/models/org/lm/revision/main" => {
+            let files = r#"{"sha": "3333333333333333333333333333333333333333", "siblings": [{"rfilename": "config.json"}, {"rfilename": "model.safetensors"}, {"rfilename": "tokenizer.json"}]}"#;
+            respond(&mut conn, "200 OK", &[], files.as_bytes(), head)
+        }
+        p if p.starts_with("/org/lm/resolve/") => {
+            let file = p.rsplit('/').next().unwrap_or("");
+            let body = match file {
+                "tokenizer.json" => TOKENIZER.as_bytes().to_vec(),
+                f => from("llama/gqa_tied", f),
+            };
+            let etag = [("ETag", format!("\"{}\"", git_sha1(&body)))];
+            respond(&mut conn, "200 OK", &etag, &body, head)
         }
         "/api/models/org/gated/revision/main" if !headers.contains_key("authorization") => respond(
             &mut conn,
@@ -302,6 +318,21 @@ fn download_then_the_cache_alone() {
         .join(V1)
         .join("config.json")
         .is_file());
+}
+
+/// A language model's repository: config, weights and tokenizer come down, and the model runs.
+#[test]
+fn a_language_model_by_id() {
+    let cache = tempdir("lm");
+    let hub = Hub::start(false);
+    let out = ok(&scalenet(&cache, &hub.endpoint(), &["info", "org/lm"]));
+    assert!(
+        out.contains("llama") && out.contains("tokenizer 2 tokens"),
+        "{out}"
+    );
+    let commit = "3333333333333333333333333333333333333333";
+    let snapshot = cache.join("models--org--lm/snapshots").join(commit);
+    assert!(snapshot.join("tokenizer.json").is_file());
 }
 
 #[test]
