@@ -84,9 +84,9 @@ enum Command {
     Convert(convert::Args),
     /// Continue a prompt with a language model, streaming the tokens.
     Generate(generate::Args),
-    /// Create a freshly initialised model directory (timm's init) from a preset.
+    /// Create a freshly initialised model directory: a timm preset (timm's init), or a Llama (--arch llama).
     Init(init::Args),
-    /// Grow a model deeper: shared base blocks plus per-position adapters (ScaleNet).
+    /// Grow a model deeper: shared base blocks plus per-position adapters (ScaleNet), or --method stack, shared, llama-pro, solar-dus.
     Expand(expand::Args),
     /// Train a plain or grown model (AdamW, cosine schedule, checkpoints, exact resume).
     Train(Box<train::Args>),
