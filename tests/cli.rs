@@ -12,6 +12,8 @@ fn bin() -> Command {
     // Our own kernels throughout: `--blas auto` would time the libraries of the machine the
     // tests run on, under the load of the other tests.
     cmd.env("SCALENET_BLAS", "none");
+    // A path a test expects to be missing must never become a hub id that is looked up.
+    cmd.env("HF_HUB_OFFLINE", "1");
     cmd.env(
         "XDG_CACHE_HOME",
         std::env::temp_dir().join(format!("scalenet-test-cache-{}", std::process::id())),

@@ -116,16 +116,24 @@ impl Client {
             }
             req.call()
         };
-        let resp = resp.map_err(|e| self.err(format!("cannot reach {}: {e}", self.endpoint)))?;
+        let resp = resp.map_err(|e| {
+            self.err(format!(
+                "not a local path, and the hub cannot be reached ({}: {e})",
+                self.endpoint
+            ))
+        })?;
         match resp.status().as_u16() {
             200 | 206 => Ok(resp),
             301 | 302 | 303 | 307 | 308 if head => Ok(resp),
             401 | 403 => Err(self.err(if self.token.is_some() {
-                "the hub refused the token (gated or private: accept its terms, or check HF_TOKEN)"
+                "not a local path, and the hub refused the token (a gated or private repository: accept its terms, or check HF_TOKEN)"
             } else {
-                "the hub asks for a token (gated or private): set HF_TOKEN or run `huggingface-cli login`"
+                "not a local path, and the hub asks for a token (a gated or private repository, or none of that name): set HF_TOKEN or run `huggingface-cli login`"
             })),
-            404 => Err(self.err(format!("not found on {}", self.endpoint))),
+            404 => Err(self.err(format!(
+                "not a local path, and not found on {}",
+                self.endpoint
+            ))),
             s => Err(self.err(format!("{url}: the hub answered HTTP {s}"))),
         }
     }
