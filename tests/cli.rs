@@ -1536,16 +1536,20 @@ fn a_new_language_model_from_text() {
     let data = format!("text:{}", text.display());
     let tok = m.join("tokenizer.json");
     let tok = tok.to_str().unwrap();
-    let o = run(bin().args([
-        "tokenizer",
-        "train",
-        "--data",
-        &data,
-        "--vocab-size",
-        "280",
-        "--out",
-        tok,
-    ]));
+    let train_tokenizer = |vocab: &str| {
+        let args = [
+            "tokenizer",
+            "train",
+            "--data",
+            &data,
+            "--vocab-size",
+            vocab,
+            "--out",
+            tok,
+        ];
+        run(bin().args(args))
+    };
+    let o = train_tokenizer("280");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let sizes = [
         "vocab_size=280",
@@ -1586,16 +1590,7 @@ fn a_new_language_model_from_text() {
         ])
         .arg(dir.join("x")));
     assert_clean_error(&o, &["vocab_size", "num_hidden_layers"]);
-    let o = run(bin().args([
-        "tokenizer",
-        "train",
-        "--data",
-        &data,
-        "--vocab-size",
-        "100",
-        "--out",
-        tok,
-    ]));
+    let o = train_tokenizer("100");
     assert_clean_error(&o, &["--vocab-size", "257"]);
 }
 
