@@ -205,41 +205,21 @@ pub fn backward(
                     // task's dq block t × hd.
                     unsafe {
                         // dv[..kn] += pᵀ · dout
-                        mm(
-                            (kn, hd, rows),
-                            tmp.as_mut_ptr(),
-                            hd,
-                            View::strided(p, 0, 1, kn),
-                            go,
-                        );
+                        let pt = View::strided(p, 0, 1, kn);
+                        mm((kn, hd, rows), tmp.as_mut_ptr(), hd, pt, go);
                         add_into(&mut dv[..kn * hd], &tmp[..kn * hd]);
                         // dp = dout · vᵀ
-                        mm(
-                            (rows, kn, hd),
-                            dp.as_mut_ptr(),
-                            kn,
-                            go,
-                            View::strided(vt, 0, s, 1),
-                        );
+                        let vt = View::strided(vt, 0, s, 1);
+                        mm((rows, kn, hd), dp.as_mut_ptr(), kn, go, vt);
                     }
                     softmax_grad_rows(&p[..rows * kn], &mut dp[..rows * kn], kn, scale, &mut []);
                     unsafe {
                         // dq = ds · k
-                        mm(
-                            (rows, hd, kn),
-                            dq[r0 * hd..].as_mut_ptr(),
-                            hd,
-                            View::strided(dp, 0, kn, 1),
-                            View::strided(k, kv, hd, 1),
-                        );
+                        let (ds, kb) = (View::strided(dp, 0, kn, 1), View::strided(k, kv, hd, 1));
+                        mm((rows, hd, kn), dq[r0 * hd..].as_mut_ptr(), hd, ds, kb);
                         // dk[..kn] += dsᵀ · q
-                        mm(
-                            (kn, hd, rows),
-                            tmp.as_mut_ptr(),
-                            hd,
-                            View::strided(dp, 0, 1, kn),
-                            qb,
-                        );
+                        let dst = View::strided(dp, 0, 1, kn);
+                        mm((kn, hd, rows), tmp.as_mut_ptr(), hd, dst, qb);
                     }
                     add_into(&mut dk[..kn * hd], &tmp[..kn * hd]);
                 }
