@@ -1673,6 +1673,55 @@ fn growth_methods_as_one_flag() {
         want.iter().zip(&got).all(|(a, b)| (a - b).abs() < 1e-5),
         "{want:?} {got:?}"
     );
+    // LLaMA-Pro trains its copies alone: blocks 2 and 5 of 0,1,1,2,3,3 move, the rest stays.
+    let pro = dir.join("llama-pro--depth6");
+    let run_dir = dir.join("pro-run");
+    let o = run(bin()
+        .arg("train")
+        .arg(&pro)
+        .args([
+            "--data",
+            "fmnist-mini",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+        ])
+        .args([
+            "--train-subset",
+            "64",
+            "--test-subset",
+            "32",
+            "--reset-head",
+        ])
+        .args(["--train-only", "new", "--precision", "f32", "--out"])
+        .arg(&run_dir));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let weights = |m: &Path, key: &str| -> Vec<u8> {
+        let bytes = std::fs::read(m.join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        st.tensor(key).unwrap().data().to_vec()
+    };
+    for (block, trains) in [(0, false), (1, false), (2, true), (3, false), (5, true)] {
+        let key = format!("blocks.{block}.mlp.fc1.weight");
+        let same = weights(&pro, &key) == weights(&run_dir.join("model"), &key);
+        assert_eq!(same, !trains, "{key}");
+    }
+    let o = run(bin()
+        .arg("train")
+        .arg(&base)
+        .args([
+            "--data",
+            "fmnist-mini",
+            "--epochs",
+            "1",
+            "--reset-head",
+            "--train-only",
+            "new",
+            "--out",
+        ])
+        .arg(dir.join("no-new")));
+    assert_clean_error(&o, &["--train-only new", "scalenet_new_layers"]);
     assert_clean_error(
         &expand("llama-pro", &["--depth", "7"]).0,
         &["llama-pro", "divide"],

@@ -153,8 +153,16 @@ fn language_model(args: &Args, opts: &ExpandOptions, out: &std::path::Path) -> R
         );
     };
     let base_params = model.num_params();
+    let (depth, width) = (model.config.num_hidden_layers, model.config.hidden_size);
+    let mut raw = base.raw.clone();
+    if opts.no_share {
+        // The copies' indices, for `train --train-only new` (LLaMA-Pro's training).
+        let map = scalenet::growth::options::plan(opts, depth, width)?.layer_map;
+        let added = scalenet::growth::plan::new_layers(&map);
+        raw.insert(scalenet::growth::plan::NEW_LAYERS_KEY.into(), added.into());
+    }
     let grown = scalenet::growth::expand_llama(model, opts)?;
-    save_llama(out, &base.raw, &grown, base.tokenizer_json.as_deref())?;
+    save_llama(out, &raw, &grown, base.tokenizer_json.as_deref())?;
     match &grown {
         LanguageModel::Grown(g) => report(
             &args.base_dir.display().to_string(),

@@ -56,8 +56,9 @@ pub struct Args {
     /// Accumulate gradients over K batches per update.
     #[arg(long, default_value_t = 1)]
     accum: usize,
-    /// Which parameters train: all, adapters (per-position parameters of a grown model), adapters+head.
-    #[arg(long, default_value = "all", value_parser = ["all", "adapters", "adapters+head"])]
+    /// Which parameters train: all, adapters (per-position parameters of a grown model),
+    /// adapters+head, or new (the blocks a growth with --no-share added, e.g. LLaMA-Pro's).
+    #[arg(long, default_value = "all", value_parser = ["all", "adapters", "adapters+head", "new"])]
     train_only: String,
     /// Fraction of the training set held out for validation.
     #[arg(long, default_value_t = 0.1)]
@@ -178,6 +179,7 @@ fn config_from_args(a: &Args) -> Result<TrainConfig> {
         train_only: match a.train_only.as_str() {
             "adapters" => TrainOnly::Adapters,
             "adapters+head" => TrainOnly::AdaptersHead,
+            "new" => TrainOnly::New,
             _ => TrainOnly::All,
         },
         val_split: a.val_split,

@@ -4,7 +4,7 @@
 
 use super::llama::GrownLlama;
 use super::options::{plan, ExpandOptions};
-use super::plan::Growth;
+use super::plan::{new_layers, Growth, NEW_LAYERS_KEY};
 use super::swin::GrownSwin;
 use super::vit::GrownVit;
 use crate::checkpoint::model_dir::ModelConfig;
@@ -27,6 +27,10 @@ pub fn expand(
         let plain = grown.unshared(&grown.embed.pos_embed.val().device());
         config.arch = ImageArch::Vit(plain.config.clone());
         config.growth = None;
+        let added = new_layers(&grown.layer_map);
+        config
+            .raw
+            .insert(NEW_LAYERS_KEY.into(), serde_json::json!(added));
         return Ok((config, Network::Plain(plain)));
     }
     config.growth = Some(Growth::Stack(grown.spec.clone()));

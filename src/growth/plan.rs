@@ -138,6 +138,17 @@ fn depth_up_scaling(base: usize, target: usize, drop: usize) -> Result<Vec<usize
     Ok((0..base - drop).chain(drop..base).collect())
 }
 
+/// The positions a growth added: those whose block already ran at an earlier position (with
+/// `--init identity` they start at zero; LLaMA-Pro trains them alone).
+pub fn new_layers(map: &[usize]) -> Vec<usize> {
+    (0..map.len())
+        .filter(|&i| map[..i].contains(&map[i]))
+        .collect()
+}
+
+/// The key under which a plain model written from a growth names its added blocks.
+pub const NEW_LAYERS_KEY: &str = "scalenet_new_layers";
+
 /// Every entry is a base block index, and every base block appears at least once.
 pub fn validate_map(map: &[usize], base_depth: usize) -> Result<(), String> {
     if let Some((i, &j)) = map.iter().enumerate().find(|(_, &j)| j >= base_depth) {

@@ -55,12 +55,19 @@ pub enum TrainOnly {
     Adapters,
     /// Per-position parameters and the classifier head.
     AdaptersHead,
+    /// The blocks a growth added (LLaMA-Pro trains its copies alone), as the model's
+    /// `config.json` names them (`scalenet_new_layers`).
+    New,
 }
 
 impl TrainOnly {
-    pub fn trains(&self, path: &str) -> bool {
+    /// Whether the parameter at `path` trains; `new_layers` are the added blocks' indices.
+    pub fn trains(&self, path: &str, new_layers: &[usize]) -> bool {
         match self {
             TrainOnly::All => true,
+            TrainOnly::New => new_layers.iter().any(|i| {
+                path.contains(&format!(".blocks.{i}.")) || path.contains(&format!(".layers.{i}."))
+            }),
             TrainOnly::Adapters => path.contains(".positions."),
             TrainOnly::AdaptersHead => {
                 path.contains(".positions.")
@@ -111,10 +118,42 @@ pub fn named_params<M: Module>(module: &M) -> Vec<(String, ParamId, usize)> {
     v.1
 }
 
+/// The added blocks `--train-only new` trains, from a model's `config.json` object; none for
+/// the other groups. A model that names none is refused: it did not come from a growth.
+pub fn added_layers(
+    group: TrainOnly,
+    config: &serde_json::Map<String, serde_json::Value>,
+    model: &std::path::Path,
+) -> crate::error::Result<Vec<usize>> {
+    if group != TrainOnly::New {
+        return Ok(Vec::new());
+    }
+    let key = crate::growth::plan::NEW_LAYERS_KEY;
+    let layers: Vec<usize> = config
+        .get(key)
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_u64())
+                .map(|v| v as usize)
+                .collect()
+        })
+        .unwrap_or_default();
+    if layers.is_empty() {
+        return Err(crate::error::Error::BadConfig {
+            path: model.join("config.json"),
+            msg: format!(
+                "--train-only new: no added blocks are named ('{key}'); grow the model with --no-share, e.g. expand --method llama-pro"
+            ),
+        });
+    }
+    Ok(layers)
+}
+
 /// Sets `require_grad` from a group, so frozen parameters cost no backward work.
-pub fn freeze<M: Module>(module: M, group: TrainOnly) -> M {
-    struct F(PathTracker, TrainOnly);
-    impl ModuleMapper for F {
+pub fn freeze<M: Module>(module: M, group: TrainOnly, new_layers: &[usize]) -> M {
+    struct F<'a>(PathTracker, TrainOnly, &'a [usize]);
+    impl ModuleMapper for F<'_> {
         fn enter_module(&mut self, name: &str, _: &str) {
             self.0.enter(name);
         }
@@ -122,11 +161,11 @@ pub fn freeze<M: Module>(module: M, group: TrainOnly) -> M {
             self.0.exit();
         }
         fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let trains = self.1.trains(&self.0.path(None));
+            let trains = self.1.trains(&self.0.path(None), self.2);
             p.set_require_grad(trains)
         }
     }
-    module.map(&mut F(PathTracker::default(), group))
+    module.map(&mut F(PathTracker::default(), group, new_layers))
 }
 
 /// Global L2 norm of all gradients.

@@ -6,7 +6,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::{EpochMetrics, TrainConfig};
 use super::lm::{causal_lm_loss, evaluate_lm};
-use super::optim::freeze;
+use super::optim::{added_layers, freeze};
 use super::task::{Sizes, Task};
 use crate::data::loader::{epoch_batches, LoaderConfig, Mixing, OnBadImage};
 use crate::data::text::TokenWindows;
@@ -67,7 +67,8 @@ impl TextTask {
                 cfg.batch_size
             )));
         }
-        let net = freeze(loaded.model, cfg.train_only);
+        let added = added_layers(cfg.train_only, &loaded.raw, source_dir)?;
+        let net = freeze(loaded.model, cfg.train_only, &added);
         let loader = LoaderConfig {
             batch_size: cfg.batch_size,
             shuffle: true,

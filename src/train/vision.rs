@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::{EpochMetrics, TrainConfig};
 use super::eval::{evaluate, EvalResult};
-use super::optim::freeze;
+use super::optim::{added_layers, freeze};
 use super::task::{Sizes, Task};
 use crate::checkpoint::model_dir::{load_model, save_model, ModelConfig};
 use crate::data::loader::{derive_seed, epoch_batches, iterate, LoaderConfig, Mixing, OnBadImage};
@@ -78,7 +78,8 @@ impl VisionTask {
             }
             net = reset_head(net, &mut config, k, cfg.seed, device);
         }
-        let net = freeze(net, cfg.train_only);
+        let added = added_layers(cfg.train_only, &config.raw, source_dir)?;
+        let net = freeze(net, cfg.train_only, &added);
         let (in_chans, img_size) = (config.arch.in_chans(), config.arch.img_size());
         let mut augment = Augment::for_split(train_split.is_small(), img_size[0]);
         augment.erase_prob = cfg.reprob;
