@@ -1675,6 +1675,11 @@ fn growth_methods_as_one_flag() {
     );
     // LLaMA-Pro trains its copies alone: blocks 2 and 5 of 0,1,1,2,3,3 move, the rest stays.
     let pro = dir.join("llama-pro--depth6");
+    let params = &info(&pro)["params"];
+    assert_eq!(
+        params["added_blocks"].as_u64().unwrap() * 3,
+        params["blocks"].as_u64().unwrap()
+    );
     let run_dir = dir.join("pro-run");
     let o = run(bin()
         .arg("train")

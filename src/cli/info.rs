@@ -4,6 +4,7 @@ use anyhow::Result;
 use burn::tensor::Device;
 use scalenet::checkpoint::load_model;
 use scalenet::checkpoint::model_dir::LoadedModel;
+use scalenet::growth::plan::recorded_new_layers;
 use scalenet::growth::{GrownCounts, GrowthSpec};
 use scalenet::model::arch::ImageArch;
 use scalenet::model::swin::SwinConfig;
@@ -38,13 +39,21 @@ fn vit(args: &Args, loaded: &LoadedModel, v: &VitConfig) -> Result<()> {
     let (rows, growth_json) = match &loaded.network {
         Network::Plain(m) => {
             let c = m.param_counts();
-            let rows = vec![
+            let mut rows = vec![
                 ("embeddings", c.embeddings),
                 ("blocks", c.blocks),
                 ("norm", c.norm),
                 ("head", c.head),
                 ("total", c.total()),
             ];
+            let added = recorded_new_layers(&cfg.raw);
+            if !added.is_empty() {
+                let n = added
+                    .iter()
+                    .filter_map(|&i| m.blocks.get(i))
+                    .map(|b| b.num_params());
+                rows.push(("added blocks", n.sum()));
+            }
             (rows, serde_json::Value::Null)
         }
         Network::Grown(g) => {
@@ -218,6 +227,7 @@ fn print_params(rows: &[(&str, usize)]) {
             "unshared" => "  the same depth without sharing",
             "shared blocks" => "  each base block stored once",
             "shared layers" => "  each base layer stored once",
+            "added blocks" | "added layers" => "  what `train --train-only new` trains",
             _ => "",
         };
         println!("  {name:<14} {:>14}  ({}){note}", thousands(n), human(n));
@@ -232,16 +242,24 @@ fn language_model(args: &Args) -> Result<()> {
         |e: &scalenet::model::llama::LlamaEnds| e.lm_head.as_ref().map_or(0, |h| h.num_params());
     let embed = c.vocab_size * c.hidden_size;
     let (rows, growth) = match &loaded.model {
-        scalenet::network::LanguageModel::Plain(m) => (
-            vec![
+        scalenet::network::LanguageModel::Plain(m) => {
+            let mut rows = vec![
                 ("embeddings", embed),
                 ("layers", m.layers.iter().map(|l| l.num_params()).sum()),
                 ("norm", m.ends.norm.num_params()),
                 ("lm_head", head(&m.ends)),
                 ("total", m.num_params()),
-            ],
-            None,
-        ),
+            ];
+            let added = recorded_new_layers(&loaded.raw);
+            if !added.is_empty() {
+                let n = added
+                    .iter()
+                    .filter_map(|&i| m.layers.get(i))
+                    .map(|l| l.num_params());
+                rows.push(("added layers", n.sum()));
+            }
+            (rows, None)
+        }
         scalenet::network::LanguageModel::Grown(g) => (
             grown_rows(&g.param_counts(), "shared layers", "lm_head"),
             Some(&g.spec),

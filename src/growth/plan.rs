@@ -149,6 +149,20 @@ pub fn new_layers(map: &[usize]) -> Vec<usize> {
 /// The key under which a plain model written from a growth names its added blocks.
 pub const NEW_LAYERS_KEY: &str = "scalenet_new_layers";
 
+/// The added blocks a model's `config.json` object names (none when it names none).
+pub fn recorded_new_layers(config: &serde_json::Map<String, serde_json::Value>) -> Vec<usize> {
+    config
+        .get(NEW_LAYERS_KEY)
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_u64())
+                .map(|v| v as usize)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Every entry is a base block index, and every base block appears at least once.
 pub fn validate_map(map: &[usize], base_depth: usize) -> Result<(), String> {
     if let Some((i, &j)) = map.iter().enumerate().find(|(_, &j)| j >= base_depth) {

@@ -129,16 +129,7 @@ pub fn added_layers(
         return Ok(Vec::new());
     }
     let key = crate::growth::plan::NEW_LAYERS_KEY;
-    let layers: Vec<usize> = config
-        .get(key)
-        .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_u64())
-                .map(|v| v as usize)
-                .collect()
-        })
-        .unwrap_or_default();
+    let layers = crate::growth::plan::recorded_new_layers(config);
     if layers.is_empty() {
         return Err(crate::error::Error::BadConfig {
             path: model.join("config.json"),
