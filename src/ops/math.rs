@@ -111,8 +111,13 @@ impl Simd {
     ];
 }
 
-/// What this CPU offers.
+/// What this CPU offers (detected once: every kernel call asks).
 pub fn cpu_simd() -> Simd {
+    static DETECTED: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+    *DETECTED.get_or_init(detect_simd)
+}
+
+fn detect_simd() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
         let avx2_fma = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
