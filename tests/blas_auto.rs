@@ -14,12 +14,16 @@ fn auto_measures_what_it_finds_and_says_what_runs() {
         assert!(blas::active().is_none());
         return;
     }
-    // Every library found is named with both rates (or with why it was refused).
+    // Every library found is named with both rates (or with why it was refused, or not timed:
+    // a test run shares the cores with the build, and a busy machine is not timed).
     for path in &found {
         assert!(reason.contains(&path.display().to_string()), "{reason}");
     }
     assert!(
-        reason.contains("GFLOP/s") || reason.contains("refused") || reason.contains("LP64"),
+        reason.contains("GFLOP/s")
+            || reason.contains("refused")
+            || reason.contains("LP64")
+            || reason.contains("not timed, other work loads the cores"),
         "{reason}"
     );
     match blas::active() {

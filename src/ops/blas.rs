@@ -510,8 +510,9 @@ fn python_prefix() -> Option<PathBuf> {
 }
 
 /// `--blas auto`: of our kernels and the libraries [`candidates`] finds, the one whose f32
-/// products run fastest on this CPU, measured once per CPU model and library (cached under
-/// `cache_dir` unless the machine was busy) and put in use. Returns what runs and why. Call
+/// products run fastest on this CPU, measured once per CPU model and library on an idle
+/// machine (cached under `cache_dir`; a busy machine with nothing cached keeps our kernels)
+/// and put in use. Returns what runs and why. Call
 /// it while the process has one thread, as [`set_env_defaults`] asks.
 pub fn choose_auto(cache_dir: Option<&Path>) -> String {
     let _choosing = CHOOSING.lock().unwrap_or_else(|e| e.into_inner());
@@ -534,7 +535,15 @@ pub fn choose_auto(cache_dir: Option<&Path>) -> String {
                 continue;
             }
         };
-        let (ours, theirs) = rates(&lib, &cpu, cache_dir);
+        let Some((ours, theirs)) = rates(&lib, &cpu, cache_dir) else {
+            notes.push(format!(
+                "{}: not timed, other work loads the cores (load {:.1}), and a timing taken now \
+                 would decide by the load; name it with --blas to use it",
+                path.display(),
+                super::cpu::load_average().unwrap_or(0.0)
+            ));
+            continue;
+        };
         notes.push(format!(
             "{}: {theirs:.0} GFLOP/s against our {ours:.0}",
             path.display()
@@ -554,8 +563,11 @@ pub fn choose_auto(cache_dir: Option<&Path>) -> String {
 }
 
 /// GFLOP/s of our f32 product and of `lib`'s on a ViT block's MLP shapes, from the cache or
-/// measured now (in turns, best of five, as `--precision auto` measures).
-fn rates(lib: &Blas, cpu: &str, cache_dir: Option<&Path>) -> (f64, f64) {
+/// measured now (in turns, best of five, as `--precision auto` measures); `None` when nothing
+/// is cached and the machine is busy: under load our kernels (one thread per core) lose more
+/// than a library does, and a 1.8× win measured so went to a library that is level on an
+/// idle machine.
+fn rates(lib: &Blas, cpu: &str, cache_dir: Option<&Path>) -> Option<(f64, f64)> {
     // A debug build's own kernels are several times slower than a release build's: its
     // measurement must not decide for the release binary.
     let build = if cfg!(debug_assertions) {
@@ -576,18 +588,20 @@ fn rates(lib: &Blas, cpu: &str, cache_dir: Option<&Path>) -> (f64, f64) {
         .and_then(|f| std::fs::read_to_string(f).ok())
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| Some((v["ours_gflops"].as_f64()?, v["library_gflops"].as_f64()?)));
-    if let Some(r) = cached {
-        return r;
+    if cached.is_some() {
+        return cached;
+    }
+    if super::cpu::busy() {
+        return None;
     }
     let (ours, theirs) = measure(lib);
-    let busy = super::cpu::busy();
-    if let (Some(f), false) = (&file, busy) {
+    if let Some(f) = &file {
         let json =
             serde_json::json!({"library": key, "ours_gflops": ours, "library_gflops": theirs});
         let _ = f.parent().map(std::fs::create_dir_all);
         let _ = crate::checkpoint::atomic::atomic_write(f, json.to_string().as_bytes());
     }
-    (ours, theirs)
+    Some((ours, theirs))
 }
 
 /// Times our f32 product and `lib`'s, taking turns.
