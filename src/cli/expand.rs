@@ -155,11 +155,15 @@ fn language_model(args: &Args, opts: &ExpandOptions, out: &std::path::Path) -> R
     let base_params = model.num_params();
     let (depth, width) = (model.config.num_hidden_layers, model.config.hidden_size);
     let mut raw = base.raw.clone();
+    let mut added = Vec::new();
     if opts.no_share {
         // The copies' indices, for `train --train-only new` (LLaMA-Pro's training).
         let map = scalenet::growth::options::plan(opts, depth, width)?.layer_map;
-        let added = scalenet::growth::plan::new_layers(&map);
-        raw.insert(scalenet::growth::plan::NEW_LAYERS_KEY.into(), added.into());
+        added = scalenet::growth::plan::new_layers(&map);
+        raw.insert(
+            scalenet::growth::plan::NEW_LAYERS_KEY.into(),
+            added.clone().into(),
+        );
     }
     let grown = scalenet::growth::expand_llama(model, opts)?;
     save_llama(out, &raw, &grown, base.tokenizer_json.as_deref())?;
@@ -173,11 +177,13 @@ fn language_model(args: &Args, opts: &ExpandOptions, out: &std::path::Path) -> R
             out,
         ),
         LanguageModel::Plain(m) => println!(
-            "wrote a plain {}-layer copy of {} ({} parameters) in {}",
+            "wrote a plain {}-layer copy of {} ({} parameters) in {}; the added layers {:?} \
+             train alone with `train --train-only new`",
             m.layers.len(),
             args.base_dir.display(),
             scalenet::units::thousands(m.num_params()),
-            out.display()
+            out.display(),
+            added
         ),
     }
     Ok(())

@@ -123,6 +123,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     validate(&cfg)?;
+    let eval_hint = eval_hint(&cfg);
     match train(cfg, &out, resume, &hooks)? {
         Outcome::Finished { final_model } => {
             println!(
@@ -130,7 +131,7 @@ pub fn run(args: Args) -> Result<()> {
                 final_model.display(),
                 out.join("metrics.jsonl").display()
             );
-            println!("next: scalenet eval {} --data ...", final_model.display());
+            println!("next: scalenet eval {} {eval_hint}", final_model.display());
         }
         Outcome::Interrupted { checkpoint } => {
             println!(
@@ -312,4 +313,14 @@ pub(crate) fn announce_precision(
     println!("precision: {} ({})", d.precision, d.reason);
     println!("matrix products: {}", super::blas_choice());
     d.precision
+}
+
+/// The data flags of the `eval` that the finished run suggests: the run's own data (and, for
+/// text, its window), so that the suggestion runs as printed.
+fn eval_hint(cfg: &TrainConfig) -> String {
+    if cfg.data.starts_with("text:") {
+        format!("--data {} --seq-len {}", cfg.data, cfg.seq_len)
+    } else {
+        format!("--data {}", cfg.data)
+    }
 }

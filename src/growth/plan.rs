@@ -125,7 +125,7 @@ fn group_copies(base: usize, target: usize) -> Result<Vec<usize>, String> {
 fn depth_up_scaling(base: usize, target: usize, drop: usize) -> Result<Vec<usize>, String> {
     if drop == 0 || 2 * drop > base {
         return Err(format!(
-            "--dus-drop {drop}: each copy of the {base} blocks loses {drop}, so it must be between 1 and {} for every block to stay",
+            "--dus-drop {drop}: each copy of the {base} blocks loses {drop}, so it must be between 1 and {} for every base block to stay in the grown model",
             base / 2
         ));
     }
