@@ -1741,3 +1741,231 @@ fn growth_methods_as_one_flag() {
     );
     assert_clean_error(&expand("nope", &["--depth", "8"]).0, &["--method 'nope'"]);
 }
+
+/// Files laid out as Debian's bible-kjv, fortunes and dict-gcide packages lay them out, small:
+/// the KJV as `bible -f` prints it, two fortune files, and a dictzip-compatible dictionary with
+/// its base-64 index.
+fn fake_english_packages(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use std::io::Write;
+    let words = [
+        "and", "the", "light", "was", "good", "upon", "waters", "earth", "said", "day",
+    ];
+    let verse = |i: usize| -> String {
+        (0..12)
+            .map(|k| words[(i * 3 + k * k) % words.len()])
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut kjv = String::new();
+    for ch in 1..=120 {
+        for v in 1..=6 {
+            kjv.push_str(&format!("Ge{ch}:{v} {}.\n", verse(ch * 7 + v)));
+        }
+    }
+    let kjv_path = dir.join("kjv.txt");
+    std::fs::write(&kjv_path, kjv).unwrap();
+    let fortunes = dir.join("fortunes");
+    std::fs::create_dir_all(&fortunes).unwrap();
+    for (f, n) in [("wisdom", 40), ("zippy", 30)] {
+        let text: Vec<String> = (0..n).map(|i| format!("{} -- {f}\n", verse(i))).collect();
+        std::fs::write(fortunes.join(f), text.join("%\n")).unwrap();
+        std::fs::write(fortunes.join(format!("{f}.dat")), [0u8, 1, 2]).unwrap();
+    }
+    let (mut dict, mut index) = (String::new(), String::new());
+    let b64 = |mut n: usize| {
+        let digits = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut s = vec![digits[n % 64]];
+        while n >= 64 {
+            n /= 64;
+            s.insert(0, digits[n % 64]);
+        }
+        String::from_utf8(s).unwrap()
+    };
+    for i in 0..60 {
+        let entry = format!(
+            "Word{i} \\Word{i}\\, n.\n   {}.\n   [1913 Webster]\n\n",
+            verse(i)
+        );
+        index.push_str(&format!(
+            "word{i}\t{}\t{}\n",
+            b64(dict.len()),
+            b64(entry.len())
+        ));
+        dict.push_str(&entry);
+    }
+    let gcide = dir.join("gcide.dict.dz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(dict.as_bytes()).unwrap();
+    std::fs::write(&gcide, gz.finish().unwrap()).unwrap();
+    std::fs::write(dir.join("gcide.index"), index).unwrap();
+    (kjv_path, fortunes, gcide)
+}
+
+/// `scalenet corpus`: the three sources split by document, the same bytes on a second run;
+/// a missing package and a lying index are one line each.
+#[test]
+fn an_english_corpus_from_debian_packages() {
+    let dir = tempdir("corpus");
+    let (kjv, fortunes, gcide) = fake_english_packages(&dir);
+    let corpus = |out: &Path, fortunes: &Path| {
+        run(bin()
+            .args(["corpus", "--out"])
+            .arg(out)
+            .arg("--kjv")
+            .arg(&kjv)
+            .arg("--fortunes")
+            .arg(fortunes)
+            .arg("--gcide")
+            .arg(&gcide))
+    };
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    for out in [&a, &b] {
+        let o = corpus(out, &fortunes);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("corpus.json")).unwrap()).unwrap();
+    let sources = info["sources"].as_array().unwrap();
+    let docs = |s: usize, split: usize| sources[s][1][split]["documents"].as_u64().unwrap();
+    assert_eq!(sources.len(), 3);
+    assert_eq!((docs(0, 0), docs(0, 1), docs(0, 2)), (108, 6, 6));
+    assert_eq!(docs(1, 0) + docs(1, 1) + docs(1, 2), 70);
+    assert_eq!(docs(2, 0) + docs(2, 1) + docs(2, 2), 60);
+    for f in ["train.jsonl", "valid.jsonl", "test.jsonl", "corpus.json"] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let train = std::fs::read_to_string(a.join("train.jsonl")).unwrap();
+    assert!(!train.contains("Ge1:") && !train.contains("[1913 Webster]"));
+    assert_clean_error(
+        &corpus(&dir.join("c"), &dir.join("nowhere")),
+        &["nowhere", "fortunes"],
+    );
+    std::fs::write(dir.join("gcide.index"), "word\tA\tzzzz\n").unwrap();
+    let o = corpus(&dir.join("d"), &fortunes);
+    assert_clean_error(&o, &["gcide.index", "line 1"]);
+    assert!(!dir.join("d").join("train.jsonl").exists());
+}
+
+/// `reproduce --family llama` on a tiny corpus: the base, then growth operators, each run
+/// evaluated on the whole validation and test splits, the report with every finished arm; a
+/// second call reuses every run; bad settings are one line.
+#[test]
+fn the_language_model_study_runs_and_resumes() {
+    let dir = tempdir("lm-study");
+    let (kjv, fortunes, gcide) = fake_english_packages(&dir);
+    let corpus = dir.join("corpus");
+    let o = run(bin()
+        .args(["corpus", "--out"])
+        .arg(&corpus)
+        .arg("--kjv")
+        .arg(&kjv)
+        .arg("--fortunes")
+        .arg(&fortunes)
+        .arg("--gcide")
+        .arg(&gcide));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let study = dir.join("study");
+    let reproduce = |extra: &[&str]| {
+        let mut cmd = bin();
+        cmd.args(["reproduce", "--family", "llama", "--out"])
+            .arg(&study)
+            .arg("--corpus")
+            .arg(&corpus);
+        cmd.args([
+            "--hidden-size",
+            "16",
+            "--num-heads",
+            "2",
+            "--num-kv-heads",
+            "1",
+        ])
+        .args([
+            "--intermediate-size",
+            "32",
+            "--vocab-size",
+            "300",
+            "--seq-len",
+            "16",
+        ])
+        .args([
+            "--batch-size",
+            "4",
+            "--epoch-tokens",
+            "640",
+            "--base-epochs",
+            "2",
+        ])
+        .args(["--epochs", "1", "--seeds", "1", "--base-depth", "2"])
+        .args([
+            "--val-windows",
+            "4",
+            "--precision",
+            "f32",
+            "--adapter-rank",
+            "4",
+        ])
+        .args(["--only", "scalenet,llama-pro-new,solar-dus"])
+        .args(extra);
+        run(&mut cmd)
+    };
+    let o = reproduce(&["--lr-grid", "none"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = std::fs::read_to_string(study.join("RESULTS.md")).unwrap();
+    for row in [
+        "| base |",
+        "| scalenet |",
+        "| llama-pro-new |",
+        "| solar-dus |",
+        "| kjv |",
+    ] {
+        assert!(report.contains(row), "{row} not in {report}");
+    }
+    assert!(study.join("results.png").is_file());
+    let metrics = std::fs::read_to_string(study.join("runs/base/metrics.jsonl")).unwrap();
+    let tokens: Vec<u64> = metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["train_tokens"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        tokens,
+        [640, 1280],
+        "an epoch is --epoch-tokens of the stream"
+    );
+    let fin = |run: &str| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(study.join("runs").join(run).join("final.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    let pro = fin("llama-pro-new-s0");
+    assert!(
+        pro["params_trained"].as_u64() < pro["params_stored"].as_u64(),
+        "{pro}"
+    );
+    assert_eq!(
+        fin("solar-dus-s0")["positions"],
+        2,
+        "SOLAR with m = 1 of 2 layers"
+    );
+    assert!(fin("scalenet-s0")["test_loss"]
+        .as_f64()
+        .unwrap()
+        .is_finite());
+    let o = reproduce(&["--lr-grid", "none"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("scalenet-s0: done earlier, reusing"));
+    assert_clean_error(
+        &reproduce(&["--lr-grid", "1e-3,4e-3"]),
+        &["--lr", "--lr-grid"],
+    );
+    assert_clean_error(&reproduce(&["--mixup", "0.2"]), &["--mixup", "llama"]);
+    assert_clean_error(&reproduce(&["--dus-drop", "2"]), &["--dus-drop", "1 to 1"]);
+}

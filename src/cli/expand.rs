@@ -142,31 +142,12 @@ pub fn run(args: Args) -> Result<()> {
 /// Grows a Llama-family model (transformers directory or GGUF file) into a transformers
 /// directory with the `scalenet` block, or with --no-share into a plain one.
 fn language_model(args: &Args, opts: &ExpandOptions, out: &std::path::Path) -> Result<()> {
-    use scalenet::checkpoint::hf_dir::{load_llama, save_llama};
     use scalenet::network::LanguageModel;
-    let device = burn::tensor::Device::flex();
-    let base = load_llama(&args.base_dir, &device)?;
-    let LanguageModel::Plain(model) = base.model else {
-        bail!(
-            "{}: is already a grown model; expand a plain model",
-            args.base_dir.display()
-        );
-    };
-    let base_params = model.num_params();
-    let (depth, width) = (model.config.num_hidden_layers, model.config.hidden_size);
-    let mut raw = base.raw.clone();
-    let mut added = Vec::new();
-    if opts.no_share {
-        // The copies' indices, for `train --train-only new` (LLaMA-Pro's training).
-        let map = scalenet::growth::options::plan(opts, depth, width)?.layer_map;
-        added = scalenet::growth::plan::new_layers(&map);
-        raw.insert(
-            scalenet::growth::plan::NEW_LAYERS_KEY.into(),
-            added.clone().into(),
-        );
-    }
-    let grown = scalenet::growth::expand_llama(model, opts)?;
-    save_llama(out, &raw, &grown, base.tokenizer_json.as_deref())?;
+    let scalenet::growth::expand::GrownLlamaDir {
+        model: grown,
+        base_params,
+        added,
+    } = scalenet::growth::expand::expand_llama_dir(&args.base_dir, opts, out)?;
     match &grown {
         LanguageModel::Grown(g) => report(
             &args.base_dir.display().to_string(),

@@ -3,6 +3,7 @@
 
 mod bench;
 mod convert;
+mod corpus;
 mod eval;
 mod expand;
 mod forward;
@@ -102,6 +103,8 @@ enum Command {
     Reproduce(study::ReproduceArgs),
     /// Tokenizers for new language models: `tokenizer train`.
     Tokenizer(tokenizer::Args),
+    /// Assemble an English corpus (KJV, fortunes, GCIDE) from Debian's packages, split by document.
+    Corpus(corpus::Args),
 }
 
 /// What `--blas auto` chose, and why, for the commands that report it.
@@ -133,6 +136,7 @@ impl Command {
                 | Command::Expand(_)
                 | Command::Convert(_)
                 | Command::Tokenizer(_)
+                | Command::Corpus(_)
         )
     }
 }
@@ -173,5 +177,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Reproduce(a) => study::reproduce(a),
         Command::Demo(a) => study::demo(a),
         Command::Tokenizer(a) => tokenizer::run(a),
+        Command::Corpus(a) => corpus::run(a),
     }
 }

@@ -3,40 +3,43 @@ use std::path::PathBuf;
 use anyhow::Result;
 use scalenet::device::DEVICE_HELP;
 use scalenet::ops::auto_precision::Requested;
-use scalenet::study::{run_study, table, StudyConfig};
+use scalenet::study::{run_lm_study, run_study, table, LmStudyConfig, StudyConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct ReproduceArgs {
     /// Study directory (runs/, models/, RESULTS.md, results.png, study.json).
     #[arg(long)]
     out: PathBuf,
-    /// Model family: vit, or swin (two stages of --base-depth blocks, heads h and 2h, window
-    /// 7; each stage grows to 2L).
-    #[arg(long, default_value = "vit", value_parser = ["vit", "swin"])]
+    /// Model family: vit, swin (two stages of --base-depth blocks, heads h and 2h, window 7;
+    /// each stage grows to 2L), or llama (the language-model study: growth operators on a tiny
+    /// Llama trained on --corpus; its defaults are in brackets below).
+    #[arg(long, default_value = "vit", value_parser = ["vit", "swin", "llama"])]
     family: String,
     /// Dataset; the committed study uses the full Fashion-MNIST from Debian.
     #[arg(long, default_value = "fmnist")]
     data: String,
-    /// Base depth L (grown and from-scratch deep models have 2L).
-    #[arg(long, default_value_t = 3)]
-    base_depth: usize,
+    /// Base depth L (grown and from-scratch deep models have 2L) [default: 3; llama 4].
+    #[arg(long)]
+    base_depth: Option<usize>,
     #[arg(long, default_value_t = 72)]
     embed_dim: usize,
-    #[arg(long, default_value_t = 3)]
-    num_heads: usize,
+    /// [default: 3; llama 6]
+    #[arg(long)]
+    num_heads: Option<usize>,
     #[arg(long, default_value_t = 7)]
     patch_size: usize,
-    /// Epochs to pretrain the base.
-    #[arg(long, default_value_t = 3)]
-    base_epochs: usize,
-    /// E: epochs after growth (the long from-scratch arm trains 3E).
-    #[arg(long, default_value_t = 1)]
-    epochs: usize,
-    /// Seeds for grown, grown-identity and scratch-3E.
+    /// Epochs to pretrain the base [default: 3; llama 12 of --epoch-tokens: D1].
+    #[arg(long)]
+    base_epochs: Option<usize>,
+    /// E: epochs after growth (the long from-scratch arm trains 3E) [default: 1; llama 6: D2].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Seeds for the headline arms [default: 3].
     #[arg(long, default_value_t = 3)]
     seeds: usize,
-    #[arg(long, default_value_t = 256)]
-    batch_size: usize,
+    /// [default: 256; llama 16 windows]
+    #[arg(long)]
+    batch_size: Option<usize>,
     #[arg(long, default_value_t = 2e-3)]
     lr: f64,
     #[arg(long)]
@@ -63,11 +66,12 @@ pub struct ReproduceArgs {
     /// Random-erasing probability.
     #[arg(long, default_value_t = 0.0)]
     reprob: f64,
-    /// Epochs of linear warmup (fractions allowed).
-    #[arg(long, default_value_t = 0.3)]
-    warmup_epochs: f64,
-    #[arg(long, default_value_t = 0.05)]
-    weight_decay: f64,
+    /// Epochs of linear warmup (fractions allowed) [default: 0.3; llama 0.5].
+    #[arg(long)]
+    warmup_epochs: Option<f64>,
+    /// [default: 0.05; llama 0.1]
+    #[arg(long)]
+    weight_decay: Option<f64>,
     /// Adapter bottleneck width r of the grown arms.
     #[arg(long, default_value_t = 32)]
     adapter_rank: usize,
@@ -79,10 +83,51 @@ pub struct ReproduceArgs {
     /// go on under the other precision (each run's run.json names its own).
     #[arg(long, default_value = "auto")]
     precision: Requested,
+    #[command(flatten)]
+    lm: LmArgs,
+}
+
+/// The language-model study's own flags.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Language models (--family llama)")]
+pub struct LmArgs {
+    /// A corpus directory (`scalenet corpus`); made from Debian's packages when it does not
+    /// exist [default: OUT/corpus].
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Width of the Llama.
+    #[arg(long, default_value_t = 192)]
+    hidden_size: usize,
+    #[arg(long, default_value_t = 512)]
+    intermediate_size: usize,
+    #[arg(long, default_value_t = 2)]
+    num_kv_heads: usize,
+    /// The BPE tokenizer's size (trained on the corpus's training split).
+    #[arg(long, default_value_t = 4096)]
+    vocab_size: usize,
+    #[arg(long, default_value_t = 256)]
+    seq_len: usize,
+    /// Tokens per epoch (one validation after each).
+    #[arg(long, default_value_t = 500_000)]
+    epoch_tokens: u64,
+    /// Rates tried (seed 0, validation loss) for the headline arms; --lr must be one of them;
+    /// `none` for no grid.
+    #[arg(long, default_value = "5e-4,1e-3,2e-3,4e-3")]
+    lr_grid: String,
+    /// SOLAR's m: layers dropped from each copy.
+    #[arg(long, default_value_t = 1)]
+    dus_drop: usize,
+    /// Validation windows read after each epoch (the final evaluation reads all).
+    #[arg(long, default_value_t = 256)]
+    val_windows: usize,
 }
 
 pub fn reproduce(a: ReproduceArgs) -> Result<()> {
     let precision = super::train::announce_precision(a.precision, &a.device);
+    if a.family == "llama" {
+        return reproduce_llama(a, precision);
+    }
+    let d = StudyConfig::reproduce();
     let cfg = StudyConfig {
         family: a.family,
         data: a.data,
@@ -91,12 +136,12 @@ pub fn reproduce(a: ReproduceArgs) -> Result<()> {
         img_size: 28,
         patch_size: a.patch_size,
         embed_dim: a.embed_dim,
-        num_heads: a.num_heads,
-        base_depth: a.base_depth,
-        base_epochs: a.base_epochs,
-        epochs: a.epochs,
+        num_heads: a.num_heads.unwrap_or(d.num_heads),
+        base_depth: a.base_depth.unwrap_or(d.base_depth),
+        base_epochs: a.base_epochs.unwrap_or(d.base_epochs),
+        epochs: a.epochs.unwrap_or(d.epochs),
         seeds: a.seeds,
-        batch_size: a.batch_size,
+        batch_size: a.batch_size.unwrap_or(d.batch_size),
         lr: a.lr,
         workers: a.workers,
         device: a.device,
@@ -109,11 +154,11 @@ pub fn reproduce(a: ReproduceArgs) -> Result<()> {
             .map(super::train::parse_rand_augment)
             .transpose()?,
         reprob: a.reprob,
-        warmup_epochs: a.warmup_epochs,
-        weight_decay: a.weight_decay,
+        warmup_epochs: a.warmup_epochs.unwrap_or(d.warmup_epochs),
+        weight_decay: a.weight_decay.unwrap_or(d.weight_decay),
         adapter_rank: a.adapter_rank,
         precision,
-        ..StudyConfig::reproduce()
+        ..d
     };
     let results = run_study(&cfg, &a.out, &super::train::interruptible())?;
     println!("{}", table(&results));
@@ -122,6 +167,76 @@ pub fn reproduce(a: ReproduceArgs) -> Result<()> {
         a.out.join("RESULTS.md").display(),
         figures(&a.out)
     );
+    Ok(())
+}
+
+/// The language-model study: the corpus (made when missing), then every arm.
+fn reproduce_llama(a: ReproduceArgs, precision: scalenet::ops::precision::Precision) -> Result<()> {
+    let image_only = [
+        ("--data", a.data != "fmnist"),
+        ("--embed-dim", a.embed_dim != 72),
+        ("--patch-size", a.patch_size != 7),
+        ("--train-subset", a.train_subset.is_some()),
+        ("--test-subset", a.test_subset.is_some()),
+        ("--drop-path", a.drop_path > 0.0),
+        ("--mixup", a.mixup > 0.0),
+        ("--rand-augment", a.rand_augment.is_some()),
+        ("--reprob", a.reprob > 0.0),
+    ];
+    if let Some((flag, _)) = image_only.iter().find(|(_, set)| *set) {
+        anyhow::bail!("{flag} belongs to the image studies; --family llama trains on --corpus");
+    }
+    // The default corpus lives in the study directory and is recorded relative to it, so that
+    // a study moved (archived, then continued elsewhere) finds it or makes it again.
+    let corpus = match &a.lm.corpus {
+        Some(c) => std::path::absolute(c)?,
+        None => PathBuf::from("corpus"),
+    };
+    let corpus_dir = a.out.join(&corpus);
+    if !corpus_dir.join("corpus.json").exists() {
+        let info = scalenet::data::corpus::assemble(&Default::default(), 0, &corpus_dir)?;
+        println!("{}", scalenet::data::corpus::describe(&info, &corpus_dir));
+    }
+    let lr_grid = match a.lm.lr_grid.as_str() {
+        "none" => Vec::new(),
+        g => g
+            .split(',')
+            .map(|t| t.trim().parse::<f64>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| anyhow::anyhow!("--lr-grid '{g}': expected rates like 1e-3,2e-3"))?,
+    };
+    let d = LmStudyConfig::reproduce(corpus);
+    let cfg = LmStudyConfig {
+        vocab_size: a.lm.vocab_size,
+        hidden_size: a.lm.hidden_size,
+        intermediate_size: a.lm.intermediate_size,
+        num_heads: a.num_heads.unwrap_or(d.num_heads),
+        num_kv_heads: a.lm.num_kv_heads,
+        base_depth: a.base_depth.unwrap_or(d.base_depth),
+        seq_len: a.lm.seq_len,
+        batch_size: a.batch_size.unwrap_or(d.batch_size),
+        epoch_tokens: a.lm.epoch_tokens,
+        base_epochs: a.base_epochs.unwrap_or(d.base_epochs),
+        epochs: a.epochs.unwrap_or(d.epochs),
+        seeds: a.seeds,
+        lr: a.lr,
+        lr_grid,
+        warmup_epochs: a.warmup_epochs.unwrap_or(d.warmup_epochs),
+        weight_decay: a.weight_decay.unwrap_or(d.weight_decay),
+        adapter_rank: a.adapter_rank,
+        dus_drop: a.lm.dus_drop,
+        val_windows: a.lm.val_windows,
+        device: a.device,
+        only: a.only,
+        precision,
+        ..d
+    };
+    run_lm_study(&cfg, &a.out, &super::train::interruptible())?;
+    let report = a.out.join("RESULTS.md");
+    if let Ok(text) = std::fs::read_to_string(&report) {
+        println!("{text}");
+    }
+    println!("wrote {} · plots: {}", report.display(), figures(&a.out));
     Ok(())
 }
 

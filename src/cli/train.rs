@@ -97,6 +97,14 @@ pub struct Args {
     /// Language models: tokens per training window.
     #[arg(long, default_value_t = 256)]
     seq_len: usize,
+    /// Language models: validation text (`text:PATH`) in place of a --val-split carve, e.g. a
+    /// corpus's valid.jsonl (`scalenet corpus`).
+    #[arg(long)]
+    val_data: Option<String>,
+    /// Language models: an epoch is this many tokens of the training stream, reshuffled at
+    /// each pass over the windows (evaluation and a checkpoint after each). Default: one pass.
+    #[arg(long)]
+    epoch_tokens: Option<u64>,
     /// Run directory to create (metrics.jsonl, curves.png, checkpoint/, model/).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -196,6 +204,8 @@ fn config_from_args(a: &Args) -> Result<TrainConfig> {
         precision: announce_precision(a.precision, &a.device),
         blas: Some(super::blas_choice()),
         seq_len: a.seq_len,
+        val_data: a.val_data.clone(),
+        epoch_tokens: a.epoch_tokens,
     })
 }
 
@@ -251,6 +261,25 @@ fn validate(c: &TrainConfig) -> Result<()> {
         if c.seq_len == 0 {
             bail!("--seq-len must be at least 1");
         }
+        if c.epoch_tokens
+            .is_some_and(|t| t < (c.seq_len * c.batch_size) as u64)
+        {
+            bail!(
+                "--epoch-tokens must hold at least one batch ({} tokens)",
+                c.seq_len * c.batch_size
+            );
+        }
+    } else if let Some(flag) = [
+        ("--val-data", c.val_data.is_some()),
+        ("--epoch-tokens", c.epoch_tokens.is_some()),
+    ]
+    .iter()
+    .find_map(|(f, set)| set.then_some(f))
+    {
+        bail!(
+            "{flag} applies to language models; {} is an image model",
+            c.model_dir.display()
+        );
     }
     if c.batch_size == 0 {
         bail!("--batch-size must be at least 1");

@@ -65,3 +65,44 @@ pub fn expand_llama(base: Llama, opts: &ExpandOptions) -> Result<LanguageModel> 
     }
     Ok(LanguageModel::Grown(grown))
 }
+
+/// What [`expand_llama_dir`] wrote.
+pub struct GrownLlamaDir {
+    pub model: LanguageModel,
+    pub base_params: usize,
+    /// The positions that are new blocks (`--no-share` growths), for `train --train-only new`.
+    pub added: Vec<usize>,
+}
+
+/// Grows the plain Llama in `base_dir` (a transformers directory or a GGUF file) as `opts`
+/// say and saves it, with the base's tokenizer, in `out`. With `no_share` the added layers
+/// are recorded in the config (`NEW_LAYERS_KEY`), for LLaMA-Pro's training of them alone.
+pub fn expand_llama_dir(
+    base_dir: &std::path::Path,
+    opts: &ExpandOptions,
+    out: &std::path::Path,
+) -> Result<GrownLlamaDir> {
+    use crate::checkpoint::hf_dir::{load_llama, save_llama};
+    let base = load_llama(base_dir, &burn::tensor::Device::flex())?;
+    let LanguageModel::Plain(model) = base.model else {
+        return Err(crate::error::Error::Refused {
+            path: base_dir.to_path_buf(),
+            msg: "is already a grown model; expand a plain model".into(),
+        });
+    };
+    let base_params = model.num_params();
+    let (depth, width) = (model.config.num_hidden_layers, model.config.hidden_size);
+    let mut raw = base.raw.clone();
+    let mut added = Vec::new();
+    if opts.no_share {
+        added = new_layers(&plan(opts, depth, width)?.layer_map);
+        raw.insert(NEW_LAYERS_KEY.into(), added.clone().into());
+    }
+    let grown = expand_llama(model, opts)?;
+    save_llama(out, &raw, &grown, base.tokenizer_json.as_deref())?;
+    Ok(GrownLlamaDir {
+        model: grown,
+        base_params,
+        added,
+    })
+}

@@ -54,6 +54,14 @@ pub struct TrainConfig {
     /// Language models: tokens per training window.
     #[serde(default = "default_seq_len")]
     pub seq_len: usize,
+    /// Language models: validation text of its own (`text:PATH`, e.g. a corpus's
+    /// valid.jsonl) in place of a carve of `data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_data: Option<String>,
+    /// Language models: an epoch is this many tokens of the training stream (the windows
+    /// shuffled afresh at each pass over them), so that evaluations fall at token counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_tokens: Option<u64>,
 }
 
 fn default_seq_len() -> usize {
@@ -96,6 +104,8 @@ impl TrainConfig {
             precision: Precision::F32,
             blas: None,
             seq_len: default_seq_len(),
+            val_data: None,
+            epoch_tokens: None,
         }
     }
 

@@ -45,11 +45,24 @@ impl TextTask {
         let eos = loaded.config.eos_token_ids.first().copied();
         let windows = TokenWindows::new(&docs, tok, eos, cfg.seq_len)?;
         let data_seed = cfg.data_seed();
-        let (mut train, val) = if cfg.val_split > 0.0 {
-            let (t, v) = windows.split(cfg.val_split, data_seed);
-            (t, Some(v))
-        } else {
-            (windows, None)
+        let (mut train, val) = match &cfg.val_data {
+            Some(spec) => {
+                let Some(vpath) = crate::data::text::text_spec(spec) else {
+                    return Err(Error::InvalidModel(format!(
+                        "--val-data {spec}: expected text:PATH"
+                    )));
+                };
+                let (vdocs, _) = crate::data::text::read_documents(vpath)?;
+                (
+                    windows,
+                    Some(TokenWindows::new(&vdocs, tok, eos, cfg.seq_len)?),
+                )
+            }
+            None if cfg.val_split > 0.0 => {
+                let (t, v) = windows.split(cfg.val_split, data_seed);
+                (t, Some(v))
+            }
+            None => (windows, None),
         };
         if let Some(n) = cfg.train_subset {
             train = train.subset(n, data_seed);
@@ -92,6 +105,10 @@ impl TextTask {
         })
     }
 
+    fn batches_per_pass(&self) -> usize {
+        epoch_batches(self.train.len(), &self.loader, 0).len()
+    }
+
     fn ids(&self, v: Vec<i64>, b: usize, device: &Device) -> Tensor<2, burn::tensor::Int> {
         Tensor::from_data(TensorData::new(v, [b, self.cfg.seq_len]), device)
     }
@@ -106,7 +123,10 @@ impl Task for TextTask {
     }
 
     fn batches_per_epoch(&self) -> usize {
-        epoch_batches(self.train.len(), &self.loader, 0).len()
+        match self.cfg.epoch_tokens {
+            Some(t) => (t as usize / (self.cfg.seq_len * self.loader.batch_size)).max(1),
+            None => self.batches_per_pass(),
+        }
     }
 
     fn batches<'a>(
@@ -114,12 +134,26 @@ impl Task for TextTask {
         epoch: usize,
         start: usize,
     ) -> Box<dyn Iterator<Item = Result<Vec<usize>>> + 'a> {
-        Box::new(
-            epoch_batches(self.train.len(), &self.loader, epoch)
-                .into_iter()
-                .skip(start)
-                .map(Ok),
-        )
+        if self.cfg.epoch_tokens.is_none() {
+            return Box::new(
+                epoch_batches(self.train.len(), &self.loader, epoch)
+                    .into_iter()
+                    .skip(start)
+                    .map(Ok),
+            );
+        }
+        // The stream: pass p over the windows in its own order, then pass p + 1.
+        let per_pass = self.batches_per_pass();
+        let first = epoch * self.batches_per_epoch() + start;
+        let last = (epoch + 1) * self.batches_per_epoch();
+        let mut pass: Option<(usize, Vec<Vec<usize>>)> = None;
+        Box::new((first..last).map(move |g| {
+            let p = g / per_pass;
+            if pass.as_ref().is_none_or(|(q, _)| *q != p) {
+                pass = Some((p, epoch_batches(self.train.len(), &self.loader, p)));
+            }
+            Ok(pass.as_ref().expect("set above").1[g % per_pass].clone())
+        }))
     }
 
     fn loss(&self, net: &LanguageModel, idx: Vec<usize>, _: usize, _: usize) -> (Tensor<1>, Sizes) {
