@@ -345,10 +345,12 @@ pub(crate) fn announce_precision(
 }
 
 /// The data flags of the `eval` that the finished run suggests: the run's own data (and, for
-/// text, its window), so that the suggestion runs as printed.
+/// text, its window), so that the suggestion runs as printed. Text with validation of its own
+/// is evaluated on that: the training text would measure memory, not the model.
 fn eval_hint(cfg: &TrainConfig) -> String {
     if cfg.data.starts_with("text:") {
-        format!("--data {} --seq-len {}", cfg.data, cfg.seq_len)
+        let data = cfg.val_data.as_ref().unwrap_or(&cfg.data);
+        format!("--data {data} --seq-len {}", cfg.seq_len)
     } else {
         format!("--data {}", cfg.data)
     }
