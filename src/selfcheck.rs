@@ -384,6 +384,7 @@ fn sharing_run(device: &Device) -> Result<SharingRun> {
         unshared_norms: false,
         init: InitMode::Paper,
         no_share: false,
+        lora: None,
         seed: 7,
     };
     let grown: GrownVit = match expand(base, &cfg, &opts)? {

@@ -1740,6 +1740,51 @@ fn growth_methods_as_one_flag() {
         &["--dus-drop", "solar-dus"],
     );
     assert_clean_error(&expand("nope", &["--depth", "8"]).0, &["--method 'nope'"]);
+    assert_clean_error(
+        &expand("stack", &["--depth", "8", "--lora-rank", "4"]).0,
+        &["--lora-rank", "relaxed-recursive"],
+    );
+    // Relaxed recursive: shared blocks and a LoRA per position, B at zero, so the start is
+    // shared looping's function; one training step moves the LoRA and the shared weights.
+    let (o, rr) = expand("relaxed-recursive", &["--depth", "8", "--lora-rank", "4"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let spec = &info(&rr)["scalenet"]["spec"];
+    assert_eq!(spec["lora"]["rank"], 4, "{spec}");
+    assert!(spec["adapter"].is_null());
+    let shared = dir.join("shared--depth8");
+    assert_eq!(logits(&rr), logits(&shared));
+    let rr_run = dir.join("rr-run");
+    let o = run(bin()
+        .arg("train")
+        .arg(&rr)
+        .args([
+            "--data",
+            "fmnist-mini",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+        ])
+        .args([
+            "--train-subset",
+            "64",
+            "--test-subset",
+            "32",
+            "--reset-head",
+        ])
+        .args(["--precision", "f32", "--out"])
+        .arg(&rr_run));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for key in [
+        "blocks.0.attn.qkv.weight",
+        "scalenet.layers.5.lora.mlp.fc2.lora_B.weight",
+    ] {
+        assert_ne!(
+            weights(&rr, key),
+            weights(&rr_run.join("model"), key),
+            "{key}"
+        );
+    }
 }
 
 /// Files laid out as Debian's bible-kjv, fortunes and dict-gcide packages lay them out, small:

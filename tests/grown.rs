@@ -34,6 +34,7 @@ fn opts(depth: usize, map: MapStrategy, init: InitMode) -> ExpandOptions {
         unshared_norms: false,
         init,
         no_share: false,
+        lora: None,
         seed: 7,
     }
 }

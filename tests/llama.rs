@@ -172,6 +172,7 @@ fn shared_layers_move_once_by_the_summed_gradient() {
         unshared_norms: false,
         init: InitMode::Paper,
         no_share: false,
+        lora: None,
         seed: 0,
     };
     let LanguageModel::Grown(grown) = expand_llama(base, &opts).unwrap() else {
@@ -247,6 +248,7 @@ fn identity_growth_keeps_the_base_function() {
             unshared_norms: true,
             init: InitMode::Identity,
             no_share,
+            lora: None,
             seed: 1,
         };
         let grown = expand_llama(b, &opts).unwrap();

@@ -101,6 +101,7 @@ fn opts(depths: &[usize], map: MapStrategy, init: InitMode, no_share: bool) -> E
         unshared_norms: true,
         init,
         no_share,
+        lora: None,
         seed: 7,
     }
     .with_rank(4)
@@ -171,6 +172,7 @@ fn no_share_copy_computes_the_grown_function() {
     let (_, loaded) = base("three_stages_w4");
     let o = ExpandOptions {
         no_share: true,
+        lora: None,
         ..o
     };
     let (c, plain) = expand_swin(swin_of(loaded.network), &config, &o).unwrap();

@@ -114,6 +114,7 @@ fn interrupted_run_resumes_exactly() {
             unshared_norms: true,
             init: InitMode::Identity,
             no_share: false,
+            lora: None,
             seed: 0,
         },
     )
@@ -192,6 +193,7 @@ fn shared_weights_move_once_by_the_summed_gradient() {
             unshared_norms: false,
             init: InitMode::Paper,
             no_share: false,
+            lora: None,
             seed: 0,
         },
     )

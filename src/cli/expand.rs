@@ -16,12 +16,20 @@ pub struct Args {
     /// The growth operator: scalenet (shared blocks + adapters; the default), stack (G_stack:
     /// unshared copies), shared (shared blocks, nothing per position), llama-pro (a zero-output
     /// copy after each group of blocks), solar-dus (SOLAR's depth up-scaling, with
-    /// --dus-drop). A method fixes the map, adapters, init and sharing it is defined by.
+    /// --dus-drop), relaxed-recursive (shared blocks, each position's linear layers relaxed by
+    /// its own LoRA of --lora-rank). A method fixes the map, adapters, init and sharing it is
+    /// defined by.
     #[arg(long, default_value = "scalenet")]
     method: String,
     /// solar-dus: the m blocks each copy of the base loses (the grown depth is 2(L − m)).
     #[arg(long)]
     dus_drop: Option<usize>,
+    /// relaxed-recursive: the rank of each position's LoRA on every linear layer [default: 8].
+    #[arg(long)]
+    lora_rank: Option<usize>,
+    /// relaxed-recursive: the LoRA update's scale (PEFT's alpha / rank).
+    #[arg(long, default_value_t = 1.0)]
+    lora_scale: f64,
     /// Number of block positions L' in the grown model (≥ the base depth).
     #[arg(long, required_unless_present_any = ["depths", "dus_drop"])]
     depth: Option<usize>,
@@ -255,6 +263,14 @@ fn options(args: &Args) -> Result<ExpandOptions> {
             InitMode::Paper
         },
         no_share: args.no_share,
+        lora: (args.lora_rank.is_some() || method == Method::RelaxedRecursive).then(|| {
+            scalenet::growth::plan::LoraSpec {
+                rank: args
+                    .lora_rank
+                    .unwrap_or(scalenet::growth::options::DEFAULT_LORA_RANK),
+                scale: args.lora_scale,
+            }
+        }),
         seed: args.seed,
     };
     method

@@ -168,6 +168,10 @@ fn print_growth(s: &GrowthSpec) {
         ),
         None => "no adapters".into(),
     };
+    let adapter = match &s.lora {
+        Some(l) => format!("{adapter} · {}", lora_text(l)),
+        None => adapter,
+    };
     println!(
         "growth       {} base blocks → {} positions · map {}",
         s.base_depth,
@@ -183,6 +187,14 @@ fn print_growth(s: &GrowthSpec) {
             "none"
         }
     );
+}
+
+/// Relaxed recursive's LoRA as `info` shows it.
+fn lora_text(l: &scalenet::growth::LoraSpec) -> String {
+    format!(
+        "LoRA on every linear layer · rank {} · scale {}",
+        l.rank, l.scale
+    )
 }
 
 fn per_position(yes: bool) -> &'static str {
@@ -324,6 +336,9 @@ fn language_model(args: &Args) -> Result<()> {
             per_position(s.unshared_norms),
             if s.layer_scale { "per position" } else { "none" },
         );
+        if let Some(l) = &s.lora {
+            println!("             {}", lora_text(l));
+        }
     }
     print_params(&rows);
     Ok(())

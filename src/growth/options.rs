@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::plan::{layer_map, AdapterSpec, GrowthSpec, MapStrategy, FORMAT_VERSION};
+use super::plan::{layer_map, AdapterSpec, GrowthSpec, LoraSpec, MapStrategy, FORMAT_VERSION};
 use crate::error::{Error, Result};
 use crate::model::weights::{Init, RandomInit, WeightSource};
 
@@ -25,10 +25,23 @@ pub enum Method {
     /// SOLAR depth up-scaling (Kim et al., 2023): the base without its last m blocks, then the
     /// base without its first m, unshared.
     SolarDus,
+    /// Relaxed Recursive Transformers (Bae et al., 2024): shared blocks, each position's linear
+    /// layers relaxed by its own LoRA (B zero, so it starts as shared looping).
+    RelaxedRecursive,
 }
 
+/// LoRA's rank when `relaxed-recursive` is asked for without one.
+pub const DEFAULT_LORA_RANK: usize = 8;
+
 impl Method {
-    pub const NAMES: [&'static str; 5] = ["scalenet", "stack", "shared", "llama-pro", "solar-dus"];
+    pub const NAMES: [&'static str; 6] = [
+        "scalenet",
+        "stack",
+        "shared",
+        "llama-pro",
+        "solar-dus",
+        "relaxed-recursive",
+    ];
 
     pub fn parse(s: &str) -> std::result::Result<Self, String> {
         Ok(match s {
@@ -37,6 +50,7 @@ impl Method {
             "shared" => Self::Shared,
             "llama-pro" => Self::LlamaPro,
             "solar-dus" => Self::SolarDus,
+            "relaxed-recursive" => Self::RelaxedRecursive,
             other => {
                 return Err(format!(
                     "--method '{other}': expected one of {}",
@@ -57,6 +71,9 @@ impl Method {
             (Self::SolarDus, Some(_)) | (_, None) => {}
             (_, Some(_)) => return Err("--dus-drop goes with --method solar-dus".into()),
         }
+        if opts.lora.is_some() && self != Self::RelaxedRecursive {
+            return Err("--lora-rank goes with --method relaxed-recursive".into());
+        }
         let plain = |map, init, no_share| ExpandOptions {
             map,
             adapter: None,
@@ -73,6 +90,13 @@ impl Method {
                 let drop = dus_drop.expect("checked above");
                 plain(MapStrategy::DepthUpScaling { drop }, InitMode::Paper, true)
             }
+            Self::RelaxedRecursive => ExpandOptions {
+                lora: Some(opts.lora.clone().unwrap_or(LoraSpec {
+                    rank: DEFAULT_LORA_RANK,
+                    scale: 1.0,
+                })),
+                ..plain(opts.map.clone(), InitMode::Paper, false)
+            },
         })
     }
 }
@@ -99,6 +123,8 @@ pub struct ExpandOptions {
     pub init: InitMode,
     /// Write independent copies as a plain timm model (the stacking baseline).
     pub no_share: bool,
+    /// Per-position LoRA on the shared blocks' linear layers (`relaxed-recursive`).
+    pub lora: Option<LoraSpec>,
     pub seed: u64,
 }
 
@@ -117,6 +143,7 @@ pub fn plan(opts: &ExpandOptions, base_depth: usize, width: usize) -> Result<Gro
         adapter: opts.adapter.clone(),
         unshared_norms: opts.unshared_norms,
         layer_scale: opts.init == InitMode::Identity,
+        lora: opts.lora.clone(),
     };
     spec.validate(base_depth, width)
         .map_err(Error::InvalidModel)?;

@@ -237,6 +237,17 @@ impl AdapterSpec {
     }
 }
 
+/// Relaxed Recursive Transformers' relaxation (Bae et al., 2024): every linear layer of the
+/// block a position runs gets the position's own low-rank update, `W + scale · B A` (A
+/// `[rank, in]` drawn as PEFT draws it, B `[out, rank]` zero, so a position starts as its
+/// shared block).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSpec {
+    pub rank: usize,
+    pub scale: f64,
+}
+
 /// The `scalenet` section of a grown model's `config.json` (format version 1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -247,6 +258,9 @@ pub struct GrowthSpec {
     pub adapter: Option<AdapterSpec>,
     pub unshared_norms: bool,
     pub layer_scale: bool,
+    /// Per-position LoRA on the shared linear layers; absent in files written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraSpec>,
 }
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -301,6 +315,17 @@ impl GrowthSpec {
                 return Err(format!("scalenet.adapter.scale {} is not finite", a.scale));
             }
         }
+        if let Some(l) = &self.lora {
+            if l.rank == 0 || l.rank > width {
+                return Err(format!(
+                    "scalenet.lora.rank {} must be 1 to the width {width}",
+                    l.rank
+                ));
+            }
+            if !l.scale.is_finite() {
+                return Err(format!("scalenet.lora.scale {} is not finite", l.scale));
+            }
+        }
         Ok(())
     }
 }
@@ -316,6 +341,8 @@ pub struct StagedGrowth {
     pub adapter: Option<AdapterSpec>,
     pub unshared_norms: bool,
     pub layer_scale: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraSpec>,
 }
 
 impl StagedGrowth {
@@ -328,6 +355,7 @@ impl StagedGrowth {
             adapter: self.adapter.clone(),
             unshared_norms: self.unshared_norms,
             layer_scale: self.layer_scale,
+            lora: self.lora.clone(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! n2 = norm2(x);  f = Mlp_j(n2)  [+ mlp_adapter_i(n2)];   [f = ls2_i ⊙ f];  x = x + f
 //! ```
 //! `norm1`/`norm2` are the base block's unless the position owns them (`unshared_norms`).
+//! With `lora`, `Attn_j` and `Mlp_j` run with the position's LoRA added to each linear layer.
 //! When the base itself has LayerScale, `Attn_j` and `Mlp_j` include the base's `ls1`/`ls2`.
 //!
 //! Sharing is real: `blocks` holds each base block once and positions only hold an index, so
@@ -20,6 +21,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use super::adapter::Adapter;
+use super::lora::PositionLora;
 use super::plan::{GrowthSpec, Placement};
 use crate::model::drop_path::{self, DropPath};
 use crate::model::layers::LayerScale;
@@ -35,6 +37,7 @@ pub struct Position<N: BlockNorm> {
     pub norm2: Option<N>,
     pub ls1: Option<LayerScale>,
     pub ls2: Option<LayerScale>,
+    pub lora: Option<PositionLora>,
 }
 
 /// Where a single-stack model's positions live in checkpoints.
@@ -84,6 +87,10 @@ impl<N: BlockNorm> Position<N> {
             norm2: norm(src, base.norm2(), "norm2"),
             ls1: ls(src, "ls1"),
             ls2: ls(src, "ls2"),
+            lora: spec
+                .lora
+                .as_ref()
+                .map(|l| PositionLora::new(src, key, l, base, device)),
         }
     }
 
@@ -111,6 +118,8 @@ impl<N: BlockNorm> Position<N> {
         position: usize,
         dp: &mut Option<&mut DropPath>,
     ) -> Tensor<3> {
+        let relaxed = self.lora.as_ref().map(|l| l.relax(b));
+        let b = relaxed.as_ref().unwrap_or(b);
         let n1 = self.norm1.as_ref().unwrap_or(b.norm1()).forward(x.clone());
         let (mut a, n1, x) = match keep {
             None => (b.attn(n1.clone(), ctx), n1, x),
@@ -151,14 +160,20 @@ impl<N: BlockNorm> Position<N> {
         if let Some(l) = &self.ls2 {
             l.export(&format!("{key}.ls2"), out);
         }
+        if let Some(l) = &self.lora {
+            l.export(key, out);
+        }
     }
 
+    /// The position's low-rank parameters: its parallel adapters, or its LoRA.
     pub fn adapter_params(&self) -> usize {
+        let lora = self.lora.as_ref().map_or(0, PositionLora::num_params);
         [&self.attn_adapter, &self.mlp_adapter]
             .into_iter()
             .flatten()
             .map(Adapter::num_params)
-            .sum()
+            .sum::<usize>()
+            + lora
     }
 
     pub fn norm_params(&self) -> usize {

@@ -145,6 +145,7 @@ impl GrownSwin {
             adapter: opts.adapter.clone(),
             unshared_norms: opts.unshared_norms,
             layer_scale: opts.init == InitMode::Identity,
+            lora: opts.lora.clone(),
         };
         let widths: Vec<usize> = (0..n).map(|s| cfg.stage_dim(s)).collect();
         spec.validate(&cfg.depths, &widths)

@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use super::drop_path::{self, DropPath};
-use super::layers::{LayerNorm, LayerScale};
+use super::layers::{LayerNorm, LayerScale, Linear};
 use super::weights::{TensorSink, WeightSource};
 
 /// A normalisation layer a position may own instead of sharing its base block's.
@@ -59,6 +59,9 @@ pub trait PreNormBlock: Module + core::fmt::Debug {
     }
     fn export(&self, key: &str, out: &mut TensorSink);
     fn num_params(&self) -> usize;
+    /// Every linear layer of the block with its name under the block's key, in a fixed order
+    /// (for per-position LoRA, which relaxes each of them).
+    fn linears_mut(&mut self) -> Vec<(&'static str, &mut Linear)>;
 }
 
 /// The first `keep` tokens of `[batch, tokens, dim]`.

@@ -482,6 +482,7 @@ impl LmRunner<'_> {
             unshared_norms: false,
             init,
             no_share: false,
+            lora: None,
             seed,
         };
         let (opts, drop) = match method {

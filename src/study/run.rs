@@ -234,6 +234,7 @@ impl Runner<'_> {
             unshared_norms: false,
             init,
             no_share,
+            lora: None,
             seed,
         }
     }

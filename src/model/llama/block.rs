@@ -383,6 +383,19 @@ impl PreNormBlock for DecoderLayer {
     fn num_params(&self) -> usize {
         DecoderLayer::num_params(self)
     }
+
+    fn linears_mut(&mut self) -> Vec<(&'static str, &mut Linear)> {
+        let (a, m) = (&mut self.self_attn, &mut self.mlp);
+        vec![
+            ("self_attn.q_proj", &mut a.q_proj),
+            ("self_attn.k_proj", &mut a.k_proj),
+            ("self_attn.v_proj", &mut a.v_proj),
+            ("self_attn.o_proj", &mut a.o_proj),
+            ("mlp.gate_proj", &mut m.gate_proj),
+            ("mlp.up_proj", &mut m.up_proj),
+            ("mlp.down_proj", &mut m.down_proj),
+        ]
+    }
 }
 
 #[cfg(test)]

@@ -366,6 +366,15 @@ impl PreNormBlock for SwinBlock {
     fn num_params(&self) -> usize {
         SwinBlock::num_params(self)
     }
+
+    fn linears_mut(&mut self) -> Vec<(&'static str, &mut Linear)> {
+        vec![
+            ("attn.qkv", &mut self.attn.qkv),
+            ("attn.proj", &mut self.attn.proj),
+            ("mlp.fc1", &mut self.mlp.fc1),
+            ("mlp.fc2", &mut self.mlp.fc2),
+        ]
+    }
 }
 
 #[cfg(test)]

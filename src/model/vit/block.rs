@@ -6,7 +6,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::attention::Attention;
 use super::config::VitConfig;
-use crate::model::layers::{LayerNorm, LayerScale};
+use crate::model::layers::{LayerNorm, LayerScale, Linear};
 use crate::model::mlp::Mlp;
 use crate::model::prenorm::{gate, PreNormBlock};
 use crate::model::weights::{TensorSink, WeightSource};
@@ -100,5 +100,14 @@ impl PreNormBlock for Block {
 
     fn num_params(&self) -> usize {
         Block::num_params(self)
+    }
+
+    fn linears_mut(&mut self) -> Vec<(&'static str, &mut Linear)> {
+        vec![
+            ("attn.qkv", &mut self.attn.qkv),
+            ("attn.proj", &mut self.attn.proj),
+            ("mlp.fc1", &mut self.mlp.fc1),
+            ("mlp.fc2", &mut self.mlp.fc2),
+        ]
     }
 }
