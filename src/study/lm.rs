@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::error::{Error, Result};
 use crate::growth::expand::expand_llama_dir;
 use crate::growth::options::{ExpandOptions, InitMode, Method};
-use crate::growth::plan::{AdapterSpec, MapStrategy};
+use crate::growth::plan::{AdapterSpec, LoraSpec, MapStrategy};
 use crate::ops::precision::Precision;
 use crate::train::config::TrainConfig;
 use crate::train::optim::TrainOnly;
@@ -279,7 +279,7 @@ pub const LM_ARMS: &[LmArm] = &[
 ];
 
 /// The arms run when `--only` is not given: the headline and the other operators.
-pub const LM_HEADLINE: usize = 13;
+pub const LM_HEADLINE: usize = 14;
 
 /// The base's seed (its data order) and the seeds of the random initialisations.
 const BASE_SEED: u64 = 0;
@@ -487,9 +487,27 @@ impl LmRunner<'_> {
         };
         let (opts, drop) = match method {
             Method::SolarDus => (ExpandOptions { depth: 0, ..opts }, Some(self.cfg.dus_drop)),
+            Method::RelaxedRecursive => {
+                let lora = Some(LoraSpec {
+                    rank: self.lora_rank(),
+                    scale: 1.0,
+                });
+                (ExpandOptions { lora, ..opts }, None)
+            }
             _ => (opts, None),
         };
         method.apply(opts, drop).map_err(Error::InvalidModel)
+    }
+
+    /// The LoRA rank whose parameters per position come nearest to ScaleNet's adapters (both
+    /// branches: d → r → d with biases): the comparison at equal parameters.
+    fn lora_rank(&self) -> usize {
+        let c = self.cfg;
+        let (d, r) = (c.hidden_size, c.adapter_rank);
+        let adapters = 2 * (2 * d * r + r + d);
+        let (q, kv) = (d, c.num_kv_heads * (d / c.num_heads));
+        let per_rank = 2 * (d + q) + 2 * (d + kv) + 3 * (d + c.intermediate_size);
+        ((adapters as f64 / per_rank as f64).round() as usize).max(1)
     }
 
     /// The model seed `s` of `arm` starts from.
@@ -518,6 +536,7 @@ impl LmRunner<'_> {
             ),
             "stack" => grow(Method::Stack, paper, cyclic, "stack".into()),
             "shared" => grow(Method::Shared, paper, cyclic, "shared".into()),
+            "relaxed-recursive" => grow(Method::RelaxedRecursive, paper, cyclic, n.into()),
             "llama-pro" | "llama-pro-new" => {
                 grow(Method::LlamaPro, paper, cyclic, "llama-pro".into())
             }
