@@ -233,6 +233,13 @@ pub fn ops(device: &Device) -> Vec<Check> {
             1e-5,
         ),
         (
+            "silu",
+            Precision::F32,
+            Box::new(|t: Vec<Tensor<2>>| crate::ops::silu(t[0].clone())),
+            vec![(values(96 * 64, 5, 6.0), [96, 64])],
+            1e-5,
+        ),
+        (
             "matmul",
             Precision::F32,
             Box::new(|t: Vec<Tensor<2>>| crate::ops::matmul(t[0].clone(), t[1].clone())),

@@ -85,6 +85,33 @@ fn gelu_matches_burn_forward_and_backward() {
     );
 }
 
+#[test]
+fn silu_matches_burn_forward_and_backward() {
+    let device = Device::flex();
+    let x = inputs(&device);
+    let ours = to_vec(scalenet::ops::silu(x.clone()));
+    let burns = to_vec(burn::tensor::activation::silu(x.clone()));
+    assert!(
+        max_abs_diff(&ours, &burns) < 1e-6,
+        "fwd: {}",
+        max_abs_diff(&ours, &burns)
+    );
+    let t = to_vec(scalenet::ops::silu(x.clone().transpose()).transpose());
+    assert!(max_abs_diff(&t, &burns) < 1e-6);
+    let (ours, numeric) = grads(&|x| scalenet::ops::silu(x), x.clone());
+    let (burns, _) = grads(&|x| burn::tensor::activation::silu(x), x);
+    assert!(
+        max_abs_diff(&ours, &burns) < 2e-6,
+        "vs burn: {}",
+        max_abs_diff(&ours, &burns)
+    );
+    assert!(
+        max_abs_diff(&ours, &numeric) < 1e-3,
+        "vs fd: {}",
+        max_abs_diff(&ours, &numeric)
+    );
+}
+
 /// Under `autocast(Bf16)` a ViT's logits stay f32 and close to the f32 ones, and the f32
 /// parameters receive f32 gradients (the master weights never change dtype).
 #[test]

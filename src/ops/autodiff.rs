@@ -95,6 +95,35 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(B::fused_gelu(x)),
         }
     }
+    fn fused_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct SiluBackward;
+
+        impl<B: Backend + FusedOps> Backward<B, 1> for SiluBackward {
+            type State = B::FloatTensorPrimitive;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let x = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |g| {
+                    B::fused_silu_backward(x, g)
+                });
+            }
+        }
+
+        let (x, node) = x.into_parts();
+        match SiluBackward.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = B::fused_silu(x.clone());
+                prep.finish(x, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_silu(x)),
+        }
+    }
     fn fused_matmul(
         lhs: FloatTensor<Self>,
         rhs: FloatTensor<Self>,

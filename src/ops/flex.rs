@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::gemm_tile::Product;
-use super::math::{at_simd_level, erf, exp_neg, simd_level};
+use super::math::{at_simd_level, erf, exp_neg, sigmoid, simd_level};
 use super::{
     adamw, attention, blas, causal_attention, cross_entropy, gemm_bf16, gemm_f32, gemv, layer_norm,
 };
@@ -197,6 +197,24 @@ impl FusedOps for Flex {
                 g * (cdf + v * pdf)
             }),
             _ => <Flex as ActivationOps<Flex>>::gelu_backward(x, grad),
+        }
+    }
+
+    fn fused_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match x.dtype() {
+            DType::F32 => map1(x, |v| v * sigmoid(v)),
+            _ => super::reference::silu::<Flex>(x),
+        }
+    }
+
+    fn fused_silu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        let same_shape = x.layout().shape() == grad.layout().shape();
+        match (contiguous_f32(&x), grad.dtype()) {
+            (Some(x), DType::F32) if same_shape => map2(&x, grad, |v, g| {
+                let s = sigmoid(v);
+                g * s * v.mul_add(1.0 - s, 1.0)
+            }),
+            _ => super::reference::silu_backward::<Flex>(x, grad),
         }
     }
 

@@ -53,6 +53,19 @@ pub fn exp_neg(x: f32) -> f32 {
     p * f32::from_bits(t.to_bits().wrapping_sub(SHIFT.to_bits()).wrapping_add(127) << 23)
 }
 
+/// σ(x) = 1 / (1 + e^−x), from [`exp_neg`] of −|x| so that e never overflows: for x < 0,
+/// σ(x) = e^x / (1 + e^x). Branch-free, so it vectorises.
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    let e = exp_neg(-x.abs());
+    let r = 1.0 / (1.0 + e);
+    if x >= 0.0 {
+        r
+    } else {
+        e * r
+    }
+}
+
 /// A fold over `r` with 8 accumulators, combined at the end with `f` too (so `f` must be an
 /// operation such as + or max, not a map-and-add): the compiler vectorises it, and the order of
 /// operations depends on the length alone, so every SIMD width gives the same bits.

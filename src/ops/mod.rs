@@ -44,6 +44,14 @@ pub trait FusedOps: Backend {
     fn fused_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         reference::gelu_backward::<Self>(x, grad)
     }
+    /// SiLU, `x · σ(x)`: the gate of a Llama's SwiGLU MLP.
+    fn fused_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        reference::silu::<Self>(x)
+    }
+    /// `grad · SiLU'(x)` = `grad · σ(x) · (1 + x · (1 − σ(x)))`.
+    fn fused_silu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        reference::silu_backward::<Self>(x, grad)
+    }
     /// `lhs [.., m, k] · rhs [.., k, n]` of f32 tensors with an f32 result; with `bf16`, the
     /// products take bf16-rounded inputs and accumulate in f32 (what torch.autocast does to a
     /// matmul). Batched (rank > 2) only off flex, for attention.
@@ -338,6 +346,15 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     ))
 }
 
+/// SiLU through the fused kernel where the backend has one. burn's own is `x · sigmoid(x)`
+/// with sigmoid as `exp(−log(1 + exp(−x)))`: three passes of libm's scalar exp and log, and
+/// as many again in the backward (13% of a tiny Llama's training step, docs/PERFORMANCE.md).
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::fused_silu(
+        x.into_dispatch(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use burn::tensor::{Device, Tensor, TensorData};
@@ -370,6 +387,49 @@ mod tests {
             .map(|(g, w)| (g - w).abs() / w.abs().max(1.0))
             .fold(0.0f32, f32::max);
         assert!(err < 2e-5, "{err}");
+    }
+
+    /// Flex's SiLU and its derivative against f64, and the reference (what other backends
+    /// run) against flex, over the range where σ saturates both ways.
+    #[test]
+    fn silu_and_its_derivative_match_f64_and_the_reference() {
+        let device = Device::flex();
+        let xs: Vec<f32> = (0..1000).map(|i| -50.0 + i as f32 * 0.1).collect();
+        let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [40, 25]), &device);
+        let g = Tensor::<2>::from_data(TensorData::new(vec![0.7f32; 1000], [40, 25]), &device);
+        use super::FusedOps;
+        type D = burn::backend::Dispatch;
+        let run = |f: &dyn Fn(_, _) -> _| {
+            to_vec(Tensor::<2>::from_dispatch(f(
+                x.clone().into_dispatch(),
+                g.clone().into_dispatch(),
+            )))
+        };
+        let fwd = run(&|x, _| D::fused_silu(x));
+        let bwd = run(&|x, g| D::fused_silu_backward(x, g));
+        let fwd_ref = run(&|x, _| super::reference::silu::<D>(x));
+        let bwd_ref = run(&|x, g| super::reference::silu_backward::<D>(x, g));
+        for (i, &v) in xs.iter().enumerate() {
+            let v = v as f64;
+            let s = 1.0 / (1.0 + (-v).exp());
+            let (f, d) = (v * s, 0.7 * s * (1.0 + v * (1.0 - s)));
+            let tol = |w: f64| 1e-6 * w.abs().max(1.0);
+            assert!(
+                (fwd[i] as f64 - f).abs() < tol(f),
+                "silu({v}) {} vs {f}",
+                fwd[i]
+            );
+            assert!(
+                (bwd[i] as f64 - d).abs() < tol(d),
+                "silu'({v}) {} vs {d}",
+                bwd[i]
+            );
+            assert!(
+                (fwd_ref[i] - fwd[i]).abs() < 1e-5 * fwd[i].abs().max(1.0),
+                "reference silu({v})"
+            );
+            assert!((bwd_ref[i] - bwd[i]).abs() < 1e-5, "reference silu'({v})");
+        }
     }
 
     /// The exact GELU derivative that GPUs use against flex's kernel (tested against finite

@@ -57,6 +57,19 @@ pub fn gelu_backward<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> Flo
     B::float_mul(B::float_add(cdf, B::float_mul(x, pdf)), grad)
 }
 
+/// `x · σ(x)`.
+pub fn silu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_mul(x.clone(), B::sigmoid(x))
+}
+
+/// `grad · σ(x) · (1 + x · (1 − σ(x)))`: SiLU's derivative.
+pub fn silu_backward<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let s = B::sigmoid(x.clone());
+    let one_minus = B::float_add_scalar(B::float_neg(s.clone()), 1.0.into());
+    let inner = B::float_add_scalar(B::float_mul(x, one_minus), 1.0.into());
+    B::float_mul(B::float_mul(s, inner), grad)
+}
+
 pub fn linear<B: Backend>(
     x: FloatTensor<B>,
     w: FloatTensor<B>,
