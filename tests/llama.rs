@@ -36,7 +36,7 @@ fn ids_tensor(shape: &[usize], ids: &[i64], device: &Device) -> Tensor<2, Int> {
 }
 
 /// Plain models against transformers, grown ones against the PyTorch reference
-/// (tests/fixtures/scalenet_llama_ref.py), through the check `scalenet selfcheck` runs.
+/// (python/scalenet_torch, on transformers), through the check `scalenet selfcheck` runs.
 #[test]
 fn logits_match_transformers_and_the_grown_reference_within_1e4() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
