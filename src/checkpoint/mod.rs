@@ -9,6 +9,7 @@ pub mod hub_id;
 pub mod lock;
 pub mod model_dir;
 pub mod safetensors_io;
+pub mod torch_export;
 
 pub use model_dir::{
     load_model, load_vit, save_model, save_vit, LoadedModel, LoadedVit, ModelConfig, CONFIG_FILE,

@@ -6,6 +6,7 @@ mod convert;
 mod corpus;
 mod eval;
 mod expand;
+mod export;
 mod forward;
 mod generate;
 mod info;
@@ -103,6 +104,8 @@ enum Command {
     Reproduce(study::ReproduceArgs),
     /// Tokenizers for new language models: `tokenizer train`.
     Tokenizer(tokenizer::Args),
+    /// Write a model for PyTorch (--torch): a grown Llama with its transformers remote code.
+    Export(export::Args),
     /// Assemble an English corpus (KJV, fortunes, GCIDE) from Debian's packages, split by document.
     Corpus(corpus::Args),
 }
@@ -137,6 +140,7 @@ impl Command {
                 | Command::Convert(_)
                 | Command::Tokenizer(_)
                 | Command::Corpus(_)
+                | Command::Export(_)
         )
     }
 }
@@ -178,5 +182,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Demo(a) => study::demo(a),
         Command::Tokenizer(a) => tokenizer::run(a),
         Command::Corpus(a) => corpus::run(a),
+        Command::Export(a) => export::run(a),
     }
 }
