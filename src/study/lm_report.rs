@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::lm::{run_name, LmArm, LmStudyConfig, LM_ARMS};
+use super::lm_arms::{run_name, LmArm, LmStudyConfig, LM_ARMS};
 use crate::error::Result;
 use crate::plot::{mean_std, render, Chart, Series};
 use crate::train::run_dir::{read_json, read_metrics, write_json};

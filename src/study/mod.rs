@@ -6,17 +6,19 @@
 //! study that is stopped can be re-run and continues where it was: finished arms are reused.
 //! `arms` says what a study is (its settings and arms), `run` runs it, `report` writes what it
 //! found (RESULTS.md and its plots). The language-model study (`--family llama`) has its own
-//! arms and runner in `lm` (growth operators against continuing the base and training from
+//! arms in `lm_arms`, its runner in `lm_run` (growth operators against continuing the base and training from
 //! scratch, at equal tokens and FLOPs) and its report in `lm_report`.
 
 mod arms;
-mod lm;
+mod lm_arms;
 mod lm_report;
+mod lm_run;
 mod report;
 mod run;
 
 pub use arms::{Arm, StudyConfig, ARMS};
-pub use lm::{run_lm_study, LmArm, LmStudyConfig, LM_ARMS};
+pub use lm_arms::{LmArm, LmStudyConfig, LM_ARMS};
 pub use lm_report::write_lm_report;
+pub use lm_run::run_lm_study;
 pub use report::{machine, table, verdict, ArmResult};
 pub use run::run_study;
