@@ -166,3 +166,41 @@ def test_trained_in_pytorch_loads_back_in_scalenet(name, tmp_path):
                    env={**os.environ, "SCALENET_BLAS": "none"})
     theirs = load_file(tmp_path / "out.safetensors")["logits"]
     assert (logits(model, io) - theirs).abs().max() < 1e-4
+
+
+@pytest.mark.skipif(binary() is None, reason="the scalenet binary is not built")
+def test_transformers_generate_continues_as_scalenet_generate(tmp_path):
+    """A new grown Llama with a tokenizer, exported: transformers' greedy `generate` gives the
+    text `scalenet generate` prints."""
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM
+
+    b = str(binary())
+    env = {**os.environ, "SCALENET_BLAS": "none", "HF_HUB_OFFLINE": "1"}
+    run = lambda *a: subprocess.run([b, *map(str, a)], check=True, capture_output=True, text=True, env=env)
+    words = "in the beginning god created the heaven and the earth and the earth was without form".split()
+    (tmp_path / "t.txt").write_text(" ".join(words[(i * 7) % len(words)] for i in range(4000)))
+    run("tokenizer", "train", "--data", f"text:{tmp_path / 't.txt'}", "--vocab-size", "300",
+        "--out", tmp_path / "base" / "tokenizer.json")
+    run("init", "--arch", "llama", "--out", tmp_path / "base", "--force", "--seed", "3",
+        *[x for kv in ["vocab_size=300", "hidden_size=32", "intermediate_size=64",
+                       "num_hidden_layers=2", "num_attention_heads=4", "num_key_value_heads=2"]
+          for x in ("--model-arg", kv)])
+    # A few epochs, so that greedy decoding continues in words (a random model's byte tokens
+    # decode differently streamed and whole).
+    run("train", tmp_path / "base", "--data", f"text:{tmp_path / 't.txt'}", "--seq-len", "16",
+        "--batch-size", "8", "--epochs", "4", "--lr", "3e-3", "--val-split", "0", "--precision",
+        "f32", "--out", tmp_path / "run")
+    run("expand", tmp_path / "run" / "model", "--depth", "4", "--init", "identity", "--out",
+        tmp_path / "grown")
+    run("export", "--torch", tmp_path / "grown", "--out", tmp_path / "hf")
+    prompt = "in the beginning"
+    ours = run("generate", tmp_path / "grown", "--prompt", prompt, "--max-new-tokens", "12").stdout
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", trust_remote_code=True,
+                                                 dtype=torch.float32)
+    tok = Tokenizer.from_file(str(tmp_path / "hf" / "tokenizer.json"))
+    ids = torch.tensor([tok.encode(prompt).ids])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                         min_new_tokens=12, do_sample=False)
+    theirs = prompt + tok.decode(out[0, ids.shape[1]:].tolist())
+    assert ours.rstrip("\n") == theirs
