@@ -114,3 +114,9 @@ class ScaleNetLlamaForCausalLM(LlamaForCausalLM):
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size,
                                       **kwargs)
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)
+
+
+# `save_pretrained` then writes `auto_map` and copies these files (and their relative imports)
+# beside the weights, so that the saved directory loads with `trust_remote_code=True` too.
+ScaleNetLlamaConfig.register_for_auto_class()
+ScaleNetLlamaForCausalLM.register_for_auto_class("AutoModelForCausalLM")
