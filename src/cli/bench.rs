@@ -40,7 +40,8 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--steps and --batch-size must be at least 1");
     }
     let device = super::device(&args.device)?;
-    let decision = scalenet::ops::auto_precision::resolve(args.precision, &args.device);
+    let decision = scalenet::ops::auto_precision::resolve(args.precision, &args.device)
+        .map_err(anyhow::Error::msg)?;
     let _autocast = scalenet::ops::autocast(decision.precision);
     let gpu = scalenet::device::cuda_index(&args.device);
     let mut report = match args

@@ -110,6 +110,28 @@ enum Command {
     Corpus(corpus::Args),
 }
 
+/// Mesa's Vulkan drivers print `error: XDG_RUNTIME_DIR is invalid or not set` several times per
+/// run where the variable is missing (containers, CI, ssh without a login session): a private
+/// directory of our own stands in, so that nothing prints what a user would have to learn to
+/// ignore. Still one thread here, so the environment may be set safely.
+#[cfg(feature = "wgpu")]
+fn quiet_vulkan_loader() {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let uid = unsafe { libc::getuid() };
+    let valid = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0)
+    };
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| valid(d.as_ref())) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("scalenet-runtime-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    if valid(&dir) {
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
+    }
+}
+
 /// What `--blas auto` chose, and why, for the commands that report it.
 static BLAS_CHOICE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
@@ -151,6 +173,8 @@ pub fn run() -> anyhow::Result<()> {
     if std::env::var_os("SCALENET_BLAS").is_some_and(|v| v.is_empty()) {
         std::env::set_var("SCALENET_BLAS", "none");
     }
+    #[cfg(feature = "wgpu")]
+    quiet_vulkan_loader();
     let cli = Cli::parse();
     // Still one thread here: the environment may be set safely.
     match cli.blas.to_str() {

@@ -41,7 +41,15 @@ pub fn run(args: Args) -> Result<()> {
             args.fixtures.display()
         );
     }
-    selfcheck::ops(&device).into_iter().for_each(&mut report);
+    let bf16 = scalenet::ops::auto_precision::bf16_supported(&args.device);
+    let (ops, skipped) = selfcheck::ops(&device, bf16);
+    ops.into_iter().for_each(&mut report);
+    for name in skipped {
+        println!(
+            "skip  ops       {name:<62} {} has no bf16 (WGSL)",
+            args.device
+        );
+    }
     selfcheck::sharing(&device)?
         .into_iter()
         .for_each(&mut report);

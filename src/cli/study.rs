@@ -123,7 +123,7 @@ pub struct LmArgs {
 }
 
 pub fn reproduce(a: ReproduceArgs) -> Result<()> {
-    let precision = super::train::announce_precision(a.precision, &a.device);
+    let precision = super::train::announce_precision(a.precision, &a.device)?;
     if a.family == "llama" {
         return reproduce_llama(a, precision);
     }

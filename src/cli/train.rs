@@ -161,6 +161,8 @@ fn config_from_args(a: &Args) -> Result<TrainConfig> {
         bail!("--data is required ({DATA_HELP})")
     };
     // Checked here, before the precision line, and said once for a GPU; the trainer opens it.
+    // A precision the device cannot run is refused before the device is announced.
+    scalenet::ops::auto_precision::supported(a.precision, &a.device).map_err(anyhow::Error::msg)?;
     super::device(&a.device)?;
     Ok(TrainConfig {
         model_dir,
@@ -201,7 +203,7 @@ fn config_from_args(a: &Args) -> Result<TrainConfig> {
         skip_bad_images: a.on_bad_image == "skip",
         eval_batch_size: a.eval_batch_size,
         device: a.device.clone(),
-        precision: announce_precision(a.precision, &a.device),
+        precision: announce_precision(a.precision, &a.device)?,
         blas: Some(super::blas_choice()),
         seq_len: a.seq_len,
         val_data: a.val_data.clone(),
@@ -337,11 +339,12 @@ pub fn interruptible() -> Hooks {
 pub(crate) fn announce_precision(
     requested: scalenet::ops::auto_precision::Requested,
     device: &str,
-) -> scalenet::ops::precision::Precision {
-    let d = scalenet::ops::auto_precision::resolve(requested, device);
+) -> Result<scalenet::ops::precision::Precision> {
+    let d =
+        scalenet::ops::auto_precision::resolve(requested, device).map_err(anyhow::Error::msg)?;
     println!("precision: {} ({})", d.precision, d.reason);
     println!("matrix products: {}", super::blas_choice());
-    d.precision
+    Ok(d.precision)
 }
 
 /// The data flags of the `eval` that the finished run suggests: the run's own data (and, for

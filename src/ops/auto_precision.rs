@@ -39,19 +39,41 @@ pub struct Decision {
     pub reason: String,
 }
 
-/// Resolves `requested` for the `--device` named `device`.
-pub fn resolve(requested: Requested, device: &str) -> Decision {
-    match requested {
+/// Whether the device named `device` computes in bf16: not wgpu, whose shading language
+/// (WGSL) has no bf16 type.
+pub fn bf16_supported(device: &str) -> bool {
+    !device.starts_with("wgpu")
+}
+
+/// Refuses a precision the device cannot compute in, with the line to show; measures nothing.
+pub fn supported(requested: Requested, device: &str) -> Result<(), String> {
+    if requested == Requested::Fixed(Precision::Bf16) && !bf16_supported(device) {
+        return Err(format!(
+            "--precision bf16 is not supported on {device}: WGSL has no bf16 type; use --precision f32 (wgpu's f32 products are plain f32)"
+        ));
+    }
+    Ok(())
+}
+
+/// Resolves `requested` for the `--device` named `device`; bf16 where the device has none is
+/// refused with the line to show.
+pub fn resolve(requested: Requested, device: &str) -> Result<Decision, String> {
+    supported(requested, device)?;
+    Ok(match requested {
         Requested::Fixed(precision) => Decision {
             precision,
             reason: "as asked (--precision)".into(),
+        },
+        Requested::Auto if !bf16_supported(device) => Decision {
+            precision: Precision::F32,
+            reason: format!("auto on {device}: WGSL has no bf16, and its f32 products are plain f32"),
         },
         Requested::Auto if crate::device::is_gpu(device) => Decision {
             precision: Precision::Bf16,
             reason: "auto on a GPU: bf16 runs on the tensor cores, f32 takes four TF32 products per matmul".into(),
         },
         Requested::Auto => cpu_decision(cache_dir().as_deref()),
-    }
+    })
 }
 
 /// The CPU's decision, measured or read from the cache under `cache_dir` (none: not cached).
@@ -155,12 +177,25 @@ mod tests {
             Ok(Requested::Fixed(Precision::Bf16))
         );
         assert!("fp8".parse::<Requested>().unwrap_err().contains("auto"));
-        let d = resolve(Requested::Fixed(Precision::F32), "flex");
+        let d = resolve(Requested::Fixed(Precision::F32), "flex").unwrap();
         assert_eq!(d.precision, Precision::F32);
+        let auto = |device: &str| resolve(Requested::Auto, device).unwrap().precision;
+        assert_eq!(auto("cuda:0"), Precision::Bf16);
+    }
+
+    /// wgpu has no bf16: auto keeps f32 there, and asking for bf16 is one clear line.
+    #[test]
+    fn bf16_on_wgpu_is_refused_and_auto_keeps_f32() {
         assert_eq!(
-            resolve(Requested::Auto, "cuda:0").precision,
-            Precision::Bf16
+            resolve(Requested::Auto, "wgpu").unwrap().precision,
+            Precision::F32
         );
+        let e = resolve(Requested::Fixed(Precision::Bf16), "wgpu").unwrap_err();
+        assert!(
+            e.starts_with("--precision bf16 is not supported on wgpu: "),
+            "{e}"
+        );
+        assert!(!e.contains('\n'));
     }
 
     #[test]

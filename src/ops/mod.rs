@@ -189,9 +189,16 @@ pub trait FusedOps: Backend {
 }
 
 /// burn's CubeCL matmul runs f32 inputs through TF32 tensor cores (10-bit mantissa, ~1e-3
-/// relative error) wherever the GPU has them, and nothing in burn 0.22 turns that off. f32 here
-/// means f32 as PyTorch means it, so f32 products take the split path instead; bf16 keeps the
-/// tensor cores as they are.
+/// relative error) wherever a CUDA GPU has them, and nothing in burn 0.22 turns that off. f32
+/// here means f32 as PyTorch means it, so f32 products on CUDA take the split path instead;
+/// bf16 keeps the tensor cores as they are. wgpu's f32 product is plain f32 (WGSL has no TF32,
+/// nor the bf16 type the split casts through), so it runs as it is there.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn tf32_rounds(t: &FloatTensor<burn::backend::Cube>) -> bool {
+    use burn::backend::TensorMetadata;
+    matches!(t.device(), burn::backend::CubeDevice::Cuda(_))
+}
+
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 impl FusedOps for burn::backend::Cube {
     fn fused_matmul(
@@ -201,8 +208,10 @@ impl FusedOps for burn::backend::Cube {
     ) -> FloatTensor<Self> {
         if bf16 {
             reference::matmul::<Self>(lhs, rhs, true)
-        } else {
+        } else if tf32_rounds(&lhs) {
             reference::matmul_split::<Self>(lhs, rhs)
+        } else {
+            <Self as burn::backend::ops::FloatTensorOps<Self>>::float_matmul(lhs, rhs)
         }
     }
 
