@@ -1953,7 +1953,10 @@ fn the_language_model_study_runs_and_resumes() {
             "--adapter-rank",
             "4",
         ])
-        .args(["--only", "scalenet,llama-pro-new,solar-dus"])
+        .args([
+            "--only",
+            "scalenet,llama-pro-new,solar-dus,relaxed-recursive",
+        ])
         .args(extra);
         run(&mut cmd)
     };
@@ -1965,6 +1968,7 @@ fn the_language_model_study_runs_and_resumes() {
         "| scalenet |",
         "| llama-pro-new |",
         "| solar-dus |",
+        "| relaxed-recursive |",
         "| kjv |",
     ] {
         assert!(report.contains(row), "{row} not in {report}");

@@ -231,6 +231,12 @@ pub const LM_ARMS: &[LmArm] = &[
         Budget::D2,
     ),
     lm_arm(
+        "relaxed-recursive",
+        "Relaxed Recursive 2L: shared blocks + per-position LoRA on every linear layer, at ScaleNet's parameter count",
+        4,
+        Budget::D2,
+    ),
+    lm_arm(
         "base+2D2",
         "the base (L) trained 2·D2 more tokens (a 2L arm's FLOPs)",
         2,
