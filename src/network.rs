@@ -43,6 +43,22 @@ impl Network {
         }
     }
 
+    /// Feature maps `[batch, c, h, w]` for a dense head: a Swin's stage outputs (all of them),
+    /// a ViT's outputs of blocks (a grown ViT's positions) `vit_indices`, on the patch grid.
+    pub fn feature_maps(
+        &self,
+        x: Tensor<4>,
+        vit_indices: &[usize],
+        dp: &mut Option<&mut DropPath>,
+    ) -> Vec<Tensor<4>> {
+        match self {
+            Network::Plain(m) => m.forward_intermediates(x, vit_indices, dp),
+            Network::Grown(m) => m.forward_intermediates(x, vit_indices, dp),
+            Network::Swin(m) => m.forward_stages(x, dp),
+            Network::GrownSwin(m) => m.forward_stages(x, dp),
+        }
+    }
+
     /// A small tensor that depends on the last update (the patch projection's bias), read to
     /// make sure pending work has finished, e.g. when timing.
     pub fn config_probe(&self) -> Tensor<1> {

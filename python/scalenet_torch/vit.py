@@ -70,6 +70,25 @@ class ScaleNetViT(nn.Module):
     def forward(self, x):
         return self.base.forward_head(self.forward_features(x))
 
+    def forward_intermediates(self, x, indices):
+        """The outputs of positions `indices` as NCHW patch grids, prefix tokens dropped and
+        no norm: what timm's `forward_intermediates(..., norm=False, output_fmt='NCHW',
+        intermediates_only=True)` gives for a plain ViT, a grown model's positions counting
+        as blocks."""
+        b = self.base
+        n, _, h, w = x.shape
+        gh, gw = b.patch_embed.dynamic_feat_size((h, w)) if b.dynamic_img_size else b.patch_embed.grid_size
+        x = b.norm_pre(b.patch_drop(b._pos_embed(b.patch_embed(x))))
+        outs = []
+        for i, (pos, j) in enumerate(zip(self.layers, self.layer_map)):
+            if i > max(indices):
+                break
+            x = pos(b.blocks[j], x)
+            for _ in range(list(indices).count(i)):
+                patches = x[:, b.num_prefix_tokens:]
+                outs.append(patches.reshape(n, gh, gw, -1).permute(0, 3, 1, 2).contiguous())
+        return outs
+
     def grown_state_dict(self):
         sd = dict(self.base.state_dict())
         for i, pos in enumerate(self.layers):

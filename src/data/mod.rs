@@ -6,6 +6,8 @@ pub mod corpus;
 pub mod folder;
 pub mod idx;
 pub mod loader;
+pub mod scenes;
+pub mod seg;
 pub mod text;
 pub mod tokenizer;
 pub mod transform;
@@ -144,6 +146,14 @@ impl Split {
                     label: f.labels[k],
                 })
             }
+        }
+    }
+
+    /// The images and this split's indices into them, when they are held in memory.
+    pub fn memory_parts(&self) -> Option<(Arc<ImageSet>, Vec<usize>)> {
+        match &self.source {
+            Source::Memory(s) => Some((s.clone(), self.indices.clone())),
+            Source::Files(_) => None,
         }
     }
 

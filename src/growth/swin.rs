@@ -182,6 +182,17 @@ impl GrownSwin {
             .head(self.forward_features_train(x, &mut None), false)
     }
 
+    /// Each stage's output as `[batch, c, h, w]`, as `SwinTransformer::forward_stages`.
+    pub fn forward_stages(&self, x: Tensor<4>, dp: &mut Option<&mut DropPath>) -> Vec<Tensor<4>> {
+        let depths: Vec<usize> = self.positions.iter().map(Vec::len).collect();
+        let outs = swin::stage_outputs(&self.ends, &depths, x, dp, &|s, i, x, position, dp| {
+            let block = &self.stages[s][self.spec.layer_maps[s][i]];
+            let windows = &self.windows[s][i % 2];
+            self.positions[s][i].forward(block, x, windows, position, dp)
+        });
+        swin::stage_maps(self.config(), outs)
+    }
+
     /// Positions the input passes through, all stages.
     pub fn depth(&self) -> usize {
         self.positions.iter().map(Vec::len).sum()

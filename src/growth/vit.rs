@@ -118,6 +118,19 @@ impl GrownVit {
         )
     }
 
+    /// The outputs of positions `indices` as `[batch, dim, grid_h, grid_w]` (a grown model's
+    /// positions count as blocks).
+    pub fn forward_intermediates(
+        &self,
+        x: Tensor<4>,
+        indices: &[usize],
+        dp: &mut Option<&mut DropPath>,
+    ) -> Vec<Tensor<4>> {
+        vit::intermediates(&self.embed, indices, x, dp, &|i, x, keep, dp| {
+            self.run_position(i, x, keep, dp)
+        })
+    }
+
     /// `[batch, chans, h, w]` → `[batch, num_classes]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         self.forward_train(x, &mut None)

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod eval;
+pub mod iou;
 pub mod lm;
 pub mod optim;
 pub mod run_dir;

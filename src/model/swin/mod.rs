@@ -267,7 +267,20 @@ pub fn features(
     dp: &mut Option<&mut DropPath>,
     layer: &StageLayer,
 ) -> Tensor<3> {
+    let mut outs = stage_outputs(ends, depths, x, dp, layer);
+    outs.pop().expect("a Swin has at least one stage")
+}
+
+/// [`features`], keeping each stage's output tokens (before any norm) for dense heads.
+pub fn stage_outputs(
+    ends: &SwinEnds,
+    depths: &[usize],
+    x: Tensor<4>,
+    dp: &mut Option<&mut DropPath>,
+    layer: &StageLayer,
+) -> Vec<Tensor<3>> {
     let mut x = ends.embed(x);
+    let mut outs = Vec::with_capacity(depths.len());
     let mut position = 0;
     for (s, &depth) in depths.iter().enumerate() {
         x = ends.enter_stage(s, x);
@@ -275,8 +288,22 @@ pub fn features(
             x = layer(s, i, x, position, dp);
             position += 1;
         }
+        outs.push(x.clone());
     }
-    x
+    outs
+}
+
+/// Stage tokens `[batch, h·w, c]` as feature maps `[batch, c, h, w]` on each stage's grid
+/// (timm's `forward_intermediates` with NCHW output).
+pub fn stage_maps(cfg: &SwinConfig, outs: Vec<Tensor<3>>) -> Vec<Tensor<4>> {
+    outs.into_iter()
+        .zip(cfg.stages())
+        .map(|(x, g)| {
+            let [b, _, c] = x.dims();
+            let [h, w] = g.resolution;
+            x.reshape([b, h, w, c]).permute([0, 3, 1, 2])
+        })
+        .collect()
 }
 
 #[derive(Module, Debug)]
@@ -317,6 +344,16 @@ impl SwinTransformer {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         self.ends
             .head(self.forward_features_train(x, &mut None), false)
+    }
+
+    /// Each stage's output as `[batch, c, h, w]` (strides 4, 8, 16, 32 for a patch of 4).
+    pub fn forward_stages(&self, x: Tensor<4>, dp: &mut Option<&mut DropPath>) -> Vec<Tensor<4>> {
+        let depths: Vec<usize> = self.stages.iter().map(Vec::len).collect();
+        let outs = stage_outputs(&self.ends, &depths, x, dp, &|s, i, x, position, dp| {
+            let block = &self.stages[s][i];
+            block.forward_block(x, &block.geometry, None, position, dp)
+        });
+        stage_maps(self.config(), outs)
     }
 
     pub fn depth(&self) -> usize {

@@ -76,6 +76,11 @@ impl Embeddings {
         x + self.pos_embed.val()
     }
 
+    /// Class and distillation tokens ahead of the patches.
+    pub fn num_prefix_tokens(&self) -> usize {
+        usize::from(self.cls_token.is_some()) + usize::from(self.dist_token.is_some())
+    }
+
     pub fn export(&self, out: &mut TensorSink) {
         export_patch_conv(&self.proj_weight, &self.proj_bias, self.patch_size, out);
         if let Some(t) = &self.cls_token {
@@ -89,7 +94,6 @@ impl Embeddings {
 
     pub fn num_params(&self) -> usize {
         let [k, d] = self.proj_weight.dims();
-        let tokens = usize::from(self.cls_token.is_some()) + usize::from(self.dist_token.is_some());
-        k * d + d + tokens * d + self.pos_embed.dims().iter().product::<usize>()
+        k * d + d + self.num_prefix_tokens() * d + self.pos_embed.dims().iter().product::<usize>()
     }
 }

@@ -64,6 +64,18 @@ impl VisionTransformer {
         })
     }
 
+    /// The outputs of blocks `indices` as `[batch, dim, grid_h, grid_w]` ([`intermediates`]).
+    pub fn forward_intermediates(
+        &self,
+        x: Tensor<4>,
+        indices: &[usize],
+        dp: &mut Option<&mut DropPath>,
+    ) -> Vec<Tensor<4>> {
+        intermediates(&self.embed, indices, x, dp, &|i, x, keep, dp| {
+            self.blocks[i].forward_block(x, (), keep, i, dp)
+        })
+    }
+
     pub fn forward_head(&self, x: Tensor<3>, pre_logits: bool) -> Tensor<2> {
         self.head.forward(x, pre_logits)
     }
@@ -122,6 +134,40 @@ pub fn features(
     layer: &Layer,
 ) -> Tensor<3> {
     (0..depth).fold(embed.forward(x), |x, i| layer(i, x, None, dp))
+}
+
+/// Embeddings, then layers through the last of `indices`: each listed layer's output with the
+/// prefix tokens dropped, as a patch grid `[batch, dim, grid_h, grid_w]` (timm's
+/// `forward_intermediates` with NCHW output and no norm). `indices` ascending, repeats allowed.
+pub fn intermediates(
+    embed: &Embeddings,
+    indices: &[usize],
+    x: Tensor<4>,
+    dp: &mut Option<&mut DropPath>,
+    layer: &Layer,
+) -> Vec<Tensor<4>> {
+    let prefix = embed.num_prefix_tokens();
+    let [gh, gw] = [embed.grid_h, embed.grid_w];
+    let mut outs = Vec::with_capacity(indices.len());
+    let mut x = embed.forward(x);
+    for i in 0..=indices.last().copied().unwrap_or(0) {
+        x = layer(i, x, None, dp);
+        // A repeated index (a shallow model asked for four levels) repeats its map.
+        for _ in indices.iter().filter(|&&k| k == i) {
+            let [b, n, d] = x.dims();
+            let patches = x.clone().slice([0..b, prefix..n, 0..d]);
+            outs.push(patches.reshape([b, gh, gw, d]).permute([0, 3, 1, 2]));
+        }
+    }
+    outs
+}
+
+/// `n` blocks of `depth` for a dense head, evenly spaced with the last included: block
+/// ⌈k·depth/n⌉ − 1 for k = 1..n, mmsegmentation's (2, 5, 8, 11) for a 12-block ViT.
+pub fn default_out_indices(depth: usize, n: usize) -> Vec<usize> {
+    (1..=n)
+        .map(|k| (k * depth).div_ceil(n).max(1) - 1)
+        .collect()
 }
 
 /// [`features`], then the head: `[batch, chans, h, w]` → `[batch, num_classes]`.

@@ -1,0 +1,124 @@
+//! Segmentation against its references: the metric against mmsegmentation's `IoUMetric`
+//! (tests/fixtures/gen_iou_fixtures.py writes the fixture with mmsegmentation's own code path).
+
+use std::path::Path;
+
+use scalenet::checkpoint::TensorFile;
+use scalenet::train::iou::IouAreas;
+
+fn as_u32(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|&x| x as u32).collect()
+}
+
+/// Same NaN pattern and values to f32 rounding (the fixture stores f32).
+fn assert_close(got: &[f64], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g.is_nan(), w.is_nan(), "{what}: {got:?} vs {want:?}");
+        if !w.is_nan() {
+            assert!((g - *w as f64).abs() < 1e-6, "{what}: {got:?} vs {want:?}");
+        }
+    }
+}
+
+#[test]
+fn miou_equals_mmsegmentation_iou_metric() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seg/iou.safetensors");
+    let mut f = TensorFile::read(&path).unwrap();
+    let labels = f.take("labels").unwrap();
+    let preds = as_u32(&f.take("preds").unwrap().values);
+    let (n, hw) = (labels.shape[0], labels.shape[1] * labels.shape[2]);
+    let labels = as_u32(&labels.values);
+    let num_classes = f.tensors["iou"].shape[0];
+    let mut areas = IouAreas::new(num_classes, 255);
+    for i in 0..n {
+        let img = i * hw..(i + 1) * hw;
+        areas.add(&preds[img.clone()], &labels[img]);
+    }
+    for (key, got) in [
+        ("area_intersect", &areas.intersect),
+        ("area_union", &areas.union),
+        ("area_pred", &areas.pred),
+        ("area_label", &areas.label),
+    ] {
+        let want = as_u32(&f.take(key).unwrap().values);
+        let got: Vec<u32> = got.iter().map(|&x| x as u32).collect();
+        assert_eq!(got, want, "{key}");
+    }
+    let m = areas.metrics();
+    assert_close(&m.iou, &f.take("iou").unwrap().values, "IoU");
+    assert_close(&m.acc, &f.take("acc").unwrap().values, "Acc");
+    assert_close(&[m.aacc], &f.take("aacc").unwrap().values, "aAcc");
+    assert_close(&[m.miou], &f.take("miou").unwrap().values, "mIoU");
+    assert_close(&[m.macc], &f.take("macc").unwrap().values, "mAcc");
+    assert!(m.iou[num_classes - 1].is_nan() && m.iou[num_classes - 2] == 0.0);
+}
+
+/// Every image fixture's feature maps (a ViT's chosen blocks, a Swin's stages; plain and
+/// grown) against timm's `forward_intermediates` and the package's grown models
+/// (tests/fixtures/gen_seg_fixtures.py), ≤ 1e-4.
+#[test]
+fn feature_maps_match_timm_forward_intermediates() {
+    use burn::tensor::{Device, Tensor, TensorData};
+    use scalenet::checkpoint::model_dir::load_model;
+    use scalenet::model::weights::to_vec;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let device = Device::flex();
+    let mut checked = 0;
+    for kind in ["timm", "swin", "grown", "grown_swin"] {
+        let mut dirs: Vec<_> = std::fs::read_dir(root.join(kind))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join("io.safetensors").is_file())
+            .collect();
+        dirs.sort();
+        for dir in dirs {
+            let name = dir.file_name().unwrap().to_string_lossy().to_string();
+            let path = root.join(format!("seg/features/{kind}/{name}.safetensors"));
+            let mut want = TensorFile::read(&path).unwrap();
+            let indices: Vec<usize> = want
+                .take("indices")
+                .unwrap()
+                .values
+                .iter()
+                .map(|&v| v as usize)
+                .collect();
+            let input = TensorFile::read(&dir.join("io.safetensors"))
+                .unwrap()
+                .take("input")
+                .unwrap();
+            let x =
+                Tensor::<4>::from_data(TensorData::new(input.values, input.shape.clone()), &device);
+            let net = load_model(&dir, &device).unwrap().network;
+            let got = net.feature_maps(x, &indices, &mut None);
+            assert_eq!(
+                got.len(),
+                want.tensors.len(),
+                "{kind}/{name}: number of maps"
+            );
+            for (k, map) in got.into_iter().enumerate() {
+                let w = want.take(&format!("feat.{k}")).unwrap();
+                assert_eq!(map.dims().to_vec(), w.shape, "{kind}/{name} map {k}");
+                let err = to_vec(map)
+                    .iter()
+                    .zip(&w.values)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                eprintln!("{kind}/{name} map {k}: max abs error {err:e}");
+                assert!(err <= 1e-4, "{kind}/{name} map {k}: {err}");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 18);
+}
+
+#[test]
+fn default_out_indices_space_blocks_evenly_and_end_at_the_last() {
+    use scalenet::model::vit::default_out_indices;
+    assert_eq!(default_out_indices(12, 4), vec![2, 5, 8, 11]);
+    assert_eq!(default_out_indices(24, 4), vec![5, 11, 17, 23]);
+    assert_eq!(default_out_indices(6, 4), vec![1, 2, 4, 5]);
+    assert_eq!(default_out_indices(2, 4), vec![0, 0, 1, 1]);
+}
