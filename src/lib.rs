@@ -22,6 +22,7 @@ pub mod model;
 pub mod network;
 pub mod ops;
 pub mod plot;
+pub mod segment;
 pub mod selfcheck;
 pub mod study;
 pub mod train;

@@ -122,3 +122,44 @@ fn default_out_indices_space_blocks_evenly_and_end_at_the_last() {
     assert_eq!(default_out_indices(6, 4), vec![1, 2, 4, 5]);
     assert_eq!(default_out_indices(2, 4), vec![0, 0, 1, 1]);
 }
+
+/// Segmentors (UperNet with its FCN auxiliary head, and the linear probe) on ViT and Swin
+/// backbones, plain and grown, against the PyTorch reference that follows mmsegmentation
+/// (python/scalenet_torch/seg.py; tests/fixtures/gen_seg_fixtures.py), eval mode, ≤ 1e-4.
+#[test]
+fn segmentor_logits_match_the_mmsegmentation_reference() {
+    use burn::tensor::{Device, Tensor, TensorData};
+    use scalenet::checkpoint::seg_dir::load_segmentor;
+    use scalenet::model::weights::to_vec;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seg/models");
+    let device = Device::flex();
+    let mut names: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 6);
+    for dir in names {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let (_, seg) = load_segmentor(&dir, &device).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut io = TensorFile::read(&dir.join("io.safetensors")).unwrap();
+        let input = io.take("input").unwrap();
+        let x = Tensor::<4>::from_data(TensorData::new(input.values, input.shape), &device);
+        let (logits, aux) = seg.forward(x);
+        let mut outs = vec![("logits", logits)];
+        outs.extend(aux.map(|a| ("aux_logits", a)));
+        assert_eq!(outs.len(), io.tensors.len(), "{name}: heads");
+        for (key, got) in outs {
+            let want = io.take(key).unwrap();
+            assert_eq!(got.dims().to_vec(), want.shape, "{name} {key}");
+            let err = to_vec(got)
+                .iter()
+                .zip(&want.values)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            eprintln!("{name} {key}: max abs error {err:e}");
+            assert!(err <= 1e-4, "{name} {key}: {err}");
+        }
+    }
+}

@@ -9,6 +9,7 @@ pub mod hub_id;
 pub mod lock;
 pub mod model_dir;
 pub mod safetensors_io;
+pub mod seg_dir;
 pub mod torch_export;
 
 pub use model_dir::{

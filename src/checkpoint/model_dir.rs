@@ -165,7 +165,7 @@ fn is_old_style_pretrained_key(key: &str, raw: &Map<String, Value>) -> bool {
     !raw.contains_key("pretrained_cfg") && key != "label_names" && key != "scalenet"
 }
 
-fn check_dir(dir: &Path) -> Result<()> {
+pub fn check_dir(dir: &Path) -> Result<()> {
     if !dir.exists() {
         return Err(Error::io(
             dir,
