@@ -163,3 +163,136 @@ fn segmentor_logits_match_the_mmsegmentation_reference() {
         }
     }
 }
+
+/// A ViT backbone at another input size: its position table resampled as timm's
+/// `resample_abs_pos_embed` does (bicubic, antialiased), up, down and reshaped.
+#[test]
+fn pos_embed_resampling_matches_timm() {
+    use scalenet::checkpoint::seg_dir::resample_pos_embed;
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seg/pos_embed.safetensors");
+    let mut f = TensorFile::read(&path).unwrap();
+    let pe = f.take("pos_embed").unwrap();
+    for (key, new) in [("up", [7, 9]), ("down", [3, 2]), ("same_area", [5, 4])] {
+        let want = f.take(key).unwrap();
+        let got = resample_pos_embed(&pe.values, 1, [4, 5], new, 6);
+        assert_eq!(got.len(), want.values.len(), "{key}");
+        let err = got
+            .iter()
+            .zip(&want.values)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(err <= 1e-5, "{key}: max abs error {err}");
+    }
+}
+
+fn scalenet() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_scalenet"));
+    cmd.env("SCALENET_BLAS", "none").env("HF_HUB_OFFLINE", "1");
+    cmd
+}
+
+/// `init --arch upernet --backbone` around a grown ViT at another input size, then `forward`:
+/// logits at stride 4 and the auxiliary head's; the directory loads back to the same model.
+#[test]
+fn init_upernet_then_forward_from_the_cli() {
+    use burn::tensor::Device;
+    use scalenet::checkpoint::seg_dir::{load_segmentor, save_segmentor};
+    let tmp = std::env::temp_dir().join(format!("scalenet-seg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let out = tmp.join("seg");
+    let o = scalenet()
+        .args([
+            "init",
+            "--arch",
+            "upernet",
+            "--num-classes",
+            "4",
+            "--img-size",
+            "48",
+        ])
+        .arg("--backbone")
+        .arg(fixtures.join("grown/irregular_full"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let input = tmp.join("in.safetensors");
+    let x: Vec<f32> = (0..2 * 3 * 48 * 48)
+        .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    let t = scalenet::model::NamedTensor {
+        name: "input".into(),
+        shape: vec![2, 3, 48, 48],
+        values: x,
+    };
+    scalenet::checkpoint::write_tensors(&input, &[t]).unwrap();
+    let o = scalenet()
+        .arg("forward")
+        .arg(&out)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(tmp.join("out.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("logits [2, 4, 24, 24]") && err.contains("aux_logits [2, 4, 6, 6]"),
+        "{err}"
+    );
+    // Saved again, it is the same model.
+    let device = Device::flex();
+    let (cfg, seg) = load_segmentor(&out, &device).unwrap();
+    save_segmentor(&tmp.join("again"), &cfg, &seg).unwrap();
+    let a = std::fs::read(out.join("model.safetensors")).unwrap();
+    let b = std::fs::read(tmp.join("again/model.safetensors")).unwrap();
+    assert_eq!(a, b);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// Asking for a segmentor wrongly is one line and writes nothing.
+#[test]
+fn init_segmentor_mistakes_are_one_line() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let tmp = std::env::temp_dir().join(format!("scalenet-seg-bad-{}", std::process::id()));
+    let seg_dir = fixtures.join("seg/models/vit_upernet");
+    let cases: [(Vec<std::ffi::OsString>, &str); 3] = [
+        (vec!["--arch".into(), "upernet".into()], "needs --backbone"),
+        (
+            vec![
+                "--arch".into(),
+                "upernet".into(),
+                "--backbone".into(),
+                seg_dir.into(),
+            ],
+            "already a segmentation model",
+        ),
+        (
+            vec![
+                "--arch".into(),
+                "deit_tiny_patch16_224".into(),
+                "--backbone".into(),
+                fixtures.join("timm/distilled").into(),
+            ],
+            "--backbone goes with",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = scalenet()
+            .arg("init")
+            .args(&args)
+            .arg("--out")
+            .arg(&tmp)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{err}");
+        assert!(!tmp.exists());
+    }
+}

@@ -46,6 +46,10 @@ def load(path, dtype=torch.float32):
     it. Raises FormatError naming the file and the tensor when the directory does not fit."""
     path = Path(path)
     cfg = _config(path)
+    if isinstance(cfg.get("backbone"), dict):
+        from .seg import load_segmentor
+
+        return load_segmentor(path, dtype)
     if "model_type" in cfg:
         model = _load_llama(path, cfg)
     elif "architecture" in cfg:
@@ -57,12 +61,13 @@ def load(path, dtype=torch.float32):
     return model.to(dtype).eval()
 
 
-def _load_timm(path: Path, cfg: dict):
+def _load_timm(path: Path, cfg: dict, sd=None):
+    """`sd`: the model's tensors when they are not `path`'s own (a segmentor's backbone)."""
     import timm
 
     args = cfg.get("model_args", {})
     base = timm.create_model(cfg["architecture"], pretrained=False, **args)
-    sd = _tensors(path)
+    sd = _tensors(path) if sd is None else sd
     where = str(path / "model.safetensors")
     strict_load(base, {k: v for k, v in sd.items() if not k.startswith("scalenet.")}, where)
     spec = cfg.get("scalenet")

@@ -189,3 +189,55 @@ class Segmentor(nn.Module):
         feats = self.features(x)
         aux = self.auxiliary_head(feats) if self.auxiliary_head is not None else None
         return self.decode_head(feats), aux
+
+
+def load_segmentor(path, dtype=torch.float32):
+    """A segmentation directory (`scalenet init --arch upernet`, or one `save_segmentor`
+    wrote), in eval mode; `scalenet_torch.load` comes here for such a directory."""
+    import re
+    from pathlib import Path
+
+    from .io import _config, _load_timm, _tensors
+    from .scalenet_parts import FormatError
+
+    path = Path(path)
+    cfg = _config(path)
+    sd = _tensors(path)
+    stage_norm = re.compile(r"^backbone\.norm\d+\.")
+    inner = {k[len("backbone."):]: v for k, v in sd.items()
+             if k.startswith("backbone.") and not stage_norm.match(k)}
+    backbone = _load_timm(path, cfg["backbone"], inner)
+    decode = cfg.get("decode_head", {})
+    aux = cfg.get("auxiliary_head") or {}
+    seg = Segmentor(backbone, cfg["num_classes"], head="upernet" if cfg["architecture"] == "upernet" else "linear",
+                    channels=decode.get("channels", 512), aux_channels=aux.get("channels", 256),
+                    out_indices=cfg.get("out_indices"), dropout_ratio=decode.get("dropout_ratio", 0.1))
+    rest = {k[len("backbone."):] if stage_norm.match(k) else k: v
+            for k, v in sd.items() if not k.startswith("backbone.") or stage_norm.match(k)}
+    missing, unexpected = seg.load_state_dict(rest, strict=False)
+    missing = [k for k in missing if not k.startswith("backbone.") and not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        what = f"missing tensor {missing[0]}" if missing else f"unexpected tensor {unexpected[0]}"
+        raise FormatError(f"{path / 'model.safetensors'}: {what}")
+    seg.source_config = cfg
+    return seg.to(dtype).eval()
+
+
+def save_segmentor(seg, path):
+    """Writes `seg` as scalenet's segmentation directory (config.json, model.safetensors),
+    each file to a temporary name first. The config is the one it was loaded with."""
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    for name, write in [("model.safetensors", lambda f: save_file(seg.seg_state_dict(), f)),
+                        ("config.json", lambda f: Path(f).write_text(json.dumps(seg.source_config, indent=2) + "\n"))]:
+        fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{name}.")
+        os.close(fd)
+        write(tmp)
+        os.replace(tmp, path / name)

@@ -14,7 +14,8 @@ use super::model_dir::{
 };
 use crate::error::{Error, Result};
 use crate::growth::plan::Growth;
-use crate::model::weights::{Init, WeightSource};
+use crate::model::arch::ImageArch;
+use crate::model::weights::{Init, RandomInit, WeightSource};
 use crate::segment::head::POOL_SCALES;
 use crate::segment::{AuxSpec, HeadKind, SegSpec, Segmentor};
 
@@ -24,8 +25,8 @@ pub struct SegModelConfig {
     pub backbone: ModelConfig,
     pub spec: SegSpec,
     pub ignore_index: u32,
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
 }
 
 /// Whether `dir` holds a segmentation model (its config names a backbone).
@@ -76,8 +77,8 @@ impl SegModelConfig {
         };
         spec.check(&backbone.arch, depth).map_err(bad)?;
         let chans = backbone.arch.in_chans();
-        let stats = |key: &str, default: f32| -> Result<Vec<f32>> {
-            let v: Vec<f32> = opt_field(&Value::Object(raw.clone()), key)
+        let stats = |key: &str, default: f64| -> Result<Vec<f64>> {
+            let v: Vec<f64> = opt_field(&Value::Object(raw.clone()), key)
                 .map_err(bad)?
                 .unwrap_or(vec![default; chans]);
             if v.len() != chans {
@@ -181,4 +182,142 @@ pub fn load_segmentor(dir: &Path, device: &Device) -> Result<(SegModelConfig, Se
 /// Writes `config.json` and `model.safetensors` (each to a temporary name, then renamed).
 pub fn save_segmentor(dir: &Path, config: &SegModelConfig, seg: &Segmentor) -> Result<()> {
     save_dir(dir, &config.to_json(), &seg.export().tensors)
+}
+
+/// timm's `resample_abs_pos_embed` (bicubic, antialiased): a `[1, prefix + gh·gw, dim]` table
+/// for grid `old` becomes one for grid `new`, the prefix tokens' rows unchanged.
+pub fn resample_pos_embed(
+    values: &[f32],
+    prefix: usize,
+    old: [usize; 2],
+    new: [usize; 2],
+    dim: usize,
+) -> Vec<f32> {
+    if old == new {
+        return values.to_vec();
+    }
+    let patches = &values[prefix * dim..];
+    // [gh·gw, dim] → [dim, gh, gw], the layout `resize` takes.
+    let planes: Vec<f32> = (0..dim)
+        .flat_map(|c| (0..old[0] * old[1]).map(move |p| patches[p * dim + c]))
+        .collect();
+    let scaled = crate::data::transform::resize(&planes, dim, old[0], old[1], new[0], new[1], true);
+    let n = new[0] * new[1];
+    let mut out = values[..prefix * dim].to_vec();
+    out.extend(
+        (0..n)
+            .flat_map(|p| (0..dim).map(move |c| (p, c)))
+            .map(|(p, c)| scaled[c * n + p]),
+    );
+    out
+}
+
+/// What `scalenet init --arch upernet --backbone DIR` asks for.
+#[derive(Clone, Debug)]
+pub struct SegInit {
+    pub head: HeadKind,
+    pub num_classes: usize,
+    pub channels: usize,
+    /// UperNet's auxiliary head width (mmsegmentation's 256 beside 512).
+    pub aux_channels: usize,
+    /// The input side the segmentor runs at; `None` keeps the backbone's.
+    pub img_size: Option<usize>,
+    pub seed: u64,
+}
+
+/// A segmentor with fresh heads around the (plain or grown) image model in `dir`. At another
+/// input size a ViT's position table is resampled as timm does; a Swin's windows and masks
+/// follow the new grid (its tables do not depend on it unless a window must shrink).
+pub fn segmentor_around(
+    dir: &Path,
+    opts: &SegInit,
+    device: &Device,
+) -> Result<(SegModelConfig, Segmentor)> {
+    let dir = &super::hub::resolve(dir)?;
+    if is_segmentation_dir(dir) {
+        return Err(Error::config(
+            dir.join(CONFIG_FILE),
+            "is already a segmentation model; --backbone takes an image classifier's directory",
+        ));
+    }
+    let old = ModelConfig::read(dir)?;
+    let backbone = match opts.img_size {
+        Some(s) => resized_config(dir, &old, s)?,
+        None => old.clone(),
+    };
+    let mut file = read_weights(dir)?;
+    let pos = file.tensors.remove("pos_embed");
+    let mut src = CheckpointSource::new(file);
+    let network = {
+        let mut resampling =
+            |k: &str, shape: &[usize], init: Init| match (&pos, &old.arch, &backbone.arch) {
+                (Some(t), ImageArch::Vit(o), ImageArch::Vit(n)) if k == "pos_embed" => {
+                    let prefix = o.num_tokens() - o.grid()[0] * o.grid()[1];
+                    resample_pos_embed(&t.values, prefix, o.grid(), n.grid(), o.embed_dim)
+                }
+                _ => src.tensor(k, shape, init),
+            };
+        build_network(&backbone, &mut resampling, device)
+    };
+    src.finish()?;
+    let depth = match &backbone.growth {
+        Some(Growth::Stack(g)) => g.layer_map.len(),
+        _ => backbone.arch.depth(),
+    };
+    let levels = match &backbone.arch {
+        ImageArch::Swin(c) => c.stages().len(),
+        ImageArch::Vit(_) => 4,
+    };
+    let spec = SegSpec {
+        head: opts.head,
+        num_classes: opts.num_classes,
+        channels: opts.channels,
+        pool_scales: POOL_SCALES.to_vec(),
+        dropout_ratio: 0.1,
+        aux: (opts.head == HeadKind::Upernet).then(|| AuxSpec {
+            channels: opts.aux_channels,
+            in_index: 2.min(levels - 1),
+            loss_weight: 0.4,
+        }),
+        out_indices: crate::model::vit::default_out_indices(depth, 4),
+    };
+    spec.check(&backbone.arch, depth)
+        .map_err(|m| Error::config(dir.join(CONFIG_FILE), m))?;
+    let chans = backbone.arch.in_chans();
+    let stat = |v: Option<Vec<f64>>, d: f64| -> Vec<f64> {
+        v.filter(|v| v.len() >= chans)
+            .map_or(vec![d; chans], |v| v[..chans].to_vec())
+    };
+    let config = SegModelConfig {
+        mean: stat(backbone.pretrained_cfg.mean(), 0.5),
+        std: stat(backbone.pretrained_cfg.std(), 0.5),
+        ignore_index: 255,
+        backbone,
+        spec,
+    };
+    let seg = Segmentor::new(
+        &config.spec,
+        network,
+        &mut RandomInit::new(opts.seed),
+        device,
+    );
+    Ok((config, seg))
+}
+
+/// The backbone's config with `img_size` set to `side` (square), as `model_args` says it.
+fn resized_config(dir: &Path, old: &ModelConfig, side: usize) -> Result<ModelConfig> {
+    let mut raw = old.to_json();
+    let args = raw
+        .entry("model_args")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(m) = args {
+        m.insert("img_size".into(), serde_json::json!([side, side]));
+    }
+    if let Some(Value::Object(p)) = raw.get_mut("pretrained_cfg") {
+        p.insert(
+            "input_size".into(),
+            serde_json::json!([old.arch.in_chans(), side, side]),
+        );
+    }
+    ModelConfig::parse(&dir.join(CONFIG_FILE), &Value::Object(raw).to_string())
 }

@@ -29,6 +29,9 @@ pub fn run(args: Args) -> Result<()> {
     if scalenet::checkpoint::hf_dir::is_language_model(&args.model_dir) {
         return language_model(&args);
     }
+    if scalenet::checkpoint::seg_dir::is_segmentation_dir(&args.model_dir) {
+        return segmentation(&args);
+    }
     let device = super::device(&args.device)?;
     let loaded = load_model(&args.model_dir, &device)?;
     let images = ImageBatch::read(&args.input, &loaded.config.arch)?;
@@ -57,6 +60,54 @@ pub fn run(args: Args) -> Result<()> {
         "wrote logits [{}, {}] to {}",
         images.len(),
         width,
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// `input [N, C, H, W]` → the decode head's `logits [N, K, H/4, W/4]` (stride 4 for UperNet; the
+/// linear probe's at its level's stride) and UperNet's `aux_logits`, in eval mode.
+fn segmentation(args: &Args) -> Result<()> {
+    use burn::tensor::{Tensor, TensorData};
+    use scalenet::model::weights::to_vec;
+    let device = super::device(&args.device)?;
+    let (config, seg) = scalenet::checkpoint::seg_dir::load_segmentor(&args.model_dir, &device)?;
+    let images = ImageBatch::read(&args.input, &config.backbone.arch)?;
+    let [n, c, h, w] = images.shape;
+    let per = c * h * w;
+    let mut outs: Vec<(&str, Vec<usize>, Vec<f32>)> =
+        vec![("logits", vec![], vec![]), ("aux_logits", vec![], vec![])];
+    for start in (0..n).step_by(args.batch_size.max(1)) {
+        let b = args.batch_size.max(1).min(n - start);
+        let data = TensorData::new(
+            images.values[start * per..(start + b) * per].to_vec(),
+            [b, c, h, w],
+        );
+        let (logits, aux) = seg.forward(Tensor::<4>::from_data(data, &device));
+        for ((_, shape, values), t) in outs.iter_mut().zip([Some(logits), aux]) {
+            let Some(t) = t else { continue };
+            let [_, k, oh, ow] = t.dims();
+            *shape = vec![n, k, oh, ow];
+            values.extend(to_vec(t));
+        }
+    }
+    let tensors: Vec<NamedTensor> = outs
+        .into_iter()
+        .filter(|(_, shape, _)| !shape.is_empty())
+        .map(|(name, shape, values)| NamedTensor {
+            name: name.into(),
+            shape,
+            values,
+        })
+        .collect();
+    write_tensors(&args.output, &tensors)?;
+    let shapes: Vec<String> = tensors
+        .iter()
+        .map(|t| format!("{} {:?}", t.name, t.shape))
+        .collect();
+    eprintln!(
+        "wrote {} to {}",
+        shapes.join(" and "),
         args.output.display()
     );
     Ok(())

@@ -1,16 +1,36 @@
 use anyhow::{bail, Result};
 use scalenet::checkpoint::model_dir::build_network;
+use scalenet::checkpoint::seg_dir::{save_segmentor, segmentor_around, SegInit};
 use scalenet::checkpoint::{save_model, ModelConfig};
 use scalenet::model::arch::preset_names;
 use scalenet::model::RandomInit;
+use scalenet::segment::HeadKind;
 use serde_json::{Map, Value};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// timm architecture, e.g. deit_tiny_patch16_224 (`--arch list` prints them all), or
-    /// `llama` for a Llama-family decoder (its sizes as --model-arg hidden_size=... etc.).
+    /// `llama` for a Llama-family decoder (its sizes as --model-arg hidden_size=... etc.), or
+    /// `upernet` / `seg-linear` for a semantic segmentor around --backbone.
     #[arg(long)]
     arch: String,
+    /// Segmentation: the image model (plain or grown ViT or Swin) to put the heads on.
+    #[arg(long, value_name = "MODEL_DIR")]
+    backbone: Option<std::path::PathBuf>,
+    /// Segmentation: classes, background included (fmnist-scenes has 11).
+    #[arg(long, default_value_t = 11)]
+    num_classes: usize,
+    /// Segmentation: UperNet's width (mmsegmentation's configs use 512 beside a 768-wide
+    /// backbone; 64 keeps that proportion for a small one).
+    #[arg(long, default_value_t = 64)]
+    channels: usize,
+    /// Segmentation: the FCN auxiliary head's width (mmsegmentation's configs use 256).
+    #[arg(long, default_value_t = 32)]
+    aux_channels: usize,
+    /// Segmentation: the input side the segmentor runs at (fmnist-scenes: 96); a ViT's position
+    /// table is resampled as timm does. Default: the backbone's.
+    #[arg(long)]
+    img_size: Option<usize>,
     /// Override a model argument, timm-style: img_size=32, in_chans=1, depth=6, global_pool=avg.
     /// Values are JSON (numbers, true/false, [h,w]); bare words are strings.
     #[arg(long = "model-arg", value_name = "KEY=VALUE")]
@@ -29,6 +49,9 @@ pub fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
+    if let Some(head) = segmentation_head(&args.arch, args.backbone.is_some())? {
+        return init_segmentor(&args, head);
+    }
     let overrides = parse_model_args(&args.model_args)?;
     if args.arch == "llama" {
         return init_llama(&args, &overrides);
@@ -43,6 +66,51 @@ pub fn run(args: Args) -> Result<()> {
         "initialised {} ({} parameters) in {}",
         config.architecture,
         scalenet::units::thousands(n),
+        out.display()
+    );
+    Ok(())
+}
+
+/// The segmentation head `--arch` names, if it names one; `--backbone` goes with it.
+fn segmentation_head(arch: &str, has_backbone: bool) -> Result<Option<HeadKind>> {
+    let head = match arch {
+        "upernet" => Some(HeadKind::Upernet),
+        "seg-linear" => Some(HeadKind::Linear),
+        _ => None,
+    };
+    match (head, has_backbone) {
+        (Some(_), false) => {
+            bail!("--arch {arch} needs --backbone MODEL_DIR (an image model, plain or grown)")
+        }
+        (None, true) => bail!("--backbone goes with --arch upernet or seg-linear, not {arch}"),
+        (h, _) => Ok(h),
+    }
+}
+
+fn init_segmentor(args: &Args, head: HeadKind) -> Result<()> {
+    let opts = SegInit {
+        head,
+        num_classes: args.num_classes,
+        channels: args.channels,
+        aux_channels: args.aux_channels,
+        img_size: args.img_size,
+        seed: args.seed,
+    };
+    let backbone = args
+        .backbone
+        .as_deref()
+        .expect("checked by segmentation_head");
+    let out = args.out.checked()?;
+    let (config, seg) = segmentor_around(backbone, &opts, &burn::tensor::Device::flex())?;
+    save_segmentor(&out, &config, &seg)?;
+    let [h, w] = config.backbone.arch.img_size();
+    println!(
+        "initialised {} on {} ({} backbone + {} head parameters, {h}×{w} input, {} classes) in {}",
+        args.arch,
+        backbone.display(),
+        scalenet::units::thousands(seg.backbone.num_params()),
+        scalenet::units::thousands(seg.head_params()),
+        config.spec.num_classes,
         out.display()
     );
     Ok(())

@@ -35,7 +35,7 @@ pub enum HeadKind {
 pub struct AuxSpec {
     pub channels: usize,
     pub in_index: usize,
-    pub loss_weight: f32,
+    pub loss_weight: f64,
 }
 
 /// What a segmentor is beyond its backbone.
@@ -46,7 +46,7 @@ pub struct SegSpec {
     /// UperNet's width (mmsegmentation's `channels`, 512 in its configs).
     pub channels: usize,
     pub pool_scales: Vec<usize>,
-    pub dropout_ratio: f32,
+    pub dropout_ratio: f64,
     pub aux: Option<AuxSpec>,
     /// A ViT's blocks (a grown ViT's positions) that feed the head.
     pub out_indices: Vec<usize>,
@@ -198,6 +198,17 @@ impl Segmentor {
             .as_ref()
             .map(|h| h.conv_seg.forward(h.fuse(&feats)));
         (self.decode_head.forward(&feats), aux)
+    }
+
+    /// Trainable parameters outside the backbone: stage norms, neck and heads.
+    pub fn head_params(&self) -> usize {
+        self.stage_norms
+            .iter()
+            .map(LayerNorm::num_params)
+            .sum::<usize>()
+            + self.neck.as_ref().map_or(0, Feature2Pyramid::num_params)
+            + self.decode_head.num_params()
+            + self.auxiliary_head.as_ref().map_or(0, FcnHead::num_params)
     }
 
     /// Every tensor under mmsegmentation's names (the backbone's under `backbone.`).
