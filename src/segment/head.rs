@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{resize, BatchNorm2d, Conv2d, ConvModule};
+use super::layers::{dropout2d, resize, BatchNorm2d, Conv2d, ConvModule, Train};
 use crate::model::weights::{TensorSink, WeightSource};
 
 /// The pyramid pooling module's scales (PSPNet's, mmsegmentation's default).
@@ -106,27 +106,25 @@ impl UperHead {
         }
     }
 
-    fn psp_forward(&self, x: Tensor<4>) -> Tensor<4> {
+    fn psp_forward(&self, x: Tensor<4>, train: &mut Train) -> Tensor<4> {
         let [_, _, h, w] = x.dims();
         let mut outs = vec![x.clone()];
         for (m, &s) in self.psp_modules.iter().zip(&self.pool_scales) {
-            outs.push(resize(
-                m.forward(adaptive_avg_pool2d(x.clone(), [s, s])),
-                [h, w],
-            ));
+            let pooled = adaptive_avg_pool2d(x.clone(), [s, s]);
+            outs.push(resize(m.forward(pooled, train), [h, w]));
         }
-        self.bottleneck.forward(Tensor::cat(outs, 1))
+        self.bottleneck.forward(Tensor::cat(outs, 1), train)
     }
 
     /// The fused features before the classifier, at the first level's resolution.
-    pub fn fuse(&self, inputs: &[Tensor<4>]) -> Tensor<4> {
+    pub fn fuse(&self, inputs: &[Tensor<4>], train: &mut Train) -> Tensor<4> {
         let mut laterals: Vec<Tensor<4>> = self
             .lateral_convs
             .iter()
             .zip(inputs)
-            .map(|(conv, x)| conv.forward(x.clone()))
+            .map(|(conv, x)| conv.forward(x.clone(), train))
             .collect();
-        laterals.push(self.psp_forward(inputs.last().expect("a level").clone()));
+        laterals.push(self.psp_forward(inputs.last().expect("a level").clone(), train));
         for i in (1..laterals.len()).rev() {
             let [_, _, h, w] = laterals[i - 1].dims();
             let up = resize(laterals[i].clone(), [h, w]);
@@ -138,11 +136,21 @@ impl UperHead {
             .fpn_convs
             .iter()
             .zip(laterals)
-            .map(|(conv, l)| conv.forward(l))
+            .map(|(conv, l)| conv.forward(l, train))
             .collect();
         outs.push(top);
         let outs = outs.into_iter().map(|o| resize(o, [h, w])).collect();
-        self.fpn_bottleneck.forward(Tensor::cat(outs, 1))
+        self.fpn_bottleneck.forward(Tensor::cat(outs, 1), train)
+    }
+
+    pub fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm2d> {
+        let convs = self
+            .psp_modules
+            .iter_mut()
+            .chain([&mut self.bottleneck, &mut self.fpn_bottleneck])
+            .chain(self.lateral_convs.iter_mut())
+            .chain(self.fpn_convs.iter_mut());
+        convs.map(|c| &mut c.bn).collect()
     }
 
     pub fn export(&self, key: &str, out: &mut TensorSink) {
@@ -209,8 +217,14 @@ impl FcnHead {
         }
     }
 
-    pub fn fuse(&self, inputs: &[Tensor<4>]) -> Tensor<4> {
-        self.conv.forward(inputs[self.in_index].clone())
+    pub fn fuse(&self, inputs: &[Tensor<4>], train: &mut Train) -> Tensor<4> {
+        self.conv.forward(inputs[self.in_index].clone(), train)
+    }
+
+    /// Logits at level `in_index`'s resolution.
+    pub fn forward(&self, inputs: &[Tensor<4>], train: &mut Train) -> Tensor<4> {
+        let fused = self.fuse(inputs, train);
+        self.conv_seg.forward(dropout2d(fused, train))
     }
 
     pub fn export(&self, key: &str, out: &mut TensorSink) {
@@ -253,8 +267,9 @@ impl LinearHead {
         }
     }
 
-    pub fn fuse(&self, inputs: &[Tensor<4>]) -> Tensor<4> {
-        self.bn.forward(inputs.last().expect("a level").clone())
+    pub fn fuse(&self, inputs: &[Tensor<4>], train: &mut Train) -> Tensor<4> {
+        self.bn
+            .forward(inputs.last().expect("a level").clone(), train)
     }
 
     pub fn export(&self, key: &str, out: &mut TensorSink) {
@@ -277,13 +292,13 @@ pub enum DecodeHead {
 }
 
 impl DecodeHead {
-    /// Logits at the first level's resolution (eval mode: no dropout).
-    pub fn forward(&self, inputs: &[Tensor<4>]) -> Tensor<4> {
+    /// Logits at the first level's resolution (the last level's for the linear probe).
+    pub fn forward(&self, inputs: &[Tensor<4>], train: &mut Train) -> Tensor<4> {
         let (fused, cls) = match self {
-            DecodeHead::Uper(h) => (h.fuse(inputs), &h.conv_seg),
-            DecodeHead::Linear(h) => (h.fuse(inputs), &h.conv_seg),
+            DecodeHead::Uper(h) => (h.fuse(inputs, train), &h.conv_seg),
+            DecodeHead::Linear(h) => (h.fuse(inputs, train), &h.conv_seg),
         };
-        cls.forward(fused)
+        cls.forward(dropout2d(fused, train))
     }
 
     pub fn export(&self, key: &str, out: &mut TensorSink) {
@@ -297,6 +312,13 @@ impl DecodeHead {
         match self {
             DecodeHead::Uper(h) => h.num_params(),
             DecodeHead::Linear(h) => h.num_params(),
+        }
+    }
+
+    pub fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm2d> {
+        match self {
+            DecodeHead::Uper(h) => h.batch_norms_mut(),
+            DecodeHead::Linear(h) => vec![&mut h.bn],
         }
     }
 }

@@ -7,9 +7,20 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::relu;
 use burn::tensor::module::{batch_norm, conv2d, conv_transpose2d, interpolate};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, InterpolateMode, InterpolateOptions};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Distribution, Tensor};
 
 use crate::model::weights::{param, Init, TensorSink, WeightSource};
+
+/// What a training forward carries: the BatchNorm batch statistics it met, in the order it met
+/// them, and the dropout before each classifier.
+pub struct TrainState {
+    /// (the BatchNorm's key, its batch mean and unbiased variance)
+    pub stats: Vec<(String, [Tensor<1>; 2])>,
+    pub dropout: f64,
+}
+
+/// `None` in inference.
+pub type Train<'a> = Option<&'a mut TrainState>;
 
 /// torch's `BatchNorm2d` epsilon, which mmsegmentation keeps.
 pub const BN_EPS: f64 = 1e-5;
@@ -82,6 +93,9 @@ pub struct BatchNorm2d {
     pub bias: Param<Tensor<1>>,
     pub running_mean: Param<Tensor<1>>,
     pub running_var: Param<Tensor<1>>,
+    /// Its key, under which a training forward reports its batch statistics.
+    #[module(skip)]
+    pub key: String,
 }
 
 impl BatchNorm2d {
@@ -98,11 +112,16 @@ impl BatchNorm2d {
             bias: get("bias", Init::ZEROS),
             running_mean: get("running_mean", Init::ZEROS).set_require_grad(false),
             running_var: get("running_var", Init::ONES).set_require_grad(false),
+            key: key.to_string(),
         }
     }
 
-    /// Inference mode: normalised by the running statistics.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    /// Normalised by the running statistics, or in training by the batch's own (whose mean
+    /// and unbiased variance `train` records, for the running statistics to follow).
+    pub fn forward(&self, x: Tensor<4>, train: &mut Train) -> Tensor<4> {
+        if let Some(state) = train {
+            return self.forward_batch(x, state);
+        }
         batch_norm(
             x,
             self.weight.val(),
@@ -111,6 +130,34 @@ impl BatchNorm2d {
             self.running_var.val(),
             BN_EPS,
         )
+    }
+
+    /// Composed from tensor ops so that autodiff gives the full BatchNorm backward.
+    fn forward_batch(&self, x: Tensor<4>, state: &mut TrainState) -> Tensor<4> {
+        let [n, c, h, w] = x.dims();
+        let mean = x.clone().mean_dim(0).mean_dim(2).mean_dim(3);
+        let centred = x - mean.clone();
+        let var = centred
+            .clone()
+            .powi_scalar(2)
+            .mean_dim(0)
+            .mean_dim(2)
+            .mean_dim(3);
+        let count = (n * h * w) as f64;
+        let unbiased = var.clone().detach() * (count / (count - 1.0).max(1.0));
+        let stats = [mean.detach().reshape([c]), unbiased.reshape([c])];
+        state.stats.push((self.key.clone(), stats));
+        let y = centred / (var + BN_EPS).sqrt();
+        y * self.weight.val().reshape([1, c, 1, 1]) + self.bias.val().reshape([1, c, 1, 1])
+    }
+
+    /// torch's running-statistics update after a training forward (momentum 0.1).
+    pub fn update_running(&mut self, [mean, var]: [Tensor<1>; 2]) {
+        const MOMENTUM: f64 = 0.1;
+        let m = self.running_mean.val() * (1.0 - MOMENTUM) + mean * MOMENTUM;
+        let v = self.running_var.val() * (1.0 - MOMENTUM) + var * MOMENTUM;
+        self.running_mean = Param::from_tensor(m).set_require_grad(false);
+        self.running_var = Param::from_tensor(v).set_require_grad(false);
     }
 
     pub fn export(&self, key: &str, out: &mut TensorSink) {
@@ -158,8 +205,8 @@ impl ConvModule {
         }
     }
 
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.bn.forward(self.conv.forward(x)))
+    pub fn forward(&self, x: Tensor<4>, train: &mut Train) -> Tensor<4> {
+        relu(self.bn.forward(self.conv.forward(x), train))
     }
 
     pub fn export(&self, key: &str, out: &mut TensorSink) {
@@ -208,6 +255,16 @@ impl Upsample2x {
     pub fn num_params(&self) -> usize {
         self.weight.num_params() + self.bias.num_params()
     }
+}
+
+/// `Dropout2d`: whole channels zeroed with probability `p`, the rest scaled by 1/(1−p).
+pub fn dropout2d(x: Tensor<4>, train: &Train) -> Tensor<4> {
+    let Some(p) = train.as_ref().map(|t| t.dropout).filter(|&p| p > 0.0) else {
+        return x;
+    };
+    let [n, c, _, _] = x.dims();
+    let keep = Tensor::<4>::random([n, c, 1, 1], Distribution::Bernoulli(1.0 - p), &x.device());
+    x * keep / (1.0 - p)
 }
 
 /// mmsegmentation's `resize(x, size, mode='bilinear', align_corners=False)`.

@@ -6,6 +6,7 @@
 
 pub mod head;
 pub mod layers;
+pub mod loss;
 pub mod neck;
 
 use burn::module::Module;
@@ -18,6 +19,7 @@ use crate::model::layers::LayerNorm;
 use crate::model::weights::{TensorSink, WeightSource};
 use crate::network::Network;
 use head::{DecodeHead, FcnHead, LinearHead, UperHead};
+use layers::Train;
 use neck::Feature2Pyramid;
 
 /// mmsegmentation's LayerNorm epsilon for the Swin stage norms (torch's default).
@@ -175,7 +177,12 @@ impl Segmentor {
     }
 
     /// The maps the heads read: stage-normed (Swin) or through the neck (ViT under UperNet).
-    pub fn features(&self, x: Tensor<4>, dp: &mut Option<&mut DropPath>) -> Vec<Tensor<4>> {
+    pub fn features(
+        &self,
+        x: Tensor<4>,
+        dp: &mut Option<&mut DropPath>,
+        train: &mut Train,
+    ) -> Vec<Tensor<4>> {
         let maps = self.backbone.feature_maps(x, &self.out_indices, dp);
         if !self.stage_norms.is_empty() {
             return maps
@@ -185,19 +192,48 @@ impl Segmentor {
                 .collect();
         }
         match &self.neck {
-            Some(neck) => neck.forward(maps),
+            Some(neck) => neck.forward(maps, train),
             None => maps,
         }
     }
 
     /// Eval-mode logits at the first level's resolution, and the auxiliary head's.
     pub fn forward(&self, x: Tensor<4>) -> (Tensor<4>, Option<Tensor<4>>) {
-        let feats = self.features(x, &mut None);
+        self.forward_train(x, &mut None, &mut None)
+    }
+
+    /// The training forward: BatchNorm on batch statistics (recorded in `train`), dropout
+    /// before the classifiers, stochastic depth in the backbone when `dp` is given.
+    pub fn forward_train(
+        &self,
+        x: Tensor<4>,
+        dp: &mut Option<&mut DropPath>,
+        train: &mut Train,
+    ) -> (Tensor<4>, Option<Tensor<4>>) {
+        let feats = self.features(x, dp, train);
+        let logits = self.decode_head.forward(&feats, train);
         let aux = self
             .auxiliary_head
             .as_ref()
-            .map(|h| h.conv_seg.forward(h.fuse(&feats)));
-        (self.decode_head.forward(&feats), aux)
+            .map(|h| h.forward(&feats, train));
+        (logits, aux)
+    }
+
+    /// Moves each BatchNorm's running statistics toward the batch statistics a training
+    /// forward recorded (torch's momentum 0.1), as torch does within that forward.
+    pub fn update_running(&mut self, stats: Vec<(String, [Tensor<1>; 2])>) {
+        let mut norms = self.decode_head.batch_norms_mut();
+        if let Some(neck) = &mut self.neck {
+            norms.push(&mut neck.up4_bn);
+        }
+        if let Some(aux) = &mut self.auxiliary_head {
+            norms.push(&mut aux.conv.bn);
+        }
+        for (key, s) in stats {
+            if let Some(bn) = norms.iter_mut().find(|bn| bn.key == key) {
+                bn.update_running(s);
+            }
+        }
     }
 
     /// Trainable parameters outside the backbone: stage norms, neck and heads.

@@ -8,7 +8,7 @@ use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{BatchNorm2d, Upsample2x};
+use super::layers::{BatchNorm2d, Train, Upsample2x};
 use crate::model::weights::{TensorSink, WeightSource};
 
 #[derive(Module, Debug)]
@@ -31,14 +31,14 @@ impl Feature2Pyramid {
         }
     }
 
-    /// Four maps in, four maps out (eval-mode BatchNorm).
-    pub fn forward(&self, inputs: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
+    /// Four maps in, four maps out.
+    pub fn forward(&self, inputs: Vec<Tensor<4>>, train: &mut Train) -> Vec<Tensor<4>> {
         let [a, b, c, d]: [Tensor<4>; 4] = inputs
             .try_into()
             .unwrap_or_else(|v: Vec<_>| panic!("Feature2Pyramid takes 4 maps, got {}", v.len()));
         let a = self
             .up4_b
-            .forward(gelu(self.up4_bn.forward(self.up4_a.forward(a))));
+            .forward(gelu(self.up4_bn.forward(self.up4_a.forward(a), train)));
         let d = max_pool2d(d, MaxPoolOptions::new([2, 2]));
         vec![a, self.up2.forward(b), c, d]
     }
