@@ -335,10 +335,7 @@ fn one_training_step_matches_the_reference() {
             .take("input")
             .unwrap();
         let x = Tensor::<4>::from_data(TensorData::new(input.values, input.shape), &device);
-        let mut state = TrainState {
-            stats: Vec::new(),
-            dropout: 0.0,
-        };
+        let mut state = TrainState::new(0.0, 0);
         let (logits, aux) = seg.forward_train(x, &mut None, &mut Some(&mut state));
         let weight = cfg.spec.aux.as_ref().unwrap().loss_weight;
         let pixels = PixelLabels {
@@ -397,4 +394,118 @@ fn one_training_step_matches_the_reference() {
             "{name}: {checked} running statistics checked"
         );
     }
+}
+
+/// A new user's path on the built-in scenes: a backbone, `init --arch upernet`, `train` (the
+/// validation mIoU each epoch), a run stopped mid-epoch resumes to the same weights (the
+/// BatchNorm running statistics included), and `eval` reports the test split's mIoU table.
+#[test]
+fn train_resume_and_eval_a_segmentor_on_scenes() {
+    use std::ffi::OsString;
+    let tmp = std::env::temp_dir().join(format!("scalenet-seg-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let os = |parts: &[&dyn AsRef<std::ffi::OsStr>]| -> Vec<OsString> {
+        parts.iter().map(|p| p.as_ref().to_os_string()).collect()
+    };
+    let run = |args: Vec<OsString>| scalenet().args(args).output().unwrap();
+    let ok = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o
+    };
+    let backbone = tmp.join("vit");
+    let mut init = os(&[
+        &"init",
+        &"--arch",
+        &"vit_tiny_patch16_224",
+        &"--out",
+        &backbone,
+    ]);
+    for a in [
+        "img_size=96",
+        "in_chans=1",
+        "embed_dim=16",
+        "depth=2",
+        "num_heads=2",
+    ] {
+        init.extend(os(&[&"--model-arg", &a]));
+    }
+    ok(run(init));
+    let seg = tmp.join("seg");
+    ok(run(os(&[
+        &"init",
+        &"--arch",
+        &"upernet",
+        &"--channels",
+        &"8",
+        &"--aux-channels",
+        &"8",
+        &"--backbone",
+        &backbone,
+        &"--out",
+        &seg,
+    ])));
+    let train = |out: &Path, extra: &[&str]| {
+        let mut a = os(&[&"train", &seg, &"--out", &out]);
+        for x in [
+            "--data",
+            "fmnist-scenes-mini",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--train-subset",
+            "32",
+            "--test-subset",
+            "16",
+            "--precision",
+            "f32",
+        ]
+        .iter()
+        .chain(extra)
+        {
+            a.push(x.into());
+        }
+        run(a)
+    };
+    let straight = tmp.join("straight");
+    let o = ok(train(&straight, &[]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("val mIoU"), "{err}");
+    let metrics = std::fs::read_to_string(straight.join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics.contains("val_miou") && metrics.contains("val_aacc"),
+        "{metrics}"
+    );
+    let stopped = tmp.join("stopped");
+    let o = train(&stopped, &["--stop-after-steps", "6"]);
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    ok(run(os(&[&"train", &"--resume", &stopped])));
+    let weights = |r: &Path| std::fs::read(r.join("model/model.safetensors")).unwrap();
+    assert!(
+        weights(&straight) == weights(&stopped),
+        "resumed weights differ"
+    );
+    let json = tmp.join("eval.json");
+    let o = ok(run(os(&[
+        &"eval",
+        &straight.join("model"),
+        &"--data",
+        &"fmnist-scenes-mini",
+        &"--test-subset",
+        &"8",
+        &"--json",
+        &json,
+    ])));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("mIoU") && out.contains("Ankle boot"), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let miou = v["mIoU"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&miou), "{v}");
+    let _ = std::fs::remove_dir_all(&tmp);
 }

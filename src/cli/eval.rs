@@ -55,6 +55,9 @@ pub fn run(args: Args) -> Result<()> {
     if scalenet::checkpoint::hf_dir::is_language_model(&args.model_dir) {
         return language_model(args);
     }
+    if scalenet::checkpoint::seg_dir::is_segmentation_dir(&args.model_dir) {
+        return segmentation(args);
+    }
     let device = super::device(&args.device)?;
     let loaded = load_model(&args.model_dir, &device)?;
     let data = Dataset::open(&args.data)?;
@@ -88,13 +91,7 @@ pub fn run(args: Args) -> Result<()> {
         &loaded.config.pretrained_cfg,
         None,
     );
-    let bar = indicatif::ProgressBar::new(split.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "eval [{bar:30}] {pos}/{len} images · {per_sec} · ETA {eta}",
-        )
-        .expect("valid"),
-    );
+    let bar = eval_bar(split.len());
     let on_bad = if args.on_bad_image == "skip" {
         OnBadImage::Skip
     } else {
@@ -212,4 +209,76 @@ fn language_model(args: Args) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// A segmentation model on the test split (or `--train-split`): aAcc, mIoU, mAcc and the
+/// per-class IoU and accuracy, as mmsegmentation's `IoUMetric` reports them.
+fn segmentation(args: Args) -> Result<()> {
+    use scalenet::data::seg::SegDataset;
+    use scalenet::train::segmentation::evaluate_segmentation;
+    let device = super::device(&args.device)?;
+    let (config, seg) = scalenet::checkpoint::seg_dir::load_segmentor(&args.model_dir, &device)?;
+    let data = SegDataset::open(&args.data)?;
+    if data.num_classes() != config.spec.num_classes {
+        anyhow::bail!(
+            "{} has {} classes but --data {} has {}",
+            args.model_dir.display(),
+            config.spec.num_classes,
+            args.data,
+            data.num_classes()
+        );
+    }
+    let (split, name) = if args.train_split {
+        (&data.train, "train")
+    } else {
+        (&data.test, "test")
+    };
+    let n = args.test_subset.map_or(split.len(), |k| k.min(split.len()));
+    let bar = eval_bar(n);
+    let m = evaluate_segmentation(&seg, &config, split, n, args.batch_size, &device, |k| {
+        bar.inc(k as u64)
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "{} on {} ({name} split, {n} images)",
+        args.model_dir.display(),
+        args.data
+    );
+    println!(
+        "aAcc {:.2} · mIoU {:.2} · mAcc {:.2}",
+        100.0 * m.aacc,
+        100.0 * m.miou,
+        100.0 * m.macc
+    );
+    println!("{:<14} {:>7} {:>7}", "class", "IoU", "Acc");
+    let show = |v: f64| {
+        if v.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{:.2}", 100.0 * v)
+        }
+    };
+    for (k, class) in data.classes.iter().enumerate() {
+        println!("{class:<14} {:>7} {:>7}", show(m.iou[k]), show(m.acc[k]));
+    }
+    if let Some(path) = &args.json {
+        let v = serde_json::json!({"model": args.model_dir, "data": args.data, "split": name, "n": n,
+            "aAcc": m.aacc, "mIoU": m.miou, "mAcc": m.macc, "classes": data.classes,
+            "IoU": m.iou.iter().map(|x| (!x.is_nan()).then_some(*x)).collect::<Vec<_>>(),
+            "Acc": m.acc.iter().map(|x| (!x.is_nan()).then_some(*x)).collect::<Vec<_>>()});
+        let text = format!("{}\n", serde_json::to_string_pretty(&v)?);
+        scalenet::checkpoint::atomic::atomic_write(path, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn eval_bar(n: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(n as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "eval [{bar:30}] {pos}/{len} images · {per_sec} · ETA {eta}",
+        )
+        .expect("valid"),
+    );
+    bar
 }

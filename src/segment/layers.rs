@@ -7,7 +7,9 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::relu;
 use burn::tensor::module::{batch_norm, conv2d, conv_transpose2d, interpolate};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, InterpolateMode, InterpolateOptions};
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::model::weights::{param, Init, TensorSink, WeightSource};
 
@@ -17,6 +19,19 @@ pub struct TrainState {
     /// (the BatchNorm's key, its batch mean and unbiased variance)
     pub stats: Vec<(String, [Tensor<1>; 2])>,
     pub dropout: f64,
+    /// Draws the dropout masks: seeded per step, so that a resumed run draws what an
+    /// uninterrupted one did.
+    pub rng: StdRng,
+}
+
+impl TrainState {
+    pub fn new(dropout: f64, seed: u64) -> Self {
+        Self {
+            stats: Vec::new(),
+            dropout,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
 }
 
 /// `None` in inference.
@@ -258,13 +273,23 @@ impl Upsample2x {
 }
 
 /// `Dropout2d`: whole channels zeroed with probability `p`, the rest scaled by 1/(1−p).
-pub fn dropout2d(x: Tensor<4>, train: &Train) -> Tensor<4> {
-    let Some(p) = train.as_ref().map(|t| t.dropout).filter(|&p| p > 0.0) else {
+pub fn dropout2d(x: Tensor<4>, train: &mut Train) -> Tensor<4> {
+    let Some(state) = train.as_mut().filter(|t| t.dropout > 0.0) else {
         return x;
     };
+    let p = state.dropout;
     let [n, c, _, _] = x.dims();
-    let keep = Tensor::<4>::random([n, c, 1, 1], Distribution::Bernoulli(1.0 - p), &x.device());
-    x * keep / (1.0 - p)
+    let keep: Vec<f32> = (0..n * c)
+        .map(|_| {
+            if state.rng.random::<f64>() < p {
+                0.0
+            } else {
+                1.0 / (1.0 - p) as f32
+            }
+        })
+        .collect();
+    let device = x.device();
+    x * Tensor::<4>::from_data(TensorData::new(keep, [n, c, 1, 1]), &device)
 }
 
 /// mmsegmentation's `resize(x, size, mode='bilinear', align_corners=False)`.

@@ -129,6 +129,11 @@ pub struct EpochMetrics {
     pub val_perplexity: Option<f64>,
     pub test_top1: Option<f64>,
     pub test_top5: Option<f64>,
+    /// Segmentation: the validation split's mIoU and pixel accuracy (mmsegmentation's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_miou: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_aacc: Option<f64>,
     /// Image models: training throughput.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub img_per_s: Option<f64>,

@@ -30,6 +30,11 @@ pub(crate) trait Task {
         step: usize,
         micro: usize,
     ) -> (Tensor<1>, Sizes);
+    /// The model after a micro-batch's backward: where state that is not trained (BatchNorm's
+    /// running statistics) follows the forward that just ran.
+    fn after_backward(&self, model: Self::Model) -> Self::Model {
+        model
+    }
     /// Validation and test metrics of `model` (weights as evaluated, EMA applied).
     fn evaluate(&self, model: &Self::Model, m: &mut EpochMetrics) -> Result<()>;
     fn save(&self, dir: &Path, model: &Self::Model) -> Result<()>;

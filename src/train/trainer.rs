@@ -119,6 +119,9 @@ fn train_locked(cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Re
     if crate::checkpoint::hf_dir::is_language_model(&source_dir) {
         let task = TextTask::new(&cfg, &source_dir, &device)?;
         run_task(task, &cfg, out, resume, state, hooks, &base_device)
+    } else if crate::checkpoint::seg_dir::is_segmentation_dir(&source_dir) {
+        let task = super::segmentation::SegTask::new(&cfg, &source_dir, &device)?;
+        run_task(task, &cfg, out, resume, state, hooks, &base_device)
     } else {
         let task = VisionTask::new(&cfg, &source_dir, &device)?;
         run_task(task, &cfg, out, resume, state, hooks, &base_device)
@@ -314,6 +317,8 @@ impl<'a, T: Task> Run<'a, T> {
             )));
         }
         let grads = GradientsParams::from_grads(loss.backward(), self.net());
+        let net = self.net.take().expect("model");
+        self.net = Some(self.task.after_backward(net));
         match self.grads.as_mut() {
             Some(acc) => accumulate(self.net.as_ref().expect("model"), acc, grads),
             None => self.grads = Some(grads),
@@ -429,6 +434,8 @@ impl<'a, T: Task> Run<'a, T> {
             val_perplexity: None,
             test_top1: None,
             test_top5: None,
+            val_miou: None,
+            val_aacc: None,
             img_per_s: img.then(|| per_s(s.epoch_images)),
             tokens_per_s: text.then(|| per_s(s.epoch_tokens)),
             wall_s: 0.0,
@@ -466,9 +473,14 @@ fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
         (Some(i), _) => format!("{i:.1} img/s"),
         _ => String::new(),
     };
-    let quality = match m.val_perplexity {
-        Some(p) => format!("val perplexity {p:.3}"),
-        None => format!(
+    let quality = match (m.val_perplexity, m.val_miou) {
+        (Some(p), _) => format!("val perplexity {p:.3}"),
+        (_, Some(miou)) => format!(
+            "val mIoU {} · val aAcc {}",
+            pct(Some(miou)),
+            pct(m.val_aacc)
+        ),
+        _ => format!(
             "val top-1 {} · test top-1 {}",
             pct(m.val_top1),
             pct(m.test_top1)

@@ -1,0 +1,255 @@
+//! The segmentation task: scenes through a segmentor (UperNet or the linear probe on a plain or
+//! grown backbone), mmsegmentation's loss, BatchNorm statistics kept as torch keeps them, and
+//! the validation split's mIoU each epoch (the test split is `eval`'s).
+
+use std::cell::RefCell;
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::config::{EpochMetrics, TrainConfig};
+use super::iou::{argmax_channels, IouAreas, IouMetrics};
+use super::task::{Sizes, Task};
+use crate::checkpoint::seg_dir::{load_segmentor, save_segmentor, SegModelConfig};
+use crate::data::loader::{derive_seed, epoch_batches, LoaderConfig};
+use crate::data::seg::{SegDataset, SegSample, SegSplit};
+use crate::error::{Error, Result};
+use crate::model::drop_path::DropPath;
+use crate::model::weights::to_vec;
+use crate::segment::layers::{resize, TrainState};
+use crate::segment::loss::{segmentation_loss, PixelLabels};
+use crate::segment::Segmentor;
+
+/// Normalised images `[n, c, h, w]` and their labels `[n, h, w]`.
+pub struct SegBatch {
+    pub images: Vec<f32>,
+    pub shape: [usize; 4],
+    pub labels: Vec<u8>,
+}
+
+pub(crate) struct SegTask {
+    cfg: TrainConfig,
+    config: SegModelConfig,
+    net: Option<Segmentor>,
+    train: SegSplit,
+    train_len: usize,
+    val: SegSplit,
+    val_len: usize,
+    loader: LoaderConfig,
+    /// The batch statistics of the last training forward, for `after_backward`.
+    stats: RefCell<Vec<(String, [Tensor<1>; 2])>>,
+    device: Device,
+    base_device: Device,
+}
+
+impl SegTask {
+    pub(crate) fn new(cfg: &TrainConfig, source_dir: &Path, device: &Device) -> Result<Self> {
+        let data = SegDataset::open(&cfg.data)?;
+        let (config, net) = load_segmentor(source_dir, device)?;
+        if data.num_classes() != config.spec.num_classes {
+            return Err(Error::config(
+                source_dir.join("config.json"),
+                format!(
+                    "the segmentor has {} classes but --data {} has {}",
+                    config.spec.num_classes,
+                    cfg.data,
+                    data.num_classes()
+                ),
+            ));
+        }
+        let [h, w] = config.backbone.arch.img_size();
+        let side = data.train.get(0)?.shape;
+        if [side[1], side[2]] != [h, w] || side[0] != config.backbone.arch.in_chans() {
+            return Err(Error::config(
+                source_dir.join("config.json"),
+                format!("the segmentor takes {}×{h}×{w} input but --data {} has {}×{}×{}; make it with `scalenet init --arch upernet --img-size {}`", config.backbone.arch.in_chans(), cfg.data, side[0], side[1], side[2], side[1]),
+            ));
+        }
+        let loader = LoaderConfig {
+            batch_size: cfg.batch_size,
+            shuffle: true,
+            drop_last: true,
+            workers: cfg.workers,
+            seed: cfg.seed,
+            num_classes: config.spec.num_classes,
+            mixing: Default::default(),
+            on_bad_image: crate::data::loader::OnBadImage::Fail,
+        };
+        Ok(Self {
+            train_len: cfg
+                .train_subset
+                .map_or(data.train.len(), |n| n.min(data.train.len())),
+            val_len: cfg
+                .test_subset
+                .map_or(data.val.len(), |n| n.min(data.val.len())),
+            train: data.train,
+            val: data.val,
+            cfg: cfg.clone(),
+            config,
+            net: Some(net),
+            loader,
+            stats: RefCell::new(Vec::new()),
+            base_device: device.clone().inner(),
+            device: device.clone(),
+        })
+    }
+}
+
+/// Samples `indices` of `split`, normalised by `config`'s mean and std; each flipped
+/// left-right at random when `flip_seed` is given.
+pub fn seg_batch(
+    config: &SegModelConfig,
+    split: &SegSplit,
+    indices: &[usize],
+    flip_seed: Option<u64>,
+) -> Result<SegBatch> {
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    let mut shape = [indices.len(), 0, 0, 0];
+    for &i in indices {
+        let mut s = split.get(i)?;
+        if flip_seed.is_some_and(|seed| derive_seed(&[seed, i as u64]) % 2 == 1) {
+            flip(&mut s);
+        }
+        let [c, h, w] = s.shape;
+        shape = [indices.len(), c, h, w];
+        let hw = h * w;
+        images.extend(s.pixels.iter().enumerate().map(|(k, &p)| {
+            let ch = k / hw;
+            ((p as f64 / 255.0 - config.mean[ch]) / config.std[ch]) as f32
+        }));
+        labels.extend(s.mask);
+    }
+    Ok(SegBatch {
+        images,
+        shape,
+        labels,
+    })
+}
+
+/// mmsegmentation's metrics of `net` over the first `len` samples of `split`, whole-image
+/// inference (logits resized to the labels), `batch_size` images at a time.
+pub fn evaluate_segmentation(
+    net: &Segmentor,
+    config: &SegModelConfig,
+    split: &SegSplit,
+    len: usize,
+    batch_size: usize,
+    device: &Device,
+    mut progress: impl FnMut(usize),
+) -> Result<IouMetrics> {
+    let mut areas = IouAreas::new(config.spec.num_classes, config.ignore_index);
+    let bs = batch_size.max(1);
+    for start in (0..len).step_by(bs) {
+        let idx: Vec<usize> = (start..(start + bs).min(len)).collect();
+        let b = seg_batch(config, split, &idx, None)?;
+        let [n, _, h, w] = b.shape;
+        let x = Tensor::<4>::from_data(TensorData::new(b.images, b.shape), device);
+        let (logits, _) = net.forward(x);
+        let k = logits.dims()[1];
+        let pred = argmax_channels(&to_vec(resize(logits, [h, w])), n, k, h * w);
+        let labels: Vec<u32> = b.labels.iter().map(|&l| l as u32).collect();
+        areas.add(&pred, &labels);
+        progress(n);
+    }
+    Ok(areas.metrics())
+}
+
+/// Mirrors a sample left-right, image and mask together.
+fn flip(s: &mut SegSample) {
+    let [c, h, w] = s.shape;
+    for row in 0..c * h {
+        s.pixels[row * w..(row + 1) * w].reverse();
+    }
+    for row in 0..h {
+        s.mask[row * w..(row + 1) * w].reverse();
+    }
+}
+
+impl Task for SegTask {
+    type Model = Segmentor;
+    type Batch = SegBatch;
+
+    fn model(&mut self) -> Segmentor {
+        self.net.take().expect("the model is taken once")
+    }
+
+    fn batches_per_epoch(&self) -> usize {
+        epoch_batches(self.train_len, &self.loader, 0).len()
+    }
+
+    fn batches<'a>(
+        &'a self,
+        epoch: usize,
+        start: usize,
+    ) -> Box<dyn Iterator<Item = Result<SegBatch>> + 'a> {
+        let flip_seed = derive_seed(&[self.cfg.seed, epoch as u64, 0xf1a9]);
+        Box::new(
+            epoch_batches(self.train_len, &self.loader, epoch)
+                .into_iter()
+                .skip(start)
+                .map(move |idx| seg_batch(&self.config, &self.train, &idx, Some(flip_seed))),
+        )
+    }
+
+    fn loss(
+        &self,
+        net: &Segmentor,
+        batch: SegBatch,
+        step: usize,
+        micro: usize,
+    ) -> (Tensor<1>, Sizes) {
+        let [n, _, h, w] = batch.shape;
+        let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &self.device);
+        let seed = derive_seed(&[self.cfg.seed, step as u64, micro as u64, 0xd9]);
+        let mut dp = DropPath::new(self.cfg.drop_path, net.backbone.depth(), seed);
+        let mut dp_ref = (self.cfg.drop_path > 0.0).then_some(&mut dp);
+        let drop_seed = derive_seed(&[self.cfg.seed, step as u64, micro as u64, 0xd2]);
+        let mut state = TrainState::new(self.config.spec.dropout_ratio, drop_seed);
+        let (logits, aux) = net.forward_train(x, &mut dp_ref, &mut Some(&mut state));
+        *self.stats.borrow_mut() = state.stats;
+        let aux_weight = self.config.spec.aux.as_ref().map_or(0.0, |a| a.loss_weight);
+        let labels = PixelLabels {
+            values: &batch.labels,
+            shape: [n, h, w],
+            ignore_index: self.config.ignore_index as u8,
+        };
+        let loss = segmentation_loss(logits, aux.map(|a| (a, aux_weight)), &labels);
+        (
+            loss,
+            Sizes {
+                samples: n,
+                tokens: 0,
+            },
+        )
+    }
+
+    fn after_backward(&self, mut net: Segmentor) -> Segmentor {
+        net.update_running(std::mem::take(&mut *self.stats.borrow_mut()));
+        net
+    }
+
+    fn evaluate(&self, net: &Segmentor, m: &mut EpochMetrics) -> Result<()> {
+        let bs = self.cfg.eval_batch_size;
+        let val = evaluate_segmentation(
+            net,
+            &self.config,
+            &self.val,
+            self.val_len,
+            bs,
+            &self.base_device,
+            |_| {},
+        )?;
+        m.val_miou = Some(val.miou);
+        m.val_aacc = Some(val.aacc);
+        Ok(())
+    }
+
+    fn save(&self, dir: &Path, net: &Segmentor) -> Result<()> {
+        save_segmentor(dir, &self.config, net)
+    }
+
+    fn unit(&self) -> &'static str {
+        "img"
+    }
+}
