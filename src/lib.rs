@@ -21,6 +21,7 @@ pub mod inference;
 pub mod model;
 pub mod network;
 pub mod ops;
+pub mod overlay;
 pub mod plot;
 pub mod segment;
 pub mod selfcheck;

@@ -348,7 +348,7 @@ type BackendResult<'a> =
 
 /// Width and height of `text` at `size` px, and the glyphs' pixels (x, y, coverage) with the
 /// top-left of the text box at (0, 0).
-fn layout(text: &str, size: f32, mut pixel: impl FnMut(i32, i32, f32)) -> (f32, f32) {
+pub(crate) fn layout(text: &str, size: f32, mut pixel: impl FnMut(i32, i32, f32)) -> (f32, f32) {
     let font = FontRef::try_from_slice(FONT_BYTES).expect("the embedded font parses");
     let font = font.as_scaled(size);
     let mut caret = 0.0f32;

@@ -12,6 +12,7 @@ mod generate;
 mod info;
 mod init;
 mod predict;
+mod scenes;
 mod selfcheck;
 mod study;
 mod tokenizer;
@@ -108,6 +109,8 @@ enum Command {
     Export(export::Args),
     /// Assemble an English corpus (KJV, fortunes, GCIDE) from Debian's packages, split by document.
     Corpus(corpus::Args),
+    /// Write fmnist-scenes segmentation scenes as PNGs: images, index masks, labelled overlays.
+    Scenes(scenes::Args),
 }
 
 /// Mesa's Vulkan drivers print `error: XDG_RUNTIME_DIR is invalid or not set` several times per
@@ -162,6 +165,7 @@ impl Command {
                 | Command::Convert(_)
                 | Command::Tokenizer(_)
                 | Command::Corpus(_)
+                | Command::Scenes(_)
                 | Command::Export(_)
         )
     }
@@ -206,6 +210,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Demo(a) => study::demo(a),
         Command::Tokenizer(a) => tokenizer::run(a),
         Command::Corpus(a) => corpus::run(a),
+        Command::Scenes(a) => scenes::run(a),
         Command::Export(a) => export::run(a),
     }
 }

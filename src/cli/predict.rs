@@ -18,11 +18,18 @@ pub struct Args {
     images: Vec<PathBuf>,
     #[arg(long, default_value_t = 5)]
     top: usize,
+    /// Segmentation models: where each image's mask (`<name>_mask.png`, class indices) and
+    /// overlay (`<name>_overlay.png`) go.
+    #[arg(long)]
+    out: Option<PathBuf>,
     #[arg(long, default_value = "flex", help = DEVICE_HELP)]
     device: String,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if scalenet::checkpoint::seg_dir::is_segmentation_dir(&args.model_dir) {
+        return segmentation(&args);
+    }
     let device = super::device(&args.device)?;
     let loaded = load_model(&args.model_dir, &device)?;
     let arch = loaded.network.arch();
@@ -73,4 +80,59 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Each image's predicted mask and an overlay with a legend, in `--out`.
+fn segmentation(args: &Args) -> Result<()> {
+    use scalenet::overlay::{write_index_png, write_overlay};
+    use scalenet::train::segmentation::predict_mask;
+    let Some(out) = &args.out else {
+        anyhow::bail!(
+            "--out DIR is required for a segmentation model (the masks and overlays go there)"
+        );
+    };
+    let device = super::device(&args.device)?;
+    let (config, seg) = scalenet::checkpoint::seg_dir::load_segmentor(&args.model_dir, &device)?;
+    let classes = segmentation_classes(&config);
+    std::fs::create_dir_all(out)?;
+    for path in &args.images {
+        let (pixels, h, w) = folder::decode(path)?;
+        let mask = predict_mask(&seg, &config, &pixels, [h, w], &device);
+        let stem = path
+            .file_stem()
+            .map_or("image".into(), |s| s.to_string_lossy().to_string());
+        write_index_png(&out.join(format!("{stem}_mask.png")), &mask, h, w)?;
+        let overlay = out.join(format!("{stem}_overlay.png"));
+        write_overlay(&overlay, &pixels, [3, h, w], &mask, &classes)?;
+        let mut counts = vec![0usize; classes.len()];
+        mask.iter().for_each(|&k| counts[k as usize] += 1);
+        let found: Vec<String> = (1..classes.len())
+            .filter(|&k| counts[k] > 0)
+            .map(|k| {
+                format!(
+                    "{} {:.1}%",
+                    classes[k],
+                    100.0 * counts[k] as f64 / mask.len() as f64
+                )
+            })
+            .collect();
+        println!(
+            "{}: {} → {}",
+            path.display(),
+            found.join(", "),
+            overlay.display()
+        );
+    }
+    Ok(())
+}
+
+/// The segmentor's class names: fmnist-scenes' when it has their 11, else numbered.
+fn segmentation_classes(config: &scalenet::checkpoint::seg_dir::SegModelConfig) -> Vec<String> {
+    let scene = scalenet::data::scenes::scene_classes();
+    if config.spec.num_classes == scene.len() {
+        return scene;
+    }
+    (0..config.spec.num_classes)
+        .map(|k| format!("class {k}"))
+        .collect()
 }

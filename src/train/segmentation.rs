@@ -253,3 +253,37 @@ impl Task for SegTask {
         "img"
     }
 }
+
+/// The class of each pixel of one image (`pixels` `[3, h, w]` RGB, any size): converted to the
+/// model's channels (the mean of R, G and B for one), resized to its input, and the logits
+/// resized back to `h × w` before the arg-max.
+pub fn predict_mask(
+    net: &Segmentor,
+    config: &SegModelConfig,
+    pixels: &[u8],
+    [h, w]: [usize; 2],
+    device: &Device,
+) -> Vec<u8> {
+    let chans = config.backbone.arch.in_chans();
+    let [mh, mw] = config.backbone.arch.img_size();
+    let hw = h * w;
+    let planes: Vec<f32> = match chans {
+        1 => (0..hw)
+            .map(|i| (0..3).map(|c| pixels[c * hw + i] as f32).sum::<f32>() / 3.0)
+            .collect(),
+        _ => pixels.iter().map(|&p| p as f32).collect(),
+    };
+    let mut x = crate::data::transform::resize(&planes, chans, h, w, mh, mw, false);
+    let per = mh * mw;
+    for (i, v) in x.iter_mut().enumerate() {
+        let c = i / per;
+        *v = ((*v as f64 / 255.0 - config.mean[c]) / config.std[c]) as f32;
+    }
+    let x = Tensor::<4>::from_data(TensorData::new(x, [1, chans, mh, mw]), device);
+    let (logits, _) = net.forward(x);
+    let k = logits.dims()[1];
+    argmax_channels(&to_vec(resize(logits, [h, w])), 1, k, hw)
+        .into_iter()
+        .map(|c| c as u8)
+        .collect()
+}
