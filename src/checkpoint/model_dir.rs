@@ -125,9 +125,7 @@ impl ModelConfig {
     }
 
     pub fn read(dir: &Path) -> Result<Self> {
-        check_dir(dir)?;
-        let path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let (path, text) = read_config_text(dir)?;
         Self::parse(&path, &text)
     }
 
@@ -163,6 +161,14 @@ impl ModelConfig {
 
 fn is_old_style_pretrained_key(key: &str, raw: &Map<String, Value>) -> bool {
     !raw.contains_key("pretrained_cfg") && key != "label_names" && key != "scalenet"
+}
+
+/// `dir/config.json`'s path and text, `dir` checked first.
+pub fn read_config_text(dir: &Path) -> Result<(PathBuf, String)> {
+    check_dir(dir)?;
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    Ok((path, text))
 }
 
 pub fn check_dir(dir: &Path) -> Result<()> {

@@ -10,7 +10,8 @@ use burn::tensor::Device;
 use serde_json::{Map, Value};
 
 use super::model_dir::{
-    build_network, check_dir, read_weights, save_dir, CheckpointSource, ModelConfig, CONFIG_FILE,
+    build_network, read_config_text, read_weights, save_dir, CheckpointSource, ModelConfig,
+    CONFIG_FILE,
 };
 use crate::error::{Error, Result};
 use crate::growth::plan::Growth;
@@ -101,9 +102,7 @@ impl SegModelConfig {
     }
 
     pub fn read(dir: &Path) -> Result<Self> {
-        check_dir(dir)?;
-        let path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let (path, text) = read_config_text(dir)?;
         Self::parse(&path, &text)
     }
 

@@ -196,7 +196,6 @@ pub struct ConvModule {
 }
 
 impl ConvModule {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         src: &mut dyn WeightSource,
         key: &str,
