@@ -25,6 +25,9 @@ pub fn run(args: Args) -> Result<()> {
     if scalenet::checkpoint::hf_dir::is_language_model(&args.model_dir) {
         return language_model(&args);
     }
+    if scalenet::checkpoint::seg_dir::is_segmentation_dir(&args.model_dir) {
+        return segmentation(&args);
+    }
     let loaded = load_model(&args.model_dir, &Device::flex())?;
     match &loaded.config.arch {
         ImageArch::Vit(v) => vit(&args, &loaded, v),
@@ -222,6 +225,55 @@ fn grown_rows(
         ("total", c.total()),
         ("unshared", c.unshared_total()),
     ]
+}
+
+/// A segmentor: its head, backbone and input, and the parameters of each part.
+fn segmentation(args: &Args) -> Result<()> {
+    let (c, seg) = scalenet::checkpoint::seg_dir::load_segmentor(&args.model_dir, &Device::flex())?;
+    let norms: usize = seg.stage_norms.iter().map(|n| n.num_params()).sum();
+    let rows = [
+        ("backbone", seg.backbone.num_params()),
+        ("stage norms", norms),
+        ("neck", seg.neck.as_ref().map_or(0, |n| n.num_params())),
+        ("decode head", seg.decode_head.num_params()),
+        (
+            "aux head",
+            seg.auxiliary_head.as_ref().map_or(0, |h| h.num_params()),
+        ),
+        ("total", seg.backbone.num_params() + seg.head_params()),
+    ];
+    if args.json {
+        let out = serde_json::json!({"config": c.to_json(), "params": params_json(&rows)});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let [h, w] = c.backbone.arch.img_size();
+    let grown = if c.backbone.growth.is_some() {
+        "grown "
+    } else {
+        ""
+    };
+    println!(
+        "segmentor      {:?} on a {grown}{} ({})",
+        c.spec.head,
+        c.backbone.arch.family(),
+        c.backbone.architecture
+    );
+    println!(
+        "input          {}×{h}×{w}, mean {:?}, std {:?}",
+        c.backbone.arch.in_chans(),
+        c.mean,
+        c.std
+    );
+    println!(
+        "classes        {} (ignore_index {})",
+        c.spec.num_classes, c.ignore_index
+    );
+    if matches!(c.backbone.arch, ImageArch::Vit(_)) {
+        println!("out_indices    {:?}", c.spec.out_indices);
+    }
+    print_params(&rows);
+    Ok(())
 }
 
 /// The parameter rows as a JSON object (`pos. norms` → `pos_norms`).
