@@ -509,3 +509,108 @@ fn train_resume_and_eval_a_segmentor_on_scenes() {
     assert!((0.0..=1.0).contains(&miou), "{v}");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+fn folders() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seg/folders")
+}
+
+/// The folder layouts users have load: a generic images/ + masks/ tree (a palette mask read as
+/// its indices) and ADE20K's, whose `reduce_zero_label` makes 0 ignored and k into k − 1.
+#[test]
+fn segmentation_folders_load() {
+    use scalenet::data::seg::SegDataset;
+    let g = SegDataset::open(&format!(
+        "segfolder:{}",
+        folders().join("generic").display()
+    ))
+    .unwrap();
+    assert_eq!(g.classes, ["background", "circle", "square"]);
+    assert_eq!((g.train.len(), g.val.len(), g.test.len()), (3, 1, 1));
+    for i in 0..3 {
+        let s = g.train.get(i).unwrap();
+        assert_eq!(s.shape, [3, 6, 8]);
+        assert_eq!(s.mask[0], 255, "sample {i}");
+        assert!(
+            s.mask.iter().all(|&l| l < 3 || l == 255),
+            "sample {i}: {:?}",
+            s.mask
+        );
+        assert!(
+            s.mask.contains(&2),
+            "sample {i}: the palette's indices, not its colours"
+        );
+    }
+    let ade = folders().join("ade/ADEChallengeData2016");
+    let a = SegDataset::open(&format!("ade20k:{}", ade.display())).unwrap();
+    assert_eq!(a.num_classes(), 150);
+    assert_eq!((a.train.len() + a.val.len(), a.test.len()), (4, 2));
+    let s = a.test.get(0).unwrap();
+    assert_eq!(s.mask[..3], [255, 0, 149]);
+}
+
+/// Bad segmentation data is one clear error naming the file: a mask of another size, a class
+/// beyond the list, a colour mask, a truncated PNG, an image without a mask.
+#[test]
+fn bad_segmentation_folders_are_one_clear_error() {
+    use scalenet::data::seg::SegDataset;
+    let tmp = std::env::temp_dir().join(format!("scalenet-segfolder-{}", std::process::id()));
+    let copy = |name: &str| {
+        let dst = tmp.join(name);
+        let src = folders().join("generic");
+        for sub in ["images/train", "images/val", "masks/train", "masks/val"] {
+            std::fs::create_dir_all(dst.join(sub)).unwrap();
+            for e in std::fs::read_dir(src.join(sub)).unwrap() {
+                let p = e.unwrap().path();
+                std::fs::copy(&p, dst.join(sub).join(p.file_name().unwrap())).unwrap();
+            }
+        }
+        std::fs::copy(src.join("classes.txt"), dst.join("classes.txt")).unwrap();
+        dst
+    };
+    let mask = |d: &Path| d.join("masks/train/a.png");
+    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+        (
+            "size",
+            Box::new(|d| image::GrayImage::new(5, 5).save(mask(d)).unwrap()),
+            "the mask is 5×5 but its image",
+        ),
+        (
+            "class",
+            Box::new(|d| {
+                image::GrayImage::from_pixel(8, 6, image::Luma([7]))
+                    .save(mask(d))
+                    .unwrap()
+            }),
+            "holds class 7, but there are 3 classes",
+        ),
+        (
+            "rgb",
+            Box::new(|d| image::RgbImage::new(8, 6).save(mask(d)).unwrap()),
+            "colour (RGB) image where a mask of class indices",
+        ),
+        (
+            "truncated",
+            Box::new(|d| {
+                let b = std::fs::read(mask(d)).unwrap();
+                std::fs::write(mask(d), &b[..b.len() / 2]).unwrap();
+            }),
+            "truncated or corrupt PNG",
+        ),
+        (
+            "orphan",
+            Box::new(|d| std::fs::remove_file(mask(d)).unwrap()),
+            "not found (the mask of",
+        ),
+    ];
+    for (name, spoil, want) in cases {
+        let d = copy(name);
+        spoil(&d);
+        let err = SegDataset::open(&format!("segfolder:{}", d.display()))
+            .and_then(|ds| (0..ds.train.len()).try_for_each(|i| ds.train.get(i).map(|_| ())))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want) && err.contains("a.png"), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{name}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}

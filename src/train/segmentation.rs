@@ -13,6 +13,7 @@ use super::task::{Sizes, Task};
 use crate::checkpoint::seg_dir::{load_segmentor, save_segmentor, SegModelConfig};
 use crate::data::loader::{derive_seed, epoch_batches, LoaderConfig};
 use crate::data::seg::{SegDataset, SegSample, SegSplit};
+use crate::data::seg_folder::{adapt_channels, resize_sample};
 use crate::error::{Error, Result};
 use crate::model::drop_path::DropPath;
 use crate::model::weights::to_vec;
@@ -57,14 +58,6 @@ impl SegTask {
                 ),
             ));
         }
-        let [h, w] = config.backbone.arch.img_size();
-        let side = data.train.get(0)?.shape;
-        if [side[1], side[2]] != [h, w] || side[0] != config.backbone.arch.in_chans() {
-            return Err(Error::config(
-                source_dir.join("config.json"),
-                format!("the segmentor takes {}×{h}×{w} input but --data {} has {}×{}×{}; make it with `scalenet init --arch upernet --img-size {}`", config.backbone.arch.in_chans(), cfg.data, side[0], side[1], side[2], side[1]),
-            ));
-        }
         let loader = LoaderConfig {
             batch_size: cfg.batch_size,
             shuffle: true,
@@ -106,8 +99,10 @@ pub fn seg_batch(
     let mut images = Vec::new();
     let mut labels = Vec::new();
     let mut shape = [indices.len(), 0, 0, 0];
+    let [mh, mw] = config.backbone.arch.img_size();
     for &i in indices {
-        let mut s = split.get(i)?;
+        let chans = config.backbone.arch.in_chans();
+        let mut s = resize_sample(adapt_channels(split.get(i)?, chans), [mh, mw]);
         if flip_seed.is_some_and(|seed| derive_seed(&[seed, i as u64]) % 2 == 1) {
             flip(&mut s);
         }
