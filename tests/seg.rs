@@ -568,7 +568,8 @@ fn bad_segmentation_folders_are_one_clear_error() {
         dst
     };
     let mask = |d: &Path| d.join("masks/train/a.png");
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    type Spoil = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Spoil, &str)> = vec![
         (
             "size",
             Box::new(|d| image::GrayImage::new(5, 5).save(mask(d)).unwrap()),
