@@ -568,7 +568,7 @@ fn bad_segmentation_folders_are_one_clear_error() {
         dst
     };
     let mask = |d: &Path| d.join("masks/train/a.png");
-    type Spoil = Box<dyn Fn(&Path)>;
+    type Spoil<'a> = Box<dyn Fn(&Path) + 'a>;
     let cases: Vec<(&str, Spoil, &str)> = vec![
         (
             "size",
