@@ -615,3 +615,50 @@ fn bad_segmentation_folders_are_one_clear_error() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// `expand` on a segmentor grows its backbone in place of a classifier's: the heads keep their
+/// weights, a ViT's out_indices spread over the grown depth, and the result runs.
+#[test]
+fn expand_grows_a_segmentors_backbone() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seg/models");
+    let tmp = std::env::temp_dir().join(format!("scalenet-seg-expand-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let out = tmp.join("grown");
+    let o = scalenet()
+        .arg("expand")
+        .arg(fixtures.join("vit_upernet"))
+        .args(["--depth", "8", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["out_indices"], serde_json::json!([1, 3, 5, 7]));
+    assert!(cfg["backbone"]["scalenet"].is_object(), "{cfg}");
+    let read = |d: &Path| {
+        TensorFile::read(&d.join("model.safetensors"))
+            .unwrap()
+            .tensors
+    };
+    let (before, after) = (read(&fixtures.join("vit_upernet")), read(&out));
+    let heads: Vec<_> = before
+        .keys()
+        .filter(|k| !k.starts_with("backbone."))
+        .collect();
+    assert!(heads.len() > 50);
+    for k in heads {
+        assert_eq!(before[k].values, after[k].values, "{k}");
+    }
+    let o = scalenet()
+        .arg("forward")
+        .arg(&out)
+        .arg("--input")
+        .arg(fixtures.join("vit_upernet/io.safetensors"))
+        .arg("--output")
+        .arg(tmp.join("o.safetensors"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_dir_all(&tmp);
+}

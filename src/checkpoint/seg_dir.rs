@@ -4,6 +4,7 @@
 //! tensor under mmsegmentation's names (`backbone.*`, `neck.*`, `decode_head.*`,
 //! `auxiliary_head.*`).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use burn::tensor::Device;
@@ -319,4 +320,49 @@ fn resized_config(dir: &Path, old: &ModelConfig, side: usize) -> Result<ModelCon
         );
     }
     ModelConfig::parse(&dir.join(CONFIG_FILE), &Value::Object(raw).to_string())
+}
+
+/// A segmentor's backbone, and the rest of its tensors (stage norms, neck, heads) by name.
+pub fn split_backbone(seg: Segmentor) -> (crate::network::Network, HashMap<String, Vec<f32>>) {
+    let stage_norm = |k: &str| {
+        k.strip_prefix("backbone.norm")
+            .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+    };
+    let heads = seg
+        .export()
+        .tensors
+        .into_iter()
+        .filter(|t| !t.name.starts_with("backbone.") || stage_norm(&t.name))
+        .map(|t| (t.name, t.values))
+        .collect();
+    (seg.backbone, heads)
+}
+
+/// The segmentor of `config` with another backbone (grown, or deepened without sharing) of the
+/// same widths, its stage norms, neck and heads from `heads` ([`split_backbone`]). A ViT's
+/// `out_indices` are chosen anew over the new depth.
+pub fn with_backbone(
+    config: &SegModelConfig,
+    mut heads: HashMap<String, Vec<f32>>,
+    backbone: ModelConfig,
+    network: crate::network::Network,
+    device: &Device,
+) -> (SegModelConfig, Segmentor) {
+    let depth = match &backbone.growth {
+        Some(Growth::Stack(g)) => g.layer_map.len(),
+        _ => backbone.arch.depth(),
+    };
+    let mut spec = config.spec.clone();
+    spec.out_indices = crate::model::vit::default_out_indices(depth, 4);
+    let mut src =
+        |k: &str, _: &[usize], _: Init| heads.remove(k).expect("the segmentor's own tensors");
+    let seg = Segmentor::new(&spec, network, &mut src, device);
+    (
+        SegModelConfig {
+            backbone,
+            spec,
+            ..config.clone()
+        },
+        seg,
+    )
 }

@@ -74,6 +74,61 @@ pub struct Args {
     out: super::OutDir,
 }
 
+/// The grown (or `--no-share` deepened) network and its config, for a plain ViT or Swin.
+fn grow_network(
+    args: &Args,
+    network: Network,
+    config: &scalenet::checkpoint::ModelConfig,
+    opts: &scalenet::growth::options::ExpandOptions,
+) -> Result<(scalenet::checkpoint::ModelConfig, Network)> {
+    Ok(match network {
+        Network::Plain(m) if args.depths.is_none() => expand(m, config, opts)?,
+        Network::Swin(m) if args.depths.is_some() => expand_swin(m, config, opts)?,
+        Network::Plain(_) => bail!(
+            "--depths is for Swins; {} is a ViT: use --depth N",
+            args.base_dir.display()
+        ),
+        Network::Swin(m) => {
+            bail!(
+            "{} is a Swin: give the grown depth of each stage with --depths (its depths are {})",
+            args.base_dir.display(),
+            m.config().depths.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")
+        )
+        }
+        _ => bail!(
+            "{}: is a grown scalenet model; expand a plain model",
+            args.base_dir.display()
+        ),
+    })
+}
+
+/// A segmentor's backbone grown in place, its heads kept (a ViT's blocks that feed them are
+/// chosen anew over the grown depth).
+fn segmentor(
+    args: &Args,
+    opts: &scalenet::growth::options::ExpandOptions,
+    out: &std::path::Path,
+    device: &burn::tensor::Device,
+) -> Result<()> {
+    use scalenet::checkpoint::seg_dir::{
+        load_segmentor, save_segmentor, split_backbone, with_backbone,
+    };
+    let (config, seg) = load_segmentor(&args.base_dir, device)?;
+    let before = seg.backbone.num_params();
+    let (backbone, heads) = split_backbone(seg);
+    let (grown_config, grown) = grow_network(args, backbone, &config.backbone, opts)?;
+    let (config, seg) = with_backbone(&config, heads, grown_config, grown, device);
+    save_segmentor(out, &config, &seg)?;
+    println!(
+        "grew the backbone of {} ({} → {} parameters, heads kept) in {}",
+        args.base_dir.display(),
+        scalenet::units::thousands(before),
+        scalenet::units::thousands(seg.backbone.num_params()),
+        out.display()
+    );
+    Ok(())
+}
+
 pub fn run(args: Args) -> Result<()> {
     let opts = options(&args)?;
     let out = args.out.checked()?;
@@ -81,26 +136,12 @@ pub fn run(args: Args) -> Result<()> {
         return language_model(&args, &opts, &out);
     }
     let device = burn::tensor::Device::flex();
+    if scalenet::checkpoint::seg_dir::is_segmentation_dir(&args.base_dir) {
+        return segmentor(&args, &opts, &out, &device);
+    }
     let base = load_model(&args.base_dir, &device)?;
     let base_params = base.network.num_params();
-    let (config, network) =
-        match base.network {
-            Network::Plain(m) if args.depths.is_none() => expand(m, &base.config, &opts)?,
-            Network::Swin(m) if args.depths.is_some() => expand_swin(m, &base.config, &opts)?,
-            Network::Plain(_) => bail!(
-                "--depths is for Swins; {} is a ViT: use --depth N",
-                args.base_dir.display()
-            ),
-            Network::Swin(m) => bail!(
-            "{} is a Swin: give the grown depth of each stage with --depths (its depths are {})",
-            args.base_dir.display(),
-            m.config().depths.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")
-        ),
-            _ => bail!(
-                "{}: is a grown scalenet model; expand a plain model",
-                args.base_dir.display()
-            ),
-        };
+    let (config, network) = grow_network(&args, base.network, &base.config, &opts)?;
     save_model(&out, &config, &network)?;
     match &network {
         Network::GrownSwin(g) => {

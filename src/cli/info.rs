@@ -253,9 +253,12 @@ fn segmentation(args: &Args) -> Result<()> {
     } else {
         ""
     };
+    let head = match c.spec.head {
+        scalenet::segment::HeadKind::Upernet => "UperNet with its FCN auxiliary head",
+        scalenet::segment::HeadKind::Linear => "linear probe",
+    };
     println!(
-        "segmentor      {:?} on a {grown}{} ({})",
-        c.spec.head,
+        "segmentor      {head} on a {grown}{} ({})",
         c.backbone.arch.family(),
         c.backbone.architecture
     );
