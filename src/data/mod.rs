@@ -8,6 +8,7 @@ pub mod idx;
 pub mod loader;
 pub mod scenes;
 pub mod seg;
+pub mod seg_augment;
 pub mod seg_folder;
 pub mod text;
 pub mod tokenizer;

@@ -6,13 +6,16 @@ use std::cell::RefCell;
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 
 use super::config::{EpochMetrics, TrainConfig};
 use super::iou::{argmax_channels, IouAreas, IouMetrics};
 use super::task::{Sizes, Task};
 use crate::checkpoint::seg_dir::{load_segmentor, save_segmentor, SegModelConfig};
 use crate::data::loader::{derive_seed, epoch_batches, LoaderConfig};
-use crate::data::seg::{SegDataset, SegSample, SegSplit};
+use crate::data::seg::{SegDataset, SegSplit};
+use crate::data::seg_augment::augment;
 use crate::data::seg_folder::{adapt_channels, resize_sample};
 use crate::error::{Error, Result};
 use crate::model::drop_path::DropPath;
@@ -88,24 +91,29 @@ impl SegTask {
     }
 }
 
-/// Samples `indices` of `split`, normalised by `config`'s mean and std; each flipped
-/// left-right at random when `flip_seed` is given.
+/// Samples `indices` of `split` at the model's input, normalised by `config`'s mean and std;
+/// with `augment_seed`, through mmsegmentation's training pipeline (`seg_augment`), else resized.
 pub fn seg_batch(
     config: &SegModelConfig,
     split: &SegSplit,
     indices: &[usize],
-    flip_seed: Option<u64>,
+    augment_seed: Option<u64>,
 ) -> Result<SegBatch> {
     let mut images = Vec::new();
     let mut labels = Vec::new();
     let mut shape = [indices.len(), 0, 0, 0];
     let [mh, mw] = config.backbone.arch.img_size();
+    let chans = config.backbone.arch.in_chans();
     for &i in indices {
-        let chans = config.backbone.arch.in_chans();
-        let mut s = resize_sample(adapt_channels(split.get(i)?, chans), [mh, mw]);
-        if flip_seed.is_some_and(|seed| derive_seed(&[seed, i as u64]) % 2 == 1) {
-            flip(&mut s);
-        }
+        let raw = adapt_channels(split.get(i)?, chans);
+        let s = match augment_seed {
+            Some(seed) => augment(
+                raw,
+                [mh, mw],
+                &mut StdRng::seed_from_u64(derive_seed(&[seed, i as u64])),
+            ),
+            None => resize_sample(raw, [mh, mw]),
+        };
         let [c, h, w] = s.shape;
         shape = [indices.len(), c, h, w];
         let hw = h * w;
@@ -150,17 +158,6 @@ pub fn evaluate_segmentation(
     Ok(areas.metrics())
 }
 
-/// Mirrors a sample left-right, image and mask together.
-fn flip(s: &mut SegSample) {
-    let [c, h, w] = s.shape;
-    for row in 0..c * h {
-        s.pixels[row * w..(row + 1) * w].reverse();
-    }
-    for row in 0..h {
-        s.mask[row * w..(row + 1) * w].reverse();
-    }
-}
-
 impl Task for SegTask {
     type Model = Segmentor;
     type Batch = SegBatch;
@@ -178,12 +175,12 @@ impl Task for SegTask {
         epoch: usize,
         start: usize,
     ) -> Box<dyn Iterator<Item = Result<SegBatch>> + 'a> {
-        let flip_seed = derive_seed(&[self.cfg.seed, epoch as u64, 0xf1a9]);
+        let augment_seed = derive_seed(&[self.cfg.seed, epoch as u64, 0xf1a9]);
         Box::new(
             epoch_batches(self.train_len, &self.loader, epoch)
                 .into_iter()
                 .skip(start)
-                .map(move |idx| seg_batch(&self.config, &self.train, &idx, Some(flip_seed))),
+                .map(move |idx| seg_batch(&self.config, &self.train, &idx, Some(augment_seed))),
         )
     }
 
