@@ -459,6 +459,8 @@ fn train_resume_and_eval_a_segmentor_on_scenes() {
             "16",
             "--precision",
             "f32",
+            "--sched",
+            "poly",
         ]
         .iter()
         .chain(extra)

@@ -26,6 +26,10 @@ pub struct Args {
     warmup_epochs: f64,
     #[arg(long, default_value_t = 1e-6)]
     warmup_lr: f64,
+    /// The decay after the warmup: `cosine` (timm's) or `poly` (mmsegmentation's PolyLR,
+    /// power 1; `poly:P` for power P), from --lr to --min-lr.
+    #[arg(long, default_value = "cosine", value_parser = parse_sched)]
+    sched: scalenet::train::schedule::Decay,
     /// Decoupled weight decay on weight matrices (not on norms, biases, pos_embed, tokens, gates).
     #[arg(long, default_value_t = 0.05)]
     weight_decay: f64,
@@ -173,6 +177,7 @@ fn config_from_args(a: &Args) -> Result<TrainConfig> {
         min_lr: a.min_lr,
         warmup_epochs: a.warmup_epochs,
         warmup_lr: a.warmup_lr,
+        sched: a.sched,
         weight_decay: a.weight_decay,
         smoothing: a.smoothing,
         drop_path: a.drop_path,
@@ -356,5 +361,19 @@ fn eval_hint(cfg: &TrainConfig) -> String {
         format!("--data {data} --seq-len {}", cfg.seq_len)
     } else {
         format!("--data {}", cfg.data)
+    }
+}
+
+/// `cosine`, `poly` or `poly:P`.
+fn parse_sched(s: &str) -> std::result::Result<scalenet::train::schedule::Decay, String> {
+    use scalenet::train::schedule::Decay;
+    match s.split_once(':') {
+        None if s == "cosine" => Ok(Decay::Cosine),
+        None if s == "poly" => Ok(Decay::Poly(1.0)),
+        Some(("poly", p)) => match p.parse::<f64>() {
+            Ok(p) if p.is_finite() && p > 0.0 => Ok(Decay::Poly(p)),
+            _ => Err(format!("poly:{p}: the power must be a positive number")),
+        },
+        _ => Err(format!("'{s}': expected cosine, poly or poly:POWER")),
     }
 }

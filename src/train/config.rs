@@ -18,6 +18,9 @@ pub struct TrainConfig {
     pub min_lr: f64,
     pub warmup_epochs: f64,
     pub warmup_lr: f64,
+    /// How the learning rate falls after the warmup (cosine in runs made before it existed).
+    #[serde(default)]
+    pub sched: super::schedule::Decay,
     pub weight_decay: f64,
     pub smoothing: f64,
     pub drop_path: f64,
@@ -80,6 +83,7 @@ impl TrainConfig {
             min_lr: 1e-5,
             warmup_epochs: 1.0,
             warmup_lr: 1e-6,
+            sched: Default::default(),
             weight_decay: 0.05,
             smoothing: 0.1,
             drop_path: 0.0,

@@ -202,6 +202,7 @@ impl<'a, T: Task> Run<'a, T> {
             warmup_lr: cfg.warmup_lr,
             warmup_steps: (cfg.warmup_epochs * steps_per_epoch as f64).round() as usize,
             total_steps: cfg.epochs * steps_per_epoch,
+            decay: cfg.sched,
         };
         let optim = AdamW::new(AdamWConfig {
             weight_decay: cfg.weight_decay,
