@@ -10,6 +10,7 @@ pub mod scenes;
 pub mod seg;
 pub mod seg_augment;
 pub mod seg_folder;
+pub mod seg_sample;
 pub mod text;
 pub mod tokenizer;
 pub mod transform;

@@ -7,18 +7,8 @@ use std::sync::Arc;
 
 use super::scenes::{scene_classes, SceneConfig, SceneSplit};
 use super::seg_folder::SegFolder;
+pub use super::seg_sample::{SegSample, IGNORE_INDEX};
 use super::{DataError, Dataset, Split};
-
-/// The label that no loss and no metric counts (mmsegmentation's default).
-pub const IGNORE_INDEX: u8 = 255;
-
-/// One sample: 8-bit pixels `[c, h, w]` and a class index per pixel `[h, w]`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SegSample {
-    pub pixels: Vec<u8>,
-    pub shape: [usize; 3],
-    pub mask: Vec<u8>,
-}
 
 /// The samples of one split.
 #[derive(Clone, Debug)]

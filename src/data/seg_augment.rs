@@ -8,8 +8,7 @@
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::seg::{SegSample, IGNORE_INDEX};
-use super::seg_folder::resize_sample;
+use super::seg_sample::{resize_sample, SegSample, IGNORE_INDEX};
 
 /// One augmented training sample of `size`.
 pub fn augment(s: SegSample, size: [usize; 2], rng: &mut StdRng) -> SegSample {

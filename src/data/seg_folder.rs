@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::seg::{SegSample, IGNORE_INDEX};
+use super::seg_sample::{SegSample, IGNORE_INDEX};
 use super::{folder, DataError};
 
 /// One split of a folder dataset: its image files and their masks, in name order.
@@ -176,50 +176,4 @@ pub fn read_index_png(path: &Path, bytes: &[u8]) -> Result<(Vec<u8>, usize, usiz
         .next_frame(&mut buf)
         .map_err(|e| bad(format!("truncated or corrupt PNG ({e})")))?;
     Ok((buf, h, w))
-}
-
-/// A sample brought to `size`: the image bilinearly, the mask by nearest neighbour.
-pub fn resize_sample(s: SegSample, [oh, ow]: [usize; 2]) -> SegSample {
-    let [c, h, w] = s.shape;
-    if [h, w] == [oh, ow] {
-        return s;
-    }
-    let x: Vec<f32> = s.pixels.iter().map(|&p| p as f32).collect();
-    let pixels = super::transform::resize(&x, c, h, w, oh, ow, false)
-        .into_iter()
-        .map(|v| v.round().clamp(0.0, 255.0) as u8)
-        .collect();
-    let mask = (0..oh * ow)
-        .map(|i| {
-            let (y, x) = (i / ow, i % ow);
-            s.mask[(y * h / oh) * w + x * w / ow]
-        })
-        .collect();
-    SegSample {
-        pixels,
-        shape: [c, oh, ow],
-        mask,
-    }
-}
-
-/// A sample with `chans` channels: RGB averaged to grey, grey repeated to RGB.
-pub fn adapt_channels(s: SegSample, chans: usize) -> SegSample {
-    let [c, h, w] = s.shape;
-    let hw = h * w;
-    let pixels = match (c, chans) {
-        (a, b) if a == b => return s,
-        (3, 1) => (0..hw)
-            .map(|i| {
-                ((s.pixels[i] as u16 + s.pixels[hw + i] as u16 + s.pixels[2 * hw + i] as u16) / 3)
-                    as u8
-            })
-            .collect(),
-        (1, n) => s.pixels.repeat(n),
-        (_, n) => s.pixels[..hw].repeat(n),
-    };
-    SegSample {
-        pixels,
-        shape: [chans, h, w],
-        mask: s.mask,
-    }
 }

@@ -16,7 +16,7 @@ use crate::checkpoint::seg_dir::{load_segmentor, save_segmentor, SegModelConfig}
 use crate::data::loader::{derive_seed, epoch_batches, LoaderConfig};
 use crate::data::seg::{SegDataset, SegSplit};
 use crate::data::seg_augment::augment;
-use crate::data::seg_folder::{adapt_channels, resize_sample};
+use crate::data::seg_sample::{adapt_channels, resize_sample};
 use crate::error::{Error, Result};
 use crate::model::drop_path::DropPath;
 use crate::model::weights::to_vec;

@@ -1,0 +1,59 @@
+//! One segmentation sample (an image and a class index per pixel) and what every source and
+//! the training pipeline do to one: resize it, adapt its channels.
+
+/// The label that no loss and no metric counts (mmsegmentation's default).
+pub const IGNORE_INDEX: u8 = 255;
+
+/// One sample: 8-bit pixels `[c, h, w]` and a class index per pixel `[h, w]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SegSample {
+    pub pixels: Vec<u8>,
+    pub shape: [usize; 3],
+    pub mask: Vec<u8>,
+}
+
+/// A sample brought to `size`: the image bilinearly, the mask by nearest neighbour.
+pub fn resize_sample(s: SegSample, [oh, ow]: [usize; 2]) -> SegSample {
+    let [c, h, w] = s.shape;
+    if [h, w] == [oh, ow] {
+        return s;
+    }
+    let x: Vec<f32> = s.pixels.iter().map(|&p| p as f32).collect();
+    let pixels = super::transform::resize(&x, c, h, w, oh, ow, false)
+        .into_iter()
+        .map(|v| v.round().clamp(0.0, 255.0) as u8)
+        .collect();
+    let mask = (0..oh * ow)
+        .map(|i| {
+            let (y, x) = (i / ow, i % ow);
+            s.mask[(y * h / oh) * w + x * w / ow]
+        })
+        .collect();
+    SegSample {
+        pixels,
+        shape: [c, oh, ow],
+        mask,
+    }
+}
+
+/// A sample with `chans` channels: RGB averaged to grey, grey repeated to RGB.
+pub fn adapt_channels(s: SegSample, chans: usize) -> SegSample {
+    let [c, h, w] = s.shape;
+    let hw = h * w;
+    let pixels = match (c, chans) {
+        (a, b) if a == b => return s,
+        (3, 1) => (0..hw)
+            .map(|i| {
+                ((s.pixels[i] as u16 + s.pixels[hw + i] as u16 + s.pixels[2 * hw + i] as u16) / 3)
+                    as u8
+            })
+            .collect(),
+        (1, n) => s.pixels.repeat(n),
+        (_, n) => s.pixels[..hw].repeat(n),
+    };
+    SegSample {
+        pixels,
+        shape: [chans, h, w],
+        mask: s.mask,
+    }
+}
