@@ -36,9 +36,9 @@ pub fn class_colour(k: usize) -> [u8; 3] {
     PALETTE[(k.max(1) - 1) % PALETTE.len()]
 }
 
-/// Writes `mask` (`h × w` class indices) as an 8-bit greyscale PNG of the indices.
-pub fn write_index_png(path: &Path, mask: &[u8], h: usize, w: usize) -> Result<()> {
-    let img = image::GrayImage::from_raw(w as u32, h as u32, mask.to_vec()).expect("h·w bytes");
+/// Writes `h × w` bytes as an 8-bit greyscale PNG: a mask's class indices, or a grey image.
+pub fn write_grey_png(path: &Path, values: &[u8], h: usize, w: usize) -> Result<()> {
+    let img = image::GrayImage::from_raw(w as u32, h as u32, values.to_vec()).expect("h·w bytes");
     write_png(path, image::DynamicImage::ImageLuma8(img))
 }
 

@@ -84,7 +84,7 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Each image's predicted mask and an overlay with a legend, in `--out`.
 fn segmentation(args: &Args) -> Result<()> {
-    use scalenet::overlay::{write_index_png, write_overlay};
+    use scalenet::overlay::{write_grey_png, write_overlay};
     use scalenet::train::segmentation::predict_mask;
     let Some(out) = &args.out else {
         anyhow::bail!(
@@ -101,7 +101,7 @@ fn segmentation(args: &Args) -> Result<()> {
         let stem = path
             .file_stem()
             .map_or("image".into(), |s| s.to_string_lossy().to_string());
-        write_index_png(&out.join(format!("{stem}_mask.png")), &mask, h, w)?;
+        write_grey_png(&out.join(format!("{stem}_mask.png")), &mask, h, w)?;
         let overlay = out.join(format!("{stem}_overlay.png"));
         write_overlay(&overlay, &pixels, [3, h, w], &mask, &classes)?;
         let mut counts = vec![0usize; classes.len()];

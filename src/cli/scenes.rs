@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use scalenet::data::seg::{SegDataset, SEG_DATA_HELP};
-use scalenet::overlay::{write_index_png, write_overlay};
+use scalenet::overlay::{write_grey_png, write_overlay};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -33,20 +33,11 @@ pub fn run(args: Args) -> Result<()> {
     for i in 0..n {
         let s = split.get(i)?;
         let [c, h, w] = s.shape;
-        let img = match c {
-            1 => image::DynamicImage::ImageLuma8(
-                image::GrayImage::from_raw(w as u32, h as u32, s.pixels.clone()).expect("h·w"),
-            ),
-            _ => bail!("{c}-channel scenes are not drawn"),
-        };
-        let path = args.out.join(format!("scene_{i}.png"));
-        let mut bytes = Vec::new();
-        img.write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            image::ImageFormat::Png,
-        )?;
-        scalenet::checkpoint::atomic::atomic_write(&path, &bytes)?;
-        write_index_png(&args.out.join(format!("scene_{i}_mask.png")), &s.mask, h, w)?;
+        if c != 1 {
+            bail!("{c}-channel scenes are not drawn");
+        }
+        write_grey_png(&args.out.join(format!("scene_{i}.png")), &s.pixels, h, w)?;
+        write_grey_png(&args.out.join(format!("scene_{i}_mask.png")), &s.mask, h, w)?;
         write_overlay(
             &args.out.join(format!("scene_{i}_truth.png")),
             &s.pixels,

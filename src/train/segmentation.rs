@@ -16,7 +16,7 @@ use crate::checkpoint::seg_dir::{load_segmentor, save_segmentor, SegModelConfig}
 use crate::data::loader::{derive_seed, epoch_batches, LoaderConfig};
 use crate::data::seg::{SegDataset, SegSplit};
 use crate::data::seg_augment::augment;
-use crate::data::seg_sample::{adapt_channels, resize_sample};
+use crate::data::seg_sample::{adapt_channels, resize_sample, SegSample};
 use crate::error::{Error, Result};
 use crate::model::drop_path::DropPath;
 use crate::model::weights::to_vec;
@@ -114,19 +114,26 @@ pub fn seg_batch(
             ),
             None => resize_sample(raw, [mh, mw]),
         };
-        let [c, h, w] = s.shape;
-        shape = [indices.len(), c, h, w];
-        let hw = h * w;
-        images.extend(s.pixels.iter().enumerate().map(|(k, &p)| {
-            let ch = k / hw;
-            ((p as f64 / 255.0 - config.mean[ch]) / config.std[ch]) as f32
-        }));
+        shape = [indices.len(), s.shape[0], s.shape[1], s.shape[2]];
+        images.extend(normalise(config, &s.pixels, s.shape[1] * s.shape[2]));
         labels.extend(s.mask);
     }
     Ok(SegBatch {
         images,
         shape,
         labels,
+    })
+}
+
+/// 8-bit planes of `hw` pixels each, scaled to [0, 1] and normalised by `config`'s mean/std.
+fn normalise<'a>(
+    config: &'a SegModelConfig,
+    pixels: &'a [u8],
+    hw: usize,
+) -> impl Iterator<Item = f32> + 'a {
+    pixels.iter().enumerate().map(move |(k, &p)| {
+        let ch = k / hw;
+        ((p as f64 / 255.0 - config.mean[ch]) / config.std[ch]) as f32
     })
 }
 
@@ -258,23 +265,17 @@ pub fn predict_mask(
 ) -> Vec<u8> {
     let chans = config.backbone.arch.in_chans();
     let [mh, mw] = config.backbone.arch.img_size();
-    let hw = h * w;
-    let planes: Vec<f32> = match chans {
-        1 => (0..hw)
-            .map(|i| (0..3).map(|c| pixels[c * hw + i] as f32).sum::<f32>() / 3.0)
-            .collect(),
-        _ => pixels.iter().map(|&p| p as f32).collect(),
+    let sample = SegSample {
+        pixels: pixels.to_vec(),
+        shape: [3, h, w],
+        mask: vec![0; h * w],
     };
-    let mut x = crate::data::transform::resize(&planes, chans, h, w, mh, mw, false);
-    let per = mh * mw;
-    for (i, v) in x.iter_mut().enumerate() {
-        let c = i / per;
-        *v = ((*v as f64 / 255.0 - config.mean[c]) / config.std[c]) as f32;
-    }
+    let s = resize_sample(adapt_channels(sample, chans), [mh, mw]);
+    let x: Vec<f32> = normalise(config, &s.pixels, mh * mw).collect();
     let x = Tensor::<4>::from_data(TensorData::new(x, [1, chans, mh, mw]), device);
     let (logits, _) = net.forward(x);
     let k = logits.dims()[1];
-    argmax_channels(&to_vec(resize(logits, [h, w])), 1, k, hw)
+    argmax_channels(&to_vec(resize(logits, [h, w])), 1, k, h * w)
         .into_iter()
         .map(|c| c as u8)
         .collect()
