@@ -664,3 +664,63 @@ fn expand_grows_a_segmentors_backbone() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// `reproduce --family seg` on the committed classification study's backbones at a tiny size:
+/// each arm's UperNet trains, is evaluated once on the whole validation and test splits, the
+/// report holds its row; a second call reuses the finished runs; a directory that is not a
+/// classification study is one line.
+#[test]
+fn the_segmentation_study_runs_and_resumes() {
+    let tmp = std::env::temp_dir().join(format!("scalenet-seg-study-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let converged = Path::new(env!("CARGO_MANIFEST_DIR")).join("studies/converged");
+    let reproduce = |backbones: &Path| {
+        scalenet()
+            .args(["reproduce", "--family", "seg", "--out"])
+            .arg(&tmp)
+            .arg("--backbones")
+            .arg(backbones)
+            .args(["--data", "fmnist-scenes-mini", "--img-size", "16"])
+            .args([
+                "--channels",
+                "8",
+                "--train-subset",
+                "16",
+                "--test-subset",
+                "8",
+            ])
+            .args(["--epochs", "1", "--seeds", "1", "--batch-size", "8"])
+            .args(["--only", "base,grown", "--precision", "f32"])
+            .output()
+            .unwrap()
+    };
+    let o = reproduce(&converged);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = std::fs::read_to_string(tmp.join("RESULTS.md")).unwrap();
+    for row in [
+        "| base | 4 | 1 |",
+        "| grown | 8 | 1 |",
+        "| Trouser |",
+        "Test mIoU: grown",
+    ] {
+        assert!(report.contains(row), "{row} not in {report}");
+    }
+    assert!(tmp.join("results.png").is_file());
+    let fin: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.join("runs/grown-s0/final.json")).unwrap())
+            .unwrap();
+    let miou = fin["test_miou"].as_f64().unwrap();
+    assert!(
+        (0.0..=100.0).contains(&miou) && fin["train_images"] == 16,
+        "{fin}"
+    );
+    let again = reproduce(&converged);
+    assert!(again.status.success());
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("grown-s0: done earlier, reusing"), "{said}");
+    let o = reproduce(&tmp.join("runs"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.lines().count() == 1, "{err}");
+    assert!(err.contains("not a finished classification study"), "{err}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

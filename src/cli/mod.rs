@@ -102,7 +102,7 @@ enum Command {
     /// Check that a device (e.g. cuda:0) computes what the CPU and the reference fixtures do.
     Selfcheck(selfcheck::Args),
     /// The reproduction study: base, grown (paper and identity init) and every baseline.
-    Reproduce(study::ReproduceArgs),
+    Reproduce(Box<study::ReproduceArgs>),
     /// Tokenizers for new language models: `tokenizer train`.
     Tokenizer(tokenizer::Args),
     /// Write a model for PyTorch (--torch): a grown Llama with its transformers remote code.
@@ -206,7 +206,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Predict(a) => predict::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Selfcheck(a) => selfcheck::run(a),
-        Command::Reproduce(a) => study::reproduce(a),
+        Command::Reproduce(a) => study::reproduce(*a),
         Command::Demo(a) => study::demo(a),
         Command::Tokenizer(a) => tokenizer::run(a),
         Command::Corpus(a) => corpus::run(a),

@@ -3,7 +3,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use scalenet::device::DEVICE_HELP;
 use scalenet::ops::auto_precision::Requested;
-use scalenet::study::{run_lm_study, run_study, table, LmStudyConfig, StudyConfig};
+use scalenet::study::{
+    run_lm_study, run_seg_study, run_study, table, LmStudyConfig, SegStudyConfig, StudyConfig,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct ReproduceArgs {
@@ -11,13 +13,15 @@ pub struct ReproduceArgs {
     #[arg(long)]
     out: PathBuf,
     /// Model family: vit, swin (two stages of --base-depth blocks, heads h and 2h, window 7;
-    /// each stage grows to 2L), or llama (the language-model study: growth operators on a tiny
-    /// Llama trained on --corpus; its defaults are in brackets below).
-    #[arg(long, default_value = "vit", value_parser = ["vit", "swin", "llama"])]
+    /// each stage grows to 2L), llama (the language-model study: growth operators on a tiny
+    /// Llama trained on --corpus; its defaults are in brackets below), or seg (UperNet on the
+    /// backbones of a finished vit study, --backbones; its defaults are in brackets below).
+    #[arg(long, default_value = "vit", value_parser = ["vit", "swin", "llama", "seg"])]
     family: String,
-    /// Dataset; the committed study uses the full Fashion-MNIST from Debian.
-    #[arg(long, default_value = "fmnist")]
-    data: String,
+    /// Dataset; the committed study uses the full Fashion-MNIST from Debian [default: fmnist;
+    /// seg fmnist-scenes].
+    #[arg(long)]
+    data: Option<String>,
     /// Base depth L (grown and from-scratch deep models have 2L) [default: 3; llama 4].
     #[arg(long)]
     base_depth: Option<usize>,
@@ -40,8 +44,9 @@ pub struct ReproduceArgs {
     /// [default: 256; llama 16 windows]
     #[arg(long)]
     batch_size: Option<usize>,
-    #[arg(long, default_value_t = 2e-3)]
-    lr: f64,
+    /// [default: 2e-3; seg 1e-3]
+    #[arg(long)]
+    lr: Option<f64>,
     #[arg(long)]
     train_subset: Option<usize>,
     #[arg(long)]
@@ -85,6 +90,24 @@ pub struct ReproduceArgs {
     precision: Requested,
     #[command(flatten)]
     lm: LmArgs,
+    #[command(flatten)]
+    seg: SegArgs,
+}
+
+/// The segmentation study's own flags.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Segmentation (--family seg)")]
+pub struct SegArgs {
+    /// A finished classification study (`scalenet reproduce`) whose base, grown-s*,
+    /// scratch-3E-s* and stacked-s* models are the backbones.
+    #[arg(long, default_value = "studies/converged")]
+    backbones: PathBuf,
+    /// The side every segmentor runs at (scenes are resized to it).
+    #[arg(long, default_value_t = 48)]
+    img_size: usize,
+    /// UperNet's channels (its auxiliary head has half).
+    #[arg(long, default_value_t = 64)]
+    channels: usize,
 }
 
 /// The language-model study's own flags.
@@ -124,13 +147,15 @@ pub struct LmArgs {
 
 pub fn reproduce(a: ReproduceArgs) -> Result<()> {
     let precision = super::train::announce_precision(a.precision, &a.device)?;
-    if a.family == "llama" {
-        return reproduce_llama(a, precision);
+    match a.family.as_str() {
+        "llama" => return reproduce_llama(a, precision),
+        "seg" => return reproduce_seg(a, precision),
+        _ => {}
     }
     let d = StudyConfig::reproduce();
     let cfg = StudyConfig {
         family: a.family,
-        data: a.data,
+        data: a.data.unwrap_or(d.data),
         train_subset: a.train_subset,
         test_subset: a.test_subset,
         img_size: 28,
@@ -142,7 +167,7 @@ pub fn reproduce(a: ReproduceArgs) -> Result<()> {
         epochs: a.epochs.unwrap_or(d.epochs),
         seeds: a.seeds,
         batch_size: a.batch_size.unwrap_or(d.batch_size),
-        lr: a.lr,
+        lr: a.lr.unwrap_or(d.lr),
         workers: a.workers,
         device: a.device,
         only: a.only,
@@ -173,7 +198,7 @@ pub fn reproduce(a: ReproduceArgs) -> Result<()> {
 /// The language-model study: the corpus (made when missing), then every arm.
 fn reproduce_llama(a: ReproduceArgs, precision: scalenet::ops::precision::Precision) -> Result<()> {
     let image_only = [
-        ("--data", a.data != "fmnist"),
+        ("--data", a.data.is_some()),
         ("--embed-dim", a.embed_dim != 72),
         ("--patch-size", a.patch_size != 7),
         ("--train-subset", a.train_subset.is_some()),
@@ -219,7 +244,7 @@ fn reproduce_llama(a: ReproduceArgs, precision: scalenet::ops::precision::Precis
         base_epochs: a.base_epochs.unwrap_or(d.base_epochs),
         epochs: a.epochs.unwrap_or(d.epochs),
         seeds: a.seeds,
-        lr: a.lr,
+        lr: a.lr.unwrap_or(d.lr),
         lr_grid,
         warmup_epochs: a.warmup_epochs.unwrap_or(d.warmup_epochs),
         weight_decay: a.weight_decay.unwrap_or(d.weight_decay),
@@ -232,6 +257,53 @@ fn reproduce_llama(a: ReproduceArgs, precision: scalenet::ops::precision::Precis
         ..d
     };
     run_lm_study(&cfg, &a.out, &super::train::interruptible())?;
+    let report = a.out.join("RESULTS.md");
+    if let Ok(text) = std::fs::read_to_string(&report) {
+        println!("{text}");
+    }
+    println!("wrote {} · plots: {}", report.display(), figures(&a.out));
+    Ok(())
+}
+
+/// The segmentation study: UperNet on each backbone of a finished classification study.
+fn reproduce_seg(a: ReproduceArgs, precision: scalenet::ops::precision::Precision) -> Result<()> {
+    let not_seg = [
+        ("--base-depth", a.base_depth.is_some()),
+        ("--base-epochs", a.base_epochs.is_some()),
+        ("--num-heads", a.num_heads.is_some()),
+        ("--embed-dim", a.embed_dim != 72),
+        ("--patch-size", a.patch_size != 7),
+        ("--drop-path", a.drop_path > 0.0),
+        ("--mixup", a.mixup > 0.0),
+        ("--rand-augment", a.rand_augment.is_some()),
+        ("--reprob", a.reprob > 0.0),
+    ];
+    if let Some((flag, _)) = not_seg.iter().find(|(_, set)| *set) {
+        anyhow::bail!(
+            "{flag} belongs to the classification studies; --family seg takes its backbones from --backbones"
+        );
+    }
+    let d = SegStudyConfig::reproduce(a.seg.backbones);
+    let cfg = SegStudyConfig {
+        data: a.data.unwrap_or(d.data.clone()),
+        img_size: a.seg.img_size,
+        channels: a.seg.channels,
+        aux_channels: (a.seg.channels / 2).max(1),
+        train_subset: a.train_subset.or(d.train_subset),
+        val_subset: a.test_subset.or(d.val_subset),
+        epochs: a.epochs.unwrap_or(d.epochs),
+        batch_size: a.batch_size.unwrap_or(d.batch_size),
+        lr: a.lr.unwrap_or(d.lr),
+        warmup_epochs: a.warmup_epochs.unwrap_or(d.warmup_epochs),
+        weight_decay: a.weight_decay.unwrap_or(d.weight_decay),
+        seeds: a.seeds,
+        workers: a.workers,
+        device: a.device,
+        only: a.only,
+        precision,
+        ..d
+    };
+    run_seg_study(&cfg, &a.out, &super::train::interruptible())?;
     let report = a.out.join("RESULTS.md");
     if let Ok(text) = std::fs::read_to_string(&report) {
         println!("{text}");

@@ -1,0 +1,226 @@
+//! Running the segmentation study (`scalenet reproduce --family seg`): for each arm and seed a
+//! UperNet around the classification study's backbone, trained by one recipe, then evaluated
+//! once on the whole validation and test splits (`final.json`). Finished runs are reused, so a
+//! stopped study continues where it was.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::seg_arms::{run_name, SegArm, SegStudyConfig, SEG_ARMS};
+use crate::checkpoint::seg_dir::{load_segmentor, save_segmentor, segmentor_around, SegInit};
+use crate::data::seg::SegDataset;
+use crate::error::{Error, Result};
+use crate::segment::HeadKind;
+use crate::train::config::TrainConfig;
+use crate::train::run_dir::{read_json, read_metrics, write_json};
+use crate::train::schedule::Decay;
+use crate::train::trainer::{train, Hooks, Outcome};
+
+/// A finished run's final evaluation; `final.json` in its directory. Percentages.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SegFinal {
+    pub val_miou: f64,
+    pub val_aacc: f64,
+    pub test_miou: f64,
+    pub test_aacc: f64,
+    pub test_macc: f64,
+    /// Test IoU per class (NaN where a class is nowhere).
+    pub test_iou: Vec<f64>,
+    pub backbone_params: usize,
+    pub head_params: usize,
+    /// Blocks the backbone runs (a shared block counts at each of its positions).
+    pub positions: usize,
+    pub train_images: u64,
+    pub wall_s: f64,
+    /// The CPU the run trained on (its last epoch's).
+    pub cpu: Option<String>,
+}
+
+/// Runs (or continues) a segmentation study in `dir` and writes its report there.
+pub fn run_seg_study(cfg: &SegStudyConfig, dir: &Path, hooks: &Hooks) -> Result<()> {
+    let study = SegRunner { cfg, dir, hooks };
+    study.start()?;
+    let arms: Vec<&SegArm> = SEG_ARMS.iter().filter(|a| study.wants(a.name)).collect();
+    // Seed 0 of every arm first: the picture forms early.
+    for arm in &arms {
+        study.run_arm(arm, 0)?;
+    }
+    for arm in &arms {
+        for s in 1..arm.seeds(cfg) {
+            study.run_arm(arm, s)?;
+        }
+    }
+    super::seg_report::write_seg_report(cfg, dir)
+}
+
+struct SegRunner<'a> {
+    cfg: &'a SegStudyConfig,
+    dir: &'a Path,
+    hooks: &'a Hooks,
+}
+
+impl SegRunner<'_> {
+    fn say(&self, s: String) {
+        if self.hooks.progress {
+            eprintln!("{s}");
+        }
+    }
+
+    /// Refuses unknown arms, a backbone study that is not one, and a directory that holds
+    /// another study; then records the settings.
+    fn start(&self) -> Result<()> {
+        let cfg = self.cfg;
+        if let Some(bad) = cfg
+            .only
+            .iter()
+            .find(|o| !SEG_ARMS.iter().any(|a| a.name == *o))
+        {
+            let names: Vec<&str> = SEG_ARMS.iter().map(|a| a.name).collect();
+            return Err(Error::InvalidModel(format!(
+                "--only {bad}: no such arm (arms: {})",
+                names.join(", ")
+            )));
+        }
+        let base = cfg.backbones.join("runs/base/model/config.json");
+        if !base.exists() {
+            return Err(Error::Refused {
+                path: cfg.backbones.clone(),
+                msg: "is not a finished classification study (no runs/base/model); \
+                      --backbones takes a `scalenet reproduce` directory such as studies/converged"
+                    .into(),
+            });
+        }
+        std::fs::create_dir_all(self.dir).map_err(|e| Error::io(self.dir, e))?;
+        let study_json = self.dir.join("study.json");
+        if study_json.exists() {
+            let same = read_json::<SegStudyConfig>(&study_json)
+                .is_ok_and(|o| o.settings() == cfg.settings());
+            if !same {
+                return Err(Error::Refused {
+                    path: study_json,
+                    msg: "holds a study with other settings; choose another --out".into(),
+                });
+            }
+        }
+        write_json(&study_json, &cfg.settings())
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.cfg.only.is_empty() || self.cfg.only.iter().any(|o| o == name)
+    }
+
+    /// The arm's segmentor at seed `s`: fresh heads around its backbone (made once).
+    fn segmentor(&self, arm: &SegArm, s: u64, num_classes: usize) -> Result<PathBuf> {
+        let out = self.dir.join("models").join(run_name(arm, s));
+        if !out.join("config.json").exists() {
+            let opts = SegInit {
+                head: HeadKind::Upernet,
+                num_classes,
+                channels: self.cfg.channels,
+                aux_channels: self.cfg.aux_channels,
+                img_size: Some(self.cfg.img_size),
+                seed: 100 + s,
+            };
+            let backbone = arm.backbone_dir(&self.cfg.backbones, s);
+            let device = burn::tensor::Device::flex();
+            let (config, seg) = segmentor_around(&backbone, &opts, &device)?;
+            save_segmentor(&out, &config, &seg)?;
+        }
+        Ok(out)
+    }
+
+    fn run_arm(&self, arm: &SegArm, s: u64) -> Result<()> {
+        let name = run_name(arm, s);
+        let out = self.dir.join("runs").join(&name);
+        let data = SegDataset::open(&self.cfg.data)?;
+        if out.join("final.json").exists() {
+            self.say(format!("· {name}: done earlier, reusing"));
+            return Ok(());
+        }
+        if !out.join("model").join("config.json").exists() {
+            let model = self.segmentor(arm, s, data.num_classes())?;
+            self.say(format!(
+                "· {name}: UperNet on {} for {} epochs",
+                arm.backbone_dir(&self.cfg.backbones, s).display(),
+                self.cfg.epochs
+            ));
+            let resume = out.join("run.json").exists();
+            let hooks = Hooks {
+                progress: self.hooks.progress,
+                interrupt: self.hooks.interrupt.clone(),
+                ..Hooks::default()
+            };
+            if let Outcome::Interrupted { .. } = train(self.recipe(model, s), &out, resume, &hooks)?
+            {
+                return Err(Error::Refused {
+                    path: out,
+                    msg: "interrupted; run the same command again to continue".into(),
+                });
+            }
+        }
+        self.final_eval(&out, &data)
+    }
+
+    fn recipe(&self, model: PathBuf, seed: u64) -> TrainConfig {
+        let c = self.cfg;
+        TrainConfig {
+            epochs: c.epochs,
+            batch_size: c.batch_size,
+            lr: c.lr,
+            min_lr: 0.0,
+            warmup_epochs: c.warmup_epochs,
+            sched: Decay::Poly(1.0),
+            weight_decay: c.weight_decay,
+            smoothing: 0.0,
+            train_subset: c.train_subset,
+            test_subset: c.val_subset,
+            seed,
+            workers: c.workers,
+            eval_batch_size: 16,
+            device: c.device.clone(),
+            precision: c.precision,
+            ..TrainConfig::new(model, c.data.clone())
+        }
+    }
+
+    /// Evaluates the run's final model on the whole validation and test splits, once.
+    fn final_eval(&self, run: &Path, data: &SegDataset) -> Result<()> {
+        let device = crate::device::parse_device(&self.cfg.device)?;
+        let (config, net) = load_segmentor(&run.join("model"), &device)?;
+        let eval = |split| {
+            let split: &crate::data::seg::SegSplit = split;
+            crate::train::segmentation::evaluate_segmentation(
+                &net,
+                &config,
+                split,
+                split.len(),
+                16,
+                &device,
+                |_| {},
+            )
+        };
+        let (val, test) = (eval(&data.val)?, eval(&data.test)?);
+        let metrics = read_metrics(run)?;
+        let last = metrics.last();
+        let fin = SegFinal {
+            val_miou: 100.0 * val.miou,
+            val_aacc: 100.0 * val.aacc,
+            test_miou: 100.0 * test.miou,
+            test_aacc: 100.0 * test.aacc,
+            test_macc: 100.0 * test.macc,
+            test_iou: test.iou.iter().map(|v| 100.0 * v).collect(),
+            backbone_params: net.backbone.num_params(),
+            head_params: net.head_params(),
+            positions: net.backbone.depth(),
+            train_images: last.map_or(0, |m| m.train_images),
+            wall_s: metrics.iter().map(|m| m.wall_s).sum(),
+            cpu: last.and_then(|m| m.cpu.clone()),
+        };
+        self.say(format!(
+            "  test mIoU {:.2}% · aAcc {:.2}%",
+            fin.test_miou, fin.test_aacc
+        ));
+        write_json(&run.join("final.json"), &fin)
+    }
+}
