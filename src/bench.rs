@@ -246,3 +246,70 @@ pub fn run_lm(
         run: BenchRun::now(infer_peak, (&infer_gpu, &train_gpu), device),
     })
 }
+
+/// As [`run`], for a segmentor (`config` sizes the input): inference is the eval-mode forward
+/// (logits at the head's stride); a training step is the train-mode forward (BatchNorm on the
+/// batch, dropout), mmsegmentation's loss on fixed random labels (the auxiliary head's
+/// included), backward, AdamW and the running-statistics update, as `train` runs it.
+pub fn run_seg(
+    make: &dyn Fn(&Device) -> crate::error::Result<crate::segment::Segmentor>,
+    config: &crate::checkpoint::seg_dir::SegModelConfig,
+    device: &Device,
+    gpu: Option<usize>,
+    batch_size: usize,
+    steps: usize,
+    warmup: usize,
+) -> crate::error::Result<BenchResult> {
+    use crate::segment::layers::TrainState;
+    use crate::segment::loss::{segmentation_loss, PixelLabels};
+    let mut infer_gpu = GpuPeak(gpu, None);
+    let mut train_gpu = GpuPeak(gpu, None);
+    let arch = &config.backbone.arch;
+    let [h, w] = arch.img_size();
+    let shape = [batch_size, arch.in_chans(), h, w];
+    let net = make(device)?;
+    let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
+    let infer = timed(warmup, steps, batch_size, || {
+        let (y, _) = net.forward(x.clone());
+        let _ = to_vec(y.slice([0..1, 0..1, 0..1, 0..1]));
+        infer_gpu.sample();
+    });
+    drop(net);
+    let infer_peak = peak_rss_mib();
+
+    let ad = device.clone().autodiff();
+    let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &ad);
+    let k = config.spec.num_classes as u64;
+    let labels: Vec<u8> = (0..(batch_size * h * w) as u64)
+        .map(|i| ((i * 2654435761 >> 7) % k) as u8)
+        .collect();
+    let labels = PixelLabels {
+        values: &labels,
+        shape: [batch_size, h, w],
+        ignore_index: config.ignore_index as u8,
+    };
+    let aux_weight = config.spec.aux.as_ref().map_or(0.0, |a| a.loss_weight);
+    let mut opt = AdamW::new(AdamWConfig::default());
+    let mut slot = Some(make(&ad)?);
+    let mut step = 0;
+    let train = timed(warmup, steps, batch_size, || {
+        let mut net = slot.take().expect("the segmentor between steps");
+        let mut state = TrainState::new(config.spec.dropout_ratio, step);
+        let (logits, aux) = net.forward_train(x.clone(), &mut None, &mut Some(&mut state));
+        let loss = segmentation_loss(logits, aux.map(|a| (a, aux_weight)), &labels);
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        net = opt.step(1e-4, net, grads, 1.0);
+        net.update_running(state.stats);
+        let _ = to_vec(net.backbone.config_probe());
+        train_gpu.sample();
+        slot = Some(net);
+        step += 1;
+    });
+    Ok(BenchResult {
+        batch_size,
+        steps,
+        train_img_per_s: train,
+        infer_img_per_s: infer,
+        run: BenchRun::now(infer_peak, (&infer_gpu, &train_gpu), device),
+    })
+}

@@ -9,7 +9,8 @@ use scalenet::network::Network;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model directory to time (or use --arch).
+    /// Model directory to time: an image classifier, a segmentor or a language model (or use
+    /// --arch).
     model_dir: Option<PathBuf>,
     /// A preset to time with fresh weights, e.g. deit_tiny_patch16_224.
     #[arg(long)]
@@ -57,6 +58,16 @@ pub fn run(args: Args) -> Result<()> {
             let r = scalenet::bench::run_lm(&make, &device, gpu, b, t, steps, args.warmup)?;
             serde_json::to_value(&r)?
         }
+        None if is_segmentor(&args) => {
+            let dir = args.model_dir.as_ref().expect("a segmentor is a directory");
+            let config = scalenet::checkpoint::seg_dir::SegModelConfig::read(dir)?;
+            let make = |d: &burn::tensor::Device| {
+                Ok(scalenet::checkpoint::seg_dir::load_segmentor(dir, d)?.1)
+            };
+            let (b, steps) = (args.batch_size, args.steps);
+            let r = scalenet::bench::run_seg(&make, &config, &device, gpu, b, steps, args.warmup)?;
+            serde_json::to_value(&r)?
+        }
         None => {
             let make = |d: &burn::tensor::Device| image_model(&args, d);
             let (b, steps) = (args.batch_size, args.steps);
@@ -69,6 +80,12 @@ pub fn run(args: Args) -> Result<()> {
     report["blas_reason"] = super::blas_choice().into();
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+fn is_segmentor(args: &Args) -> bool {
+    args.model_dir
+        .as_deref()
+        .is_some_and(scalenet::checkpoint::seg_dir::is_segmentation_dir)
 }
 
 /// The model `bench` times: a model directory, or a preset with `--model-arg`s.
