@@ -509,6 +509,26 @@ fn train_resume_and_eval_a_segmentor_on_scenes() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let miou = v["mIoU"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&miou), "{v}");
+    // Square scenes cover a square input in one window: sliding changes nothing there.
+    let slide_json = tmp.join("slide.json");
+    ok(run(os(&[
+        &"eval",
+        &straight.join("model"),
+        &"--data",
+        &"fmnist-scenes-mini",
+        &"--test-subset",
+        &"8",
+        &"--mode",
+        &"slide:5",
+        &"--json",
+        &slide_json,
+    ])));
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&slide_json).unwrap()).unwrap();
+    assert_eq!(
+        (s["mode"].as_str(), s["mIoU"].as_f64()),
+        (Some("slide:5"), Some(miou))
+    );
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
@@ -723,4 +743,35 @@ fn the_segmentation_study_runs_and_resumes() {
     assert!(!o.status.success() && err.lines().count() == 1, "{err}");
     assert!(err.contains("not a finished classification study"), "{err}");
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// Sliding-window inference against mmsegmentation's `slide_inference` (the package's
+/// transcription; tests/fixtures/gen_seg_fixtures.py `write_slide`): overlapping windows, the
+/// last moved back to the edge, logits averaged, ≤ 1e-4, for a ViT and a Swin UperNet.
+#[test]
+fn sliding_windows_match_mmsegmentation() {
+    use burn::tensor::{Device, Tensor, TensorData};
+    use scalenet::checkpoint::seg_dir::load_segmentor;
+    let device = Device::flex();
+    for name in ["vit_upernet", "swin_upernet"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/seg/models")
+            .join(name);
+        let (config, net) = load_segmentor(&dir, &device).unwrap();
+        let mut f = TensorFile::read(&dir.join("slide.safetensors")).unwrap();
+        let x = f.take("input").unwrap();
+        let want = f.take("logits").unwrap();
+        let stride = f.take("stride").unwrap().values;
+        let x = Tensor::<4>::from_data(TensorData::new(x.values, x.shape), &device);
+        let crop = config.backbone.arch.img_size();
+        let got = net.slide(x, crop, [stride[0] as usize, stride[1] as usize]);
+        assert_eq!(got.dims().to_vec(), want.shape, "{name}");
+        let got = scalenet::model::weights::to_vec(got);
+        let err = got
+            .iter()
+            .zip(&want.values)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(err <= 1e-4, "{name}: max abs error {err}");
+    }
 }

@@ -191,6 +191,29 @@ class Segmentor(nn.Module):
         return self.decode_head(feats), aux
 
 
+def slide_inference(seg, x, crop, stride):
+    """mmsegmentation's `EncoderDecoder.slide_inference`: windows of `crop` (h, w) every
+    `stride` (h, w), the last one of a row or column moved back to end at the image's edge,
+    each window's logits resized to the window, summed where windows overlap and divided by
+    how many covered each pixel. `x` is [n, c, h, w] at any size ≥ 1; the result is
+    [n, classes, h, w]. A window is the whole side where the image is smaller than `crop`."""
+    (hc, wc), (hs, ws) = crop, stride
+    n, _, h, w = x.shape
+    h_grids = max(h - hc + hs - 1, 0) // hs + 1
+    w_grids = max(w - wc + ws - 1, 0) // ws + 1
+    preds, count = None, x.new_zeros((n, 1, h, w))
+    for hi in range(h_grids):
+        for wi in range(w_grids):
+            y2, x2 = min(hi * hs + hc, h), min(wi * ws + wc, w)
+            y1, x1 = max(y2 - hc, 0), max(x2 - wc, 0)
+            logits = resize(seg(x[:, :, y1:y2, x1:x2]), (y2 - y1, x2 - x1))
+            if preds is None:
+                preds = x.new_zeros((n, logits.shape[1], h, w))
+            preds += F.pad(logits, (x1, w - x2, y1, h - y2))
+            count[:, :, y1:y2, x1:x2] += 1
+    return preds / count
+
+
 def load_segmentor(path, dtype=torch.float32):
     """A segmentation directory (`scalenet init --arch upernet`, or one `save_segmentor`
     wrote), in eval mode; `scalenet_torch.load` comes here for such a directory."""

@@ -23,6 +23,11 @@ pub struct Args {
     /// Write the result as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Segmentation models: whole (each image resized to the model's input) or slide[:STRIDE]
+    /// (resized keeping its proportions until it covers the input, then windows of the input's
+    /// size every STRIDE pixels, default ⅔ of a window; mmsegmentation's two test modes).
+    #[arg(long, default_value = "whole")]
+    mode: scalenet::train::seg_infer::SegMode,
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
     #[arg(long, default_value_t = 2)]
@@ -215,7 +220,7 @@ fn language_model(args: Args) -> Result<()> {
 /// per-class IoU and accuracy, as mmsegmentation's `IoUMetric` reports them.
 fn segmentation(args: Args) -> Result<()> {
     use scalenet::data::seg::SegDataset;
-    use scalenet::train::segmentation::evaluate_segmentation;
+    use scalenet::train::seg_infer::evaluate_segmentation;
     let device = super::device(&args.device)?;
     let (config, seg) = scalenet::checkpoint::seg_dir::load_segmentor(&args.model_dir, &device)?;
     let data = SegDataset::open(&args.data)?;
@@ -235,14 +240,16 @@ fn segmentation(args: Args) -> Result<()> {
     };
     let n = args.test_subset.map_or(split.len(), |k| k.min(split.len()));
     let bar = eval_bar(n);
-    let m = evaluate_segmentation(&seg, &config, split, n, args.batch_size, &device, |k| {
+    let (bs, mode) = (args.batch_size, args.mode);
+    let m = evaluate_segmentation(&seg, &config, split, n, bs, mode, &device, |k| {
         bar.inc(k as u64)
     })?;
     bar.finish_and_clear();
     println!(
-        "{} on {} ({name} split, {n} images)",
+        "{} on {} ({name} split, {n} images, {})",
         args.model_dir.display(),
-        args.data
+        args.data,
+        args.mode
     );
     println!(
         "aAcc {:.2} · mIoU {:.2} · mAcc {:.2}",
@@ -263,7 +270,7 @@ fn segmentation(args: Args) -> Result<()> {
     }
     if let Some(path) = &args.json {
         let v = serde_json::json!({"model": args.model_dir, "data": args.data, "split": name, "n": n,
-            "aAcc": m.aacc, "mIoU": m.miou, "mAcc": m.macc, "classes": data.classes,
+            "mode": args.mode.to_string(), "aAcc": m.aacc, "mIoU": m.miou, "mAcc": m.macc, "classes": data.classes,
             "IoU": m.iou.iter().map(|x| (!x.is_nan()).then_some(*x)).collect::<Vec<_>>(),
             "Acc": m.acc.iter().map(|x| (!x.is_nan()).then_some(*x)).collect::<Vec<_>>()});
         let text = format!("{}\n", serde_json::to_string_pretty(&v)?);

@@ -22,6 +22,11 @@ pub struct Args {
     /// overlay (`<name>_overlay.png`) go.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Segmentation models: whole (each image resized to the model's input) or slide[:STRIDE]
+    /// (resized keeping its proportions until it covers the input, then windows of the input's
+    /// size every STRIDE pixels, default ⅔ of a window; mmsegmentation's two test modes).
+    #[arg(long, default_value = "whole")]
+    mode: scalenet::train::seg_infer::SegMode,
     #[arg(long, default_value = "flex", help = DEVICE_HELP)]
     device: String,
 }
@@ -85,7 +90,7 @@ pub fn run(args: Args) -> Result<()> {
 /// Each image's predicted mask and an overlay with a legend, in `--out`.
 fn segmentation(args: &Args) -> Result<()> {
     use scalenet::overlay::{write_grey_png, write_overlay};
-    use scalenet::train::segmentation::predict_mask;
+    use scalenet::train::seg_infer::predict_mask;
     let Some(out) = &args.out else {
         anyhow::bail!(
             "--out DIR is required for a segmentation model (the masks and overlays go there)"
@@ -97,7 +102,7 @@ fn segmentation(args: &Args) -> Result<()> {
     std::fs::create_dir_all(out)?;
     for path in &args.images {
         let (pixels, h, w) = folder::decode(path)?;
-        let mask = predict_mask(&seg, &config, &pixels, [h, w], &device);
+        let mask = predict_mask(&seg, &config, &pixels, [h, w], args.mode, &device);
         let stem = path
             .file_stem()
             .map_or("image".into(), |s| s.to_string_lossy().to_string());

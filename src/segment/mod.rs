@@ -202,6 +202,41 @@ impl Segmentor {
         self.forward_train(x, &mut None, &mut None)
     }
 
+    /// mmsegmentation's `slide_inference`: eval-mode logits of windows of `crop` every
+    /// `stride` (the last window of a row or column moved back to end at the edge), each
+    /// resized to its window, averaged where windows overlap: `[n, k, h, w]` for `x`
+    /// `[n, c, h, w]` with h, w ≥ `crop` (the backbone runs at its input size).
+    pub fn slide(&self, x: Tensor<4>, crop: [usize; 2], stride: [usize; 2]) -> Tensor<4> {
+        let [n, c, h, w] = x.dims();
+        let grids =
+            |side: usize, i: usize| (side + stride[i] - 1).saturating_sub(crop[i]) / stride[i] + 1;
+        let device = x.device();
+        let mut sum: Option<Tensor<4>> = None;
+        let mut count = vec![0f32; h * w];
+        for hi in 0..grids(h, 0) {
+            for wi in 0..grids(w, 1) {
+                let (y2, x2) = (
+                    (hi * stride[0] + crop[0]).min(h),
+                    (wi * stride[1] + crop[1]).min(w),
+                );
+                let (y1, x1) = (y2.saturating_sub(crop[0]), x2.saturating_sub(crop[1]));
+                let window = x.clone().slice([0..n, 0..c, y1..y2, x1..x2]);
+                let logits = layers::resize(self.forward(window).0, [y2 - y1, x2 - x1]);
+                let k = logits.dims()[1];
+                let at = [0..n, 0..k, y1..y2, x1..x2];
+                let total = sum.unwrap_or_else(|| Tensor::zeros([n, k, h, w], &device));
+                let covered = total.clone().slice(at.clone()) + logits;
+                sum = Some(total.slice_assign(at, covered));
+                for row in count[y1 * w..y2 * w].chunks_mut(w) {
+                    row[x1..x2].iter_mut().for_each(|v| *v += 1.0);
+                }
+            }
+        }
+        let count =
+            Tensor::<4>::from_data(burn::tensor::TensorData::new(count, [1, 1, h, w]), &device);
+        sum.expect("at least one window") / count
+    }
+
     /// The training forward: BatchNorm on batch statistics (recorded in `train`), dropout
     /// before the classifiers, stochastic depth in the backbone when `dp` is given.
     pub fn forward_train(

@@ -190,12 +190,13 @@ impl SegRunner<'_> {
         let (config, net) = load_segmentor(&run.join("model"), &device)?;
         let eval = |split| {
             let split: &crate::data::seg::SegSplit = split;
-            crate::train::segmentation::evaluate_segmentation(
+            crate::train::seg_infer::evaluate_segmentation(
                 &net,
                 &config,
                 split,
                 split.len(),
                 16,
+                crate::train::seg_infer::SegMode::Whole,
                 &device,
                 |_| {},
             )

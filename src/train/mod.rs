@@ -8,6 +8,7 @@ pub mod lm;
 pub mod optim;
 pub mod run_dir;
 pub mod schedule;
+pub mod seg_infer;
 pub mod segmentation;
 mod task;
 mod text;

@@ -10,17 +10,16 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::config::{EpochMetrics, TrainConfig};
-use super::iou::{argmax_channels, IouAreas, IouMetrics};
+use super::seg_infer::{evaluate_segmentation, SegMode};
 use super::task::{Sizes, Task};
 use crate::checkpoint::seg_dir::{load_segmentor, save_segmentor, SegModelConfig};
 use crate::data::loader::{derive_seed, epoch_batches, LoaderConfig};
 use crate::data::seg::{SegDataset, SegSplit};
 use crate::data::seg_augment::augment;
-use crate::data::seg_sample::{adapt_channels, resize_sample, SegSample};
+use crate::data::seg_sample::{adapt_channels, resize_sample};
 use crate::error::{Error, Result};
 use crate::model::drop_path::DropPath;
-use crate::model::weights::to_vec;
-use crate::segment::layers::{resize, TrainState};
+use crate::segment::layers::TrainState;
 use crate::segment::loss::{segmentation_loss, PixelLabels};
 use crate::segment::Segmentor;
 
@@ -126,7 +125,7 @@ pub fn seg_batch(
 }
 
 /// 8-bit planes of `hw` pixels each, scaled to [0, 1] and normalised by `config`'s mean/std.
-fn normalise<'a>(
+pub(crate) fn normalise<'a>(
     config: &'a SegModelConfig,
     pixels: &'a [u8],
     hw: usize,
@@ -135,34 +134,6 @@ fn normalise<'a>(
         let ch = k / hw;
         ((p as f64 / 255.0 - config.mean[ch]) / config.std[ch]) as f32
     })
-}
-
-/// mmsegmentation's metrics of `net` over the first `len` samples of `split`, whole-image
-/// inference (logits resized to the labels), `batch_size` images at a time.
-pub fn evaluate_segmentation(
-    net: &Segmentor,
-    config: &SegModelConfig,
-    split: &SegSplit,
-    len: usize,
-    batch_size: usize,
-    device: &Device,
-    mut progress: impl FnMut(usize),
-) -> Result<IouMetrics> {
-    let mut areas = IouAreas::new(config.spec.num_classes, config.ignore_index);
-    let bs = batch_size.max(1);
-    for start in (0..len).step_by(bs) {
-        let idx: Vec<usize> = (start..(start + bs).min(len)).collect();
-        let b = seg_batch(config, split, &idx, None)?;
-        let [n, _, h, w] = b.shape;
-        let x = Tensor::<4>::from_data(TensorData::new(b.images, b.shape), device);
-        let (logits, _) = net.forward(x);
-        let k = logits.dims()[1];
-        let pred = argmax_channels(&to_vec(resize(logits, [h, w])), n, k, h * w);
-        let labels: Vec<u32> = b.labels.iter().map(|&l| l as u32).collect();
-        areas.add(&pred, &labels);
-        progress(n);
-    }
-    Ok(areas.metrics())
 }
 
 impl Task for SegTask {
@@ -236,6 +207,7 @@ impl Task for SegTask {
             &self.val,
             self.val_len,
             bs,
+            SegMode::Whole,
             &self.base_device,
             |_| {},
         )?;
@@ -251,32 +223,4 @@ impl Task for SegTask {
     fn unit(&self) -> &'static str {
         "img"
     }
-}
-
-/// The class of each pixel of one image (`pixels` `[3, h, w]` RGB, any size): converted to the
-/// model's channels (the mean of R, G and B for one), resized to its input, and the logits
-/// resized back to `h × w` before the arg-max.
-pub fn predict_mask(
-    net: &Segmentor,
-    config: &SegModelConfig,
-    pixels: &[u8],
-    [h, w]: [usize; 2],
-    device: &Device,
-) -> Vec<u8> {
-    let chans = config.backbone.arch.in_chans();
-    let [mh, mw] = config.backbone.arch.img_size();
-    let sample = SegSample {
-        pixels: pixels.to_vec(),
-        shape: [3, h, w],
-        mask: vec![0; h * w],
-    };
-    let s = resize_sample(adapt_channels(sample, chans), [mh, mw]);
-    let x: Vec<f32> = normalise(config, &s.pixels, mh * mw).collect();
-    let x = Tensor::<4>::from_data(TensorData::new(x, [1, chans, mh, mw]), device);
-    let (logits, _) = net.forward(x);
-    let k = logits.dims()[1];
-    argmax_channels(&to_vec(resize(logits, [h, w])), 1, k, h * w)
-        .into_iter()
-        .map(|c| c as u8)
-        .collect()
 }
