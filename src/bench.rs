@@ -281,7 +281,7 @@ pub fn run_seg(
     let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &ad);
     let k = config.spec.num_classes as u64;
     let labels: Vec<u8> = (0..(batch_size * h * w) as u64)
-        .map(|i| ((i * 2654435761 >> 7) % k) as u8)
+        .map(|i| (((i * 2654435761) >> 7) % k) as u8)
         .collect();
     let labels = PixelLabels {
         values: &labels,
