@@ -44,7 +44,7 @@ pub struct ReproduceArgs {
     /// [default: 256; llama 16 windows]
     #[arg(long)]
     batch_size: Option<usize>,
-    /// [default: 2e-3; seg 1e-3]
+    /// [default: 2e-3; seg 3e-3]
     #[arg(long)]
     lr: Option<f64>,
     #[arg(long)]

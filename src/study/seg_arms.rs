@@ -60,7 +60,7 @@ impl SegStudyConfig {
             val_subset: Some(500),
             epochs: 4,
             batch_size: 16,
-            lr: 1e-3,
+            lr: 3e-3,
             warmup_epochs: 0.25,
             weight_decay: 0.01,
             seeds: 3,
