@@ -14,7 +14,6 @@ use crate::growth::options::{ExpandOptions, InitMode, Method};
 use crate::growth::plan::{AdapterSpec, LoraSpec, MapStrategy};
 use crate::train::config::TrainConfig;
 use crate::train::optim::TrainOnly;
-use crate::train::run_dir::{read_json, write_json};
 use crate::train::trainer::{train, Hooks, Outcome};
 
 /// Runs (or continues) a language-model study in `dir` and writes its report there.
@@ -68,18 +67,10 @@ impl LmRunner<'_> {
     /// then records the settings.
     fn start(&self) -> Result<()> {
         let cfg = self.cfg;
-        std::fs::create_dir_all(self.dir).map_err(|e| Error::io(self.dir, e))?;
-        let known = |o: &str| o == "base" || LM_ARMS.iter().any(|a| a.name == o);
-        if let Some(bad) = cfg.only.iter().find(|o| !known(o)) {
-            return Err(Error::InvalidModel(format!(
-                "--only {bad}: no such arm (arms: {})",
-                LM_ARMS
-                    .iter()
-                    .map(|a| a.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+        let arms: Vec<&str> = std::iter::once("base")
+            .chain(LM_ARMS.iter().map(|a| a.name))
+            .collect();
+        super::check_only(&cfg.only, &arms)?;
         if !cfg.lr_grid.is_empty() && !cfg.lr_grid.contains(&cfg.lr) {
             return Err(Error::InvalidModel(format!(
                 "--lr {} must be one of --lr-grid {:?}: seed 0 of every arm runs at --lr first",
@@ -100,19 +91,7 @@ impl LmRunner<'_> {
                 cfg.adapter_rank, cfg.hidden_size
             )));
         }
-        let study_json = self.dir.join("study.json");
-        if study_json.exists() {
-            let old: Value = read_json(&study_json)?;
-            let same = serde_json::from_value::<LmStudyConfig>(old)
-                .is_ok_and(|o| o.settings() == cfg.settings());
-            if !same {
-                return Err(Error::Refused {
-                    path: study_json,
-                    msg: "holds a study with other settings; choose another --out".into(),
-                });
-            }
-        }
-        write_json(&study_json, &cfg.settings())
+        super::record_settings(self.dir, &cfg.settings())
     }
 
     fn wants(&self, name: &str) -> bool {

@@ -29,3 +29,38 @@ pub use run::run_study;
 pub use seg_arms::{SegArm, SegStudyConfig, SEG_ARMS};
 pub use seg_report::write_seg_report;
 pub use seg_run::{run_seg_study, SegFinal};
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Refuses an `--only` that names none of `arms`.
+fn check_only(only: &[String], arms: &[&str]) -> Result<()> {
+    match only.iter().find(|o| !arms.contains(&o.as_str())) {
+        Some(bad) => Err(Error::InvalidModel(format!(
+            "--only {bad}: no such arm (arms: {})",
+            arms.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a `dir` whose `study.json` holds other settings (or another kind of study); then
+/// records `settings` there.
+fn record_settings<T>(dir: &Path, settings: &T) -> Result<()>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq,
+{
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join("study.json");
+    if path.exists() {
+        let same = crate::train::run_dir::read_json::<T>(&path).is_ok_and(|old| &old == settings);
+        if !same {
+            return Err(Error::Refused {
+                path,
+                msg: "holds a study with other settings; choose another --out".into(),
+            });
+        }
+    }
+    crate::train::run_dir::write_json(&path, settings)
+}

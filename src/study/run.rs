@@ -17,7 +17,6 @@ use crate::model::weights::RandomInit;
 use crate::network::Network;
 use crate::train::config::TrainConfig;
 use crate::train::optim::TrainOnly;
-use crate::train::run_dir::{read_json, write_json};
 use crate::train::trainer::{train, Hooks, Outcome};
 
 /// Runs (or continues) a study in `dir`; returns the results and writes RESULTS.md and
@@ -70,26 +69,12 @@ pub fn run_study(cfg: &StudyConfig, dir: &Path, hooks: &Hooks) -> Result<Vec<Arm
 /// Refuses a directory that holds a study with other settings and an `--only` that names no
 /// arm; then records the settings.
 fn start(cfg: &StudyConfig, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let study_json = dir.join("study.json");
-    if study_json.exists() {
-        let old: StudyConfig = read_json(&study_json)?;
-        if old.settings() != cfg.settings() {
-            return Err(Error::Refused {
-                path: study_json,
-                msg: "holds a study with other settings; choose another --out".into(),
-            });
-        }
-    }
     // The base always runs (every other arm starts from it or is compared with it).
-    let known = |o: &str| o == "base" || ARMS.iter().any(|a| a.name == o);
-    if let Some(bad) = cfg.only.iter().find(|o| !known(o)) {
-        return Err(Error::InvalidModel(format!(
-            "--only {bad}: no such arm (arms: {})",
-            ARMS.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
-        )));
-    }
-    write_json(&study_json, &cfg.settings())
+    let arms: Vec<&str> = std::iter::once("base")
+        .chain(ARMS.iter().map(|a| a.name))
+        .collect();
+    super::check_only(&cfg.only, &arms)?;
+    super::record_settings(dir, &cfg.settings())
 }
 
 /// The run directory's name of one seed of an arm.

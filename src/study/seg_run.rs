@@ -13,7 +13,7 @@ use crate::data::seg::SegDataset;
 use crate::error::{Error, Result};
 use crate::segment::HeadKind;
 use crate::train::config::TrainConfig;
-use crate::train::run_dir::{read_json, read_metrics, write_json};
+use crate::train::run_dir::{read_metrics, write_json};
 use crate::train::schedule::Decay;
 use crate::train::trainer::{train, Hooks, Outcome};
 
@@ -71,17 +71,8 @@ impl SegRunner<'_> {
     /// another study; then records the settings.
     fn start(&self) -> Result<()> {
         let cfg = self.cfg;
-        if let Some(bad) = cfg
-            .only
-            .iter()
-            .find(|o| !SEG_ARMS.iter().any(|a| a.name == *o))
-        {
-            let names: Vec<&str> = SEG_ARMS.iter().map(|a| a.name).collect();
-            return Err(Error::InvalidModel(format!(
-                "--only {bad}: no such arm (arms: {})",
-                names.join(", ")
-            )));
-        }
+        let arms: Vec<&str> = SEG_ARMS.iter().map(|a| a.name).collect();
+        super::check_only(&cfg.only, &arms)?;
         let base = cfg.backbones.join("runs/base/model/config.json");
         if !base.exists() {
             return Err(Error::Refused {
@@ -91,19 +82,7 @@ impl SegRunner<'_> {
                     .into(),
             });
         }
-        std::fs::create_dir_all(self.dir).map_err(|e| Error::io(self.dir, e))?;
-        let study_json = self.dir.join("study.json");
-        if study_json.exists() {
-            let same = read_json::<SegStudyConfig>(&study_json)
-                .is_ok_and(|o| o.settings() == cfg.settings());
-            if !same {
-                return Err(Error::Refused {
-                    path: study_json,
-                    msg: "holds a study with other settings; choose another --out".into(),
-                });
-            }
-        }
-        write_json(&study_json, &cfg.settings())
+        super::record_settings(self.dir, &cfg.settings())
     }
 
     fn wants(&self, name: &str) -> bool {
