@@ -42,16 +42,9 @@ OURS_DEVICE=flex
 [[ "$DEVICE" == cuda ]] && OURS_DEVICE=cuda:0
 THREADS=$(nproc)
 
-run_pair() {
-    local name="$1" batch="$2"; shift 2
-    local margs=()
-    for a in "$@"; do margs+=(--model-arg "$a"); done
-    local ours theirs
-    ours=$("$BIN" bench --arch "${ARCH}" "${margs[@]}" --batch-size "$batch" --steps "$STEPS" \
-        --device "$OURS_DEVICE" --precision "$PRECISION")
-    theirs=$("$PY" bench/torch_bench.py --arch "${ARCH}" "${margs[@]}" --batch-size "$batch" \
-        --steps "$STEPS" --threads "$THREADS" --device "$DEVICE" --precision "$THEIRS_PRECISION")
-    "$PY" - "$name" "$ours" "$theirs" <<'PYEOF'
+# One configuration's rows: ours, theirs and the ratio of each measure.
+show_ratios() {
+    "$PY" - "$1" "$2" "$3" <<'PYEOF'
 import json, sys
 name, ours, theirs = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 row = lambda k: f"{ours[k]:9.1f} {theirs[k]:9.1f} {ours[k] / theirs[k]:6.2f}x"
@@ -61,6 +54,18 @@ print(f"  infer img/s    {row('infer_img_per_s')}")
 print(f"  train peak MiB {row('train_peak_rss_mib')}")
 print(f"  # ours: {ours['device']} {ours.get('precision', 'f32')} ({ours.get('f32_gemm', '')}); theirs: {theirs['device']}")
 PYEOF
+}
+
+run_pair() {
+    local name="$1" batch="$2"; shift 2
+    local margs=()
+    for a in "$@"; do margs+=(--model-arg "$a"); done
+    local ours theirs
+    ours=$("$BIN" bench --arch "${ARCH}" "${margs[@]}" --batch-size "$batch" --steps "$STEPS" \
+        --device "$OURS_DEVICE" --precision "$PRECISION")
+    theirs=$("$PY" bench/torch_bench.py --arch "${ARCH}" "${margs[@]}" --batch-size "$batch" \
+        --steps "$STEPS" --threads "$THREADS" --device "$DEVICE" --precision "$THEIRS_PRECISION")
+    show_ratios "$name" "$ours" "$theirs"
 }
 
 echo "config                  scalenet   pytorch  ratio   ($DEVICE, $PRECISION, $(nproc) cores, $(date -u +%F))"
@@ -84,16 +89,7 @@ run_seg_pair() {
         --precision "$PRECISION")
     theirs=$("$PY" bench/torch_seg_bench.py "$dir" --batch-size "$batch" --steps "$STEPS" \
         --threads "$THREADS" --device "$DEVICE" --precision "$THEIRS_PRECISION")
-    "$PY" - "$name" "$ours" "$theirs" <<'PYEOF'
-import json, sys
-name, ours, theirs = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-row = lambda k: f"{ours[k]:9.1f} {theirs[k]:9.1f} {ours[k] / theirs[k]:6.2f}x"
-print(f"{name}")
-print(f"  train img/s    {row('train_img_per_s')}")
-print(f"  infer img/s    {row('infer_img_per_s')}")
-print(f"  train peak MiB {row('train_peak_rss_mib')}")
-print(f"  # ours: {ours['device']} {ours.get('precision', 'f32')} ({ours.get('f32_gemm', '')}); theirs: {theirs['device']}")
-PYEOF
+    show_ratios "$name" "$ours" "$theirs"
 }
 "$BIN" init --arch swin_tiny_patch4_window7_224 --out "$SEGTMP/swin" >/dev/null
 "$BIN" init --arch upernet --backbone "$SEGTMP/swin" --num-classes 150 --channels 512 \
