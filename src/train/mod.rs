@@ -1,6 +1,7 @@
 //! Training: the loop, the optimizer with parameter groups, the schedule, evaluation,
 //! checkpoints and exact resume.
 
+pub mod coco_ap;
 pub mod config;
 pub mod eval;
 pub mod iou;
