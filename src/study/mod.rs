@@ -27,8 +27,8 @@ pub use lm_run::run_lm_study;
 pub use report::{machine, table, verdict, ArmResult};
 pub use run::run_study;
 pub use seg_arms::{SegArm, SegStudyConfig, SEG_ARMS};
-pub use seg_report::write_seg_report;
-pub use seg_run::{run_seg_study, SegFinal};
+pub use seg_report::{write_seg_report, SegFinal};
+pub use seg_run::run_seg_study;
 
 use std::path::Path;
 

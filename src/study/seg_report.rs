@@ -4,13 +4,34 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use super::report::verdict;
 use super::seg_arms::{run_name, SegArm, SegStudyConfig, SEG_ARMS};
-use super::seg_run::SegFinal;
 use crate::error::Result;
 use crate::plot::{mean_std, render, Chart, Dots, Series};
 use crate::train::run_dir::{read_json, read_metrics};
 use crate::units::thousands;
+
+/// A finished run's final evaluation; `final.json` in its directory. Percentages.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SegFinal {
+    pub val_miou: f64,
+    pub val_aacc: f64,
+    pub test_miou: f64,
+    pub test_aacc: f64,
+    pub test_macc: f64,
+    /// Test IoU per class (NaN where a class is nowhere).
+    pub test_iou: Vec<f64>,
+    pub backbone_params: usize,
+    pub head_params: usize,
+    /// Blocks the backbone runs (a shared block counts at each of its positions).
+    pub positions: usize,
+    pub train_images: u64,
+    pub wall_s: f64,
+    /// The CPU the run trained on (its last epoch's).
+    pub cpu: Option<String>,
+}
 
 /// An arm's finished runs, seed order.
 struct ArmRuns {

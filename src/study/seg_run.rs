@@ -5,9 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use super::seg_arms::{run_name, SegArm, SegStudyConfig, SEG_ARMS};
+use super::seg_report::SegFinal;
 use crate::checkpoint::seg_dir::{load_segmentor, save_segmentor, segmentor_around, SegInit};
 use crate::data::seg::SegDataset;
 use crate::error::{Error, Result};
@@ -16,26 +15,6 @@ use crate::train::config::TrainConfig;
 use crate::train::run_dir::{read_metrics, write_json};
 use crate::train::schedule::Decay;
 use crate::train::trainer::{train, Hooks, Outcome};
-
-/// A finished run's final evaluation; `final.json` in its directory. Percentages.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SegFinal {
-    pub val_miou: f64,
-    pub val_aacc: f64,
-    pub test_miou: f64,
-    pub test_aacc: f64,
-    pub test_macc: f64,
-    /// Test IoU per class (NaN where a class is nowhere).
-    pub test_iou: Vec<f64>,
-    pub backbone_params: usize,
-    pub head_params: usize,
-    /// Blocks the backbone runs (a shared block counts at each of its positions).
-    pub positions: usize,
-    pub train_images: u64,
-    pub wall_s: f64,
-    /// The CPU the run trained on (its last epoch's).
-    pub cpu: Option<String>,
-}
 
 /// Runs (or continues) a segmentation study in `dir` and writes its report there.
 pub fn run_seg_study(cfg: &SegStudyConfig, dir: &Path, hooks: &Hooks) -> Result<()> {

@@ -12,7 +12,6 @@
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::iou::{argmax_channels, IouAreas, IouMetrics};
-use super::segmentation::normalise;
 use crate::checkpoint::seg_dir::SegModelConfig;
 use crate::data::seg::SegSplit;
 use crate::data::seg_sample::{adapt_channels, resize_sample, SegSample};
@@ -55,6 +54,18 @@ impl std::str::FromStr for SegMode {
             _ => Err(bad()),
         }
     }
+}
+
+/// 8-bit planes of `hw` pixels each, scaled to [0, 1] and normalised by `config`'s mean/std.
+pub(crate) fn normalise<'a>(
+    config: &'a SegModelConfig,
+    pixels: &'a [u8],
+    hw: usize,
+) -> impl Iterator<Item = f32> + 'a {
+    pixels.iter().enumerate().map(move |(k, &p)| {
+        let ch = k / hw;
+        ((p as f64 / 255.0 - config.mean[ch]) / config.std[ch]) as f32
+    })
 }
 
 /// The input tensor `[1, c, h, w]` of a sample at `size`, normalised by `config`.

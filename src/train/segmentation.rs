@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::config::{EpochMetrics, TrainConfig};
-use super::seg_infer::{evaluate_segmentation, SegMode};
+use super::seg_infer::{evaluate_segmentation, normalise, SegMode};
 use super::task::{Sizes, Task};
 use crate::checkpoint::seg_dir::{load_segmentor, save_segmentor, SegModelConfig};
 use crate::data::loader::{derive_seed, epoch_batches, LoaderConfig};
@@ -121,18 +121,6 @@ pub fn seg_batch(
         images,
         shape,
         labels,
-    })
-}
-
-/// 8-bit planes of `hw` pixels each, scaled to [0, 1] and normalised by `config`'s mean/std.
-pub(crate) fn normalise<'a>(
-    config: &'a SegModelConfig,
-    pixels: &'a [u8],
-    hw: usize,
-) -> impl Iterator<Item = f32> + 'a {
-    pixels.iter().enumerate().map(move |(k, &p)| {
-        let ch = k / hw;
-        ((p as f64 / 255.0 - config.mean[ch]) / config.std[ch]) as f32
     })
 }
 
