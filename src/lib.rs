@@ -13,6 +13,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod detect;
 pub mod device;
 pub mod error;
 pub mod generate;

@@ -100,3 +100,50 @@ fn perfect_detections_score_one() {
     assert_eq!(s.stats[8], 1.0);
     assert_eq!(s.per_class, vec![1.0, 1.0, -1.0]);
 }
+
+/// NMS against torchvision's `batched_nms` (tests/fixtures/gen_nms_fixtures.py): the same
+/// indices in the same order, through its coordinate-offset path (300 boxes) and its per-class
+/// path (1,200).
+#[test]
+fn batched_nms_equals_torchvision() {
+    use scalenet::detect::boxes::batched_nms;
+    for case in read("nms.json").as_array().unwrap() {
+        let f32s = |v: &Value| -> Vec<f32> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        };
+        let boxes: Vec<[f32; 4]> = case["boxes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let b = f32s(b);
+                [b[0], b[1], b[2], b[3]]
+            })
+            .collect();
+        let scores = f32s(&case["scores"]);
+        let classes: Vec<usize> = case["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap() as usize)
+            .collect();
+        let want: Vec<usize> = case["keep"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_u64().unwrap() as usize)
+            .collect();
+        let got = batched_nms(
+            &boxes,
+            &scores,
+            &classes,
+            case["threshold"].as_f64().unwrap(),
+        );
+        assert!(want.len() < boxes.len(), "the case suppresses something");
+        assert_eq!(got, want, "{} boxes", boxes.len());
+    }
+}
