@@ -738,6 +738,22 @@ fn the_segmentation_study_runs_and_resumes() {
     assert!(again.status.success());
     let said = String::from_utf8_lossy(&again.stderr);
     assert!(said.contains("grown-s0: done earlier, reusing"), "{said}");
+    let report = |family: &str| {
+        scalenet()
+            .args(["reproduce", "--family", family, "--report", "--out"])
+            .arg(&tmp)
+            .output()
+            .unwrap()
+    };
+    std::fs::remove_file(tmp.join("RESULTS.md")).unwrap();
+    assert!(report("seg").status.success());
+    assert!(
+        tmp.join("RESULTS.md").is_file(),
+        "--report rewrites the report"
+    );
+    let o = report("vit");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.lines().count() == 1, "{err}");
     let o = reproduce(&tmp.join("runs"));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.lines().count() == 1, "{err}");

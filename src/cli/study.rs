@@ -4,7 +4,8 @@ use anyhow::Result;
 use scalenet::device::DEVICE_HELP;
 use scalenet::ops::auto_precision::Requested;
 use scalenet::study::{
-    run_lm_study, run_seg_study, run_study, table, LmStudyConfig, SegStudyConfig, StudyConfig,
+    run_lm_study, run_seg_study, run_study, table, write_lm_report, write_seg_report,
+    LmStudyConfig, SegStudyConfig, StudyConfig,
 };
 
 #[derive(clap::Args, Debug)]
@@ -88,6 +89,11 @@ pub struct ReproduceArgs {
     /// go on under the other precision (each run's run.json names its own).
     #[arg(long, default_value = "auto")]
     precision: Requested,
+    /// Write RESULTS.md and the figures from the finished runs in --out (its study.json says
+    /// what the study is) and train nothing (--family llama or seg; a vit or swin study does
+    /// this with --only base).
+    #[arg(long)]
+    report: bool,
     #[command(flatten)]
     lm: LmArgs,
     #[command(flatten)]
@@ -146,6 +152,9 @@ pub struct LmArgs {
 }
 
 pub fn reproduce(a: ReproduceArgs) -> Result<()> {
+    if a.report {
+        return report_only(&a);
+    }
     let precision = super::train::announce_precision(a.precision, &a.device)?;
     match a.family.as_str() {
         "llama" => return reproduce_llama(a, precision),
@@ -262,6 +271,31 @@ fn reproduce_llama(a: ReproduceArgs, precision: scalenet::ops::precision::Precis
         println!("{text}");
     }
     println!("wrote {} · plots: {}", report.display(), figures(&a.out));
+    Ok(())
+}
+
+/// `--report`: the report of the study in `--out` as its finished runs stand.
+fn report_only(a: &ReproduceArgs) -> Result<()> {
+    let path = a.out.join("study.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}; is --out a study directory?", path.display()))?;
+    let bad = |e: serde_json::Error| {
+        anyhow::anyhow!(
+            "{}: not a --family {} study ({e})",
+            path.display(),
+            a.family
+        )
+    };
+    match a.family.as_str() {
+        "seg" => write_seg_report(&serde_json::from_str(&text).map_err(bad)?, &a.out)?,
+        "llama" => write_lm_report(&serde_json::from_str(&text).map_err(bad)?, &a.out)?,
+        f => anyhow::bail!("--report goes with --family llama or seg; a {f} study rewrites its report with --only base"),
+    }
+    println!(
+        "wrote {} · plots: {}",
+        a.out.join("RESULTS.md").display(),
+        figures(&a.out)
+    );
     Ok(())
 }
 

@@ -117,7 +117,9 @@ impl SegRunner<'_> {
                 });
             }
         }
-        self.final_eval(&out, &data)
+        self.final_eval(&out, &data)?;
+        // A long study's report is readable after every run, not only at its end.
+        super::seg_report::write_seg_report(self.cfg, self.dir)
     }
 
     fn recipe(&self, model: PathBuf, seed: u64) -> TrainConfig {
