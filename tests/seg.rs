@@ -791,3 +791,66 @@ fn sliding_windows_match_mmsegmentation() {
         assert!(err <= 1e-4, "{name}: max abs error {err}");
     }
 }
+
+/// `scenes` writes each scene, its index mask and its labelled overlay, and the garments'
+/// boxes as COCO instances (the format pycocotools and detection tools read); a bad split is
+/// one line.
+#[test]
+fn scenes_write_images_masks_and_coco_boxes() {
+    let tmp = std::env::temp_dir().join(format!("scalenet-scenes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let run = |split: &str| {
+        scalenet()
+            .args([
+                "scenes",
+                "--data",
+                "fmnist-scenes-mini",
+                "-n",
+                "3",
+                "--split",
+                split,
+            ])
+            .arg("--out")
+            .arg(&tmp)
+            .output()
+            .unwrap()
+    };
+    let o = run("val");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for i in 0..3 {
+        for f in ["", "_mask", "_truth"] {
+            assert!(tmp.join(format!("scene_{i}{f}.png")).is_file());
+        }
+    }
+    let coco: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.join("annotations.json")).unwrap()).unwrap();
+    assert_eq!(coco["images"].as_array().unwrap().len(), 3);
+    assert_eq!(coco["categories"].as_array().unwrap().len(), 10);
+    let anns = coco["annotations"].as_array().unwrap();
+    assert!(anns.len() >= 3, "{coco}");
+    for a in anns {
+        let b: Vec<u64> = a["bbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert!(
+            b[2] > 0 && b[3] > 0 && b[0] + b[2] <= 96 && b[1] + b[3] <= 96,
+            "{a}"
+        );
+        let area = a["area"].as_u64().unwrap();
+        assert!(area > 0 && area <= b[2] * b[3], "{a}");
+        assert!(
+            (1..=10).contains(&a["category_id"].as_u64().unwrap()),
+            "{a}"
+        );
+    }
+    let o = run("dev");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.lines().count() == 1 && err.contains("--split dev"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -15,7 +15,8 @@ pub struct Args {
     #[arg(short = 'n', long, default_value_t = 8)]
     count: usize,
     /// Writes scene_<i>.png (the image), scene_<i>_mask.png (class indices) and
-    /// scene_<i>_truth.png (the labels drawn over the image) here.
+    /// scene_<i>_truth.png (the labels drawn over the image) here; for fmnist-scenes also
+    /// annotations.json, each visible garment's box and class in COCO's instances format.
     #[arg(long)]
     out: PathBuf,
 }
@@ -46,6 +47,14 @@ pub fn run(args: Args) -> Result<()> {
             &data.classes,
         )?;
     }
+    if let scalenet::data::seg::SegSplit::Scenes(scenes) = split {
+        let coco = coco_instances(scenes, n, &data.classes);
+        let text = format!("{}\n", serde_json::to_string_pretty(&coco)?);
+        scalenet::checkpoint::atomic::atomic_write(
+            &args.out.join("annotations.json"),
+            text.as_bytes(),
+        )?;
+    }
     println!(
         "wrote {n} {} scenes of --data {} to {}",
         args.split,
@@ -53,4 +62,33 @@ pub fn run(args: Args) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// The first `n` scenes' garments in COCO's instances format: images `scene_<i>.png` with id
+/// i + 1, one category per garment class (the mask's index, background left out), each visible
+/// garment's tight box and its visible pixels as `area`.
+fn coco_instances(
+    scenes: &scalenet::data::scenes::SceneSplit,
+    n: usize,
+    classes: &[String],
+) -> serde_json::Value {
+    use serde_json::json;
+    let mut images = Vec::new();
+    let mut annotations = Vec::new();
+    for i in 0..n {
+        let scene = scenes.scene(i);
+        images.push(json!({"id": i + 1, "file_name": format!("scene_{i}.png"),
+            "width": scene.size, "height": scene.size}));
+        for o in &scene.objects {
+            annotations.push(json!({"id": annotations.len() + 1, "image_id": i + 1,
+                "category_id": o.class, "bbox": o.bbox, "area": o.area, "iscrowd": 0}));
+        }
+    }
+    let categories: Vec<_> = classes
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(k, name)| json!({"id": k, "name": name}))
+        .collect();
+    json!({"images": images, "annotations": annotations, "categories": categories})
 }

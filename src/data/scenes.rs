@@ -2,7 +2,8 @@
 //! scene is a square grayscale canvas with a few garments, scaled and placed with partial
 //! overlap on a textured, noisy background (so that a threshold does not solve it); its mask
 //! holds 0 for background and 1 + the garment's class where the garment's silhouette is, later
-//! garments occluding earlier ones.
+//! garments occluding earlier ones. Each garment still visible is also an object: its class
+//! and the tight box of its visible pixels (for detection, issue 38).
 //!
 //! A scene is a pure function of (version, seed, split, index): nothing is stored, any scene can
 //! be drawn alone, and a number reported with a version can be reproduced. Training scenes use
@@ -54,12 +55,25 @@ impl Default for SceneConfig {
     }
 }
 
-/// One scene: `size × size` grayscale pixels and the class of each.
+/// One scene: `size × size` grayscale pixels, the class of each, and its objects.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scene {
     pub pixels: Vec<u8>,
     pub mask: Vec<u8>,
     pub size: usize,
+    /// The garments left visible, in drawing order.
+    pub objects: Vec<SceneObject>,
+}
+
+/// A garment as detection sees it: the mask's class (1 + the Fashion-MNIST class) and the
+/// tight box of the pixels it still shows, `[x, y, w, h]` in pixels (COCO's convention: a
+/// pixel's box is 1 × 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SceneObject {
+    pub class: u8,
+    pub bbox: [usize; 4],
+    /// Visible pixels (COCO's `area`, a silhouette's and not the box's).
+    pub area: usize,
 }
 
 /// The scenes of one split: a garment pool, a count, and what makes the split's seeds differ.
@@ -110,6 +124,9 @@ impl SceneSplit {
         let s = self.config.size;
         let mut canvas = background(s, &mut rng);
         let mut mask = vec![0u8; s * s];
+        // Which garment (1-based drawing order) each pixel shows, 0 for none.
+        let mut instance = vec![0u16; s * s];
+        let mut classes = Vec::new();
         let mut boxes: Vec<[usize; 3]> = Vec::new();
         let [lo, hi] = self.config.garments;
         for _ in 0..rng.random_range(lo..=hi) {
@@ -121,7 +138,9 @@ impl SceneSplit {
                 continue;
             };
             boxes.push([at.0, at.1, side]);
-            self.paste(g, side, brightness, at, &mut canvas, &mut mask);
+            classes.push(self.garments.labels[g] as u8 + 1);
+            let shown = (&mut mask[..], &mut instance[..], classes.len() as u16);
+            self.paste(g, side, brightness, at, &mut canvas, shown);
         }
         let pixels = canvas
             .iter()
@@ -135,6 +154,7 @@ impl SceneSplit {
             pixels,
             mask,
             size: s,
+            objects: visible_objects(&instance, &classes, s),
         }
     }
 
@@ -162,7 +182,7 @@ impl SceneSplit {
         brightness: f32,
         (y, x): (usize, usize),
         canvas: &mut [f32],
-        mask: &mut [u8],
+        (mask, instance, id): (&mut [u8], &mut [u16], u16),
     ) {
         let [c, h, w] = self.garments.shape;
         let per = c * h * w;
@@ -179,10 +199,38 @@ impl SceneSplit {
                 if v >= 12.0 {
                     canvas[(y + r) * s + x + q] = v * brightness;
                     mask[(y + r) * s + x + q] = class;
+                    instance[(y + r) * s + x + q] = id;
                 }
             }
         }
     }
+}
+
+/// The tight box of each garment's visible pixels; garments covered entirely are left out.
+fn visible_objects(instance: &[u16], classes: &[u8], s: usize) -> Vec<SceneObject> {
+    let mut ext = vec![[usize::MAX, usize::MAX, 0, 0, 0]; classes.len()];
+    for (p, &id) in instance.iter().enumerate() {
+        if id > 0 {
+            let e = &mut ext[id as usize - 1];
+            let (y, x) = (p / s, p % s);
+            *e = [
+                e[0].min(x),
+                e[1].min(y),
+                e[2].max(x + 1),
+                e[3].max(y + 1),
+                e[4] + 1,
+            ];
+        }
+    }
+    ext.iter()
+        .zip(classes)
+        .filter(|(e, _)| e[4] > 0)
+        .map(|(e, &class)| SceneObject {
+            class,
+            bbox: [e[0], e[1], e[2] - e[0], e[3] - e[1]],
+            area: e[4],
+        })
+        .collect()
 }
 
 /// A smooth texture (three random gratings) between about 20 and 120 of 255: garments are
@@ -247,6 +295,40 @@ mod tests {
             SceneConfig { seed: 9, ..cfg },
         );
         assert_ne!(a.scene(3), c.scene(3));
+    }
+
+    #[test]
+    fn objects_box_exactly_the_visible_pixels_of_their_class() {
+        let split = SceneSplit::new(garments(), (0..10).collect(), 30, 0, SceneConfig::default());
+        for i in 0..split.len() {
+            let sc = split.scene(i);
+            let s = sc.size;
+            assert!(!sc.objects.is_empty());
+            for (p, &m) in sc.mask.iter().enumerate() {
+                let (y, x) = (p / s, p % s);
+                let inside = |o: &SceneObject| {
+                    let [bx, by, bw, bh] = o.bbox;
+                    o.class == m && (bx..bx + bw).contains(&x) && (by..by + bh).contains(&y)
+                };
+                assert!(
+                    m == 0 || sc.objects.iter().any(inside),
+                    "scene {i} pixel {p}"
+                );
+            }
+            for o in &sc.objects {
+                let [bx, by, bw, bh] = o.bbox;
+                assert!(o.area > 0 && o.area <= bw * bh);
+                let on_edge = |x: usize, y: usize| sc.mask[y * s + x] == o.class;
+                assert!(
+                    (by..by + bh).any(|y| on_edge(bx, y))
+                        && (by..by + bh).any(|y| on_edge(bx + bw - 1, y))
+                );
+                assert!(
+                    (bx..bx + bw).any(|x| on_edge(x, by))
+                        && (bx..bx + bw).any(|x| on_edge(x, by + bh - 1))
+                );
+            }
+        }
     }
 
     #[test]
