@@ -147,3 +147,66 @@ fn batched_nms_equals_torchvision() {
         assert_eq!(got, want, "{} boxes", boxes.len());
     }
 }
+
+/// COCO instances files: a good one reads back every box (area defaulting to w·h); each
+/// mistake a detector would trip over later is one error naming the file and the annotation.
+#[test]
+fn coco_instances_load_and_bad_ones_are_one_clear_error() {
+    use scalenet::data::coco::read_coco;
+    let dir = std::env::temp_dir().join(format!("scalenet-coco-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.png"), b"not read here").unwrap();
+    let file = dir.join("instances.json");
+    let write = |annotations: &str, file_name: &str| {
+        let json = format!(
+            r#"{{"images": [{{"id": 7, "file_name": "{file_name}", "width": 40, "height": 30}}],
+               "categories": [{{"id": 3, "name": "bag"}}], "annotations": [{annotations}]}}"#
+        );
+        std::fs::write(&file, json).unwrap();
+    };
+    write(
+        r#"{"id": 1, "image_id": 7, "category_id": 3, "bbox": [1, 2, 10, 5], "iscrowd": 0},
+           {"id": 2, "image_id": 7, "category_id": 3, "bbox": [0, 0, 40, 30], "area": 99.5, "iscrowd": 1}"#,
+        "a.png",
+    );
+    let set = read_coco(&file, &dir).unwrap();
+    assert_eq!(set.images[0].path, dir.join("a.png"));
+    assert_eq!(set.categories, vec![(3, "bag".to_string())]);
+    assert_eq!((set.boxes[0].area, set.boxes[0].crowd), (50.0, false));
+    assert_eq!((set.boxes[1].area, set.boxes[1].crowd), (99.5, true));
+    let cases = [
+        (
+            r#"{"id": 4, "image_id": 7, "category_id": 3, "bbox": [35, 2, 10, 5]}"#,
+            "a.png",
+            "annotation id 4: bbox [35.0, 2.0, 10.0, 5.0] lies outside its 40×30 image 7",
+        ),
+        (
+            r#"{"id": 5, "image_id": 7, "category_id": 3, "bbox": [1, 2, 0, 5]}"#,
+            "a.png",
+            "annotation id 5: bbox [1.0, 2.0, 0.0, 5.0] has no size",
+        ),
+        (
+            r#"{"id": 6, "image_id": 7, "category_id": 9, "bbox": [1, 2, 3, 5]}"#,
+            "a.png",
+            "annotation id 6: category_id 9 is not in categories",
+        ),
+        (
+            r#"{"image_id": 8, "category_id": 3, "bbox": [1, 2, 3, 5]}"#,
+            "a.png",
+            "annotation 0: image_id 8 is not in images",
+        ),
+        (
+            r#"{"image_id": 7, "category_id": 3, "bbox": [1, 2, 3]}"#,
+            "a.png",
+            "not COCO instances JSON",
+        ),
+        ("", "b.png", "b.png: not found (image 7 of"),
+    ];
+    for (ann, image, want) in cases {
+        write(ann, image);
+        let err = read_coco(&file, &dir).unwrap_err().to_string();
+        assert!(err.contains(want) && !err.contains('\n'), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -846,6 +846,12 @@ fn scenes_write_images_masks_and_coco_boxes() {
             "{a}"
         );
     }
+    let set = scalenet::data::coco::read_coco(&tmp.join("annotations.json"), &tmp).unwrap();
+    assert_eq!(
+        set.boxes.len(),
+        anns.len(),
+        "our COCO reader takes what `scenes` wrote"
+    );
     let o = run("dev");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(

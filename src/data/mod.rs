@@ -2,6 +2,7 @@
 //! subset), how splits are carved, and how samples become model inputs (`transform`, `loader`).
 
 pub mod cifar;
+pub mod coco;
 pub mod corpus;
 pub mod folder;
 pub mod idx;
