@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use scalenet::train::coco_ap::{coco_eval, DetBox, GtBox};
+use scalenet::data::coco::CocoBox;
+use scalenet::train::coco_ap::{coco_eval, DetBox};
 use serde_json::Value;
 
 fn read(name: &str) -> Value {
@@ -35,11 +36,11 @@ fn box_ap_equals_pycocotools() {
             .map(|x| x["id"].as_u64().unwrap())
             .collect()
     };
-    let gts: Vec<GtBox> = gt["annotations"]
+    let gts: Vec<CocoBox> = gt["annotations"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| GtBox {
+        .map(|a| CocoBox {
             image: a["image_id"].as_u64().unwrap(),
             category: a["category_id"].as_u64().unwrap(),
             bbox: bbox(&a["bbox"]),
@@ -77,8 +78,8 @@ fn box_ap_equals_pycocotools() {
 /// stays out of the means, as pycocotools leaves it at -1).
 #[test]
 fn perfect_detections_score_one() {
-    let gts: Vec<GtBox> = (0..6)
-        .map(|i| GtBox {
+    let gts: Vec<CocoBox> = (0..6)
+        .map(|i| CocoBox {
             image: i / 2,
             category: 1 + i % 2,
             bbox: [10.0 * i as f64, 5.0, 20.0 + 10.0 * i as f64, 30.0],

@@ -4,18 +4,10 @@
 //! detection's area and may match many); per category, area range and detection cap, the
 //! matches of all images sorted by score (stable), precision made monotone and read at 101
 //! recall points; AP is the mean over thresholds, recall points and categories with ground
-//! truth. tests/fixtures/gen_coco_ap_fixtures.py checks it against pycocotools itself.
+//! truth. tests/fixtures/gen_coco_ap_fixtures.py checks it against pycocotools itself. The
+//! ground truth is what `data::coco` reads.
 
-/// A ground-truth box, `[x, y, w, h]` in pixels; `area` is the annotation's (COCO's is the
-/// segmentation's, which decides the area range), `w·h` where a format has none.
-#[derive(Clone, Debug, PartialEq)]
-pub struct GtBox {
-    pub image: u64,
-    pub category: u64,
-    pub bbox: [f64; 4],
-    pub area: f64,
-    pub crowd: bool,
-}
+use crate::data::coco::CocoBox;
 
 /// A detection, `[x, y, w, h]` in pixels.
 #[derive(Clone, Debug, PartialEq)]
@@ -78,9 +70,9 @@ fn by_score(dets: &[&DetBox]) -> Vec<usize> {
 }
 
 /// `COCOeval.evaluateImg` for one image, category and area range.
-fn evaluate_image(gts: &[&GtBox], dets: &[&DetBox], area: (f64, f64), thrs: &[f64]) -> ImageEval {
+fn evaluate_image(gts: &[&CocoBox], dets: &[&DetBox], area: (f64, f64), thrs: &[f64]) -> ImageEval {
     let outside = |a: f64| a < area.0 || a > area.1;
-    let mut gt: Vec<(&GtBox, bool)> = gts
+    let mut gt: Vec<(&CocoBox, bool)> = gts
         .iter()
         .map(|g| (*g, g.crowd || outside(g.area)))
         .collect();
@@ -184,7 +176,12 @@ fn precision_recall(
 
 /// `COCOeval` with its default parameters over `images` and `categories` (each evaluated in
 /// ascending id order, as pycocotools sorts them).
-pub fn coco_eval(gts: &[GtBox], dets: &[DetBox], images: &[u64], categories: &[u64]) -> CocoStats {
+pub fn coco_eval(
+    gts: &[CocoBox],
+    dets: &[DetBox],
+    images: &[u64],
+    categories: &[u64],
+) -> CocoStats {
     let thrs = linspace(0.5, 0.95, 10);
     let rec_thrs = linspace(0.0, 1.0, 101);
     let (mut images, mut categories) = (images.to_vec(), categories.to_vec());
@@ -198,7 +195,7 @@ pub fn coco_eval(gts: &[GtBox], dets: &[DetBox], images: &[u64], categories: &[u
             let evals: Vec<ImageEval> = images
                 .iter()
                 .filter_map(|&img| {
-                    let g: Vec<&GtBox> = gts
+                    let g: Vec<&CocoBox> = gts
                         .iter()
                         .filter(|g| g.image == img && g.category == cat)
                         .collect();
