@@ -144,11 +144,16 @@ pub fn evaluate_segmentation(
             .collect();
         let logits: Vec<Tensor<4>> = match mode {
             SegMode::Whole => {
-                let x = samples
-                    .into_iter()
-                    .map(|s| input(config, s, crop, device))
-                    .collect();
-                let y = net.forward(Tensor::cat(x, 0)).0;
+                // One buffer for the batch: no per-image tensors to concatenate.
+                let n = samples.len();
+                let c = samples[0].shape[0];
+                let hw = crop[0] * crop[1];
+                let mut x = Vec::with_capacity(n * c * hw);
+                for s in samples {
+                    x.extend(normalise(config, &resize_sample(s, crop).pixels, hw));
+                }
+                let x = Tensor::from_data(TensorData::new(x, [n, c, crop[0], crop[1]]), device);
+                let y = net.forward(x).0;
                 let n = y.dims()[0];
                 y.chunk(n, 0)
             }
