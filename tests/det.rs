@@ -211,3 +211,152 @@ fn coco_instances_load_and_bad_ones_are_one_clear_error() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Relative error at most 1e-4 (absolute below 1).
+fn close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let err = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+        .fold(0.0f32, f32::max);
+    eprintln!("{what}: max error {err:e}");
+    assert!(err <= 1e-4, "{what}: {err}");
+}
+
+fn boxes_of(v: &[f32]) -> Vec<[f32; 4]> {
+    v.chunks(4).map(|c| [c[0], c[1], c[2], c[3]]).collect()
+}
+
+const DETECTORS: [&str; 4] = [
+    "vit_retinanet",
+    "grown_vit_retinanet",
+    "swin_retinanet",
+    "grown_swin_retinanet",
+];
+
+/// torchvision's RetinaNet on four fixture backbones (tests/fixtures/gen_det_fixtures.py): the
+/// pyramid, the head's outputs and the anchors; the matcher's indices, the loss and a few
+/// gradients on fixed targets; the post-processed detections (same labels, boxes and scores
+/// ≤ 1e-4).
+#[test]
+fn retinanet_matches_torchvision() {
+    use burn::module::Param;
+    use burn::tensor::{Device, Tensor, TensorData};
+    use scalenet::checkpoint::det_dir::load_detector;
+    use scalenet::checkpoint::TensorFile;
+    use scalenet::detect::loss::ImageTargets;
+    use scalenet::detect::matching::match_anchors;
+    use scalenet::model::weights::to_vec;
+
+    for name in DETECTORS {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/det/models")
+            .join(name);
+        let device = Device::flex().autodiff();
+        let (cfg, det) = load_detector(&dir, &device).unwrap();
+        let mut want = TensorFile::read(&dir.join("io.safetensors")).unwrap();
+        let mut take = |k: &str| want.take(k).unwrap();
+        let input = take("input");
+        let n = input.shape[0];
+        let x = Tensor::<4>::from_data(TensorData::new(input.values, input.shape), &device);
+        for (l, level) in det.levels(x.clone(), &mut None).into_iter().enumerate() {
+            close(
+                &to_vec(level),
+                &take(&format!("level.{l}")).values,
+                &format!("{name} level {l}"),
+            );
+        }
+        let out = det.forward(x.clone());
+        close(
+            &to_vec(out.cls.clone()),
+            &take("cls_logits").values,
+            &format!("{name} cls_logits"),
+        );
+        close(
+            &to_vec(out.reg.clone()),
+            &take("bbox_regression").values,
+            &format!("{name} bbox_regression"),
+        );
+        assert_eq!(
+            out.anchors,
+            boxes_of(&take("anchors").values),
+            "{name} anchors"
+        );
+        let targets: Vec<ImageTargets> = (0..n)
+            .map(|i| ImageTargets {
+                boxes: boxes_of(&take(&format!("target.{i}.boxes")).values),
+                labels: take(&format!("target.{i}.labels"))
+                    .values
+                    .iter()
+                    .map(|&v| v as usize)
+                    .collect(),
+            })
+            .collect();
+        for (i, t) in targets.iter().enumerate() {
+            let s = &cfg.spec;
+            let got = match_anchors(&t.boxes, &out.anchors, s.fg_iou_thresh, s.bg_iou_thresh);
+            let want: Vec<i64> = take(&format!("matched.{i}"))
+                .values
+                .iter()
+                .map(|&v| v as i64)
+                .collect();
+            assert_eq!(got, want, "{name} matched {i}");
+        }
+        let (cls_loss, box_loss) = det.loss(out, &targets);
+        close(
+            &to_vec(cls_loss.clone()),
+            &take("loss_cls").values,
+            &format!("{name} loss_cls"),
+        );
+        close(
+            &to_vec(box_loss.clone()),
+            &take("loss_box").values,
+            &format!("{name} loss_box"),
+        );
+        let grads = (cls_loss + box_loss).backward();
+        let grad = |p: &Param<Tensor<4>>| to_vec(p.grad(&grads).unwrap());
+        let pairs = [
+            (
+                &det.head.cls.out.weight,
+                "head.classification_head.cls_logits.weight",
+            ),
+            (
+                &det.head.reg.out.weight,
+                "head.regression_head.bbox_reg.weight",
+            ),
+            (
+                &det.head.cls.convs[0].weight,
+                "head.classification_head.conv.0.0.weight",
+            ),
+            (&det.fpn.inner[0].weight, "neck.fpn.inner_blocks.0.0.weight"),
+        ];
+        for (p, key) in pairs {
+            close(
+                &grad(p),
+                &take(&format!("grad.{key}")).values,
+                &format!("{name} grad {key}"),
+            );
+        }
+        for (i, dets) in det.detect(x).iter().enumerate() {
+            let labels: Vec<f32> = dets.iter().map(|d| d.label as f32).collect();
+            assert_eq!(
+                labels,
+                take(&format!("det.{i}.labels")).values,
+                "{name} det {i} labels"
+            );
+            let boxes: Vec<f32> = dets.iter().flat_map(|d| d.bbox).collect();
+            close(
+                &boxes,
+                &take(&format!("det.{i}.boxes")).values,
+                &format!("{name} det {i} boxes"),
+            );
+            let scores: Vec<f32> = dets.iter().map(|d| d.score).collect();
+            close(
+                &scores,
+                &take(&format!("det.{i}.scores")).values,
+                &format!("{name} det {i} scores"),
+            );
+        }
+    }
+}

@@ -46,6 +46,10 @@ def load(path, dtype=torch.float32):
     it. Raises FormatError naming the file and the tensor when the directory does not fit."""
     path = Path(path)
     cfg = _config(path)
+    if isinstance(cfg.get("backbone"), dict) and cfg.get("architecture") == "retinanet":
+        from .detect import load_detector
+
+        return load_detector(path, dtype)
     if isinstance(cfg.get("backbone"), dict):
         from .seg import load_segmentor
 

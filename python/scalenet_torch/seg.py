@@ -17,6 +17,38 @@ from .swin import ScaleNetSwin
 from .vit import ScaleNetViT
 
 
+def is_swin(b):
+    """Whether `b` (timm's or scalenet's model) is a Swin: stages rather than blocks."""
+    return isinstance(b, ScaleNetSwin) or (not isinstance(b, ScaleNetViT) and hasattr(b, "layers"))
+
+
+def level_dims(b, vit_levels):
+    """The channels of each map `backbone_maps` returns: a Swin's stages, or `vit_levels`
+    copies of a ViT's width."""
+    if isinstance(b, ScaleNetSwin):
+        return [s.blocks[0].dim for s in b.base.layers]
+    if is_swin(b):
+        return [s.blocks[0].dim for s in b.layers]
+    dim = b.base.embed_dim if isinstance(b, ScaleNetViT) else b.embed_dim
+    return [dim] * vit_levels
+
+
+def backbone_maps(b, x, vit_indices):
+    """A backbone's feature maps [N, C, H, W] before any stage norm: a Swin's every stage, a
+    ViT's (a grown ViT's positions count as blocks) after the blocks `vit_indices` names."""
+    if isinstance(b, ScaleNetSwin):
+        return b.forward_stages(x)[0]
+    if is_swin(b):
+        return b.forward_intermediates(x, norm=False, output_fmt="NCHW", intermediates_only=True)
+    if isinstance(b, ScaleNetViT):
+        return b.forward_intermediates(x, vit_indices)
+    # timm returns one map per distinct block; repeats (shallow models) are re-expanded.
+    distinct = sorted(set(vit_indices))
+    maps = b.forward_intermediates(x, indices=distinct, norm=False, output_fmt="NCHW",
+                                   intermediates_only=True)
+    return [maps[distinct.index(i)] for i in vit_indices]
+
+
 def resize(x, size):
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
@@ -118,8 +150,8 @@ class Segmentor(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.out_indices = out_indices
-        self.is_swin = self._is_swin()
-        dims = self._level_dims()
+        self.is_swin = is_swin(backbone)
+        dims = level_dims(backbone, 4)
         if self.is_swin:
             for i, d in enumerate(dims):
                 self.add_module(f"norm{i}", nn.LayerNorm(d))
@@ -136,34 +168,8 @@ class Segmentor(nn.Module):
             self.decode_head = LinearHead(dims[-1], num_classes, dropout_ratio=dropout_ratio)
             self.auxiliary_head = None
 
-    def _is_swin(self):
-        b = self.backbone
-        return isinstance(b, ScaleNetSwin) or (not isinstance(b, ScaleNetViT) and hasattr(b, "layers"))
-
-    def _level_dims(self):
-        b = self.backbone
-        if isinstance(b, ScaleNetSwin):
-            return [s.blocks[0].dim for s in b.base.layers]
-        if self._is_swin():
-            return [s.blocks[0].dim for s in b.layers]
-        dim = b.base.embed_dim if isinstance(b, ScaleNetViT) else b.embed_dim
-        return [dim] * 4
-
     def features(self, x):
-        b = self.backbone
-        if isinstance(b, ScaleNetSwin):
-            outs = b.forward_stages(x)[0]
-        elif self.is_swin:
-            outs = b.forward_intermediates(x, norm=False, output_fmt="NCHW",
-                                           intermediates_only=True)
-        elif isinstance(b, ScaleNetViT):
-            outs = b.forward_intermediates(x, self.out_indices)
-        else:
-            # timm returns one map per distinct block; repeats (shallow models) are re-expanded.
-            distinct = sorted(set(self.out_indices))
-            maps = b.forward_intermediates(x, indices=distinct, norm=False, output_fmt="NCHW",
-                                           intermediates_only=True)
-            outs = [maps[distinct.index(i)] for i in self.out_indices]
+        outs = backbone_maps(self.backbone, x, self.out_indices)
         if self.is_swin:
             return [getattr(self, f"norm{i}")(o.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
                     for i, o in enumerate(outs)]

@@ -1,6 +1,7 @@
 //! Checkpoint I/O: safetensors files and timm hub model directories.
 
 pub mod atomic;
+pub mod det_dir;
 pub mod download;
 pub mod gguf;
 pub mod hf_dir;

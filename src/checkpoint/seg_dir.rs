@@ -31,12 +31,24 @@ pub struct SegModelConfig {
     pub std: Vec<f64>,
 }
 
-/// Whether `dir` holds a segmentation model (its config names a backbone).
-pub fn is_segmentation_dir(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join(CONFIG_FILE))
+/// The `architecture` of a model built around a backbone (its config names one): a
+/// segmentor's head or a detector's name; `None` for any other directory.
+pub fn head_architecture(dir: &Path) -> Option<String> {
+    let v = std::fs::read_to_string(dir.join(CONFIG_FILE))
         .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .is_some_and(|v| v.get("backbone").is_some_and(Value::is_object))
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())?;
+    v.get("backbone").filter(|b| b.is_object())?;
+    Some(
+        v.get("architecture")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+    )
+}
+
+/// Whether `dir` holds a segmentation model (its config names a backbone, and no detector).
+pub fn is_segmentation_dir(dir: &Path) -> bool {
+    head_architecture(dir).is_some_and(|a| a != crate::detect::ARCHITECTURE)
 }
 
 impl SegModelConfig {
@@ -212,40 +224,28 @@ pub fn resample_pos_embed(
     out
 }
 
-/// What `scalenet init --arch upernet --backbone DIR` asks for.
-#[derive(Clone, Debug)]
-pub struct SegInit {
-    pub head: HeadKind,
-    pub num_classes: usize,
-    pub channels: usize,
-    /// UperNet's auxiliary head width (mmsegmentation's 256 beside 512).
-    pub aux_channels: usize,
-    /// The input side the segmentor runs at; `None` keeps the backbone's.
-    pub img_size: Option<usize>,
-    pub seed: u64,
-}
-
-/// A segmentor with fresh heads around the (plain or grown) image model in `dir`. At another
-/// input size a ViT's position table is resampled as timm does; a Swin's windows and masks
+/// The (plain or grown) image model in `dir` as the backbone of a new dense model, at input
+/// side `img_size` (`None`: its own): the resolved directory, its config and the network. At
+/// another size a ViT's position table is resampled as timm does; a Swin's windows and masks
 /// follow the new grid (its tables do not depend on it unless a window must shrink).
-pub fn segmentor_around(
+pub fn backbone_around(
     dir: &Path,
-    opts: &SegInit,
+    img_size: Option<usize>,
     device: &Device,
-) -> Result<(SegModelConfig, Segmentor)> {
-    let dir = &super::hub::resolve(dir)?;
-    if is_segmentation_dir(dir) {
+) -> Result<(std::path::PathBuf, ModelConfig, crate::network::Network)> {
+    let dir = super::hub::resolve(dir)?;
+    if let Some(arch) = head_architecture(&dir) {
         return Err(Error::config(
             dir.join(CONFIG_FILE),
-            "is already a segmentation model; --backbone takes an image classifier's directory",
+            format!("is already a {arch} model; --backbone takes an image classifier's directory"),
         ));
     }
-    let old = ModelConfig::read(dir)?;
-    let backbone = match opts.img_size {
-        Some(s) => resized_config(dir, &old, s)?,
+    let old = ModelConfig::read(&dir)?;
+    let backbone = match img_size {
+        Some(s) => resized_config(&dir, &old, s)?,
         None => old.clone(),
     };
-    let mut file = read_weights(dir)?;
+    let mut file = read_weights(&dir)?;
     let pos = file.tensors.remove("pos_embed");
     let mut src = CheckpointSource::new(file);
     let network = {
@@ -260,6 +260,44 @@ pub fn segmentor_around(
         build_network(&backbone, &mut resampling, device)
     };
     src.finish()?;
+    Ok((dir, backbone, network))
+}
+
+/// The input's mean and std a new dense model takes from its backbone's `pretrained_cfg`
+/// (0.5 per channel where it says nothing).
+pub fn input_stats(backbone: &ModelConfig) -> [Vec<f64>; 2] {
+    let chans = backbone.arch.in_chans();
+    let stat = |v: Option<Vec<f64>>| -> Vec<f64> {
+        v.filter(|v| v.len() >= chans)
+            .map_or(vec![0.5; chans], |v| v[..chans].to_vec())
+    };
+    [
+        stat(backbone.pretrained_cfg.mean()),
+        stat(backbone.pretrained_cfg.std()),
+    ]
+}
+
+/// What `scalenet init --arch upernet --backbone DIR` asks for.
+#[derive(Clone, Debug)]
+pub struct SegInit {
+    pub head: HeadKind,
+    pub num_classes: usize,
+    pub channels: usize,
+    /// UperNet's auxiliary head width (mmsegmentation's 256 beside 512).
+    pub aux_channels: usize,
+    /// The input side the segmentor runs at; `None` keeps the backbone's.
+    pub img_size: Option<usize>,
+    pub seed: u64,
+}
+
+/// A segmentor with fresh heads around the (plain or grown) image model in `dir`
+/// ([`backbone_around`]).
+pub fn segmentor_around(
+    dir: &Path,
+    opts: &SegInit,
+    device: &Device,
+) -> Result<(SegModelConfig, Segmentor)> {
+    let (dir, backbone, network) = backbone_around(dir, opts.img_size, device)?;
     let depth = match &backbone.growth {
         Some(Growth::Stack(g)) => g.layer_map.len(),
         _ => backbone.arch.depth(),
@@ -283,14 +321,10 @@ pub fn segmentor_around(
     };
     spec.check(&backbone.arch, depth)
         .map_err(|m| Error::config(dir.join(CONFIG_FILE), m))?;
-    let chans = backbone.arch.in_chans();
-    let stat = |v: Option<Vec<f64>>, d: f64| -> Vec<f64> {
-        v.filter(|v| v.len() >= chans)
-            .map_or(vec![d; chans], |v| v[..chans].to_vec())
-    };
+    let [mean, std] = input_stats(&backbone);
     let config = SegModelConfig {
-        mean: stat(backbone.pretrained_cfg.mean(), 0.5),
-        std: stat(backbone.pretrained_cfg.std(), 0.5),
+        mean,
+        std,
         ignore_index: 255,
         backbone,
         spec,

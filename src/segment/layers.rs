@@ -40,16 +40,18 @@ pub type Train<'a> = Option<&'a mut TrainState>;
 /// torch's `BatchNorm2d` epsilon, which mmsegmentation keeps.
 pub const BN_EPS: f64 = 1e-5;
 
-/// `nn.Conv2d` with square kernel `k`, stride 1 and padding `pad`.
+/// `nn.Conv2d` with square kernel `k`, padding `pad` and stride 1 (or [`Conv2d::strided`]).
 #[derive(Module, Debug)]
 pub struct Conv2d {
     /// `[out, in, k, k]`
     pub weight: Param<Tensor<4>>,
     pub bias: Option<Param<Tensor<1>>>,
     pub pad: usize,
+    pub stride: usize,
 }
 
 impl Conv2d {
+    /// torch's default initialisation (`kaiming_uniform_(a=sqrt(5))`, bias alike).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         src: &mut dyn WeightSource,
@@ -61,26 +63,41 @@ impl Conv2d {
         bias: bool,
         device: &Device,
     ) -> Self {
-        let fan_in = cin * k * k;
+        let init = Init::torch_default(cin * k * k);
+        let inits = (init, bias.then_some(init));
+        Self::with_init(src, key, [cin, cout, k, pad], inits, device)
+    }
+
+    /// `dims`: in, out, kernel, padding; `inits`: the weight's and the bias's (none: no bias),
+    /// for heads whose reference initialises them its own way.
+    pub fn with_init(
+        src: &mut dyn WeightSource,
+        key: &str,
+        [cin, cout, k, pad]: [usize; 4],
+        (weight, bias): (Init, Option<Init>),
+        device: &Device,
+    ) -> Self {
         let shape = [cout, cin, k, k];
-        let w = src.tensor(
-            &format!("{key}.weight"),
-            &shape,
-            Init::torch_default(fan_in),
-        );
-        let bias = bias.then(|| {
-            let b = src.tensor(&format!("{key}.bias"), &[cout], Init::torch_default(fan_in));
+        let w = src.tensor(&format!("{key}.weight"), &shape, weight);
+        let bias = bias.map(|init| {
+            let b = src.tensor(&format!("{key}.bias"), &[cout], init);
             param(b, [cout], device)
         });
         Self {
             weight: param(w, shape, device),
             bias,
             pad,
+            stride: 1,
         }
     }
 
+    pub fn strided(self, stride: usize) -> Self {
+        Self { stride, ..self }
+    }
+
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let opts = ConvOptions::new([1, 1], [self.pad, self.pad], [1, 1], 1);
+        let s = self.stride;
+        let opts = ConvOptions::new([s, s], [self.pad, self.pad], [1, 1], 1);
         conv2d(
             x,
             self.weight.val(),
