@@ -1,6 +1,7 @@
 //! What a segmentation looks like: the predicted mask as an index PNG (one byte per pixel, the
 //! class), and an overlay a person can read: the image enlarged, each non-background class
-//! tinted in its colour, and a legend naming the classes present.
+//! tinted in its colour, and a legend naming the classes present. And what a detection looks
+//! like: boxes drawn on the image, named and scored.
 
 use std::path::Path;
 
@@ -76,6 +77,67 @@ pub fn write_overlay(
         let top = 8 + row * 24;
         fill(&mut rgb, out_w, [sw + 10, top], [16, 16], class_colour(k));
         text(&mut rgb, out_w, out_h, [sw + 34, top], &classes[k]);
+    }
+    let img = image::RgbImage::from_raw(out_w as u32, out_h as u32, rgb).expect("w·h·3 bytes");
+    write_png(path, image::DynamicImage::ImageRgb8(img))
+}
+
+/// One box to draw: `(x1, y1, x2, y2)` in the image's pixels, its class index (0-based, no
+/// background) and score.
+pub struct DrawnBox {
+    pub bbox: [f32; 4],
+    pub label: usize,
+    pub score: f32,
+}
+
+/// The image enlarged to about 384 px with each box outlined in its class's colour and
+/// labelled with the class's name and score above it (inside, at the top edge).
+pub fn write_boxes(
+    path: &Path,
+    pixels: &[u8],
+    [c, h, w]: [usize; 3],
+    boxes: &[DrawnBox],
+    classes: &[String],
+) -> Result<()> {
+    let scale = (384 / h.max(w)).max(1);
+    let (out_h, out_w) = (h * scale, w * scale);
+    let mut rgb = vec![0u8; out_w * out_h * 3];
+    for y in 0..out_h {
+        for x in 0..out_w {
+            let (sy, sx) = (y / scale, x / scale);
+            let px: [u8; 3] = std::array::from_fn(|ch| pixels[(ch.min(c - 1) * h + sy) * w + sx]);
+            rgb[(y * out_w + x) * 3..][..3].copy_from_slice(&px);
+        }
+    }
+    // Lowest score first, so that the surest boxes are drawn on top.
+    let mut order: Vec<&DrawnBox> = boxes.iter().collect();
+    order.sort_by(|a, b| a.score.total_cmp(&b.score));
+    for b in order {
+        let col = class_colour(b.label + 1);
+        let at = |v: f32, max: usize| ((v.max(0.0) * scale as f32) as usize).min(max - 1);
+        let (x1, y1) = (at(b.bbox[0], out_w), at(b.bbox[1], out_h));
+        let (x2, y2) = (at(b.bbox[2], out_w).max(x1), at(b.bbox[3], out_h).max(y1));
+        let thick = 2.min(x2 - x1 + 1).min(y2 - y1 + 1);
+        for (x0, y0, bw, bh) in [
+            (x1, y1, x2 - x1 + 1, thick),
+            (x1, y2 + 1 - thick, x2 - x1 + 1, thick),
+            (x1, y1, thick, y2 - y1 + 1),
+            (x2 + 1 - thick, y1, thick, y2 - y1 + 1),
+        ] {
+            fill(&mut rgb, out_w, [x0, y0], [bw, bh], col);
+        }
+        let name = classes.get(b.label).map_or("?", String::as_str);
+        let label = format!("{name} {:.2}", b.score);
+        let label_w = (8 * label.chars().count()).min(out_w - x1);
+        let light = blend(col, [255, 255, 255]);
+        fill(
+            &mut rgb,
+            out_w,
+            [x1, y1],
+            [label_w, 18.min(out_h - y1)],
+            light,
+        );
+        text(&mut rgb, out_w, out_h, [x1 + 2, y1 + 1], &label);
     }
     let img = image::RgbImage::from_raw(out_w as u32, out_h as u32, rgb).expect("w·h·3 bytes");
     write_png(path, image::DynamicImage::ImageRgb8(img))

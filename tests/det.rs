@@ -295,7 +295,12 @@ fn retinanet_matches_torchvision() {
             .collect();
         for (i, t) in targets.iter().enumerate() {
             let s = &cfg.spec;
-            let got = match_anchors(&t.boxes, &out.anchors, s.fg_iou_thresh, s.bg_iou_thresh);
+            let got = match_anchors(
+                &t.boxes,
+                &out.anchors,
+                s.fg_iou_thresh as f32,
+                s.bg_iou_thresh as f32,
+            );
             let want: Vec<i64> = take(&format!("matched.{i}"))
                 .values
                 .iter()
@@ -359,4 +364,172 @@ fn retinanet_matches_torchvision() {
             );
         }
     }
+}
+
+fn scalenet() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_scalenet"));
+    cmd.env("SCALENET_BLAS", "none").env("HF_HUB_OFFLINE", "1");
+    cmd
+}
+
+fn ok(o: std::process::Output) -> std::process::Output {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+/// As a new user: `init --arch retinanet` around a small grey ViT, `train` on fmnist-scenes
+/// (validation AP each epoch), a run stopped mid-epoch resumes to the same weights, `eval`
+/// reports COCO AP and per-class AP, `info` describes it, `predict` draws boxes and writes
+/// COCO results.
+#[test]
+fn init_train_resume_eval_predict_a_detector() {
+    use std::ffi::OsString;
+    let tmp = std::env::temp_dir().join(format!("scalenet-det-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let run = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let a: Vec<OsString> = args.iter().map(|p| p.as_ref().to_os_string()).collect();
+        scalenet().args(a).output().unwrap()
+    };
+    let backbone = tmp.join("vit");
+    ok(run(&[
+        &"init",
+        &"--arch",
+        &"vit_tiny_patch16_224",
+        &"--out",
+        &backbone,
+        &"--model-arg",
+        &"img_size=48",
+        &"--model-arg",
+        &"in_chans=1",
+        &"--model-arg",
+        &"patch_size=8",
+        &"--model-arg",
+        &"embed_dim=16",
+        &"--model-arg",
+        &"depth=2",
+        &"--model-arg",
+        &"num_heads=2",
+    ]));
+    let det = tmp.join("det");
+    let o = ok(run(&[
+        &"init",
+        &"--arch",
+        &"retinanet",
+        &"--fpn-channels",
+        &"8",
+        &"--backbone",
+        &backbone,
+        &"--out",
+        &det,
+    ]));
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("anchors 16/32/64/128/256") && said.contains("10 classes"),
+        "{said}"
+    );
+    let train = |out: &Path, extra: &[&str]| {
+        let mut a: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"train", &det, &"--out", &out];
+        let common = [
+            "--data",
+            "fmnist-scenes-mini",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--train-subset",
+            "16",
+            "--test-subset",
+            "8",
+            "--precision",
+            "f32",
+        ];
+        a.extend(
+            common
+                .iter()
+                .chain(extra)
+                .map(|s| s as &dyn AsRef<std::ffi::OsStr>),
+        );
+        run(&a)
+    };
+    let straight = tmp.join("straight");
+    let o = ok(train(&straight, &[]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("val AP"), "{err}");
+    let metrics = std::fs::read_to_string(straight.join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics.contains("val_map") && metrics.contains("val_ap50"),
+        "{metrics}"
+    );
+    let stopped = tmp.join("stopped");
+    let o = train(&stopped, &["--stop-after-steps", "3"]);
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    ok(run(&[&"train", &"--resume", &stopped]));
+    let weights = |r: &Path| std::fs::read(r.join("model/model.safetensors")).unwrap();
+    assert!(
+        weights(&straight) == weights(&stopped),
+        "resumed weights differ"
+    );
+
+    let model = straight.join("model");
+    let json = tmp.join("eval.json");
+    let o = ok(run(&[
+        &"eval",
+        &model,
+        &"--data",
+        &"fmnist-scenes-mini",
+        &"--test-subset",
+        &"8",
+        &"--json",
+        &json,
+    ]));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("AP50") && out.contains("Ankle boot"), "{out}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let ap = v["stats"]["AP"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&ap), "{v}");
+    assert_eq!(v["AP_per_class"].as_array().unwrap().len(), 10);
+    let o = ok(run(&[&"info", &model]));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("RetinaNet") && out.contains("T-shirt/top"),
+        "{out}"
+    );
+
+    let scene = tmp.join("scenes");
+    ok(run(&[
+        &"scenes",
+        &"--data",
+        &"fmnist-scenes-mini",
+        &"--count",
+        &"1",
+        &"--out",
+        &scene,
+    ]));
+    let pred = tmp.join("pred");
+    let o = ok(run(&[
+        &"predict",
+        &model,
+        &scene.join("scene_0.png"),
+        &"--out",
+        &pred,
+        &"--min-score",
+        &"0",
+    ]));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("scene_0_boxes.png"), "{out}");
+    let drawn = image::open(pred.join("scene_0_boxes.png")).unwrap();
+    assert!(drawn.width() >= 96, "{}", drawn.width());
+    let dets: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pred.join("scene_0_detections.json")).unwrap())
+            .unwrap();
+    for d in dets.as_array().unwrap() {
+        assert_eq!(d["bbox"].as_array().unwrap().len(), 4, "{d}");
+        assert!(d["score"].as_f64().unwrap() > 0.05, "{d}");
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
 }

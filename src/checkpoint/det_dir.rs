@@ -162,13 +162,17 @@ pub struct DetInit {
 }
 
 /// A detector with a fresh pyramid and head around the (plain or grown) image model in
-/// `dir` ([`backbone_around`]).
+/// `dir` ([`backbone_around`]). Empty `anchor_sizes` become [`DetSpec::anchor_sizes_for`] the
+/// backbone (and are filled in `opts`).
 pub fn detector_around(
     dir: &Path,
-    opts: &DetInit,
+    opts: &mut DetInit,
     device: &Device,
 ) -> Result<(DetModelConfig, Detector)> {
     let (dir, backbone, network) = backbone_around(dir, opts.img_size, device)?;
+    if opts.spec.anchor_sizes.is_empty() {
+        opts.spec.anchor_sizes = DetSpec::anchor_sizes_for(&backbone.arch);
+    }
     opts.spec
         .check(&backbone.arch)
         .map_err(|m| Error::config(dir.join(CONFIG_FILE), m))?;

@@ -60,6 +60,9 @@ pub fn run(args: Args) -> Result<()> {
     if scalenet::checkpoint::hf_dir::is_language_model(&args.model_dir) {
         return language_model(args);
     }
+    if scalenet::checkpoint::det_dir::is_detection_dir(&args.model_dir) {
+        return detection(args);
+    }
     if scalenet::checkpoint::seg_dir::is_segmentation_dir(&args.model_dir) {
         return segmentation(args);
     }
@@ -273,6 +276,75 @@ fn segmentation(args: Args) -> Result<()> {
             "mode": args.mode.to_string(), "aAcc": m.aacc, "mIoU": m.miou, "mAcc": m.macc, "classes": data.classes,
             "IoU": m.iou.iter().map(|x| (!x.is_nan()).then_some(*x)).collect::<Vec<_>>(),
             "Acc": m.acc.iter().map(|x| (!x.is_nan()).then_some(*x)).collect::<Vec<_>>()});
+        let text = format!("{}\n", serde_json::to_string_pretty(&v)?);
+        scalenet::checkpoint::atomic::atomic_write(path, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// A detector on the test split (or `--train-split`): COCO box AP as pycocotools'
+/// `COCOeval.summarize()` prints it, and the AP of each class.
+fn detection(args: Args) -> Result<()> {
+    use scalenet::data::det::DetDataset;
+    use scalenet::train::det_infer::evaluate_detection;
+    let device = super::device(&args.device)?;
+    let (config, det) = scalenet::checkpoint::det_dir::load_detector(&args.model_dir, &device)?;
+    let data = DetDataset::open(&args.data)?;
+    if data.num_classes() != config.spec.num_classes {
+        anyhow::bail!(
+            "{} has {} classes but --data {} has {}",
+            args.model_dir.display(),
+            config.spec.num_classes,
+            args.data,
+            data.num_classes()
+        );
+    }
+    let (split, name) = if args.train_split {
+        (&data.train, "train")
+    } else {
+        (&data.test, "test")
+    };
+    let n = args.test_subset.map_or(split.len(), |k| k.min(split.len()));
+    let bar = eval_bar(n);
+    let m = evaluate_detection(&det, &config, split, n, args.batch_size, &device, |k| {
+        bar.inc(k as u64)
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "{} on {} ({name} split, {n} images)",
+        args.model_dir.display(),
+        args.data
+    );
+    const NAMES: [&str; 12] = [
+        "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+    ];
+    let show = |v: f64| {
+        if v < 0.0 {
+            "-".to_string()
+        } else {
+            format!("{:.2}", 100.0 * v)
+        }
+    };
+    let line: Vec<String> = NAMES
+        .iter()
+        .zip(&m.stats)
+        .map(|(k, &v)| format!("{k} {}", show(v)))
+        .collect();
+    println!("{}", line[..6].join(" · "));
+    println!("{}", line[6..].join(" · "));
+    println!("{:<14} {:>7}", "class", "AP");
+    for (class, &ap) in data.classes.iter().zip(&m.per_class) {
+        println!("{class:<14} {:>7}", show(ap));
+    }
+    if let Some(path) = &args.json {
+        let stats: serde_json::Map<String, serde_json::Value> = NAMES
+            .iter()
+            .zip(&m.stats)
+            .map(|(k, &v)| (k.to_string(), serde_json::json!((v >= 0.0).then_some(v))))
+            .collect();
+        let v = serde_json::json!({"model": args.model_dir, "data": args.data, "split": name, "n": n,
+            "stats": stats, "classes": data.classes,
+            "AP_per_class": m.per_class.iter().map(|x| (*x >= 0.0).then_some(*x)).collect::<Vec<_>>()});
         let text = format!("{}\n", serde_json::to_string_pretty(&v)?);
         scalenet::checkpoint::atomic::atomic_write(path, text.as_bytes())?;
     }

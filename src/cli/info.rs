@@ -25,6 +25,9 @@ pub fn run(args: Args) -> Result<()> {
     if scalenet::checkpoint::hf_dir::is_language_model(&args.model_dir) {
         return language_model(&args);
     }
+    if scalenet::checkpoint::det_dir::is_detection_dir(&args.model_dir) {
+        return detection(&args);
+    }
     if scalenet::checkpoint::seg_dir::is_segmentation_dir(&args.model_dir) {
         return segmentation(&args);
     }
@@ -275,6 +278,59 @@ fn segmentation(args: &Args) -> Result<()> {
     if matches!(c.backbone.arch, ImageArch::Vit(_)) {
         println!("out_indices    {:?}", c.spec.out_indices);
     }
+    print_params(&rows);
+    Ok(())
+}
+
+/// A detector: its pyramid, anchors, backbone and input, and the parameters of each part.
+fn detection(args: &Args) -> Result<()> {
+    let (c, det) = scalenet::checkpoint::det_dir::load_detector(&args.model_dir, &Device::flex())?;
+    let norms: usize = det.stage_norms.iter().map(|n| n.num_params()).sum();
+    let up = det.upsample.as_ref().map_or(0, |u| u.num_params());
+    let rows = [
+        ("backbone", det.backbone.num_params()),
+        ("stage norms", norms),
+        ("pyramid", up + det.fpn.num_params()),
+        ("head", det.head.num_params()),
+        ("total", det.backbone.num_params() + det.head_params()),
+    ];
+    if args.json {
+        let out = serde_json::json!({"config": c.to_json(), "params": params_json(&rows)});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let [h, w] = c.backbone.arch.img_size();
+    let grown = if c.backbone.growth.is_some() {
+        "grown "
+    } else {
+        ""
+    };
+    let s = &c.spec;
+    println!(
+        "detector       RetinaNet (torchvision's) on a {grown}{} ({})",
+        c.backbone.arch.family(),
+        c.backbone.architecture
+    );
+    let strides = scalenet::detect::DetSpec::level_strides(&c.backbone.arch);
+    println!(
+        "pyramid        {} levels at strides {strides:?}, {} channels",
+        strides.len(),
+        s.fpn_channels
+    );
+    println!(
+        "anchors        sizes {:?} (×2^⅓, ×2^⅔), aspect ratios {:?}",
+        s.anchor_sizes, s.aspect_ratios
+    );
+    let (mean, std) = (&c.mean, &c.std);
+    println!(
+        "input          {}×{h}×{w}, mean {mean:?}, std {std:?}",
+        c.backbone.arch.in_chans()
+    );
+    let names = c
+        .class_names
+        .as_ref()
+        .map_or(String::new(), |n| format!(": {}", n.join(", ")));
+    println!("classes        {}{names}", s.num_classes);
     print_params(&rows);
     Ok(())
 }

@@ -11,15 +11,26 @@ use serde_json::{Map, Value};
 pub struct Args {
     /// timm architecture, e.g. deit_tiny_patch16_224 (`--arch list` prints them all), or
     /// `llama` for a Llama-family decoder (its sizes as --model-arg hidden_size=... etc.), or
-    /// `upernet` / `seg-linear` for a semantic segmentor around --backbone.
+    /// `upernet` / `seg-linear` for a semantic segmentor around --backbone, `retinanet` for a
+    /// detector around it.
     #[arg(long)]
     arch: String,
-    /// Segmentation: the image model (plain or grown ViT or Swin) to put the heads on.
+    /// Segmentation and detection: the image model (plain or grown ViT or Swin) to put the
+    /// heads on.
     #[arg(long, value_name = "MODEL_DIR")]
     backbone: Option<std::path::PathBuf>,
-    /// Segmentation: classes, background included (fmnist-scenes has 11).
-    #[arg(long, default_value_t = 11)]
-    num_classes: usize,
+    /// Segmentation: classes, background included (default 11, fmnist-scenes'); detection:
+    /// object classes, no background (default 10, fmnist-scenes' garments).
+    #[arg(long)]
+    num_classes: Option<usize>,
+    /// Detection: the feature pyramid's width (torchvision's RetinaNet uses 256).
+    #[arg(long, default_value_t = 64)]
+    fpn_channels: usize,
+    /// Detection: one anchor base size per pyramid level, finest first, e.g. 32,64,128,256,512
+    /// (torchvision's); each gives three scales and three aspect ratios. Default: four times
+    /// each level's stride, which is torchvision's on a backbone of patch 16 (ViT) or 4 (Swin).
+    #[arg(long, value_delimiter = ',')]
+    anchor_sizes: Vec<f32>,
     /// Segmentation: UperNet's width (mmsegmentation's configs use 512 beside a 768-wide
     /// backbone; 64 keeps that proportion for a small one).
     #[arg(long, default_value_t = 64)]
@@ -27,7 +38,7 @@ pub struct Args {
     /// Segmentation: the FCN auxiliary head's width (mmsegmentation's configs use 256).
     #[arg(long, default_value_t = 32)]
     aux_channels: usize,
-    /// Segmentation: the input side the segmentor runs at (fmnist-scenes: 96); a ViT's position
+    /// Segmentation and detection: the input side the model runs at (fmnist-scenes: 96); a ViT's position
     /// table is resampled as timm does. Default: the backbone's.
     #[arg(long)]
     img_size: Option<usize>,
@@ -48,6 +59,9 @@ pub fn run(args: Args) -> Result<()> {
             println!("{name}");
         }
         return Ok(());
+    }
+    if args.arch == scalenet::detect::ARCHITECTURE {
+        return init_detector(&args);
     }
     if let Some(head) = segmentation_head(&args.arch, args.backbone.is_some())? {
         return init_segmentor(&args, head);
@@ -82,7 +96,9 @@ fn segmentation_head(arch: &str, has_backbone: bool) -> Result<Option<HeadKind>>
         (Some(_), false) => {
             bail!("--arch {arch} needs --backbone MODEL_DIR (an image model, plain or grown)")
         }
-        (None, true) => bail!("--backbone goes with --arch upernet or seg-linear, not {arch}"),
+        (None, true) => {
+            bail!("--backbone goes with --arch upernet, seg-linear or retinanet, not {arch}")
+        }
         (h, _) => Ok(h),
     }
 }
@@ -90,7 +106,7 @@ fn segmentation_head(arch: &str, has_backbone: bool) -> Result<Option<HeadKind>>
 fn init_segmentor(args: &Args, head: HeadKind) -> Result<()> {
     let opts = SegInit {
         head,
-        num_classes: args.num_classes,
+        num_classes: args.num_classes.unwrap_or(11),
         channels: args.channels,
         aux_channels: args.aux_channels,
         img_size: args.img_size,
@@ -111,6 +127,47 @@ fn init_segmentor(args: &Args, head: HeadKind) -> Result<()> {
         scalenet::units::thousands(seg.backbone.num_params()),
         scalenet::units::thousands(seg.head_params()),
         config.spec.num_classes,
+        out.display()
+    );
+    Ok(())
+}
+
+fn init_detector(args: &Args) -> Result<()> {
+    use scalenet::checkpoint::det_dir::{detector_around, save_detector, DetInit};
+    use scalenet::detect::DetSpec;
+
+    let Some(backbone) = args.backbone.as_deref() else {
+        bail!("--arch retinanet needs --backbone MODEL_DIR (an image model, plain or grown)");
+    };
+    let out = args.out.checked()?;
+    let mut opts = DetInit {
+        spec: DetSpec {
+            num_classes: args.num_classes.unwrap_or(10),
+            fpn_channels: args.fpn_channels,
+            anchor_sizes: args.anchor_sizes.clone(),
+            ..DetSpec::default()
+        },
+        img_size: args.img_size,
+        class_names: None,
+        seed: args.seed,
+    };
+    let device = burn::tensor::Device::flex();
+    let (config, det) = detector_around(backbone, &mut opts, &device)?;
+    save_detector(&out, &config, &det)?;
+    let [h, w] = config.backbone.arch.img_size();
+    let sizes: Vec<String> = config
+        .spec
+        .anchor_sizes
+        .iter()
+        .map(f32::to_string)
+        .collect();
+    println!(
+        "initialised retinanet on {} ({} backbone + {} pyramid and head parameters, {h}×{w} input, {} classes, anchors {}) in {}",
+        backbone.display(),
+        scalenet::units::thousands(det.backbone.num_params()),
+        scalenet::units::thousands(det.head_params()),
+        config.spec.num_classes,
+        sizes.join("/"),
         out.display()
     );
     Ok(())

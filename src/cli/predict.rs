@@ -19,9 +19,14 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     top: usize,
     /// Segmentation models: where each image's mask (`<name>_mask.png`, class indices) and
-    /// overlay (`<name>_overlay.png`) go.
+    /// overlay (`<name>_overlay.png`) go; detectors: the image with its boxes drawn
+    /// (`<name>_boxes.png`) and the detections as COCO results (`<name>_detections.json`).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Detectors: the least score a box needs to be drawn and printed (the JSON holds every
+    /// detection the model keeps).
+    #[arg(long, default_value_t = 0.3)]
+    min_score: f32,
     /// Segmentation models: whole (each image resized to the model's input) or slide[:STRIDE]
     /// (resized keeping its proportions until it covers the input, then windows of the input's
     /// size every STRIDE pixels, default ⅔ of a window; mmsegmentation's two test modes).
@@ -32,6 +37,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if scalenet::checkpoint::det_dir::is_detection_dir(&args.model_dir) {
+        return detection(&args);
+    }
     if scalenet::checkpoint::seg_dir::is_segmentation_dir(&args.model_dir) {
         return segmentation(&args);
     }
@@ -140,4 +148,71 @@ fn segmentation_classes(config: &scalenet::checkpoint::seg_dir::SegModelConfig) 
     (0..config.spec.num_classes)
         .map(|k| format!("class {k}"))
         .collect()
+}
+
+/// A detector's boxes on each image: drawn, printed and written as COCO results.
+fn detection(args: &Args) -> Result<()> {
+    use scalenet::data::det::DetSample;
+    use scalenet::overlay::{write_boxes, DrawnBox};
+    use scalenet::train::det_infer::{det_box, detect_samples};
+    let Some(out) = &args.out else {
+        anyhow::bail!("--out DIR is required for a detector (the drawn boxes and JSON go there)");
+    };
+    let device = super::device(&args.device)?;
+    let (config, det) = scalenet::checkpoint::det_dir::load_detector(&args.model_dir, &device)?;
+    let classes: Vec<String> = config.class_names.clone().unwrap_or_else(|| {
+        (0..config.spec.num_classes)
+            .map(|k| format!("class {k}"))
+            .collect()
+    });
+    std::fs::create_dir_all(out)?;
+    for path in &args.images {
+        let (pixels, h, w) = folder::decode(path)?;
+        let sample = DetSample {
+            pixels,
+            shape: [3, h, w],
+            boxes: Vec::new(),
+            labels: Vec::new(),
+            areas: Vec::new(),
+        };
+        let found = detect_samples(&det, &config, std::slice::from_ref(&sample), &device).remove(0);
+        let stem = path
+            .file_stem()
+            .map_or("image".into(), |s| s.to_string_lossy().to_string());
+        let results: Vec<serde_json::Value> = found
+            .iter()
+            .map(|d| {
+                let b = det_box(0, d);
+                serde_json::json!({"file_name": path.file_name().map(|f| f.to_string_lossy().to_string()),
+                    "category_id": d.label, "category": classes.get(d.label), "bbox": b.bbox, "score": d.score})
+            })
+            .collect();
+        let json = out.join(format!("{stem}_detections.json"));
+        let text = format!("{}\n", serde_json::to_string_pretty(&results)?);
+        scalenet::checkpoint::atomic::atomic_write(&json, text.as_bytes())?;
+        let shown: Vec<DrawnBox> = found
+            .iter()
+            .filter(|d| d.score >= args.min_score)
+            .map(|d| DrawnBox {
+                bbox: d.bbox,
+                label: d.label,
+                score: d.score,
+            })
+            .collect();
+        let drawn = out.join(format!("{stem}_boxes.png"));
+        write_boxes(&drawn, &sample.pixels, sample.shape, &shown, &classes)?;
+        let names: Vec<String> = shown
+            .iter()
+            .map(|d| format!("{} {:.2}", classes[d.label], d.score))
+            .collect();
+        println!(
+            "{}: {} box(es) ≥ {} ({}) → {}",
+            path.display(),
+            shown.len(),
+            args.min_score,
+            names.join(", "),
+            drawn.display()
+        );
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 pub mod cifar;
 pub mod coco;
 pub mod corpus;
+pub mod det;
 pub mod folder;
 pub mod idx;
 pub mod loader;

@@ -44,12 +44,12 @@ pub struct DetSpec {
     /// One base size per pyramid level, finest first (three scales each).
     pub anchor_sizes: Vec<f32>,
     pub aspect_ratios: Vec<f32>,
-    pub score_thresh: f32,
+    pub score_thresh: f64,
     pub nms_thresh: f64,
     pub detections_per_img: usize,
     pub topk_candidates: usize,
-    pub fg_iou_thresh: f32,
-    pub bg_iou_thresh: f32,
+    pub fg_iou_thresh: f64,
+    pub bg_iou_thresh: f64,
 }
 
 impl Default for DetSpec {
@@ -83,10 +83,31 @@ fn swin_levels(arch: &ImageArch) -> Vec<usize> {
 impl DetSpec {
     /// The pyramid's levels on `arch`: three (or a smaller Swin's stages) and P6, P7.
     pub fn levels(arch: &ImageArch) -> usize {
-        match arch {
-            ImageArch::Swin(_) => swin_levels(arch).len() + 2,
-            ImageArch::Vit(_) => 5,
-        }
+        Self::level_strides(arch).len()
+    }
+
+    /// The nominal stride of each pyramid level on `arch`, finest first.
+    pub fn level_strides(arch: &ImageArch) -> Vec<usize> {
+        let mut strides: Vec<usize> = match arch {
+            ImageArch::Swin(c) => {
+                let p = c.patch_size;
+                swin_levels(arch).iter().map(|&i| p << i).collect()
+            }
+            ImageArch::Vit(c) => {
+                let p = c.patch_size;
+                vec![(p / 2).max(1), p, 2 * p]
+            }
+        };
+        let last = *strides.last().expect("at least one level");
+        strides.extend([2 * last, 4 * last]);
+        strides
+    }
+
+    /// RetinaNet's anchors on `arch`: four times each level's stride (torchvision's 32 … 512
+    /// for strides 8 … 128).
+    pub fn anchor_sizes_for(arch: &ImageArch) -> Vec<f32> {
+        let strides = Self::level_strides(arch);
+        strides.iter().map(|&s| 4.0 * s as f32).collect()
     }
 
     /// Why this spec cannot sit on `arch`, if it cannot.
@@ -119,7 +140,7 @@ impl DetSpec {
 
     pub fn post(&self) -> PostSettings {
         PostSettings {
-            score_thresh: self.score_thresh,
+            score_thresh: self.score_thresh as f32,
             topk_candidates: self.topk_candidates,
             nms_thresh: self.nms_thresh,
             detections_per_img: self.detections_per_img,
@@ -242,8 +263,8 @@ impl Detector {
     /// image of the batch.
     pub fn loss(&self, out: DetOutput, targets: &[ImageTargets]) -> (Tensor<1>, Tensor<1>) {
         let th = Thresholds {
-            fg_iou: self.spec.fg_iou_thresh,
-            bg_iou: self.spec.bg_iou_thresh,
+            fg_iou: self.spec.fg_iou_thresh as f32,
+            bg_iou: self.spec.bg_iou_thresh as f32,
         };
         loss::retina_loss(out.cls, out.reg, &out.anchors, targets, th)
     }

@@ -138,6 +138,11 @@ pub struct EpochMetrics {
     pub val_miou: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_aacc: Option<f64>,
+    /// Detection: the validation split's COCO box AP (0.50:0.95) and AP50 (pycocotools').
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_map: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_ap50: Option<f64>,
     /// Image models: training throughput.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub img_per_s: Option<f64>,

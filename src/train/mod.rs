@@ -3,6 +3,8 @@
 
 pub mod coco_ap;
 pub mod config;
+pub mod det_infer;
+pub mod detection;
 pub mod eval;
 pub mod iou;
 pub mod lm;

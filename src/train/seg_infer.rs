@@ -56,22 +56,23 @@ impl std::str::FromStr for SegMode {
     }
 }
 
-/// 8-bit planes of `hw` pixels each, scaled to [0, 1] and normalised by `config`'s mean/std.
+/// 8-bit planes of `hw` pixels each, scaled to [0, 1] and normalised by `[mean, std]`.
 pub(crate) fn normalise<'a>(
-    config: &'a SegModelConfig,
+    [mean, std]: [&'a [f64]; 2],
     pixels: &'a [u8],
     hw: usize,
 ) -> impl Iterator<Item = f32> + 'a {
     pixels.iter().enumerate().map(move |(k, &p)| {
         let ch = k / hw;
-        ((p as f64 / 255.0 - config.mean[ch]) / config.std[ch]) as f32
+        ((p as f64 / 255.0 - mean[ch]) / std[ch]) as f32
     })
 }
 
 /// The input tensor `[1, c, h, w]` of a sample at `size`, normalised by `config`.
 fn input(config: &SegModelConfig, s: SegSample, size: [usize; 2], device: &Device) -> Tensor<4> {
     let s = resize_sample(s, size);
-    let x: Vec<f32> = normalise(config, &s.pixels, size[0] * size[1]).collect();
+    let x: Vec<f32> =
+        normalise([&config.mean, &config.std], &s.pixels, size[0] * size[1]).collect();
     Tensor::from_data(
         TensorData::new(x, [1, s.shape[0], size[0], size[1]]),
         device,
@@ -150,7 +151,11 @@ pub fn evaluate_segmentation(
                 let hw = crop[0] * crop[1];
                 let mut x = Vec::with_capacity(n * c * hw);
                 for s in samples {
-                    x.extend(normalise(config, &resize_sample(s, crop).pixels, hw));
+                    x.extend(normalise(
+                        [&config.mean, &config.std],
+                        &resize_sample(s, crop).pixels,
+                        hw,
+                    ));
                 }
                 let x = Tensor::from_data(TensorData::new(x, [n, c, crop[0], crop[1]]), device);
                 let y = net.forward(x).0;

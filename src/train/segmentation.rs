@@ -114,7 +114,11 @@ pub fn seg_batch(
             None => resize_sample(raw, [mh, mw]),
         };
         shape = [indices.len(), s.shape[0], s.shape[1], s.shape[2]];
-        images.extend(normalise(config, &s.pixels, s.shape[1] * s.shape[2]));
+        images.extend(normalise(
+            [&config.mean, &config.std],
+            &s.pixels,
+            s.shape[1] * s.shape[2],
+        ));
         labels.extend(s.mask);
     }
     Ok(SegBatch {

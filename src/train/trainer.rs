@@ -119,6 +119,9 @@ fn train_locked(cfg: TrainConfig, out: &Path, resume: bool, hooks: &Hooks) -> Re
     if crate::checkpoint::hf_dir::is_language_model(&source_dir) {
         let task = TextTask::new(&cfg, &source_dir, &device)?;
         run_task(task, &cfg, out, resume, state, hooks, &base_device)
+    } else if crate::checkpoint::det_dir::is_detection_dir(&source_dir) {
+        let task = super::detection::DetTask::new(&cfg, &source_dir, &device)?;
+        run_task(task, &cfg, out, resume, state, hooks, &base_device)
     } else if crate::checkpoint::seg_dir::is_segmentation_dir(&source_dir) {
         let task = super::segmentation::SegTask::new(&cfg, &source_dir, &device)?;
         run_task(task, &cfg, out, resume, state, hooks, &base_device)
@@ -437,6 +440,8 @@ impl<'a, T: Task> Run<'a, T> {
             test_top5: None,
             val_miou: None,
             val_aacc: None,
+            val_map: None,
+            val_ap50: None,
             img_per_s: img.then(|| per_s(s.epoch_images)),
             tokens_per_s: text.then(|| per_s(s.epoch_tokens)),
             wall_s: 0.0,
@@ -474,9 +479,10 @@ fn epoch_line(m: &EpochMetrics, epochs: usize) -> String {
         (Some(i), _) => format!("{i:.1} img/s"),
         _ => String::new(),
     };
-    let quality = match (m.val_perplexity, m.val_miou) {
-        (Some(p), _) => format!("val perplexity {p:.3}"),
-        (_, Some(miou)) => format!(
+    let quality = match (m.val_perplexity, m.val_miou, m.val_map) {
+        (Some(p), _, _) => format!("val perplexity {p:.3}"),
+        (_, _, Some(ap)) => format!("val AP {} · val AP50 {}", pct(Some(ap)), pct(m.val_ap50)),
+        (_, Some(miou), _) => format!(
             "val mIoU {} · val aAcc {}",
             pct(Some(miou)),
             pct(m.val_aacc)
