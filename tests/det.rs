@@ -533,3 +533,171 @@ fn init_train_resume_eval_predict_a_detector() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+fn deepforest() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/det/deepforest_voc")
+}
+
+/// deepforest's real photographs (tests/fixtures/gen_voc_fixtures.py): every box and name as
+/// Python's xml.etree reads them, the image found under the XML's own name, crowns in pixels.
+#[test]
+fn voc_folders_load_as_their_xml_says() {
+    use scalenet::data::det::DetDataset;
+    let dir = deepforest();
+    let data = DetDataset::open(&format!("voc:{}", dir.display())).unwrap();
+    // SOAP_061's crowns are labelled Alive or Dead, OSBS_029's Tree.
+    assert_eq!(data.classes, ["Alive", "Dead", "Tree"]);
+    let want = read("deepforest_voc/expected.json");
+    for (split, id) in [(&data.train, "OSBS_029"), (&data.val, "SOAP_061")] {
+        assert_eq!(split.len(), 1);
+        let s = split.get(0).unwrap();
+        assert_eq!(s.shape, [3, 400, 400]);
+        let objects = want[id].as_array().unwrap();
+        let boxes: Vec<[f64; 4]> = objects.iter().map(|o| bbox(&o["bbox"])).collect();
+        let got: Vec<[f64; 4]> = s.boxes.iter().map(|b| b.map(f64::from)).collect();
+        assert_eq!(got, boxes, "{id}");
+        let names: Vec<&str> = objects
+            .iter()
+            .map(|o| o["name"].as_str().unwrap())
+            .collect();
+        let got: Vec<&str> = s.labels.iter().map(|&k| data.classes[k].as_str()).collect();
+        assert_eq!(got, names, "{id}");
+        assert!(s.ignore.iter().all(|&i| !i));
+    }
+    assert_eq!(
+        data.test.get(0).unwrap().boxes.len(),
+        37,
+        "test falls back to val"
+    );
+}
+
+/// A broken VOC folder is one line naming the file and what is wrong.
+#[test]
+fn bad_voc_folders_are_one_clear_error() {
+    use scalenet::data::det::DetDataset;
+    let tmp = std::env::temp_dir().join(format!("scalenet-voc-{}", std::process::id()));
+    let fresh = || {
+        let _ = std::fs::remove_dir_all(&tmp);
+        for sub in ["Annotations", "JPEGImages", "ImageSets/Main"] {
+            for f in std::fs::read_dir(deepforest().join(sub)).unwrap() {
+                let f = f.unwrap().path();
+                std::fs::create_dir_all(tmp.join(sub)).unwrap();
+                std::fs::copy(&f, tmp.join(sub).join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    };
+    let xml = tmp.join("Annotations/OSBS_029.xml");
+    let edit = |from: &str, to: &str| {
+        let t = std::fs::read_to_string(&xml).unwrap();
+        assert!(t.contains(from));
+        std::fs::write(&xml, t.replacen(from, to, 1)).unwrap();
+    };
+    let err = || {
+        let spec = format!("voc:{}", tmp.display());
+        let e = DetDataset::open(&spec)
+            .and_then(|d| d.train.get(0).map(|_| ()))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\n'), "{e}");
+        e
+    };
+    fresh();
+    edit("</annotation>", "");
+    assert!(err().contains("not well-formed XML"), "{}", err());
+    fresh();
+    edit("<xmax>227</xmax>", "<xmax>401</xmax>");
+    assert!(
+        err().contains("object 0 (Tree) has box") && err().contains("outside"),
+        "{}",
+        err()
+    );
+    fresh();
+    edit("<xmax>227</xmax>", "<xmax>203</xmax>");
+    assert!(err().contains("of no size"), "{}", err());
+    fresh();
+    edit("<ymin>67</ymin>", "<ymin>sixty</ymin>");
+    assert!(err().contains("'sixty', not a number"), "{}", err());
+    fresh();
+    std::fs::remove_file(tmp.join("JPEGImages/OSBS_029.jpg")).unwrap();
+    assert!(
+        err().contains("not found") && err().contains("OSBS_029.xml"),
+        "{}",
+        err()
+    );
+    fresh();
+    edit("<width>400</width>", "<width>500</width>");
+    assert!(
+        err().contains("is 400×400, but its annotation says 500×400"),
+        "{}",
+        err()
+    );
+    fresh();
+    std::fs::remove_file(tmp.join("ImageSets/Main/val.txt")).unwrap();
+    assert!(err().contains("val.txt: not found"), "{}", err());
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// On real photographs as a new user: a detector around an RGB ViT trained a step on the
+/// deepforest VOC folder, evaluated, and `predict` drawing its boxes on one of them.
+#[test]
+fn a_detector_trains_and_predicts_on_the_deepforest_photographs() {
+    let tmp = std::env::temp_dir().join(format!("scalenet-df-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let run = |args: &[&dyn AsRef<std::ffi::OsStr>]| scalenet().args(args).output().unwrap();
+    let backbone = tmp.join("vit");
+    ok(run(&[
+        &"init",
+        &"--arch",
+        &"vit_tiny_patch16_224",
+        &"--out",
+        &backbone,
+        &"--model-arg",
+        &"img_size=64",
+        &"--model-arg",
+        &"embed_dim=16",
+        &"--model-arg",
+        &"depth=2",
+        &"--model-arg",
+        &"num_heads=2",
+    ]));
+    let det = tmp.join("det");
+    ok(run(&[
+        &"init",
+        &"--arch",
+        &"retinanet",
+        &"--num-classes",
+        &"3",
+        &"--fpn-channels",
+        &"8",
+        &"--backbone",
+        &backbone,
+        &"--out",
+        &det,
+    ]));
+    let data = format!("voc:{}", deepforest().display());
+    let out = tmp.join("run");
+    ok(run(&[
+        &"train",
+        &det,
+        &"--data",
+        &data,
+        &"--epochs",
+        &"1",
+        &"--batch-size",
+        &"1",
+        &"--precision",
+        &"f32",
+        &"--out",
+        &out,
+    ]));
+    let model = out.join("model");
+    let o = ok(run(&[&"eval", &model, &"--data", &data]));
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(said.contains("1 images") && said.contains("Dead"), "{said}");
+    let photo = deepforest().join("JPEGImages/SOAP_061.jpg");
+    let pred = tmp.join("pred");
+    ok(run(&[&"predict", &model, &photo, &"--out", &pred]));
+    let drawn = image::open(pred.join("SOAP_061_boxes.png")).unwrap();
+    assert_eq!((drawn.width(), drawn.height()), (400, 400));
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -168,13 +168,7 @@ fn detection(args: &Args) -> Result<()> {
     std::fs::create_dir_all(out)?;
     for path in &args.images {
         let (pixels, h, w) = folder::decode(path)?;
-        let sample = DetSample {
-            pixels,
-            shape: [3, h, w],
-            boxes: Vec::new(),
-            labels: Vec::new(),
-            areas: Vec::new(),
-        };
+        let sample = DetSample::unlabelled(pixels, [3, h, w]);
         let found = detect_samples(&det, &config, std::slice::from_ref(&sample), &device).remove(0);
         let stem = path
             .file_stem()

@@ -16,6 +16,7 @@ pub mod seg_sample;
 pub mod text;
 pub mod tokenizer;
 pub mod transform;
+pub mod voc;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -54,6 +54,7 @@ pub fn fit_sample(s: DetSample, chans: usize, [mh, mw]: [usize; 2], flip: bool) 
         boxes,
         labels: s.labels,
         areas: s.areas,
+        ignore: s.ignore,
     }
 }
 
@@ -79,10 +80,11 @@ pub fn det_batch(
         batch
             .images
             .extend(normalise(stats, &s.pixels, size[0] * size[1]));
-        batch.targets.push(ImageTargets {
-            boxes: s.boxes,
-            labels: s.labels,
-        });
+        // Crowd regions and difficult objects are no targets (torchvision's references drop
+        // crowd boxes from training too).
+        let kept = (0..s.boxes.len()).filter(|&b| !s.ignore[b]);
+        let (boxes, labels) = kept.map(|b| (s.boxes[b], s.labels[b])).unzip();
+        batch.targets.push(ImageTargets { boxes, labels });
     }
     Ok(batch)
 }
@@ -160,13 +162,16 @@ pub fn evaluate_detection(
 
 /// A sample's boxes as COCO ground truth of image `id`, category = class index.
 pub fn truth_boxes(id: u64, s: &DetSample) -> Vec<CocoBox> {
-    (s.boxes.iter().zip(&s.labels).zip(&s.areas))
-        .map(|((b, &k), &area)| CocoBox {
-            image: id,
-            category: k as u64,
-            bbox: [b[0], b[1], b[2] - b[0], b[3] - b[1]].map(f64::from),
-            area: area as f64,
-            crowd: false,
+    (0..s.boxes.len())
+        .map(|i| {
+            let b = s.boxes[i];
+            CocoBox {
+                image: id,
+                category: s.labels[i] as u64,
+                bbox: [b[0], b[1], b[2] - b[0], b[3] - b[1]].map(f64::from),
+                area: s.areas[i] as f64,
+                crowd: s.ignore[i],
+            }
         })
         .collect()
 }
