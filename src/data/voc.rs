@@ -100,9 +100,8 @@ pub fn read_voc_xml(xml: &Path, image_dir: &Path) -> Result<VocImage, DataError>
         for (v, c) in b.iter_mut().zip(["xmin", "ymin", "xmax", "ymax"]) {
             *v = num(&format!("object {k}'s {c}"), field(&format!("bndbox/{c}")))?;
         }
-        if !(0.0 <= b[0] && b[0] < b[2] && b[2] <= width as f32)
-            || !(0.0 <= b[1] && b[1] < b[3] && b[3] <= height as f32)
-        {
+        let inside = |lo: f32, hi: f32, side: usize| 0.0 <= lo && lo < hi && hi <= side as f32;
+        if !(inside(b[0], b[2], width) && inside(b[1], b[3], height)) {
             return Err(bad(format!(
                 "object {k} ({name}) has box {b:?}, outside the {width}×{height} image or of no size"
             )));
