@@ -9,7 +9,8 @@
 #   bench/compare.sh --precision auto    # our --precision auto against PyTorch's default f32
 #   bench/compare.sh --device cuda       # on a GPU (memory: our host RSS vs torch's GPU peak)
 #   BIN=path/to/scalenet STEPS=20 bench/compare.sh   # a prebuilt binary; more timed steps
-#   ROWS=seg bench/compare.sh            # only the segmentation rows (ROWS=classify: the others)
+#   ROWS=seg bench/compare.sh            # only the segmentation rows (ROWS=det: the detection
+#                                        # rows; ROWS=classify: the classification rows)
 #   SCALENET_BLAS=/path/libmkl_rt.so.3 bench/compare.sh   # our f32 products through a BLAS
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +29,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 STEPS="${STEPS:-10}"
-ROWS="${ROWS:-all}"   # all, classify, or seg
+ROWS="${ROWS:-all}"   # all, classify, seg or det
 # auto is ours to resolve; PyTorch runs what its users get by default.
 THEIRS_PRECISION="$PRECISION"
 [[ "$PRECISION" == auto ]] && THEIRS_PRECISION=f32
@@ -69,7 +70,7 @@ run_pair() {
 }
 
 echo "config                  scalenet   pytorch  ratio   ($DEVICE, $PRECISION, $(nproc) cores, $(date -u +%F))"
-if [[ "$ROWS" != seg ]]; then
+if [[ "$ROWS" == all || "$ROWS" == classify ]]; then
     ARCH=deit_tiny_patch16_224 run_pair "DeiT-Tiny 224px, batch 16" 16
     ARCH=vit_tiny_patch16_224 run_pair "28px grey, patch 4, d192x12, batch 128" 128 img_size=28 patch_size=4 in_chans=1 num_classes=10
     ARCH=swin_tiny_patch4_window7_224 run_pair "Swin-Tiny 224px, batch 8" 8
@@ -82,15 +83,19 @@ fi
 # timm or grown backbone), training steps with mmsegmentation's loss and BatchNorm in train mode.
 SEGTMP=$(mktemp -d)
 trap 'rm -rf "$SEGTMP"' EXIT
-run_seg_pair() {
-    local name="$1" dir="$2" batch="$3"
+# One directory timed by `scalenet bench` and by the PyTorch script $4.
+run_dir_pair() {
+    local name="$1" dir="$2" batch="$3" script="$4"
     local ours theirs
     ours=$("$BIN" bench "$dir" --batch-size "$batch" --steps "$STEPS" --device "$OURS_DEVICE" \
         --precision "$PRECISION")
-    theirs=$("$PY" bench/torch_seg_bench.py "$dir" --batch-size "$batch" --steps "$STEPS" \
+    theirs=$("$PY" "$script" "$dir" --batch-size "$batch" --steps "$STEPS" \
         --threads "$THREADS" --device "$DEVICE" --precision "$THEIRS_PRECISION")
     show_ratios "$name" "$ours" "$theirs"
 }
+run_seg_pair() { run_dir_pair "$1" "$2" "$3" bench/torch_seg_bench.py; }
+run_det_pair() { run_dir_pair "$1" "$2" "$3" bench/torch_det_bench.py; }
+if [[ "$ROWS" == all || "$ROWS" == seg ]]; then
 "$BIN" init --arch swin_tiny_patch4_window7_224 --out "$SEGTMP/swin" >/dev/null
 "$BIN" init --arch upernet --backbone "$SEGTMP/swin" --num-classes 150 --channels 512 \
     --aux-channels 256 --out "$SEGTMP/upernet-swin" >/dev/null
@@ -103,3 +108,19 @@ run_seg_pair "UperNet + Swin-Tiny 224px (mmseg's channels 512/256, 150 classes),
 "$BIN" expand "$SEGTMP/vit" --depth 8 --out "$SEGTMP/vit8" >/dev/null
 "$BIN" init --arch upernet --backbone "$SEGTMP/vit8" --img-size 48 --out "$SEGTMP/upernet-vit" >/dev/null
 run_seg_pair "UperNet + grown grey ViT (d96, 8 positions) 48px, 64/32 channels, 11 classes, batch 16" "$SEGTMP/upernet-vit" 16
+fi
+
+# Detection: the same detector directory timed by `scalenet bench` and by torchvision's
+# RetinaNet as the package builds it (bench/torch_det_bench.py), post-processing included.
+if [[ "$ROWS" == all || "$ROWS" == det ]]; then
+"$BIN" init --arch swin_tiny_patch4_window7_224 --out "$SEGTMP/swin" >/dev/null
+"$BIN" init --arch retinanet --backbone "$SEGTMP/swin" --num-classes 80 --fpn-channels 256 \
+    --out "$SEGTMP/retina-swin" >/dev/null
+run_det_pair "RetinaNet + Swin-Tiny 224px (torchvision's 256-wide FPN and head, 80 classes), batch 2" "$SEGTMP/retina-swin" 2
+"$BIN" init --arch vit_tiny_patch16_224 --model-arg img_size=28 --model-arg patch_size=4 \
+    --model-arg in_chans=1 --model-arg embed_dim=96 --model-arg depth=4 --model-arg num_heads=3 \
+    --model-arg num_classes=10 --out "$SEGTMP/vit" >/dev/null
+"$BIN" expand "$SEGTMP/vit" --depth 8 --out "$SEGTMP/vit8" >/dev/null
+"$BIN" init --arch retinanet --backbone "$SEGTMP/vit8" --img-size 48 --out "$SEGTMP/retina-vit" >/dev/null
+run_det_pair "RetinaNet + grown grey ViT (d96, 8 positions) 48px, 64-wide FPN, 10 classes, batch 16" "$SEGTMP/retina-vit" 16
+fi

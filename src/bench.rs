@@ -313,3 +313,71 @@ pub fn run_seg(
         run: BenchRun::now(infer_peak, (&infer_gpu, &train_gpu), device),
     })
 }
+
+/// As [`run`], for a detector: inference is the eval-mode forward with torchvision's
+/// post-processing (scores, top-k, decoding, NMS); a training step is the forward, the loss on
+/// fixed targets (three boxes an image), backward and AdamW, as `train` runs it.
+pub fn run_det(
+    make: &dyn Fn(&Device) -> crate::error::Result<crate::detect::Detector>,
+    config: &crate::checkpoint::det_dir::DetModelConfig,
+    device: &Device,
+    gpu: Option<usize>,
+    batch_size: usize,
+    steps: usize,
+    warmup: usize,
+) -> crate::error::Result<BenchResult> {
+    use crate::detect::loss::ImageTargets;
+    let mut infer_gpu = GpuPeak(gpu, None);
+    let mut train_gpu = GpuPeak(gpu, None);
+    let arch = &config.backbone.arch;
+    let [h, w] = arch.img_size();
+    let shape = [batch_size, arch.in_chans(), h, w];
+    let net = make(device)?;
+    let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
+    let infer = timed(warmup, steps, batch_size, || {
+        let _ = net.detect(x.clone());
+        infer_gpu.sample();
+    });
+    drop(net);
+    let infer_peak = peak_rss_mib();
+
+    let ad = device.clone().autodiff();
+    let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &ad);
+    let (hf, wf) = (h as f32, w as f32);
+    let k = config.spec.num_classes;
+    let targets: Vec<ImageTargets> = (0..batch_size)
+        .map(|i| ImageTargets {
+            boxes: (0..3)
+                .map(|j| {
+                    let f = (i + j) as f32 / (batch_size + 3) as f32;
+                    [
+                        f * wf * 0.5,
+                        f * hf * 0.4,
+                        wf * (0.5 + 0.4 * f),
+                        hf * (0.6 + 0.3 * f),
+                    ]
+                })
+                .collect(),
+            labels: (0..3).map(|j| (i + j) % k).collect(),
+        })
+        .collect();
+    let mut opt = AdamW::new(AdamWConfig::default());
+    let mut slot = Some(make(&ad)?);
+    let train = timed(warmup, steps, batch_size, || {
+        let mut net = slot.take().expect("the detector between steps");
+        let out = net.forward_train(x.clone(), &mut None);
+        let (cls, boxes) = net.loss(out, &targets);
+        let grads = GradientsParams::from_grads((cls + boxes).backward(), &net);
+        net = opt.step(1e-4, net, grads, 1.0);
+        let _ = to_vec(net.backbone.config_probe());
+        train_gpu.sample();
+        slot = Some(net);
+    });
+    Ok(BenchResult {
+        batch_size,
+        steps,
+        train_img_per_s: train,
+        infer_img_per_s: infer,
+        run: BenchRun::now(infer_peak, (&infer_gpu, &train_gpu), device),
+    })
+}

@@ -58,6 +58,16 @@ pub fn run(args: Args) -> Result<()> {
             let r = scalenet::bench::run_lm(&make, &device, gpu, b, t, steps, args.warmup)?;
             serde_json::to_value(&r)?
         }
+        None if is_detector(&args) => {
+            let dir = args.model_dir.as_ref().expect("a detector is a directory");
+            let config = scalenet::checkpoint::det_dir::DetModelConfig::read(dir)?;
+            let make = |d: &burn::tensor::Device| {
+                Ok(scalenet::checkpoint::det_dir::load_detector(dir, d)?.1)
+            };
+            let (b, steps) = (args.batch_size, args.steps);
+            let r = scalenet::bench::run_det(&make, &config, &device, gpu, b, steps, args.warmup)?;
+            serde_json::to_value(&r)?
+        }
         None if is_segmentor(&args) => {
             let dir = args.model_dir.as_ref().expect("a segmentor is a directory");
             let config = scalenet::checkpoint::seg_dir::SegModelConfig::read(dir)?;
@@ -80,6 +90,12 @@ pub fn run(args: Args) -> Result<()> {
     report["blas_reason"] = super::blas_choice().into();
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+fn is_detector(args: &Args) -> bool {
+    args.model_dir
+        .as_deref()
+        .is_some_and(scalenet::checkpoint::det_dir::is_detection_dir)
 }
 
 fn is_segmentor(args: &Args) -> bool {
