@@ -701,3 +701,78 @@ fn a_detector_trains_and_predicts_on_the_deepforest_photographs() {
     assert_eq!((drawn.width(), drawn.height()), (400, 400));
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// `reproduce --family det` on a tiny configuration: RetinaNet on the committed study's base
+/// and grown backbones, each run evaluated once (`final.json`, COCO AP); the report holds their
+/// rows; a second call reuses the finished runs; `--report` rewrites it, and refuses a study of
+/// another family in one line.
+#[test]
+fn the_detection_study_runs_and_resumes() {
+    let tmp = std::env::temp_dir().join(format!("scalenet-det-study-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let converged = Path::new(env!("CARGO_MANIFEST_DIR")).join("studies/converged");
+    let reproduce = || {
+        scalenet()
+            .args(["reproduce", "--family", "det", "--out"])
+            .arg(&tmp)
+            .arg("--backbones")
+            .arg(&converged)
+            .args([
+                "--data",
+                "fmnist-scenes-mini",
+                "--img-size",
+                "16",
+                "--channels",
+                "8",
+            ])
+            .args(["--train-subset", "8", "--test-subset", "4", "--epochs", "1"])
+            .args(["--seeds", "1", "--batch-size", "4", "--only", "base,grown"])
+            .args(["--precision", "f32"])
+            .output()
+            .unwrap()
+    };
+    let o = reproduce();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = std::fs::read_to_string(tmp.join("RESULTS.md")).unwrap();
+    for row in [
+        "# Detection study",
+        "| base | 4 | 1 |",
+        "| grown | 8 | 1 |",
+        "| Trouser |",
+        "Test AP: grown",
+    ] {
+        assert!(report.contains(row), "{row} not in {report}");
+    }
+    assert!(tmp.join("results.png").is_file());
+    let fin: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.join("runs/grown-s0/final.json")).unwrap())
+            .unwrap();
+    let ap = fin["test_ap"].as_f64().unwrap();
+    assert!(
+        (0.0..=100.0).contains(&ap) && fin["train_images"] == 8,
+        "{fin}"
+    );
+    let again = reproduce();
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        again.status.success() && said.contains("grown-s0: done earlier, reusing"),
+        "{said}"
+    );
+    let report = |family: &str| {
+        scalenet()
+            .args(["reproduce", "--family", family, "--report", "--out"])
+            .arg(&tmp)
+            .output()
+            .unwrap()
+    };
+    std::fs::remove_file(tmp.join("RESULTS.md")).unwrap();
+    assert!(report("det").status.success());
+    assert!(
+        tmp.join("RESULTS.md").is_file(),
+        "--report rewrites the report"
+    );
+    let o = report("seg");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.lines().count() == 1, "{err}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -15,9 +15,10 @@ pub struct ReproduceArgs {
     out: PathBuf,
     /// Model family: vit, swin (two stages of --base-depth blocks, heads h and 2h, window 7;
     /// each stage grows to 2L), llama (the language-model study: growth operators on a tiny
-    /// Llama trained on --corpus; its defaults are in brackets below), or seg (UperNet on the
-    /// backbones of a finished vit study, --backbones; its defaults are in brackets below).
-    #[arg(long, default_value = "vit", value_parser = ["vit", "swin", "llama", "seg"])]
+    /// Llama trained on --corpus; its defaults are in brackets below), seg (UperNet on the
+    /// backbones of a finished vit study, --backbones; its defaults are in brackets below) or
+    /// det (RetinaNet on the same backbones and scenes' boxes).
+    #[arg(long, default_value = "vit", value_parser = ["vit", "swin", "llama", "seg", "det"])]
     family: String,
     /// Dataset; the committed study uses the full Fashion-MNIST from Debian [default: fmnist;
     /// seg fmnist-scenes].
@@ -45,7 +46,7 @@ pub struct ReproduceArgs {
     /// [default: 256; llama 16 windows]
     #[arg(long)]
     batch_size: Option<usize>,
-    /// [default: 2e-3; seg 3e-3]
+    /// [default: 2e-3; seg 3e-3; det 1e-3]
     #[arg(long)]
     lr: Option<f64>,
     #[arg(long)]
@@ -102,7 +103,7 @@ pub struct ReproduceArgs {
 
 /// The segmentation study's own flags.
 #[derive(clap::Args, Debug)]
-#[command(next_help_heading = "Segmentation (--family seg)")]
+#[command(next_help_heading = "Segmentation and detection (--family seg, det)")]
 pub struct SegArgs {
     /// A finished classification study (`scalenet reproduce`) whose base, grown-s*,
     /// scratch-3E-s* and stacked-s* models are the backbones.
@@ -111,7 +112,7 @@ pub struct SegArgs {
     /// The side every segmentor runs at (scenes are resized to it).
     #[arg(long, default_value_t = 48)]
     img_size: usize,
-    /// UperNet's channels (its auxiliary head has half).
+    /// UperNet's channels (its auxiliary head has half); RetinaNet's FPN and head width.
     #[arg(long, default_value_t = 64)]
     channels: usize,
 }
@@ -158,7 +159,7 @@ pub fn reproduce(a: ReproduceArgs) -> Result<()> {
     let precision = super::train::announce_precision(a.precision, &a.device)?;
     match a.family.as_str() {
         "llama" => return reproduce_llama(a, precision),
-        "seg" => return reproduce_seg(a, precision),
+        "seg" | "det" => return reproduce_seg(a, precision),
         _ => {}
     }
     let d = StudyConfig::reproduce();
@@ -287,9 +288,15 @@ fn report_only(a: &ReproduceArgs) -> Result<()> {
         )
     };
     match a.family.as_str() {
-        "seg" => write_seg_report(&serde_json::from_str(&text).map_err(bad)?, &a.out)?,
+        "seg" | "det" => {
+            let cfg: SegStudyConfig = serde_json::from_str(&text).map_err(bad)?;
+            if cfg.family != a.family {
+                anyhow::bail!("{}: a --family {} study, not {}", path.display(), cfg.family, a.family);
+            }
+            write_seg_report(&cfg, &a.out)?
+        }
         "llama" => write_lm_report(&serde_json::from_str(&text).map_err(bad)?, &a.out)?,
-        f => anyhow::bail!("--report goes with --family llama or seg; a {f} study rewrites its report with --only base"),
+        f => anyhow::bail!("--report goes with --family llama, seg or det; a {f} study rewrites its report with --only base"),
     }
     println!(
         "wrote {} · plots: {}",
@@ -299,7 +306,8 @@ fn report_only(a: &ReproduceArgs) -> Result<()> {
     Ok(())
 }
 
-/// The segmentation study: UperNet on each backbone of a finished classification study.
+/// The dense-prediction studies: UperNet (`--family seg`) or RetinaNet (`det`) on each backbone
+/// of a finished classification study.
 fn reproduce_seg(a: ReproduceArgs, precision: scalenet::ops::precision::Precision) -> Result<()> {
     let not_seg = [
         ("--base-depth", a.base_depth.is_some()),
@@ -314,10 +322,14 @@ fn reproduce_seg(a: ReproduceArgs, precision: scalenet::ops::precision::Precisio
     ];
     if let Some((flag, _)) = not_seg.iter().find(|(_, set)| *set) {
         anyhow::bail!(
-            "{flag} belongs to the classification studies; --family seg takes its backbones from --backbones"
+            "{flag} belongs to the classification studies; --family {} takes its backbones from --backbones",
+            a.family
         );
     }
-    let d = SegStudyConfig::reproduce(a.seg.backbones);
+    let d = match a.family.as_str() {
+        "det" => SegStudyConfig::reproduce_det(a.seg.backbones),
+        _ => SegStudyConfig::reproduce(a.seg.backbones),
+    };
     let cfg = SegStudyConfig {
         data: a.data.unwrap_or(d.data.clone()),
         img_size: a.seg.img_size,

@@ -1,9 +1,9 @@
-//! The segmentation study's settings (`study.json`) and arms: UperNet trained on
-//! `fmnist-scenes` around each backbone of a finished classification study (`scalenet
-//! reproduce`, e.g. the committed `studies/converged`): the base, the base grown 2× with
-//! ScaleNet, the deep model trained from scratch, and the deep model grown with unshared
-//! copies. Every segmentor trains the same images with the same recipe. `seg_run` runs them,
-//! `seg_report` reports them.
+//! The dense-prediction studies' settings (`study.json`) and arms: UperNet (`family` `seg`) or
+//! RetinaNet (`det`) trained on `fmnist-scenes` around each backbone of a finished
+//! classification study (`scalenet reproduce`, e.g. the committed `studies/converged`): the
+//! base, the base grown 2× with ScaleNet, the deep model trained from scratch, and the deep
+//! model grown with unshared copies. Every model trains the same images with the same recipe.
+//! `seg_run` runs them, `seg_report` reports them.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +14,7 @@ use crate::ops::precision::Precision;
 /// Everything that sizes a segmentation study; saved as `study.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SegStudyConfig {
-    /// Always `seg`: tells this study's `study.json` from the others'.
+    /// `seg` (UperNet) or `det` (RetinaNet): tells this study's `study.json` from the others'.
     pub family: String,
     /// The classification study whose backbones the arms start from.
     pub backbones: PathBuf,
@@ -22,7 +22,7 @@ pub struct SegStudyConfig {
     pub data: String,
     /// The input side every segmentor runs at (scenes are resized to it).
     pub img_size: usize,
-    /// UperNet's width and its auxiliary head's.
+    /// UperNet's width and its auxiliary head's; a detector's FPN and head width (`channels`).
     pub channels: usize,
     pub aux_channels: usize,
     /// Training scenes (the first n of the split); every epoch reads all of them.
@@ -69,6 +69,23 @@ impl SegStudyConfig {
             only: Vec::new(),
             precision: Precision::F32,
         }
+    }
+
+    /// The detection study's sizes: the segmentation study's scenes and backbones under
+    /// RetinaNet, AdamW at 1e-3 with cosine decay, 6 epochs (a detector learns more slowly).
+    pub fn reproduce_det(backbones: PathBuf) -> Self {
+        Self {
+            family: "det".into(),
+            lr: 1e-3,
+            epochs: 6,
+            weight_decay: 0.05,
+            val_subset: Some(300),
+            ..Self::reproduce(backbones)
+        }
+    }
+
+    pub fn is_det(&self) -> bool {
+        self.family == "det"
     }
 
     pub(super) fn settings(&self) -> Self {

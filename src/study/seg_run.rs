@@ -1,17 +1,21 @@
-//! Running the segmentation study (`scalenet reproduce --family seg`): for each arm and seed a
-//! UperNet around the classification study's backbone, trained by one recipe, then evaluated
-//! once on the whole validation and test splits (`final.json`). Finished runs are reused, so a
-//! stopped study continues where it was.
+//! Running the dense-prediction studies (`scalenet reproduce --family seg|det`): for each arm
+//! and seed a UperNet (or RetinaNet) around the classification study's backbone, trained by one
+//! recipe, then evaluated once on the whole validation and test splits (`final.json`). Finished
+//! runs are reused, so a stopped study continues where it was.
 
 use std::path::{Path, PathBuf};
 
 use super::seg_arms::{run_name, SegArm, SegStudyConfig, SEG_ARMS};
-use super::seg_report::SegFinal;
+use super::seg_report::{DetFinal, SegFinal};
+use crate::checkpoint::det_dir::{detector_around, load_detector, save_detector, DetInit};
 use crate::checkpoint::seg_dir::{load_segmentor, save_segmentor, segmentor_around, SegInit};
+use crate::data::det::DetDataset;
 use crate::data::seg::SegDataset;
+use crate::detect::DetSpec;
 use crate::error::{Error, Result};
 use crate::segment::HeadKind;
 use crate::train::config::TrainConfig;
+use crate::train::det_infer::evaluate_detection;
 use crate::train::run_dir::{read_metrics, write_json};
 use crate::train::schedule::Decay;
 use crate::train::trainer::{train, Hooks, Outcome};
@@ -68,9 +72,26 @@ impl SegRunner<'_> {
         self.cfg.only.is_empty() || self.cfg.only.iter().any(|o| o == name)
     }
 
-    /// The arm's segmentor at seed `s`: fresh heads around its backbone (made once).
-    fn segmentor(&self, arm: &SegArm, s: u64, num_classes: usize) -> Result<PathBuf> {
+    /// The arm's model at seed `s`: fresh heads around its backbone (made once).
+    fn model(&self, arm: &SegArm, s: u64, num_classes: usize) -> Result<PathBuf> {
         let out = self.dir.join("models").join(run_name(arm, s));
+        if self.cfg.is_det() && !out.join("config.json").exists() {
+            let mut opts = DetInit {
+                spec: DetSpec {
+                    num_classes,
+                    fpn_channels: self.cfg.channels,
+                    anchor_sizes: Vec::new(),
+                    ..DetSpec::default()
+                },
+                img_size: Some(self.cfg.img_size),
+                class_names: None,
+                seed: 100 + s,
+            };
+            let backbone = arm.backbone_dir(&self.cfg.backbones, s);
+            let device = burn::tensor::Device::flex();
+            let (config, det) = detector_around(&backbone, &mut opts, &device)?;
+            save_detector(&out, &config, &det)?;
+        }
         if !out.join("config.json").exists() {
             let opts = SegInit {
                 head: HeadKind::Upernet,
@@ -91,15 +112,23 @@ impl SegRunner<'_> {
     fn run_arm(&self, arm: &SegArm, s: u64) -> Result<()> {
         let name = run_name(arm, s);
         let out = self.dir.join("runs").join(&name);
-        let data = SegDataset::open(&self.cfg.data)?;
+        let classes = match self.cfg.is_det() {
+            true => DetDataset::open(&self.cfg.data)?.num_classes(),
+            false => SegDataset::open(&self.cfg.data)?.num_classes(),
+        };
         if out.join("final.json").exists() {
             self.say(format!("· {name}: done earlier, reusing"));
             return Ok(());
         }
         if !out.join("model").join("config.json").exists() {
-            let model = self.segmentor(arm, s, data.num_classes())?;
+            let model = self.model(arm, s, classes)?;
+            let what = if self.cfg.is_det() {
+                "RetinaNet"
+            } else {
+                "UperNet"
+            };
             self.say(format!(
-                "· {name}: UperNet on {} for {} epochs",
+                "· {name}: {what} on {} for {} epochs",
                 arm.backbone_dir(&self.cfg.backbones, s).display(),
                 self.cfg.epochs
             ));
@@ -117,7 +146,11 @@ impl SegRunner<'_> {
                 });
             }
         }
-        self.final_eval(&out, &data)?;
+        if self.cfg.is_det() {
+            self.final_det_eval(&out)?;
+        } else {
+            self.final_eval(&out, &SegDataset::open(&self.cfg.data)?)?;
+        }
         // A long study's report is readable after every run, not only at its end.
         super::seg_report::write_seg_report(self.cfg, self.dir)
     }
@@ -130,7 +163,10 @@ impl SegRunner<'_> {
             lr: c.lr,
             min_lr: 0.0,
             warmup_epochs: c.warmup_epochs,
-            sched: Decay::Poly(1.0),
+            sched: match c.is_det() {
+                true => Decay::default(),
+                false => Decay::Poly(1.0),
+            },
             weight_decay: c.weight_decay,
             smoothing: 0.0,
             train_subset: c.train_subset,
@@ -142,6 +178,44 @@ impl SegRunner<'_> {
             precision: c.precision,
             ..TrainConfig::new(model, c.data.clone())
         }
+    }
+
+    /// A detector's final evaluation: COCO box AP on the whole validation and test splits.
+    fn final_det_eval(&self, run: &Path) -> Result<()> {
+        let device = crate::device::parse_device(&self.cfg.device)?;
+        let data = DetDataset::open(&self.cfg.data)?;
+        let (config, net) = load_detector(&run.join("model"), &device)?;
+        let eval = |split: &crate::data::det::DetSplit| {
+            let n = split.len();
+            evaluate_detection(&net, &config, split, n, 16, &device, |_| {})
+        };
+        let (val, test) = (eval(&data.val)?, eval(&data.test)?);
+        let metrics = read_metrics(run)?;
+        let last = metrics.last();
+        let pct = |v: f64| 100.0 * v;
+        let fin = DetFinal {
+            val_ap: pct(val.stats[0]),
+            val_ap50: pct(val.stats[1]),
+            test_ap: pct(test.stats[0]),
+            test_ap50: pct(test.stats[1]),
+            test_ap75: pct(test.stats[2]),
+            test_class_ap: test
+                .per_class
+                .iter()
+                .map(|&v| if v < 0.0 { v } else { pct(v) })
+                .collect(),
+            backbone_params: net.backbone.num_params(),
+            head_params: net.head_params(),
+            positions: net.backbone.depth(),
+            train_images: last.map_or(0, |m| m.train_images),
+            wall_s: metrics.iter().map(|m| m.wall_s).sum(),
+            cpu: last.and_then(|m| m.cpu.clone()),
+        };
+        self.say(format!(
+            "  test AP {:.2}% · AP50 {:.2}%",
+            fin.test_ap, fin.test_ap50
+        ));
+        write_json(&run.join("final.json"), &fin)
     }
 
     /// Evaluates the run's final model on the whole validation and test splits, once.
