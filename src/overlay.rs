@@ -109,14 +109,22 @@ pub fn write_boxes(
             rgb[(y * out_w + x) * 3..][..3].copy_from_slice(&px);
         }
     }
-    // Lowest score first, so that the surest boxes are drawn on top.
+    // Lowest score first, so that the surest boxes are drawn on top; labels after every box,
+    // each moved down past the labels already placed so that none hides another.
     let mut order: Vec<&DrawnBox> = boxes.iter().collect();
     order.sort_by(|a, b| a.score.total_cmp(&b.score));
-    for b in order {
-        let col = class_colour(b.label + 1);
-        let at = |v: f32, max: usize| ((v.max(0.0) * scale as f32) as usize).min(max - 1);
+    let at = |v: f32, max: usize| ((v.max(0.0) * scale as f32) as usize).min(max - 1);
+    let corners = |b: &DrawnBox| {
         let (x1, y1) = (at(b.bbox[0], out_w), at(b.bbox[1], out_h));
-        let (x2, y2) = (at(b.bbox[2], out_w).max(x1), at(b.bbox[3], out_h).max(y1));
+        (
+            x1,
+            y1,
+            at(b.bbox[2], out_w).max(x1),
+            at(b.bbox[3], out_h).max(y1),
+        )
+    };
+    for b in &order {
+        let (x1, y1, x2, y2) = corners(b);
         let thick = 2.min(x2 - x1 + 1).min(y2 - y1 + 1);
         for (x0, y0, bw, bh) in [
             (x1, y1, x2 - x1 + 1, thick),
@@ -124,20 +132,36 @@ pub fn write_boxes(
             (x1, y1, thick, y2 - y1 + 1),
             (x2 + 1 - thick, y1, thick, y2 - y1 + 1),
         ] {
-            fill(&mut rgb, out_w, [x0, y0], [bw, bh], col);
+            fill(
+                &mut rgb,
+                out_w,
+                [x0, y0],
+                [bw, bh],
+                class_colour(b.label + 1),
+            );
         }
+    }
+    const LABEL_H: usize = 18;
+    let mut placed: Vec<[usize; 4]> = Vec::new();
+    for b in order.iter().rev() {
+        let (x1, mut y, ..) = corners(b);
         let name = classes.get(b.label).map_or("?", String::as_str);
         let label = format!("{name} {:.2}", b.score);
-        let label_w = (8 * label.chars().count()).min(out_w - x1);
-        let light = blend(col, [255, 255, 255]);
-        fill(
-            &mut rgb,
-            out_w,
-            [x1, y1],
-            [label_w, 18.min(out_h - y1)],
-            light,
-        );
-        text(&mut rgb, out_w, out_h, [x1 + 2, y1 + 1], &label);
+        let width = crate::plot::layout(&label, 15.0, |_, _, _| {}).0 as usize + 4;
+        let w = width.min(out_w - x1);
+        let overlaps = |y: usize, r: &[usize; 4]| {
+            x1 < r[0] + r[2] && r[0] < x1 + w && y < r[1] + r[3] && r[1] < y + LABEL_H
+        };
+        while let Some(r) = placed.iter().find(|r| overlaps(y, r)) {
+            y = r[1] + r[3];
+        }
+        if y + LABEL_H > out_h {
+            continue;
+        }
+        let light = blend(class_colour(b.label + 1), [255, 255, 255]);
+        fill(&mut rgb, out_w, [x1, y], [w, LABEL_H], light);
+        text(&mut rgb, out_w, out_h, [x1 + 2, y + 1], &label);
+        placed.push([x1, y, w, LABEL_H]);
     }
     let img = image::RgbImage::from_raw(out_w as u32, out_h as u32, rgb).expect("w·h·3 bytes");
     write_png(path, image::DynamicImage::ImageRgb8(img))
