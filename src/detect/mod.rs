@@ -320,3 +320,37 @@ impl Detector {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::ModelConfig;
+
+    fn arch(name: &str) -> ImageArch {
+        ModelConfig::from_preset(name, &Default::default())
+            .unwrap()
+            .arch
+    }
+
+    /// torchvision's anchors (32 … 512 at strides 8 … 128) on the backbones torchvision's
+    /// sizes were made for: a patch-16 ViT and a patch-4 Swin.
+    #[test]
+    fn default_anchors_are_torchvisions_on_standard_backbones() {
+        for name in ["deit_small_patch16_224", "swin_tiny_patch4_window7_224"] {
+            let a = arch(name);
+            assert_eq!(DetSpec::level_strides(&a), [8, 16, 32, 64, 128], "{name}");
+            let want = [32.0, 64.0, 128.0, 256.0, 512.0];
+            assert_eq!(DetSpec::anchor_sizes_for(&a), want, "{name}");
+            let spec = DetSpec {
+                num_classes: 3,
+                ..DetSpec::default()
+            };
+            assert_eq!(spec.check(&a), Ok(()));
+            let short = DetSpec {
+                anchor_sizes: vec![32.0],
+                ..spec.clone()
+            };
+            assert!(short.check(&a).unwrap_err().contains("5 levels"));
+        }
+    }
+}
