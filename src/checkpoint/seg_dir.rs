@@ -235,9 +235,13 @@ pub fn backbone_around(
 ) -> Result<(std::path::PathBuf, ModelConfig, crate::network::Network)> {
     let dir = super::hub::resolve(dir)?;
     if let Some(arch) = head_architecture(&dir) {
+        let what = match arch.as_str() {
+            crate::detect::ARCHITECTURE => "detection",
+            _ => "segmentation",
+        };
         return Err(Error::config(
             dir.join(CONFIG_FILE),
-            format!("is already a {arch} model; --backbone takes an image classifier's directory"),
+            format!("is already a {what} model; --backbone takes an image classifier's directory"),
         ));
     }
     let old = ModelConfig::read(&dir)?;
