@@ -5,8 +5,8 @@
 # from (it reuses every finished arm and regrows models/ from the base). A language-model study
 # (`--family llama`) keeps each run's final.json and the base's model alone (its models are
 # larger and its report reads final.json), and its tokenizer; its corpus is made again from
-# Debian's packages when missing. A segmentation study (`--family seg`) keeps each run's
-# final.json and grown-s0's segmentor alone.
+# Debian's packages when missing. A segmentation or detection study (`--family seg`, `det`)
+# keeps each run's final.json and grown-s0's model alone.
 #
 #   scripts/archive-study.sh STUDY_DIR ARCHIVE_DIR
 set -euo pipefail
@@ -17,7 +17,7 @@ mkdir -p "$DST/runs"
 LM=0
 grep -q '"family": "llama"' "$SRC/study.json" && LM=1
 SEG=0
-grep -q '"family": "seg"' "$SRC/study.json" && SEG=1
+grep -Eq '"family": "(seg|det)"' "$SRC/study.json" && SEG=1
 for f in study.json RESULTS.md results.json results.png scaling.png variants.png tokenizer.json corpus_tokens.json; do
     [[ -f "$SRC/$f" ]] && cp "$SRC/$f" "$DST/$f.tmp-archive" && mv "$DST/$f.tmp-archive" "$DST/$f"
 done
