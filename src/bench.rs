@@ -247,6 +247,61 @@ pub fn run_lm(
     })
 }
 
+/// The shape of a dense model's benchmark: `infer` timed on a random batch of `shape` in
+/// eval mode, then `loss` (of a model on the autodiff device and a batch) timed with its
+/// backward and an AdamW step; `after` sees the model after each step (BatchNorm's running
+/// statistics), `probe` reads a small tensor so that pending work finishes.
+struct DenseBench<'a, M> {
+    make: &'a dyn Fn(&Device) -> crate::error::Result<M>,
+    shape: [usize; 4],
+    gpu: Option<usize>,
+    steps: usize,
+    warmup: usize,
+}
+
+impl<M: burn::module::Module> DenseBench<'_, M> {
+    fn run(
+        &self,
+        device: &Device,
+        infer: impl Fn(&M, Tensor<4>),
+        mut loss: impl FnMut(&M, Tensor<4>, u64) -> (Tensor<1>, Box<dyn FnOnce(M) -> M>),
+        probe: impl Fn(&M) -> Tensor<1>,
+    ) -> crate::error::Result<BenchResult> {
+        let (mut infer_gpu, mut train_gpu) = (GpuPeak(self.gpu, None), GpuPeak(self.gpu, None));
+        let batch_size = self.shape[0];
+        let net = (self.make)(device)?;
+        let x = Tensor::<4>::random(self.shape, Distribution::Normal(0.0, 1.0), device);
+        let infer_rate = timed(self.warmup, self.steps, batch_size, || {
+            infer(&net, x.clone());
+            infer_gpu.sample();
+        });
+        drop(net);
+        let infer_peak = peak_rss_mib();
+        let ad = device.clone().autodiff();
+        let x = Tensor::<4>::random(self.shape, Distribution::Normal(0.0, 1.0), &ad);
+        let mut opt = AdamW::new(AdamWConfig::default());
+        let mut slot = Some((self.make)(&ad)?);
+        let mut step = 0;
+        let train = timed(self.warmup, self.steps, batch_size, || {
+            let mut net = slot.take().expect("the model between steps");
+            let (l, after) = loss(&net, x.clone(), step);
+            let grads = GradientsParams::from_grads(l.backward(), &net);
+            net = after(opt.step(1e-4, net, grads, 1.0));
+            let _ = to_vec(probe(&net));
+            train_gpu.sample();
+            slot = Some(net);
+            step += 1;
+        });
+        Ok(BenchResult {
+            batch_size,
+            steps: self.steps,
+            train_img_per_s: train,
+            infer_img_per_s: infer_rate,
+            run: BenchRun::now(infer_peak, (&infer_gpu, &train_gpu), device),
+        })
+    }
+}
+
 /// As [`run`], for a segmentor (`config` sizes the input): inference is the eval-mode forward
 /// (logits at the head's stride); a training step is the train-mode forward (BatchNorm on the
 /// batch, dropout), mmsegmentation's loss on fixed random labels (the auxiliary head's
@@ -262,56 +317,43 @@ pub fn run_seg(
 ) -> crate::error::Result<BenchResult> {
     use crate::segment::layers::TrainState;
     use crate::segment::loss::{segmentation_loss, PixelLabels};
-    let mut infer_gpu = GpuPeak(gpu, None);
-    let mut train_gpu = GpuPeak(gpu, None);
     let arch = &config.backbone.arch;
     let [h, w] = arch.img_size();
     let shape = [batch_size, arch.in_chans(), h, w];
-    let net = make(device)?;
-    let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
-    let infer = timed(warmup, steps, batch_size, || {
-        let (y, _) = net.forward(x.clone());
-        let _ = to_vec(y.slice([0..1, 0..1, 0..1, 0..1]));
-        infer_gpu.sample();
-    });
-    drop(net);
-    let infer_peak = peak_rss_mib();
-
-    let ad = device.clone().autodiff();
-    let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &ad);
     let k = config.spec.num_classes as u64;
     let labels: Vec<u8> = (0..(batch_size * h * w) as u64)
         .map(|i| (((i * 2654435761) >> 7) % k) as u8)
         .collect();
-    let labels = PixelLabels {
-        values: &labels,
-        shape: [batch_size, h, w],
-        ignore_index: config.ignore_index as u8,
-    };
     let aux_weight = config.spec.aux.as_ref().map_or(0.0, |a| a.loss_weight);
-    let mut opt = AdamW::new(AdamWConfig::default());
-    let mut slot = Some(make(&ad)?);
-    let mut step = 0;
-    let train = timed(warmup, steps, batch_size, || {
-        let mut net = slot.take().expect("the segmentor between steps");
-        let mut state = TrainState::new(config.spec.dropout_ratio, step);
-        let (logits, aux) = net.forward_train(x.clone(), &mut None, &mut Some(&mut state));
-        let loss = segmentation_loss(logits, aux.map(|a| (a, aux_weight)), &labels);
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
-        net = opt.step(1e-4, net, grads, 1.0);
-        net.update_running(state.stats);
-        let _ = to_vec(net.backbone.config_probe());
-        train_gpu.sample();
-        slot = Some(net);
-        step += 1;
-    });
-    Ok(BenchResult {
-        batch_size,
+    let bench = DenseBench {
+        make,
+        shape,
+        gpu,
         steps,
-        train_img_per_s: train,
-        infer_img_per_s: infer,
-        run: BenchRun::now(infer_peak, (&infer_gpu, &train_gpu), device),
-    })
+        warmup,
+    };
+    let infer = |net: &crate::segment::Segmentor, x| {
+        let (y, _) = net.forward(x);
+        let _ = to_vec(y.slice([0..1, 0..1, 0..1, 0..1]));
+    };
+    let loss = |net: &crate::segment::Segmentor, x, step| {
+        let mut state = TrainState::new(config.spec.dropout_ratio, step);
+        let (logits, aux) = net.forward_train(x, &mut None, &mut Some(&mut state));
+        let pixels = PixelLabels {
+            values: &labels,
+            shape: [batch_size, h, w],
+            ignore_index: config.ignore_index as u8,
+        };
+        let l = segmentation_loss(logits, aux.map(|a| (a, aux_weight)), &pixels);
+        let stats = state.stats;
+        let after: Box<dyn FnOnce(crate::segment::Segmentor) -> crate::segment::Segmentor> =
+            Box::new(move |mut net| {
+                net.update_running(stats);
+                net
+            });
+        (l, after)
+    };
+    bench.run(device, infer, loss, |net| net.backbone.config_probe())
 }
 
 /// As [`run`], for a detector: inference is the eval-mode forward with torchvision's
@@ -327,22 +369,10 @@ pub fn run_det(
     warmup: usize,
 ) -> crate::error::Result<BenchResult> {
     use crate::detect::loss::ImageTargets;
-    let mut infer_gpu = GpuPeak(gpu, None);
-    let mut train_gpu = GpuPeak(gpu, None);
+    use crate::detect::Detector;
     let arch = &config.backbone.arch;
     let [h, w] = arch.img_size();
     let shape = [batch_size, arch.in_chans(), h, w];
-    let net = make(device)?;
-    let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
-    let infer = timed(warmup, steps, batch_size, || {
-        let _ = net.detect(x.clone());
-        infer_gpu.sample();
-    });
-    drop(net);
-    let infer_peak = peak_rss_mib();
-
-    let ad = device.clone().autodiff();
-    let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &ad);
     let (hf, wf) = (h as f32, w as f32);
     let k = config.spec.num_classes;
     let targets: Vec<ImageTargets> = (0..batch_size)
@@ -361,23 +391,20 @@ pub fn run_det(
             labels: (0..3).map(|j| (i + j) % k).collect(),
         })
         .collect();
-    let mut opt = AdamW::new(AdamWConfig::default());
-    let mut slot = Some(make(&ad)?);
-    let train = timed(warmup, steps, batch_size, || {
-        let mut net = slot.take().expect("the detector between steps");
-        let out = net.forward_train(x.clone(), &mut None);
-        let (cls, boxes) = net.loss(out, &targets);
-        let grads = GradientsParams::from_grads((cls + boxes).backward(), &net);
-        net = opt.step(1e-4, net, grads, 1.0);
-        let _ = to_vec(net.backbone.config_probe());
-        train_gpu.sample();
-        slot = Some(net);
-    });
-    Ok(BenchResult {
-        batch_size,
+    let bench = DenseBench {
+        make,
+        shape,
+        gpu,
         steps,
-        train_img_per_s: train,
-        infer_img_per_s: infer,
-        run: BenchRun::now(infer_peak, (&infer_gpu, &train_gpu), device),
-    })
+        warmup,
+    };
+    let infer = |net: &Detector, x| {
+        let _ = net.detect(x);
+    };
+    let loss = |net: &Detector, x, _| {
+        let (cls, boxes) = net.loss(net.forward_train(x, &mut None), &targets);
+        let after: Box<dyn FnOnce(Detector) -> Detector> = Box::new(|net| net);
+        (cls + boxes, after)
+    };
+    bench.run(device, infer, loss, |net| net.backbone.config_probe())
 }

@@ -499,6 +499,20 @@ fn init_train_resume_eval_predict_a_detector() {
         out.contains("RetinaNet") && out.contains("T-shirt/top"),
         "{out}"
     );
+    let o = ok(run(&[
+        &"bench",
+        &model,
+        &"--batch-size",
+        &"2",
+        &"--steps",
+        &"1",
+        &"--warmup",
+        &"0",
+    ]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in ["train_img_per_s", "infer_img_per_s"] {
+        assert!(v[k].as_f64().unwrap() > 0.0, "{v}");
+    }
 
     let scene = tmp.join("scenes");
     ok(run(&[

@@ -14,7 +14,6 @@ feature pyramid built from the backbone.
 `Detector.features(x)` returns the five levels for an already normalised batch; the RetinaNet
 itself (`Detector.retinanet`) is torchvision's class with this backbone inside."""
 
-import json
 from collections import OrderedDict
 from pathlib import Path
 
@@ -178,16 +177,6 @@ def load_detector(path, dtype=torch.float32):
 def save_detector(det, path):
     """Writes `det` as scalenet's detection directory (config.json, model.safetensors), each
     file to a temporary name first."""
-    import os
-    import tempfile
+    from .io import write_dir
 
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    for name, write in [("model.safetensors", lambda f: save_file(det.det_state_dict(), f)),
-                        ("config.json", lambda f: Path(f).write_text(json.dumps(det.source_config, indent=2) + "\n"))]:
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{name}.")
-        os.close(fd)
-        write(tmp)
-        os.replace(tmp, path / name)
+    write_dir(path, det.source_config, det.det_state_dict())

@@ -144,9 +144,15 @@ def save(model, path, model_args=None):
     `trust_remote_code=True`). Each file is written under a temporary name and then renamed:
     a failure leaves what was there before. `model_args` (a timm model's, when it did not come
     from `load`) are recorded as timm records them."""
+    cfg, tensors, extra = _to_save(model, model_args)
+    write_dir(path, cfg, tensors, extra)
+
+
+def write_dir(path, cfg, tensors, extra=()):
+    """config.json, model.safetensors and the package's files `extra` into `path`, each
+    written under a temporary name and then renamed (config.json last)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    cfg, tensors, extra = _to_save(model, model_args)
     with tempfile.TemporaryDirectory(dir=path, prefix=".tmp-save-") as tmp:
         tmp = Path(tmp)
         save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})

@@ -255,18 +255,6 @@ def load_segmentor(path, dtype=torch.float32):
 def save_segmentor(seg, path):
     """Writes `seg` as scalenet's segmentation directory (config.json, model.safetensors),
     each file to a temporary name first. The config is the one it was loaded with."""
-    import json
-    import os
-    import tempfile
-    from pathlib import Path
+    from .io import write_dir
 
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    for name, write in [("model.safetensors", lambda f: save_file(seg.seg_state_dict(), f)),
-                        ("config.json", lambda f: Path(f).write_text(json.dumps(seg.source_config, indent=2) + "\n"))]:
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{name}.")
-        os.close(fd)
-        write(tmp)
-        os.replace(tmp, path / name)
+    write_dir(path, seg.source_config, seg.seg_state_dict())

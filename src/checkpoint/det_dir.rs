@@ -10,13 +10,12 @@ use burn::tensor::Device;
 use serde_json::{Map, Value};
 
 use super::model_dir::{
-    build_network, read_config_text, read_weights, save_dir, CheckpointSource, ModelConfig,
-    CONFIG_FILE,
+    read_config_text, read_weights, save_dir, CheckpointSource, ModelConfig, CONFIG_FILE,
 };
-use super::seg_dir::{backbone_around, head_architecture, input_stats};
+use super::seg_dir::{backbone_around, head_architecture, input_stats, prefixed_backbone};
 use crate::detect::{DetSpec, Detector, ARCHITECTURE};
 use crate::error::{Error, Result};
-use crate::model::weights::{Init, RandomInit, WeightSource};
+use crate::model::weights::RandomInit;
 
 /// A parsed detection `config.json`.
 #[derive(Clone, Debug)]
@@ -135,12 +134,7 @@ impl DetModelConfig {
 pub fn load_detector(dir: &Path, device: &Device) -> Result<(DetModelConfig, Detector)> {
     let config = DetModelConfig::read(dir)?;
     let mut src = CheckpointSource::new(read_weights(dir)?);
-    let backbone = {
-        let mut prefixed = |k: &str, shape: &[usize], init: Init| {
-            src.tensor(&format!("backbone.{k}"), shape, init)
-        };
-        build_network(&config.backbone, &mut prefixed, device)
-    };
+    let backbone = prefixed_backbone(&config.backbone, &mut src, device);
     let det = Detector::new(&config.spec, backbone, &mut src, device);
     src.finish()?;
     Ok((config, det))

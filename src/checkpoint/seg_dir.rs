@@ -180,15 +180,21 @@ fn opt_field<T: serde::de::DeserializeOwned>(
 pub fn load_segmentor(dir: &Path, device: &Device) -> Result<(SegModelConfig, Segmentor)> {
     let config = SegModelConfig::read(dir)?;
     let mut src = CheckpointSource::new(read_weights(dir)?);
-    let backbone = {
-        let mut prefixed = |k: &str, shape: &[usize], init: Init| {
-            src.tensor(&format!("backbone.{k}"), shape, init)
-        };
-        build_network(&config.backbone, &mut prefixed, device)
-    };
+    let backbone = prefixed_backbone(&config.backbone, &mut src, device);
     let seg = Segmentor::new(&config.spec, backbone, &mut src, device);
     src.finish()?;
     Ok((config, seg))
+}
+
+/// A dense model's backbone, its tensors under `backbone.` in `src`.
+pub fn prefixed_backbone(
+    config: &ModelConfig,
+    src: &mut CheckpointSource,
+    device: &Device,
+) -> crate::network::Network {
+    let mut prefixed =
+        |k: &str, shape: &[usize], init: Init| src.tensor(&format!("backbone.{k}"), shape, init);
+    build_network(config, &mut prefixed, device)
 }
 
 /// Writes `config.json` and `model.safetensors` (each to a temporary name, then renamed).

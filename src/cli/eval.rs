@@ -227,20 +227,8 @@ fn segmentation(args: Args) -> Result<()> {
     let device = super::device(&args.device)?;
     let (config, seg) = scalenet::checkpoint::seg_dir::load_segmentor(&args.model_dir, &device)?;
     let data = SegDataset::open(&args.data)?;
-    if data.num_classes() != config.spec.num_classes {
-        anyhow::bail!(
-            "{} has {} classes but --data {} has {}",
-            args.model_dir.display(),
-            config.spec.num_classes,
-            args.data,
-            data.num_classes()
-        );
-    }
-    let (split, name) = if args.train_split {
-        (&data.train, "train")
-    } else {
-        (&data.test, "test")
-    };
+    same_classes(&args, config.spec.num_classes, data.num_classes())?;
+    let (split, name) = pick(&args, &data.train, &data.test);
     let n = args.test_subset.map_or(split.len(), |k| k.min(split.len()));
     let bar = eval_bar(n);
     let (bs, mode) = (args.batch_size, args.mode);
@@ -290,20 +278,8 @@ fn detection(args: Args) -> Result<()> {
     let device = super::device(&args.device)?;
     let (config, det) = scalenet::checkpoint::det_dir::load_detector(&args.model_dir, &device)?;
     let data = DetDataset::open(&args.data)?;
-    if data.num_classes() != config.spec.num_classes {
-        anyhow::bail!(
-            "{} has {} classes but --data {} has {}",
-            args.model_dir.display(),
-            config.spec.num_classes,
-            args.data,
-            data.num_classes()
-        );
-    }
-    let (split, name) = if args.train_split {
-        (&data.train, "train")
-    } else {
-        (&data.test, "test")
-    };
+    same_classes(&args, config.spec.num_classes, data.num_classes())?;
+    let (split, name) = pick(&args, &data.train, &data.test);
     let n = args.test_subset.map_or(split.len(), |k| k.min(split.len()));
     let bar = eval_bar(n);
     let m = evaluate_detection(&det, &config, split, n, args.batch_size, &device, |k| {
@@ -349,6 +325,24 @@ fn detection(args: Args) -> Result<()> {
         scalenet::checkpoint::atomic::atomic_write(path, text.as_bytes())?;
     }
     Ok(())
+}
+
+/// A dense model's classes against its data's.
+fn same_classes(args: &Args, model: usize, data: usize) -> Result<()> {
+    if model != data {
+        let (dir, spec) = (args.model_dir.display(), &args.data);
+        anyhow::bail!("{dir} has {model} classes but --data {spec} has {data}");
+    }
+    Ok(())
+}
+
+/// The split `eval` scores: test, or train with `--train-split`; and its name.
+fn pick<'a, S>(args: &Args, train: &'a S, test: &'a S) -> (&'a S, &'static str) {
+    if args.train_split {
+        (train, "train")
+    } else {
+        (test, "test")
+    }
 }
 
 fn eval_bar(n: usize) -> indicatif::ProgressBar {
