@@ -790,3 +790,39 @@ fn the_detection_study_runs_and_resumes() {
     assert!(!o.status.success() && err.lines().count() == 1, "{err}");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// A COCO folder (`coco:DIR`) made of the scenes `scenes --out` writes reads back as the same
+/// scenes: pixels, boxes, classes and areas.
+#[test]
+fn coco_folders_read_back_the_scenes_they_were_written_from() {
+    use scalenet::data::det::DetDataset;
+    let tmp = std::env::temp_dir().join(format!("scalenet-coco-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("annotations")).unwrap();
+    for (split, dir) in [("train", "train"), ("test", "val")] {
+        let out = tmp.join(dir);
+        let run = |args: &[&dyn AsRef<std::ffi::OsStr>]| scalenet().args(args).output().unwrap();
+        ok(run(&[
+            &"scenes", &"--split", &split, &"-n", &"3", &"--out", &out,
+        ]));
+        let json = tmp.join(format!("annotations/instances_{dir}.json"));
+        std::fs::rename(out.join("annotations.json"), json).unwrap();
+    }
+    let coco = DetDataset::open(&format!("coco:{}", tmp.display())).unwrap();
+    let scenes = DetDataset::open("fmnist-scenes-mini").unwrap();
+    assert_eq!(coco.classes, scenes.classes);
+    assert_eq!(
+        (coco.train.len(), coco.val.len(), coco.test.len()),
+        (3, 3, 3)
+    );
+    for i in 0..3 {
+        let (a, b) = (coco.val.get(i).unwrap(), scenes.test.get(i).unwrap());
+        assert_eq!(a.shape, [3, 96, 96]);
+        assert_eq!(&a.pixels[..96 * 96], &b.pixels[..], "scene {i}");
+        assert_eq!(
+            (&a.boxes, &a.labels, &a.areas),
+            (&b.boxes, &b.labels, &b.areas)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
