@@ -236,8 +236,8 @@ fn header<F: StudyFinal>(cfg: &SegStudyConfig, arms: &[ArmRuns<F>]) -> String {
     if cfg.is_det() {
         return format!(
             "# Detection study\n\ntorchvision's RetinaNet (FPN and head {} channels wide, anchors four times each \
-             level's stride) around each backbone of the classification study in `{backbones}`, on `{data}`'s \
-             boxes resized to {size}×{size}. Every detector trains the same {train} training scenes for {epochs} \
+             level's stride) around each backbone of the classification study in `{backbones}`, on the boxes of `{data}` \
+             resized to {size}×{size}. Every detector trains the same {train} training scenes for {epochs} \
              epochs (batches of {bs}, AdamW at {lr:e}, weight decay {wd}, linear warm-up for {warm} epochs then \
              cosine decay), horizontal flips; validation AP after each epoch on {val} validation scenes. The \
              final numbers are pycocotools' box AP over the whole validation and test splits. Mean ± sample \
