@@ -796,7 +796,7 @@ fn the_detection_study_runs_and_resumes() {
 #[test]
 fn coco_folders_read_back_the_scenes_they_were_written_from() {
     use scalenet::data::det::DetDataset;
-    let tmp = std::env::temp_dir().join(format!("scalenet-coco-{}", std::process::id()));
+    let tmp = std::env::temp_dir().join(format!("scalenet-coco-dir-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(tmp.join("annotations")).unwrap();
     for (split, dir) in [("train", "train"), ("test", "val")] {
