@@ -165,9 +165,10 @@ fn detection(args: &Args) -> Result<()> {
             .map(|k| format!("class {k}"))
             .collect()
     });
-    std::fs::create_dir_all(out)?;
     for path in &args.images {
         let (pixels, h, w) = folder::decode(path)?;
+        // Made once an image decodes: a bad first image leaves nothing behind.
+        std::fs::create_dir_all(out)?;
         let sample = DetSample::unlabelled(pixels, [3, h, w]);
         let found = detect_samples(&det, &config, std::slice::from_ref(&sample), &device).remove(0);
         let stem = path

@@ -18,11 +18,7 @@ pub fn resize_sample(s: SegSample, [oh, ow]: [usize; 2]) -> SegSample {
     if [h, w] == [oh, ow] {
         return s;
     }
-    let x: Vec<f32> = s.pixels.iter().map(|&p| p as f32).collect();
-    let pixels = super::transform::resize(&x, c, h, w, oh, ow, false)
-        .into_iter()
-        .map(|v| v.round().clamp(0.0, 255.0) as u8)
-        .collect();
+    let pixels = resize_pixels(&s.pixels, [c, h, w], [oh, ow]);
     let mask = (0..oh * ow)
         .map(|i| {
             let (y, x) = (i / ow, i % ow);
@@ -36,24 +32,42 @@ pub fn resize_sample(s: SegSample, [oh, ow]: [usize; 2]) -> SegSample {
     }
 }
 
+/// 8-bit planes `[c, h, w]` resized bilinearly to `[oh, ow]`.
+pub fn resize_pixels(pixels: &[u8], [c, h, w]: [usize; 3], [oh, ow]: [usize; 2]) -> Vec<u8> {
+    if [h, w] == [oh, ow] {
+        return pixels.to_vec();
+    }
+    let x: Vec<f32> = pixels.iter().map(|&p| p as f32).collect();
+    super::transform::resize(&x, c, h, w, oh, ow, false)
+        .into_iter()
+        .map(|v| v.round().clamp(0.0, 255.0) as u8)
+        .collect()
+}
+
 /// A sample with `chans` channels: RGB averaged to grey, grey repeated to RGB.
 pub fn adapt_channels(s: SegSample, chans: usize) -> SegSample {
-    let [c, h, w] = s.shape;
+    let [c, _, _] = s.shape;
+    if c == chans {
+        return s;
+    }
+    SegSample {
+        pixels: adapt_pixels(&s.pixels, s.shape, chans),
+        shape: [chans, s.shape[1], s.shape[2]],
+        mask: s.mask,
+    }
+}
+
+/// 8-bit planes `[c, h, w]` with `chans` channels: RGB averaged to grey, grey repeated.
+pub fn adapt_pixels(pixels: &[u8], [c, h, w]: [usize; 3], chans: usize) -> Vec<u8> {
     let hw = h * w;
-    let pixels = match (c, chans) {
-        (a, b) if a == b => return s,
+    match (c, chans) {
+        (a, b) if a == b => pixels.to_vec(),
         (3, 1) => (0..hw)
             .map(|i| {
-                ((s.pixels[i] as u16 + s.pixels[hw + i] as u16 + s.pixels[2 * hw + i] as u16) / 3)
-                    as u8
+                ((pixels[i] as u16 + pixels[hw + i] as u16 + pixels[2 * hw + i] as u16) / 3) as u8
             })
             .collect(),
-        (1, n) => s.pixels.repeat(n),
-        (_, n) => s.pixels[..hw].repeat(n),
-    };
-    SegSample {
-        pixels,
-        shape: [chans, h, w],
-        mask: s.mask,
+        (1, n) => pixels.repeat(n),
+        (_, n) => pixels[..hw].repeat(n),
     }
 }

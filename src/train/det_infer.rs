@@ -10,7 +10,7 @@ use super::seg_infer::normalise;
 use crate::checkpoint::det_dir::DetModelConfig;
 use crate::data::coco::CocoBox;
 use crate::data::det::{DetSample, DetSplit};
-use crate::data::seg_sample::{adapt_channels, resize_sample, SegSample};
+use crate::data::seg_sample::{adapt_pixels, resize_pixels};
 use crate::detect::loss::ImageTargets;
 use crate::detect::post::Detection;
 use crate::detect::Detector;
@@ -25,19 +25,14 @@ pub struct DetBatch {
 
 /// `s` at the network's input `[h, w]` with `chans` channels, its boxes scaled alike (an image
 /// of another shape is stretched, not padded); with `flip`, mirrored left to right.
-pub fn fit_sample(s: DetSample, chans: usize, [mh, mw]: [usize; 2], flip: bool) -> DetSample {
+pub fn fit_sample(s: &DetSample, chans: usize, [mh, mw]: [usize; 2], flip: bool) -> DetSample {
     let [_, h, w] = s.shape;
     let (sy, sx) = (mh as f32 / h as f32, mw as f32 / w as f32);
-    let seg = SegSample {
-        pixels: s.pixels,
-        shape: s.shape,
-        mask: vec![0; h * w],
-    };
-    let seg = resize_sample(adapt_channels(seg, chans), [mh, mw]);
+    let pixels = adapt_pixels(&s.pixels, s.shape, chans);
+    let mut pixels = resize_pixels(&pixels, [chans, h, w], [mh, mw]);
     let mut boxes: Vec<[f32; 4]> = (s.boxes.iter())
         .map(|b| [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy])
         .collect();
-    let mut pixels = seg.pixels;
     if flip {
         for row in pixels.chunks_mut(mw) {
             row.reverse();
@@ -50,11 +45,11 @@ pub fn fit_sample(s: DetSample, chans: usize, [mh, mw]: [usize; 2], flip: bool) 
     }
     DetSample {
         pixels,
-        shape: seg.shape,
+        shape: [chans, mh, mw],
         boxes,
-        labels: s.labels,
-        areas: s.areas,
-        ignore: s.ignore,
+        labels: s.labels.clone(),
+        areas: s.areas.clone(),
+        ignore: s.ignore.clone(),
     }
 }
 
@@ -75,7 +70,7 @@ pub fn det_batch(
     };
     for &i in indices {
         let flip = rng.as_mut().is_some_and(|r| r.random::<bool>());
-        let s = fit_sample(split.get(i)?, chans, size, flip);
+        let s = fit_sample(&split.get(i)?, chans, size, flip);
         let stats = [config.mean.as_slice(), config.std.as_slice()];
         batch
             .images
@@ -101,7 +96,7 @@ pub fn detect_samples(
     let stats = [config.mean.as_slice(), config.std.as_slice()];
     let mut x = Vec::new();
     for s in samples {
-        let fitted = fit_sample(s.clone(), chans, size, false);
+        let fitted = fit_sample(s, chans, size, false);
         x.extend(normalise(stats, &fitted.pixels, size[0] * size[1]));
     }
     let shape = [samples.len(), chans, size[0], size[1]];
