@@ -704,6 +704,7 @@ fn a_detector_trains_and_predicts_on_the_deepforest_photographs() {
         &"--out",
         &out,
     ]));
+    bad_photos_fail_or_are_skipped(&tmp, &det);
     let model = out.join("model");
     let o = ok(run(&[&"eval", &model, &"--data", &data]));
     let said = String::from_utf8_lossy(&o.stdout);
@@ -714,6 +715,52 @@ fn a_detector_trains_and_predicts_on_the_deepforest_photographs() {
     let drawn = image::open(pred.join("SOAP_061_boxes.png")).unwrap();
     assert_eq!((drawn.width(), drawn.height()), (400, 400));
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// A corrupt photograph in the training split stops `train` in one line that says how to skip
+/// it; with `--on-bad-image skip` the run goes on without it and says so.
+fn bad_photos_fail_or_are_skipped(tmp: &Path, det: &Path) {
+    let voc = tmp.join("voc");
+    for sub in ["Annotations", "JPEGImages", "ImageSets/Main"] {
+        std::fs::create_dir_all(voc.join(sub)).unwrap();
+        for f in std::fs::read_dir(deepforest().join(sub)).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, voc.join(sub).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let xml = std::fs::read_to_string(voc.join("Annotations/OSBS_029.xml")).unwrap();
+    std::fs::write(voc.join("Annotations/BAD.xml"), xml).unwrap();
+    std::fs::write(
+        voc.join("JPEGImages/BAD.jpg"),
+        b"\xff\xd8\xff\xe0 not a photo",
+    )
+    .unwrap();
+    let list = voc.join("ImageSets/Main/train.txt");
+    let names = std::fs::read_to_string(&list).unwrap();
+    std::fs::write(&list, format!("{}\nBAD\n", names.trim_end())).unwrap();
+    let data = format!("voc:{}", voc.display());
+    let train = |name: &str, extra: &[&str]| {
+        scalenet()
+            .arg("train")
+            .arg(det)
+            .args(["--data", &data, "--epochs", "1", "--batch-size", "2"])
+            .args(["--precision", "f32"])
+            .args(extra)
+            .arg("--out")
+            .arg(tmp.join(name))
+            .output()
+            .unwrap()
+    };
+    let o = train("bad", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    for want in ["BAD.jpg", "corrupt", "--on-bad-image skip"] {
+        assert!(err.contains(want), "{err}");
+    }
+    let o = ok(train("skip", &["--on-bad-image", "skip"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("skipped 1 unreadable image"), "{err}");
 }
 
 /// `reproduce --family det` on a tiny configuration: RetinaNet on the committed study's base

@@ -12,7 +12,9 @@ use serde_json::{Map, Value};
 use super::model_dir::{
     read_config_text, read_weights, save_dir, CheckpointSource, ModelConfig, CONFIG_FILE,
 };
-use super::seg_dir::{backbone_around, head_architecture, input_stats, prefixed_backbone};
+use super::seg_dir::{
+    backbone_around, channel_stats, head_architecture, input_stats, opt_field, prefixed_backbone,
+};
 use crate::detect::{DetSpec, Detector, ARCHITECTURE};
 use crate::error::{Error, Result};
 use crate::model::weights::RandomInit;
@@ -62,28 +64,9 @@ impl DetModelConfig {
         spec.check(&backbone.arch).map_err(bad)?;
         let chans = backbone.arch.in_chans();
         let [mean0, std0] = input_stats(&backbone);
-        let stats = |key: &str, default: Vec<f64>| -> Result<Vec<f64>> {
-            let v: Vec<f64> = match outer.get(key) {
-                None | Some(Value::Null) => default,
-                Some(v) => {
-                    serde_json::from_value(v.clone()).map_err(|e| bad(format!("'{key}': {e}")))?
-                }
-            };
-            if v.len() != chans {
-                let n = v.len();
-                return Err(bad(format!(
-                    "'{key}' has {n} values for {chans} input channels"
-                )));
-            }
-            Ok(v)
-        };
-        let class_names: Option<Vec<String>> = match outer.get("class_names") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(
-                serde_json::from_value(v.clone())
-                    .map_err(|e| bad(format!("'class_names': {e}")))?,
-            ),
-        };
+        let outer = Value::Object(outer);
+        let stats = |key: &str, default| channel_stats(&outer, key, default, chans).map_err(bad);
+        let class_names: Option<Vec<String>> = opt_field(&outer, "class_names").map_err(bad)?;
         if let Some(n) = class_names.as_ref().map(Vec::len) {
             if n != spec.num_classes {
                 let k = spec.num_classes;

@@ -91,17 +91,9 @@ impl SegModelConfig {
         };
         spec.check(&backbone.arch, depth).map_err(bad)?;
         let chans = backbone.arch.in_chans();
-        let stats = |key: &str, default: f64| -> Result<Vec<f64>> {
-            let v: Vec<f64> = opt_field(&Value::Object(raw.clone()), key)
-                .map_err(bad)?
-                .unwrap_or(vec![default; chans]);
-            if v.len() != chans {
-                return Err(bad(format!(
-                    "'{key}' has {} values for {chans} input channels",
-                    v.len()
-                )));
-            }
-            Ok(v)
+        let obj = Value::Object(raw.clone());
+        let stats = |key: &str, default: f64| {
+            channel_stats(&obj, key, vec![default; chans], chans).map_err(bad)
         };
         Ok(Self {
             ignore_index: opt_field(&Value::Object(raw.clone()), "ignore_index")
@@ -164,7 +156,23 @@ fn field<T: serde::de::DeserializeOwned>(
     serde_json::from_value(v.clone()).map_err(|e| format!("'{key}': {e}"))
 }
 
-fn opt_field<T: serde::de::DeserializeOwned>(
+/// A config's per-channel input `mean` or `std` (`default` where absent), one value per input
+/// channel.
+pub(super) fn channel_stats(
+    obj: &Value,
+    key: &str,
+    default: Vec<f64>,
+    chans: usize,
+) -> std::result::Result<Vec<f64>, String> {
+    let v: Vec<f64> = opt_field(obj, key)?.unwrap_or(default);
+    if v.len() != chans {
+        let n = v.len();
+        return Err(format!("'{key}' has {n} values for {chans} input channels"));
+    }
+    Ok(v)
+}
+
+pub(super) fn opt_field<T: serde::de::DeserializeOwned>(
     obj: &Value,
     key: &str,
 ) -> std::result::Result<Option<T>, String> {

@@ -115,7 +115,8 @@ pub fn run(args: Args) -> Result<()> {
         &device,
         on_bad,
         |n| bar.set_position(n as u64),
-    )?;
+    )
+    .map_err(super::skip_hint)?;
     bar.finish_and_clear();
     println!(
         "{} images · top-1 {:.2}% · top-5 {:.2}% · loss {:.4}",

@@ -171,6 +171,19 @@ impl Command {
     }
 }
 
+/// A corrupt image stops `train` and `eval` unless asked to skip such files: say how.
+fn skip_hint(err: scalenet::Error) -> anyhow::Error {
+    let bad = matches!(
+        err,
+        scalenet::Error::Data(scalenet::data::DataError::BadImage { .. })
+    );
+    if bad {
+        anyhow::anyhow!("{err}; pass --on-bad-image skip to skip such files")
+    } else {
+        err.into()
+    }
+}
+
 pub fn run() -> anyhow::Result<()> {
     // `SCALENET_BLAS=` (set but empty) means no library, as `blas::from_env` reads it; clap
     // would refuse it as a missing value.

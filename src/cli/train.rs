@@ -136,7 +136,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     validate(&cfg)?;
     let eval_hint = eval_hint(&cfg);
-    match train(cfg, &out, resume, &hooks)? {
+    match train(cfg, &out, resume, &hooks).map_err(super::skip_hint)? {
         Outcome::Finished { final_model } => {
             println!(
                 "finished: model in {}, metrics in {}",

@@ -109,7 +109,12 @@ pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<(Vec<u8>, usize, usize)
         .decode()
         .map_err(|e| DataError::BadImage {
             path: path.to_path_buf(),
-            msg: e.to_string(),
+            // Decoders' messages may span lines; an error is one.
+            msg: e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
         })?
         .to_rgb8();
     let (w, h) = (img.width() as usize, img.height() as usize);

@@ -54,6 +54,29 @@ pub struct LoaderConfig {
     pub on_bad_image: OnBadImage,
 }
 
+/// `got`, or `None` where it is an unreadable image and `skip` (skipping) counts it.
+pub fn readable<T>(
+    got: Result<T, DataError>,
+    skip: Option<&AtomicUsize>,
+) -> Result<Option<T>, DataError> {
+    match (got, skip) {
+        (Ok(v), _) => Ok(Some(v)),
+        (Err(DataError::BadImage { .. }), Some(skipped)) => {
+            skipped.fetch_add(1, Ordering::Relaxed);
+            Ok(None)
+        }
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// Says how many images were skipped since the last call, if any.
+pub fn warn_skipped(skipped: &AtomicUsize) {
+    let n = skipped.swap(0, Ordering::Relaxed);
+    if n > 0 {
+        eprintln!("warning: skipped {n} unreadable image(s)");
+    }
+}
+
 /// A seed that differs for every (seed, epoch, batch) and mixes bits well (SplitMix64).
 pub fn derive_seed(parts: &[u64]) -> u64 {
     let mut z = 0x9e37_79b9_7f4a_7c15u64;
@@ -159,13 +182,9 @@ fn make_batch(
     let mut images = Vec::with_capacity(items.len() * c * oh * ow);
     let mut labels = Vec::with_capacity(items.len());
     for (k, &i) in items.iter().enumerate() {
-        let raw = match split.get(i) {
-            Ok(r) => r,
-            Err(DataError::BadImage { .. }) if cfg.on_bad_image == OnBadImage::Skip => {
-                skipped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            Err(e) => return Err(e),
+        let skip = (cfg.on_bad_image == OnBadImage::Skip).then_some(skipped);
+        let Some(raw) = readable(split.get(i), skip)? else {
+            continue;
         };
         let mut rng = StdRng::seed_from_u64(derive_seed(&[seed, k as u64]));
         images.extend(transform.apply(&raw, split.is_small(), &mut rng));

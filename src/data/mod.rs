@@ -55,7 +55,7 @@ pub enum DataError {
     BadFile { path: PathBuf, msg: String },
     #[error("{}: {msg}", path.display())]
     Empty { path: PathBuf, msg: String },
-    #[error("{}: corrupt or unreadable image ({msg}); pass --on-bad-image skip to skip such files", path.display())]
+    #[error("{}: corrupt or unreadable image ({msg})", path.display())]
     BadImage { path: PathBuf, msg: String },
     #[error("--data {spec}: {msg}")]
     Spec { spec: String, msg: String },

@@ -24,6 +24,14 @@ pub struct SegFinal {
     pub test_macc: f64,
     /// Test IoU per class (NaN where a class is nowhere).
     pub test_iou: Vec<f64>,
+    #[serde(flatten)]
+    pub run: RunFacts,
+}
+
+/// What every dense-prediction run's `final.json` says about the model and the run besides
+/// its scores.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunFacts {
     pub backbone_params: usize,
     pub head_params: usize,
     /// Blocks the backbone runs (a shared block counts at each of its positions).
@@ -32,6 +40,27 @@ pub struct SegFinal {
     pub wall_s: f64,
     /// The CPU the run trained on (its last epoch's).
     pub cpu: Option<String>,
+}
+
+impl RunFacts {
+    /// The model's sizes, and the training images, wall time and CPU from the run's metrics.
+    pub fn of_run(
+        run: &Path,
+        backbone_params: usize,
+        head_params: usize,
+        positions: usize,
+    ) -> Result<Self> {
+        let metrics = read_metrics(run)?;
+        let last = metrics.last();
+        Ok(Self {
+            backbone_params,
+            head_params,
+            positions,
+            train_images: last.map_or(0, |m| m.train_images),
+            wall_s: metrics.iter().map(|m| m.wall_s).sum(),
+            cpu: last.and_then(|m| m.cpu.clone()),
+        })
+    }
 }
 
 /// A detection run's final evaluation (COCO box AP as pycocotools'); `final.json`. Percentages.
@@ -44,12 +73,8 @@ pub struct DetFinal {
     pub test_ap75: f64,
     /// Test AP per class (-1 where a class has no ground truth, as pycocotools leaves it).
     pub test_class_ap: Vec<f64>,
-    pub backbone_params: usize,
-    pub head_params: usize,
-    pub positions: usize,
-    pub train_images: u64,
-    pub wall_s: f64,
-    pub cpu: Option<String>,
+    #[serde(flatten)]
+    pub run: RunFacts,
 }
 
 /// What the report reads from a run's `final.json`, whichever the task.
@@ -61,8 +86,7 @@ pub trait StudyFinal: serde::de::DeserializeOwned {
     fn extra(&self) -> Vec<f64>;
     /// The test score of each class; not finite (or negative) where a class is absent.
     fn per_class(&self) -> &[f64];
-    /// (backbone parameters, head parameters, positions, wall seconds, CPU)
-    fn facts(&self) -> (usize, usize, usize, f64, Option<&str>);
+    fn facts(&self) -> &RunFacts;
 }
 
 impl StudyFinal for SegFinal {
@@ -78,15 +102,8 @@ impl StudyFinal for SegFinal {
     fn per_class(&self) -> &[f64] {
         &self.test_iou
     }
-    fn facts(&self) -> (usize, usize, usize, f64, Option<&str>) {
-        let f = self;
-        (
-            f.backbone_params,
-            f.head_params,
-            f.positions,
-            f.wall_s,
-            f.cpu.as_deref(),
-        )
+    fn facts(&self) -> &RunFacts {
+        &self.run
     }
 }
 
@@ -103,15 +120,8 @@ impl StudyFinal for DetFinal {
     fn per_class(&self) -> &[f64] {
         &self.test_class_ap
     }
-    fn facts(&self) -> (usize, usize, usize, f64, Option<&str>) {
-        let f = self;
-        (
-            f.backbone_params,
-            f.head_params,
-            f.positions,
-            f.wall_s,
-            f.cpu.as_deref(),
-        )
+    fn facts(&self) -> &RunFacts {
+        &self.run
     }
 }
 
@@ -213,11 +223,7 @@ fn write_report<F: StudyFinal>(cfg: &SegStudyConfig, dir: &Path, m: &Metric) -> 
 fn header<F: StudyFinal>(cfg: &SegStudyConfig, arms: &[ArmRuns<F>]) -> String {
     let cpus: Vec<String> = arms
         .iter()
-        .flat_map(|r| {
-            r.finals
-                .iter()
-                .filter_map(|f| f.facts().4.map(String::from))
-        })
+        .flat_map(|r| r.finals.iter().filter_map(|f| f.facts().cpu.clone()))
         .fold(Vec::new(), |mut v, c| {
             if !v.contains(&c) {
                 v.push(c);
@@ -269,9 +275,14 @@ fn over_seeds(v: &[f64]) -> String {
 }
 
 fn row<F: StudyFinal>(r: &ArmRuns<F>) -> String {
-    let (backbone, head, positions, _, _) = r.finals[0].facts();
+    let RunFacts {
+        backbone_params: backbone,
+        head_params: head,
+        positions,
+        ..
+    } = *r.finals[0].facts();
     let get = |g: &dyn Fn(&F) -> f64| r.finals.iter().map(g).collect::<Vec<_>>();
-    let wall = get(&|f| f.facts().3).iter().sum::<f64>() / r.finals.len() as f64;
+    let wall = get(&|f| f.facts().wall_s).iter().sum::<f64>() / r.finals.len() as f64;
     format!(
         "| {} | {positions} | {} | {} | {} | {} | {} | {} | {} | {:.1} min |\n",
         r.arm.name,
@@ -355,9 +366,12 @@ fn figure<F: StudyFinal>(arms: &[ArmRuns<F>], m: &Metric, path: &Path) -> Result
         });
         params.push(Series {
             name: r.arm.name.into(),
-            points: vec![(r.finals[0].facts().0 as f64 / 1e3, mean_std(&r.tests()).0)],
+            points: vec![(
+                r.finals[0].facts().backbone_params as f64 / 1e3,
+                mean_std(&r.tests()).0,
+            )],
             markers: true,
-            labels: vec![format!("{} positions", r.finals[0].facts().2)],
+            labels: vec![format!("{} positions", r.finals[0].facts().positions)],
             colour: Some(i),
             ..Series::default()
         });

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::seg_arms::{run_name, SegArm, SegStudyConfig, SEG_ARMS};
-use super::seg_report::{DetFinal, SegFinal};
+use super::seg_report::{DetFinal, RunFacts, SegFinal};
 use crate::checkpoint::det_dir::{detector_around, load_detector, save_detector, DetInit};
 use crate::checkpoint::seg_dir::{load_segmentor, save_segmentor, segmentor_around, SegInit};
 use crate::data::det::DetDataset;
@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::segment::HeadKind;
 use crate::train::config::TrainConfig;
 use crate::train::det_infer::evaluate_detection;
-use crate::train::run_dir::{read_metrics, write_json};
+use crate::train::run_dir::write_json;
 use crate::train::schedule::Decay;
 use crate::train::trainer::{train, Hooks, Outcome};
 
@@ -190,8 +190,6 @@ impl SegRunner<'_> {
             evaluate_detection(&net, &config, split, n, 16, &device, |_| {})
         };
         let (val, test) = (eval(&data.val)?, eval(&data.test)?);
-        let metrics = read_metrics(run)?;
-        let last = metrics.last();
         let pct = |v: f64| 100.0 * v;
         let fin = DetFinal {
             val_ap: pct(val.stats[0]),
@@ -204,12 +202,12 @@ impl SegRunner<'_> {
                 .iter()
                 .map(|&v| if v < 0.0 { v } else { pct(v) })
                 .collect(),
-            backbone_params: net.backbone.num_params(),
-            head_params: net.head_params(),
-            positions: net.backbone.depth(),
-            train_images: last.map_or(0, |m| m.train_images),
-            wall_s: metrics.iter().map(|m| m.wall_s).sum(),
-            cpu: last.and_then(|m| m.cpu.clone()),
+            run: RunFacts::of_run(
+                run,
+                net.backbone.num_params(),
+                net.head_params(),
+                net.backbone.depth(),
+            )?,
         };
         self.say(format!(
             "  test AP {:.2}% · AP50 {:.2}%",
@@ -236,8 +234,6 @@ impl SegRunner<'_> {
             )
         };
         let (val, test) = (eval(&data.val)?, eval(&data.test)?);
-        let metrics = read_metrics(run)?;
-        let last = metrics.last();
         let fin = SegFinal {
             val_miou: 100.0 * val.miou,
             val_aacc: 100.0 * val.aacc,
@@ -245,12 +241,12 @@ impl SegRunner<'_> {
             test_aacc: 100.0 * test.aacc,
             test_macc: 100.0 * test.macc,
             test_iou: test.iou.iter().map(|v| 100.0 * v).collect(),
-            backbone_params: net.backbone.num_params(),
-            head_params: net.head_params(),
-            positions: net.backbone.depth(),
-            train_images: last.map_or(0, |m| m.train_images),
-            wall_s: metrics.iter().map(|m| m.wall_s).sum(),
-            cpu: last.and_then(|m| m.cpu.clone()),
+            run: RunFacts::of_run(
+                run,
+                net.backbone.num_params(),
+                net.head_params(),
+                net.backbone.depth(),
+            )?,
         };
         self.say(format!(
             "  test mIoU {:.2}% · aAcc {:.2}%",

@@ -72,6 +72,16 @@ fn default_seq_len() -> usize {
 }
 
 impl TrainConfig {
+    /// What the loader does with an unreadable image (`--on-bad-image`).
+    pub fn on_bad_image(&self) -> crate::data::loader::OnBadImage {
+        use crate::data::loader::OnBadImage;
+        if self.skip_bad_images {
+            OnBadImage::Skip
+        } else {
+            OnBadImage::Fail
+        }
+    }
+
     /// `scalenet train`'s defaults for a model and a dataset.
     pub fn new(model_dir: PathBuf, data: impl Into<String>) -> Self {
         Self {

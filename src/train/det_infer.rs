@@ -2,6 +2,8 @@
 //! with them), detections scaled back to each image's own pixels, and COCO box AP over a split
 //! as pycocotools computes it (`coco_ap`).
 
+use std::sync::atomic::AtomicUsize;
+
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::Rng;
 
@@ -10,6 +12,7 @@ use super::seg_infer::normalise;
 use crate::checkpoint::det_dir::DetModelConfig;
 use crate::data::coco::CocoBox;
 use crate::data::det::{DetSample, DetSplit};
+use crate::data::loader::readable;
 use crate::data::seg_sample::{adapt_pixels, resize_pixels};
 use crate::detect::loss::ImageTargets;
 use crate::detect::post::Detection;
@@ -54,23 +57,29 @@ pub fn fit_sample(s: &DetSample, chans: usize, [mh, mw]: [usize; 2], flip: bool)
 }
 
 /// Samples `indices` of `split` as a batch; with `rng`, each flipped with probability ½
-/// (torchvision's `RandomHorizontalFlip`).
+/// (torchvision's `RandomHorizontalFlip`). With `skip`, unreadable images are left out and
+/// counted there.
 pub fn det_batch(
     config: &DetModelConfig,
     split: &DetSplit,
     indices: &[usize],
     mut rng: Option<&mut rand::rngs::StdRng>,
+    skip: Option<&AtomicUsize>,
 ) -> Result<DetBatch> {
     let size = config.backbone.arch.img_size();
     let chans = config.backbone.arch.in_chans();
     let mut batch = DetBatch {
         images: Vec::new(),
-        shape: [indices.len(), chans, size[0], size[1]],
+        shape: [0, chans, size[0], size[1]],
         targets: Vec::with_capacity(indices.len()),
     };
     for &i in indices {
         let flip = rng.as_mut().is_some_and(|r| r.random::<bool>());
-        let s = fit_sample(&split.get(i)?, chans, size, flip);
+        let Some(sample) = readable(split.get(i), skip)? else {
+            continue;
+        };
+        batch.shape[0] += 1;
+        let s = fit_sample(&sample, chans, size, flip);
         let stats = [config.mean.as_slice(), config.std.as_slice()];
         batch
             .images

@@ -3,6 +3,7 @@
 //! box AP each epoch (the test split is `eval`'s).
 
 use std::path::Path;
+use std::sync::atomic::AtomicUsize;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -13,7 +14,7 @@ use super::det_infer::{det_batch, evaluate_detection, DetBatch};
 use super::task::{Sizes, Task};
 use crate::checkpoint::det_dir::{load_detector, save_detector, DetModelConfig};
 use crate::data::det::{DetDataset, DetSplit};
-use crate::data::loader::{derive_seed, epoch_batches, LoaderConfig};
+use crate::data::loader::{derive_seed, epoch_batches, warn_skipped, LoaderConfig};
 use crate::detect::Detector;
 use crate::error::{Error, Result};
 use crate::model::drop_path::DropPath;
@@ -27,6 +28,8 @@ pub(crate) struct DetTask {
     val: DetSplit,
     val_len: usize,
     loader: LoaderConfig,
+    /// Unreadable training images skipped (`--on-bad-image skip`) since the last epoch's end.
+    skipped: AtomicUsize,
     device: Device,
     base_device: Device,
 }
@@ -56,7 +59,7 @@ impl DetTask {
             seed: cfg.seed,
             num_classes: config.spec.num_classes,
             mixing: Default::default(),
-            on_bad_image: crate::data::loader::OnBadImage::Fail,
+            on_bad_image: cfg.on_bad_image(),
         };
         let cap = |n: Option<usize>, len: usize| n.map_or(len, |n| n.min(len));
         Ok(Self {
@@ -68,6 +71,7 @@ impl DetTask {
             config,
             net: Some(net),
             loader,
+            skipped: AtomicUsize::new(0),
             base_device: device.clone().inner(),
             device: device.clone(),
         })
@@ -105,6 +109,7 @@ impl Task for DetTask {
                         &self.train,
                         &idx,
                         Some(&mut StdRng::seed_from_u64(seed)),
+                        self.cfg.skip_bad_images.then_some(&self.skipped),
                     )
                 }),
         )
@@ -143,6 +148,7 @@ impl Task for DetTask {
             device,
             |_| {},
         )?;
+        warn_skipped(&self.skipped);
         m.val_map = Some(val.stats[0]);
         m.val_ap50 = Some(val.stats[1]);
         Ok(())

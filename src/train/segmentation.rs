@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::path::Path;
+use std::sync::atomic::AtomicUsize;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -13,7 +14,7 @@ use super::config::{EpochMetrics, TrainConfig};
 use super::seg_infer::{evaluate_segmentation, normalise, SegMode};
 use super::task::{Sizes, Task};
 use crate::checkpoint::seg_dir::{load_segmentor, save_segmentor, SegModelConfig};
-use crate::data::loader::{derive_seed, epoch_batches, LoaderConfig};
+use crate::data::loader::{derive_seed, epoch_batches, readable, warn_skipped, LoaderConfig};
 use crate::data::seg::{SegDataset, SegSplit};
 use crate::data::seg_augment::augment;
 use crate::data::seg_sample::{adapt_channels, resize_sample};
@@ -39,6 +40,8 @@ pub(crate) struct SegTask {
     val: SegSplit,
     val_len: usize,
     loader: LoaderConfig,
+    /// Unreadable training images skipped (`--on-bad-image skip`) since the last epoch's end.
+    skipped: AtomicUsize,
     /// The batch statistics of the last training forward, for `after_backward`.
     stats: RefCell<Vec<(String, [Tensor<1>; 2])>>,
     device: Device,
@@ -68,7 +71,7 @@ impl SegTask {
             seed: cfg.seed,
             num_classes: config.spec.num_classes,
             mixing: Default::default(),
-            on_bad_image: crate::data::loader::OnBadImage::Fail,
+            on_bad_image: cfg.on_bad_image(),
         };
         Ok(Self {
             train_len: cfg
@@ -83,6 +86,7 @@ impl SegTask {
             config,
             net: Some(net),
             loader,
+            skipped: AtomicUsize::new(0),
             stats: RefCell::new(Vec::new()),
             base_device: device.clone().inner(),
             device: device.clone(),
@@ -92,19 +96,24 @@ impl SegTask {
 
 /// Samples `indices` of `split` at the model's input, normalised by `config`'s mean and std;
 /// with `augment_seed`, through mmsegmentation's training pipeline (`seg_augment`), else resized.
+/// With `skip`, unreadable images are left out and counted there.
 pub fn seg_batch(
     config: &SegModelConfig,
     split: &SegSplit,
     indices: &[usize],
     augment_seed: Option<u64>,
+    skip: Option<&AtomicUsize>,
 ) -> Result<SegBatch> {
     let mut images = Vec::new();
     let mut labels = Vec::new();
-    let mut shape = [indices.len(), 0, 0, 0];
+    let mut shape = [0; 4];
     let [mh, mw] = config.backbone.arch.img_size();
     let chans = config.backbone.arch.in_chans();
     for &i in indices {
-        let raw = adapt_channels(split.get(i)?, chans);
+        let Some(sample) = readable(split.get(i), skip)? else {
+            continue;
+        };
+        let raw = adapt_channels(sample, chans);
         let s = match augment_seed {
             Some(seed) => augment(
                 raw,
@@ -113,7 +122,7 @@ pub fn seg_batch(
             ),
             None => resize_sample(raw, [mh, mw]),
         };
-        shape = [indices.len(), s.shape[0], s.shape[1], s.shape[2]];
+        shape = [shape[0] + 1, s.shape[0], s.shape[1], s.shape[2]];
         images.extend(normalise(
             [&config.mean, &config.std],
             &s.pixels,
@@ -150,7 +159,10 @@ impl Task for SegTask {
             epoch_batches(self.train_len, &self.loader, epoch)
                 .into_iter()
                 .skip(start)
-                .map(move |idx| seg_batch(&self.config, &self.train, &idx, Some(augment_seed))),
+                .map(move |idx| {
+                    let skip = self.cfg.skip_bad_images.then_some(&self.skipped);
+                    seg_batch(&self.config, &self.train, &idx, Some(augment_seed), skip)
+                }),
         )
     }
 
@@ -203,6 +215,7 @@ impl Task for SegTask {
             &self.base_device,
             |_| {},
         )?;
+        warn_skipped(&self.skipped);
         m.val_miou = Some(val.miou);
         m.val_aacc = Some(val.aacc);
         Ok(())

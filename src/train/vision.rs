@@ -2,7 +2,7 @@
 //! with the augmentations, mixing and stochastic depth of timm's recipe.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use burn::tensor::activation::log_softmax;
@@ -13,7 +13,9 @@ use super::eval::{evaluate, EvalResult};
 use super::optim::{added_layers, freeze};
 use super::task::{Sizes, Task};
 use crate::checkpoint::model_dir::{load_model, save_model, ModelConfig};
-use crate::data::loader::{derive_seed, epoch_batches, iterate, LoaderConfig, Mixing, OnBadImage};
+use crate::data::loader::{
+    derive_seed, epoch_batches, iterate, warn_skipped, LoaderConfig, Mixing,
+};
 use crate::data::transform::{Augment, Transform};
 use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
@@ -98,11 +100,7 @@ impl VisionTask {
                 cutmix: cfg.cutmix,
                 smoothing: cfg.smoothing,
             },
-            on_bad_image: if cfg.skip_bad_images {
-                OnBadImage::Skip
-            } else {
-                OnBadImage::Fail
-            },
+            on_bad_image: cfg.on_bad_image(),
         };
         Ok(Self {
             cfg: cfg.clone(),
@@ -201,10 +199,7 @@ impl Task for VisionTask {
         m.val_loss = val.as_ref().map(|v| v.loss);
         m.test_top1 = test.as_ref().map(|v| v.top1);
         m.test_top5 = test.as_ref().map(|v| v.top5);
-        let skipped = self.skipped.swap(0, Ordering::Relaxed);
-        if skipped > 0 {
-            eprintln!("warning: skipped {skipped} unreadable image(s)");
-        }
+        warn_skipped(&self.skipped);
         Ok(())
     }
 
