@@ -80,9 +80,9 @@ fn bf16_on_wgpu_is_refused_in_one_line() {
     assert!(!dir.exists());
 }
 
-/// A few f32 training steps and greedy generation run on wgpu.
+/// A few f32 training steps run on wgpu, and auto precision takes f32 there.
 #[test]
-fn train_and_generate_run_on_wgpu() {
+fn training_runs_on_wgpu() {
     let dir = std::env::temp_dir().join(format!("scalenet-wgpu-train-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let o = bin()
@@ -106,4 +106,86 @@ fn train_and_generate_run_on_wgpu() {
     assert!(out.contains("precision: f32"), "{out}");
     assert!(dir.join("model/config.json").is_file());
     assert!(!out.contains("XDG_RUNTIME_DIR"), "{out}");
+}
+
+fn logits(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("logits").unwrap();
+    assert_eq!(t.dtype(), safetensors::Dtype::F32);
+    t.data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// `forward --device wgpu` gives the golden fixtures' logits (timm's and transformers') to
+/// 1e-4: a grown ViT on images and a Llama on token ids.
+#[test]
+fn forward_on_wgpu_matches_the_fixtures() {
+    let dir = std::env::temp_dir().join(format!("scalenet-wgpu-fwd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for model in [
+        "tests/fixtures/grown/gelu_mlp_layerscale_base",
+        "tests/fixtures/llama/gqa_tied",
+    ] {
+        let model = Path::new(model);
+        let out = dir.join("out.safetensors");
+        let o = bin()
+            .arg("forward")
+            .arg(model)
+            .arg("--input")
+            .arg(model.join("io.safetensors"))
+            .arg("--output")
+            .arg(&out)
+            .args(["--device", "wgpu"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let (got, want) = (logits(&out), logits(&model.join("io.safetensors")));
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(worst <= 1e-4, "{}: worst |Δ| {worst}", model.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Greedy generation on wgpu writes what it writes on the CPU.
+#[test]
+fn generation_on_wgpu_equals_the_cpu() {
+    let dir = std::env::temp_dir().join(format!("scalenet-wgpu-gen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = Path::new("tests/fixtures/llama/gqa_tied");
+    for f in ["config.json", "generation_config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    // One word per id of the fixture's 97, so that every generated id is seen in the text.
+    let vocab: Vec<String> = (0..97).map(|i| format!("\"w{i}\":{i}")).collect();
+    let tokenizer = format!(
+        r#"{{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+            "pre_tokenizer":{{"type":"Whitespace"}},"post_processor":null,
+            "decoder":null,"model":{{"type":"WordLevel","vocab":{{{}}},"unk_token":"w0"}}}}"#,
+        vocab.join(",")
+    );
+    std::fs::write(dir.join("tokenizer.json"), tokenizer).unwrap();
+    let generate = |device: &str| {
+        let o = bin()
+            .arg("generate")
+            .arg(&dir)
+            .args(["--prompt", "w5 w17 w42", "--max-new-tokens", "12"])
+            .args(["--device", device])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let cpu = generate("flex");
+    assert!(cpu.split_whitespace().count() > 3, "{cpu}");
+    assert_eq!(generate("wgpu"), cpu);
+    let _ = std::fs::remove_dir_all(&dir);
 }
