@@ -192,7 +192,8 @@ pub trait FusedOps: Backend {
 /// relative error) wherever a CUDA GPU has them, and nothing in burn 0.22 turns that off. f32
 /// here means f32 as PyTorch means it, so f32 products on CUDA take the split path instead;
 /// bf16 keeps the tensor cores as they are. wgpu's f32 product is plain f32 (WGSL has no TF32,
-/// nor the bf16 type the split casts through), so it runs as it is there.
+/// nor the bf16 type the split casts through), so it runs as it is there. CUDA-only, then: CI's
+/// wgpu checks (tests/wgpu.rs) never reach the split; `selfcheck --device cuda` checks it.
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 fn tf32_rounds(t: &FloatTensor<burn::backend::Cube>) -> bool {
     use burn::backend::TensorMetadata;
