@@ -37,7 +37,7 @@ pub struct ReproduceArgs {
     /// Epochs to pretrain the base [default: 3; llama 12 of --epoch-tokens: D1].
     #[arg(long)]
     base_epochs: Option<usize>,
-    /// E: epochs after growth (the long from-scratch arm trains 3E) [default: 1; llama 6: D2].
+    /// E: epochs after growth (the long from-scratch arm trains 3E) [default: 1; llama 6: D2; seg 4; det 12].
     #[arg(long)]
     epochs: Option<usize>,
     /// Seeds for the headline arms [default: 3].
