@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::report::verdict;
 use super::seg_arms::{run_name, SegArm, SegStudyConfig, SEG_ARMS};
 use crate::error::Result;
+use crate::network::Network;
 use crate::plot::{mean_std, render, Chart, Dots, Series};
 use crate::train::run_dir::{read_json, read_metrics};
 use crate::units::thousands;
@@ -43,19 +44,15 @@ pub struct RunFacts {
 }
 
 impl RunFacts {
-    /// The model's sizes, and the training images, wall time and CPU from the run's metrics.
-    pub fn of_run(
-        run: &Path,
-        backbone_params: usize,
-        head_params: usize,
-        positions: usize,
-    ) -> Result<Self> {
+    /// The backbone's sizes and the head's, and the training images, wall time and CPU from
+    /// the run's metrics.
+    pub fn of_run(run: &Path, backbone: &Network, head_params: usize) -> Result<Self> {
         let metrics = read_metrics(run)?;
         let last = metrics.last();
         Ok(Self {
-            backbone_params,
+            backbone_params: backbone.num_params(),
             head_params,
-            positions,
+            positions: backbone.depth(),
             train_images: last.map_or(0, |m| m.train_images),
             wall_s: metrics.iter().map(|m| m.wall_s).sum(),
             cpu: last.and_then(|m| m.cpu.clone()),

@@ -202,12 +202,7 @@ impl SegRunner<'_> {
                 .iter()
                 .map(|&v| if v < 0.0 { v } else { pct(v) })
                 .collect(),
-            run: RunFacts::of_run(
-                run,
-                net.backbone.num_params(),
-                net.head_params(),
-                net.backbone.depth(),
-            )?,
+            run: RunFacts::of_run(run, &net.backbone, net.head_params())?,
         };
         self.say(format!(
             "  test AP {:.2}% · AP50 {:.2}%",
@@ -241,12 +236,7 @@ impl SegRunner<'_> {
             test_aacc: 100.0 * test.aacc,
             test_macc: 100.0 * test.macc,
             test_iou: test.iou.iter().map(|v| 100.0 * v).collect(),
-            run: RunFacts::of_run(
-                run,
-                net.backbone.num_params(),
-                net.head_params(),
-                net.backbone.depth(),
-            )?,
+            run: RunFacts::of_run(run, &net.backbone, net.head_params())?,
         };
         self.say(format!(
             "  test mIoU {:.2}% · aAcc {:.2}%",
