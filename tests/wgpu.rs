@@ -106,35 +106,79 @@ fn bf16_on_wgpu_is_refused_in_one_line() {
     assert!(!dir.exists());
 }
 
-/// A few f32 training steps run on wgpu, and auto precision takes f32 there.
+/// A few f32 training steps on wgpu (auto precision takes f32 there) give the CPU's loss and
+/// weights to 1e-4.
 #[test]
-fn training_runs_on_wgpu() {
+fn training_on_wgpu_matches_the_cpu() {
     if !vulkan() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("scalenet-wgpu-train-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let o = bin()
-        .arg("train")
-        .arg("tests/fixtures/grown/gelu_mlp_layerscale_base")
-        .args(["--data", "fmnist-mini", "--device", "wgpu", "--epochs", "1"])
-        .args([
-            "--batch-size",
-            "16",
-            "--train-subset",
-            "32",
-            "--test-subset",
-            "16",
-        ])
-        .args(["--reset-head", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let out = text(&o);
-    assert!(o.status.success(), "{out}");
+    let root = std::env::temp_dir().join(format!("scalenet-wgpu-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let train = |device: &str, precision: &str| {
+        let dir = root.join(device);
+        let o = bin()
+            .arg("train")
+            .arg("tests/fixtures/grown/gelu_mlp_layerscale_base")
+            .args([
+                "--data",
+                "fmnist-mini",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+            ])
+            .args([
+                "--train-subset",
+                "32",
+                "--test-subset",
+                "16",
+                "--reset-head",
+            ])
+            .args(["--device", device, "--precision", precision, "--out"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let out = text(&o);
+        assert!(o.status.success(), "{out}");
+        assert!(!out.contains("XDG_RUNTIME_DIR"), "{out}");
+        (out, dir)
+    };
+    let (out, gpu) = train("wgpu", "auto");
     assert!(out.contains("precision: f32"), "{out}");
-    assert!(dir.join("model/config.json").is_file());
-    assert!(!out.contains("XDG_RUNTIME_DIR"), "{out}");
+    let (_, cpu) = train("flex", "f32");
+    let loss = |dir: &Path| -> f64 {
+        let m = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(m.lines().last().unwrap()).unwrap();
+        v["train_loss"].as_f64().unwrap()
+    };
+    let (a, b) = (loss(&gpu), loss(&cpu));
+    assert!(
+        (a - b).abs() <= 1e-4,
+        "train loss {a} on wgpu, {b} on the CPU"
+    );
+    let weights = |dir: &Path| std::fs::read(dir.join("model/model.safetensors")).unwrap();
+    let (wa, wb) = (weights(&gpu), weights(&cpu));
+    let (sa, sb) = (
+        safetensors::SafeTensors::deserialize(&wa).unwrap(),
+        safetensors::SafeTensors::deserialize(&wb).unwrap(),
+    );
+    for name in sa.names() {
+        let worst = f32s(sa.tensor(name).unwrap().data())
+            .iter()
+            .zip(f32s(sb.tensor(name).unwrap().data()))
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(worst <= 1e-4, "{name}: worst |Δ| {worst} after training");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 fn logits(path: &Path) -> Vec<f32> {
@@ -142,10 +186,7 @@ fn logits(path: &Path) -> Vec<f32> {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let t = st.tensor("logits").unwrap();
     assert_eq!(t.dtype(), safetensors::Dtype::F32);
-    t.data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    f32s(t.data())
 }
 
 /// `forward --device wgpu` gives the golden fixtures' logits (timm's and transformers') to
