@@ -11,12 +11,12 @@ use rand::SeedableRng;
 
 use super::config::{EpochMetrics, TrainConfig};
 use super::det_infer::{det_batch, evaluate_detection, DetBatch};
-use super::task::{Sizes, Task};
+use super::task::{DenseSetup, Sizes, Task};
 use crate::checkpoint::det_dir::{load_detector, save_detector, DetModelConfig};
 use crate::data::det::{DetDataset, DetSplit};
 use crate::data::loader::{derive_seed, epoch_batches, warn_skipped, LoaderConfig};
 use crate::detect::Detector;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::drop_path::DropPath;
 
 pub(crate) struct DetTask {
@@ -38,39 +38,20 @@ impl DetTask {
     pub(crate) fn new(cfg: &TrainConfig, source_dir: &Path, device: &Device) -> Result<Self> {
         let data = DetDataset::open(&cfg.data)?;
         let (mut config, net) = load_detector(source_dir, device)?;
-        if data.num_classes() != config.spec.num_classes {
-            return Err(Error::config(
-                source_dir.join("config.json"),
-                format!(
-                    "the detector has {} classes but --data {} has {}",
-                    config.spec.num_classes,
-                    cfg.data,
-                    data.num_classes()
-                ),
-            ));
-        }
+        let lens = [data.train.len(), data.val.len()];
+        let classes = [config.spec.num_classes, data.num_classes()];
+        let set = DenseSetup::new(cfg, source_dir, "detector", classes, lens)?;
         // The saved model names its classes, for `predict` and `eval`.
         config.class_names = Some(data.classes.clone());
-        let loader = LoaderConfig {
-            batch_size: cfg.batch_size,
-            shuffle: true,
-            drop_last: true,
-            workers: cfg.workers,
-            seed: cfg.seed,
-            num_classes: config.spec.num_classes,
-            mixing: Default::default(),
-            on_bad_image: cfg.on_bad_image(),
-        };
-        let cap = |n: Option<usize>, len: usize| n.map_or(len, |n| n.min(len));
         Ok(Self {
-            train_len: cap(cfg.train_subset, data.train.len()),
-            val_len: cap(cfg.test_subset, data.val.len()),
+            train_len: set.train_len,
+            val_len: set.val_len,
             train: data.train,
             val: data.val,
             cfg: cfg.clone(),
             config,
             net: Some(net),
-            loader,
+            loader: set.loader,
             skipped: AtomicUsize::new(0),
             base_device: device.clone().inner(),
             device: device.clone(),

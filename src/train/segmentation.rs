@@ -12,13 +12,13 @@ use rand::SeedableRng;
 
 use super::config::{EpochMetrics, TrainConfig};
 use super::seg_infer::{evaluate_segmentation, normalise, SegMode};
-use super::task::{Sizes, Task};
+use super::task::{DenseSetup, Sizes, Task};
 use crate::checkpoint::seg_dir::{load_segmentor, save_segmentor, SegModelConfig};
 use crate::data::loader::{derive_seed, epoch_batches, readable, warn_skipped, LoaderConfig};
 use crate::data::seg::{SegDataset, SegSplit};
 use crate::data::seg_augment::augment;
 use crate::data::seg_sample::{adapt_channels, resize_sample};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::drop_path::DropPath;
 use crate::segment::layers::TrainState;
 use crate::segment::loss::{segmentation_loss, PixelLabels};
@@ -52,40 +52,18 @@ impl SegTask {
     pub(crate) fn new(cfg: &TrainConfig, source_dir: &Path, device: &Device) -> Result<Self> {
         let data = SegDataset::open(&cfg.data)?;
         let (config, net) = load_segmentor(source_dir, device)?;
-        if data.num_classes() != config.spec.num_classes {
-            return Err(Error::config(
-                source_dir.join("config.json"),
-                format!(
-                    "the segmentor has {} classes but --data {} has {}",
-                    config.spec.num_classes,
-                    cfg.data,
-                    data.num_classes()
-                ),
-            ));
-        }
-        let loader = LoaderConfig {
-            batch_size: cfg.batch_size,
-            shuffle: true,
-            drop_last: true,
-            workers: cfg.workers,
-            seed: cfg.seed,
-            num_classes: config.spec.num_classes,
-            mixing: Default::default(),
-            on_bad_image: cfg.on_bad_image(),
-        };
+        let lens = [data.train.len(), data.val.len()];
+        let classes = [config.spec.num_classes, data.num_classes()];
+        let set = DenseSetup::new(cfg, source_dir, "segmentor", classes, lens)?;
         Ok(Self {
-            train_len: cfg
-                .train_subset
-                .map_or(data.train.len(), |n| n.min(data.train.len())),
-            val_len: cfg
-                .test_subset
-                .map_or(data.val.len(), |n| n.min(data.val.len())),
+            train_len: set.train_len,
+            val_len: set.val_len,
             train: data.train,
             val: data.val,
             cfg: cfg.clone(),
             config,
             net: Some(net),
-            loader,
+            loader: set.loader,
             skipped: AtomicUsize::new(0),
             stats: RefCell::new(Vec::new()),
             base_device: device.clone().inner(),

@@ -1,12 +1,14 @@
-//! What the training loop needs from a kind of model and data (`vision.rs`, `text.rs`).
+//! What the training loop needs from a kind of model and data (`vision.rs`, `text.rs`,
+//! `segmentation.rs`, `detection.rs`), and what the dense tasks set up alike.
 
 use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use super::config::EpochMetrics;
-use crate::error::Result;
+use super::config::{EpochMetrics, TrainConfig};
+use crate::data::loader::LoaderConfig;
+use crate::error::{Error, Result};
 
 /// What the loop needs from a kind of model and data: its batches, its loss, its evaluation
 /// and how it saves. Everything else (AdamW, the schedule, accumulation, clipping, EMA,
@@ -47,4 +49,49 @@ pub(crate) trait Task {
 pub(crate) struct Sizes {
     pub samples: usize,
     pub tokens: usize,
+}
+
+/// The set-up segmentation and detection share: the model's class count must be the data's,
+/// the loader shuffles whole batches, and `--train-subset` / `--test-subset` cap the splits.
+pub(crate) struct DenseSetup {
+    pub loader: LoaderConfig,
+    pub train_len: usize,
+    pub val_len: usize,
+}
+
+impl DenseSetup {
+    /// `what` names the model in the class-count error ("segmentor", "detector").
+    pub(crate) fn new(
+        cfg: &TrainConfig,
+        source_dir: &Path,
+        what: &str,
+        classes: [usize; 2],
+        lens: [usize; 2],
+    ) -> Result<Self> {
+        let [model, data] = classes;
+        if model != data {
+            return Err(Error::config(
+                source_dir.join("config.json"),
+                format!(
+                    "the {what} has {model} classes but --data {} has {data}",
+                    cfg.data
+                ),
+            ));
+        }
+        let cap = |n: Option<usize>, len: usize| n.map_or(len, |n| n.min(len));
+        Ok(Self {
+            loader: LoaderConfig {
+                batch_size: cfg.batch_size,
+                shuffle: true,
+                drop_last: true,
+                workers: cfg.workers,
+                seed: cfg.seed,
+                num_classes: model,
+                mixing: Default::default(),
+                on_bad_image: cfg.on_bad_image(),
+            },
+            train_len: cap(cfg.train_subset, lens[0]),
+            val_len: cap(cfg.test_subset, lens[1]),
+        })
+    }
 }
