@@ -54,6 +54,13 @@ pub struct LoaderConfig {
     pub on_bad_image: OnBadImage,
 }
 
+impl LoaderConfig {
+    /// Where unreadable images are counted, when they are skipped.
+    pub fn skip<'a>(&self, skipped: &'a AtomicUsize) -> Option<&'a AtomicUsize> {
+        (self.on_bad_image == OnBadImage::Skip).then_some(skipped)
+    }
+}
+
 /// `got`, or `None` where it is an unreadable image and `skip` (skipping) counts it.
 pub fn readable<T>(
     got: Result<T, DataError>,
@@ -182,8 +189,7 @@ fn make_batch(
     let mut images = Vec::with_capacity(items.len() * c * oh * ow);
     let mut labels = Vec::with_capacity(items.len());
     for (k, &i) in items.iter().enumerate() {
-        let skip = (cfg.on_bad_image == OnBadImage::Skip).then_some(skipped);
-        let Some(raw) = readable(split.get(i), skip)? else {
+        let Some(raw) = readable(split.get(i), cfg.skip(skipped))? else {
             continue;
         };
         let mut rng = StdRng::seed_from_u64(derive_seed(&[seed, k as u64]));

@@ -90,7 +90,7 @@ impl Task for DetTask {
                         &self.train,
                         &idx,
                         Some(&mut StdRng::seed_from_u64(seed)),
-                        self.cfg.skip_bad_images.then_some(&self.skipped),
+                        self.loader.skip(&self.skipped),
                     )
                 }),
         )

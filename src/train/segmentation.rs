@@ -138,7 +138,7 @@ impl Task for SegTask {
                 .into_iter()
                 .skip(start)
                 .map(move |idx| {
-                    let skip = self.cfg.skip_bad_images.then_some(&self.skipped);
+                    let skip = self.loader.skip(&self.skipped);
                     seg_batch(&self.config, &self.train, &idx, Some(augment_seed), skip)
                 }),
         )
