@@ -673,7 +673,7 @@ fn image_folders_empty_classes_and_corrupt_images() {
         .arg(&m));
     assert!(o.status.success());
     let data = format!("imagefolder:{}", root.display());
-    let go = |out: &str, extra: &[&str]| {
+    let go = |out: &str, batch: &str, extra: &[&str]| {
         run(bin()
             .arg("train")
             .arg(&m)
@@ -683,7 +683,7 @@ fn image_folders_empty_classes_and_corrupt_images() {
                 "--epochs",
                 "1",
                 "--batch-size",
-                "2",
+                batch,
                 "--val-split",
                 "0",
             ])
@@ -691,7 +691,7 @@ fn image_folders_empty_classes_and_corrupt_images() {
             .arg("--out")
             .arg(dir.join(out)))
     };
-    let o = go("ok", &[]);
+    let o = go("ok", "2", &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // A corrupt image fails the run by default, and is skipped and counted on request.
     std::fs::write(
@@ -700,15 +700,18 @@ fn image_folders_empty_classes_and_corrupt_images() {
     )
     .unwrap();
     assert_clean_error(
-        &go("bad", &[]),
+        &go("bad", "2", &[]),
         &["broken.png", "corrupt", "--on-bad-image skip"],
     );
-    let o = go("skip", &["--on-bad-image", "skip"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("skipped 1 unreadable image"));
+    // One image a batch: the broken image's batch is left empty, and the run steps over it.
+    for batch in ["2", "1"] {
+        let o = go(&format!("skip{batch}"), batch, &["--on-bad-image", "skip"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("skipped 1 unreadable image"));
+    }
     // A class folder with no images.
     std::fs::create_dir_all(root.join("train/empty")).unwrap();
-    assert_clean_error(&go("empty", &[]), &["train/empty", "no .jpg"]);
+    assert_clean_error(&go("empty", "2", &[]), &["train/empty", "no .jpg"]);
 }
 
 #[test]

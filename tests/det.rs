@@ -718,7 +718,8 @@ fn a_detector_trains_and_predicts_on_the_deepforest_photographs() {
 }
 
 /// A corrupt photograph in the training split stops `train` in one line that says how to skip
-/// it; with `--on-bad-image skip` the run goes on without it and says so.
+/// it; with `--on-bad-image skip` the run goes on without it, over the batch it leaves empty,
+/// and says so.
 fn bad_photos_fail_or_are_skipped(tmp: &Path, det: &Path) {
     let voc = tmp.join("voc");
     for sub in ["Annotations", "JPEGImages", "ImageSets/Main"] {
@@ -739,11 +740,11 @@ fn bad_photos_fail_or_are_skipped(tmp: &Path, det: &Path) {
     let names = std::fs::read_to_string(&list).unwrap();
     std::fs::write(&list, format!("{}\nBAD\n", names.trim_end())).unwrap();
     let data = format!("voc:{}", voc.display());
-    let train = |name: &str, extra: &[&str]| {
+    let train = |name: &str, batch: &str, extra: &[&str]| {
         scalenet()
             .arg("train")
             .arg(det)
-            .args(["--data", &data, "--epochs", "1", "--batch-size", "2"])
+            .args(["--data", &data, "--epochs", "1", "--batch-size", batch])
             .args(["--precision", "f32"])
             .args(extra)
             .arg("--out")
@@ -751,14 +752,15 @@ fn bad_photos_fail_or_are_skipped(tmp: &Path, det: &Path) {
             .output()
             .unwrap()
     };
-    let o = train("bad", &[]);
+    let o = train("bad", "2", &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     for want in ["BAD.jpg", "corrupt", "--on-bad-image skip"] {
         assert!(err.contains(want), "{err}");
     }
-    let o = ok(train("skip", &["--on-bad-image", "skip"]));
+    // One image a batch: the bad photograph's batch is left empty, and the run steps over it.
+    let o = ok(train("skip", "1", &["--on-bad-image", "skip"]));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("skipped 1 unreadable image"), "{err}");
 }

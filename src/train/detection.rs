@@ -96,6 +96,10 @@ impl Task for DetTask {
         )
     }
 
+    fn samples(&self, batch: &Self::Batch) -> usize {
+        batch.shape[0]
+    }
+
     fn loss(
         &self,
         net: &Detector,

@@ -144,6 +144,10 @@ impl Task for SegTask {
         )
     }
 
+    fn samples(&self, batch: &Self::Batch) -> usize {
+        batch.shape[0]
+    }
+
     fn loss(
         &self,
         net: &Segmentor,

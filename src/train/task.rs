@@ -24,6 +24,8 @@ pub(crate) trait Task {
         epoch: usize,
         start: usize,
     ) -> Box<dyn Iterator<Item = Result<Self::Batch>> + 'a>;
+    /// The samples a batch holds: none when every image in it was unreadable and skipped.
+    fn samples(&self, batch: &Self::Batch) -> usize;
     /// The mean loss of one batch, and its size (samples; tokens for throughput).
     fn loss(
         &self,

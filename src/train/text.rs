@@ -156,6 +156,10 @@ impl Task for TextTask {
         }))
     }
 
+    fn samples(&self, batch: &Self::Batch) -> usize {
+        batch.len()
+    }
+
     fn loss(&self, net: &LanguageModel, idx: Vec<usize>, _: usize, _: usize) -> (Tensor<1>, Sizes) {
         let b = idx.len();
         let (inputs, targets) = self.train.batch(&idx);

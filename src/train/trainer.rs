@@ -180,8 +180,8 @@ struct Run<'a, T: Task> {
     ema: Option<Ema>,
     batches_per_epoch: usize,
     accum: usize,
-    /// The gradients accumulated since the last optimizer step.
-    grads: Option<GradientsParams>,
+    /// The gradients accumulated since the last optimizer step, and from how many micro-batches.
+    grads: Option<(GradientsParams, usize)>,
     steps_this_process: usize,
     cpu: String,
     threads: usize,
@@ -307,6 +307,24 @@ impl<'a, T: Task> Run<'a, T> {
     /// optimizer step (`lr` becomes its learning rate).
     fn batch(&mut self, batch: T::Batch, lr: &mut f64) -> Result<()> {
         let micro = self.state.batch % self.accum;
+        // A batch whose every image was unreadable and skipped (`--on-bad-image skip`) is
+        // empty: it teaches nothing, but it still counts, so that a resumed run keeps its
+        // place and the schedule its pace.
+        if self.task.samples(&batch) > 0 {
+            self.learn(batch, micro)?;
+        }
+        self.state.batch += 1;
+        if micro + 1 == self.accum || self.state.batch == self.batches_per_epoch {
+            *lr = match self.grads.take() {
+                Some(grads) => self.step(grads)?,
+                None => self.skip_step(),
+            };
+        }
+        Ok(())
+    }
+
+    /// A non-empty micro-batch's forward and backward; its gradients join the group's.
+    fn learn(&mut self, batch: T::Batch, micro: usize) -> Result<()> {
         let (loss, sizes) = self
             .task
             .loss(self.net(), batch, self.state.global_step, micro);
@@ -324,30 +342,34 @@ impl<'a, T: Task> Run<'a, T> {
         let net = self.net.take().expect("model");
         self.net = Some(self.task.after_backward(net));
         match self.grads.as_mut() {
-            Some(acc) => accumulate(self.net.as_ref().expect("model"), acc, grads),
-            None => self.grads = Some(grads),
+            Some((acc, n)) => {
+                accumulate(self.net.as_ref().expect("model"), acc, grads);
+                *n += 1;
+            }
+            None => self.grads = Some((grads, 1)),
         }
         let (b, state) = (sizes.samples, &mut self.state);
-        state.batch += 1;
         state.loss_sum += loss_value * b as f64;
         state.loss_count += b;
         state.epoch_images += b as u64;
         state.epoch_tokens += sizes.tokens as u64;
         state.train_images += b as u64;
-        if micro + 1 == self.accum || state.batch == self.batches_per_epoch {
-            *lr = self.step(micro)?;
-        }
         Ok(())
     }
 
-    /// The optimizer step over the gradients accumulated from `micro + 1` micro-batches;
+    /// The end of an accumulation group whose every micro-batch was empty: no update, but the
+    /// step is counted.
+    fn skip_step(&mut self) -> f64 {
+        let lr = self.schedule.lr_at(self.state.global_step);
+        self.state.global_step += 1;
+        self.steps_this_process += 1;
+        lr
+    }
+
+    /// The optimizer step over the gradients accumulated from `micro_batches` micro-batches;
     /// returns its learning rate.
-    fn step(&mut self, micro: usize) -> Result<f64> {
-        let grads = self
-            .grads
-            .take()
-            .expect("gradients of at least one micro-batch");
-        let mut scale = 1.0 / (micro + 1) as f64;
+    fn step(&mut self, (grads, micro_batches): (GradientsParams, usize)) -> Result<f64> {
+        let mut scale = 1.0 / micro_batches as f64;
         // Checked on every step, clipped or not: a finite loss can still have overflowed
         // gradients (bf16 backward, a spike), and stepping with them turns every weight into
         // NaN, which the next checkpoint would then keep.

@@ -150,6 +150,10 @@ impl Task for VisionTask {
         )
     }
 
+    fn samples(&self, batch: &Self::Batch) -> usize {
+        batch.labels.len()
+    }
+
     fn loss(
         &self,
         net: &Network,
