@@ -307,6 +307,8 @@ impl LmRunner<'_> {
             }
         }
         super::lm_report::final_eval(self.cfg, &out, [self.split_path(1), self.split_path(2)])?;
+        // A study of many hours is readable after every run, not only at its end.
+        super::lm_report::write_lm_report(self.cfg, self.dir)?;
         Ok(out)
     }
 
