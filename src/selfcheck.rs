@@ -218,6 +218,17 @@ pub fn ops(device: &Device, bf16: bool) -> (Vec<Check>, Vec<String>) {
         let bias = t[1].clone().reshape([groups, wh, wn, wn]);
         crate::model::swin::block::window_attend(qkv, bias, wh).reshape([bw * wn, wd])
     };
+    // The detection head's shape: 3×3, padding 1, on a map of a few pixels.
+    let (cn, cc, chw, cco) = (2, 16, 5, 8);
+    let cx = (values(cn * cc * chw * chw, 8, 1.5), [cn * cc, chw * chw]);
+    let cw = (values(cco * cc * 9, 9, 0.3), [cco, cc * 9]);
+    let cb = (values(cco, 10, 0.5), [1, cco]);
+    let conv = |t: Vec<Tensor<2>>| {
+        let x = t[0].clone().reshape([cn, cc, chw, chw]);
+        let w = t[1].clone().reshape([cco, cc, 3, 3]);
+        let b = t[2].clone().reshape([cco]);
+        crate::ops::conv2d(x, w, Some(b), 1, 1).reshape([cn * cco, chw * chw])
+    };
     type Op<'a> = (
         &'static str,
         Precision,
@@ -276,6 +287,13 @@ pub fn ops(device: &Device, bf16: bool) -> (Vec<Check>, Vec<String>) {
             Box::new(attention),
             vec![qkv],
             3e-2,
+        ),
+        (
+            "conv2d",
+            Precision::F32,
+            Box::new(conv),
+            vec![cx, cw, cb],
+            1e-4,
         ),
         (
             "window attention",

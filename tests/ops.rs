@@ -249,6 +249,72 @@ fn linear_matches_burn_forward_and_backward() {
     assert!(max_abs_diff(&ours, &want) < 1e-5);
 }
 
+/// Our convolution (column products on our GEMM) against burn's `conv2d`, forward and every
+/// gradient: 3×3 and 1×1 kernels, strides 1 and 2, with and without padding, maps of a few
+/// pixels (the detection head's) and one wide enough to take several column blocks; in f32,
+/// and under bf16 autocast on inputs that bf16 holds exactly.
+#[test]
+fn conv2d_matches_burn_forward_and_backward() {
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+    use scalenet::ops::{autocast, Precision};
+    let ad = Device::flex().autodiff();
+    let cases = [
+        // n, c, h, w, co, k, stride, pad, bias
+        (2, 3, 7, 5, 4, 3, 1, 1, true),
+        (3, 8, 6, 6, 16, 3, 1, 1, true),
+        (2, 5, 9, 8, 6, 3, 2, 1, false),
+        (1, 4, 5, 7, 3, 1, 1, 0, true),
+        (2, 2, 4, 4, 3, 3, 1, 0, true),
+        (1, 3, 1, 1, 5, 3, 2, 1, true),
+        (2, 160, 20, 20, 8, 3, 1, 1, true),
+    ];
+    for precision in [Precision::F32, Precision::Bf16] {
+        let _guard = autocast(precision);
+        for (n, c, h, w, co, k, s, p, bias) in cases {
+            let run = |ours: bool| {
+                let x = bf16_exact(n * c, h * w, 21, &ad)
+                    .reshape([n, c, h, w])
+                    .require_grad();
+                let wt = bf16_exact(co, c * k * k, 22, &ad)
+                    .reshape([co, c, k, k])
+                    .require_grad();
+                let b = bias.then(|| bf16_exact(1, co, 23, &ad).reshape([co]).require_grad());
+                let y = if ours {
+                    scalenet::ops::conv2d(x.clone(), wt.clone(), b.clone(), s, p)
+                } else {
+                    let opts = ConvOptions::new([s, s], [p, p], [1, 1], 1);
+                    conv2d(x.clone(), wt.clone(), b.clone(), opts)
+                };
+                let [_, _, ho, wo] = y.dims();
+                let weights = bf16_exact(n * co, ho * wo, 24, &ad).reshape([n, co, ho, wo]);
+                let g = (y.clone() * weights).sum().backward();
+                let gb = b.map(|b| to_vec(b.grad(&g).unwrap())).unwrap_or_default();
+                let grads = [
+                    x.grad(&g).unwrap().flatten::<1>(0, 3),
+                    wt.grad(&g).unwrap().flatten(0, 3),
+                ];
+                let [gx, gw] = grads.map(to_vec);
+                [to_vec(y.flatten::<1>(0, 3)), gx, gw, gb]
+            };
+            let (got, want) = (run(true), run(false));
+            // bf16 rounds the output's gradient before the backward products.
+            let tol = if precision == Precision::F32 {
+                1e-5
+            } else {
+                2e-2
+            };
+            for (i, what) in ["forward", "d x", "d w", "d b"].iter().enumerate() {
+                let err = max_abs_diff(&got[i], &want[i]);
+                assert!(
+                    err < tol,
+                    "{precision} {n}x{c}x{h}x{w} → {co}, k{k} s{s} p{p}: {what} off by {err}"
+                );
+            }
+        }
+    }
+}
+
 /// The fused attention on a qkv activation against burn's path as the model used it: reshape,
 /// permute, slice, burn's `attention` op, swap and merge heads; forward and the qkv gradient.
 #[test]

@@ -1,9 +1,9 @@
 //! Every SIMD path of the CPU kernels, on every CPU that has it: each level this CPU offers
 //! (portable, AVX2+FMA, AVX-512F, AVX512-BF16) runs the products (f32 and bf16, forward and
-//! backward), attention (ViT and causal), GELU, LayerNorm and the language-model loss against
-//! f64 references, over shapes with 0, 1 and tile sizes ± 1 and transposed operands. A level
-//! this CPU lacks says so and passes. Its own test binary: the cap is process-wide, and the
-//! tests here take turns.
+//! backward), the convolution, attention (ViT and causal), GELU, LayerNorm and the
+//! language-model loss against f64 references (burn's for the convolution), over shapes with
+//! 0, 1 and tile sizes ± 1 and transposed operands. A level this CPU lacks says so and
+//! passes. Its own test binary: the cap is process-wide, and the tests here take turns.
 
 use std::sync::{Arc, Mutex};
 
@@ -25,10 +25,11 @@ fn at_level(level: Simd) {
         return;
     }
     cap_simd(level);
-    let checks: [(&str, fn()); 7] = [
+    let checks: [(&str, fn()); 8] = [
         ("f32 products", products_f32),
         ("bf16 products", products_bf16),
         ("product gradients", product_gradients),
+        ("convolution", convolution),
         ("attention", attention),
         ("causal attention", causal_attention),
         ("elementwise", elementwise),
@@ -203,6 +204,52 @@ fn product_gradients() {
             1e-4,
             &what,
         );
+    }
+}
+
+/// The convolution (column products on the capped kernels) against burn's own `conv2d`,
+/// forward and every gradient: 3×3 padded, strided, and 1×1.
+fn convolution() {
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+    let dev = Device::flex().autodiff();
+    for (n, c, hw, co, k, s, p) in [
+        (2, 5, 6, 9, 3, 1, 1),
+        (1, 3, 9, 4, 3, 2, 1),
+        (2, 7, 4, 33, 1, 1, 0),
+    ] {
+        let run = |ours: bool| {
+            let x = tensor(values(n * c * hw * hw, 7, false), [n, c, hw, hw], &dev).require_grad();
+            let w = tensor(values(co * c * k * k, 8, false), [co, c, k, k], &dev).require_grad();
+            let b = tensor(values(co, 9, false), [co], &dev).require_grad();
+            let y = if ours {
+                scalenet::ops::conv2d(x.clone(), w.clone(), Some(b.clone()), s, p)
+            } else {
+                let opts = ConvOptions::new([s, s], [p, p], [1, 1], 1);
+                conv2d(x.clone(), w.clone(), Some(b.clone()), opts)
+            };
+            let dims = y.dims();
+            let g = tensor(values(dims.iter().product(), 10, false), dims, &dev);
+            let grads = (y.clone() * g).sum().backward();
+            let flat = |t: Tensor<4>| to_vec(t.flatten::<1>(0, 3));
+            let gb = to_vec(b.grad(&grads).unwrap());
+            [
+                flat(y),
+                flat(x.grad(&grads).unwrap()),
+                flat(w.grad(&grads).unwrap()),
+                gb,
+            ]
+        };
+        let (got, want) = (run(true), run(false));
+        for (i, what) in ["forward", "d x", "d w", "d b"].iter().enumerate() {
+            let want: Vec<f64> = want[i].iter().map(|&v| v as f64).collect();
+            assert_close(
+                &got[i],
+                &want,
+                1e-4,
+                &format!("conv {n}x{c}x{hw} k{k} s{s}: {what}"),
+            );
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use burn::backend::autodiff::ops::{binary, unary, Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, TensorMetadata};
 
-use super::FusedOps;
+use super::{ConvSpec, FusedOps};
 
 impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     /// x, γ and β are the op's parents; the backward recomputes the row statistics from x
@@ -221,6 +221,51 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                 prep.finish((x, w, bf16), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::fused_linear(x, w, b, bf16)),
+        }
+    }
+
+    fn fused_conv2d(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        spec: ConvSpec,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct ConvBackward;
+
+        impl<B: Backend + FusedOps> Backward<B, 3> for ConvBackward {
+            type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive, ConvSpec);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let (x, w, spec) = ops.state;
+                let g = grads.consume::<B>(&ops.node);
+                let (dx, dw, db) = B::fused_conv2d_backward(x, w, g, spec);
+                for (parent, grad) in ops.parents.into_iter().zip([dx, dw, db]) {
+                    if let Some(node) = parent {
+                        grads.register::<B>(node.id, grad);
+                    }
+                }
+            }
+        }
+
+        let (x, x_node) = x.into_parts();
+        let (w, w_node) = w.into_parts();
+        let (b, b_node) = b.into_parts();
+        match ConvBackward
+            .prepare::<C>([x_node, w_node, b_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::fused_conv2d(x.clone(), w.clone(), b, spec);
+                prep.finish((x, w, spec), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_conv2d(x, w, b, spec)),
         }
     }
 

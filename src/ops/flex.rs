@@ -10,10 +10,12 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::conv::{self, ConvDims};
 use super::gemm_tile::Product;
 use super::math::{at_simd_level, erf, exp_neg, sigmoid, simd_level};
 use super::{
     adamw, attention, blas, causal_attention, cross_entropy, gemm_bf16, gemm_f32, gemv, layer_norm,
+    ConvSpec,
 };
 use super::{reference_linear, reference_matmul, reference_sum_rows, FusedOps};
 use std::sync::Arc;
@@ -424,6 +426,41 @@ impl FusedOps for Flex {
         }
     }
 
+    fn fused_conv2d(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        spec: ConvSpec,
+    ) -> FloatTensor<Self> {
+        let bias_fits = |d: &ConvDims| b.layout().num_elements() == d.co;
+        let Some(d) = conv_dims(&x, &w, &b, spec).filter(bias_fits) else {
+            return super::reference::conv2d::<Flex>(x, w, b, spec);
+        };
+        let ([x, w], bf16) = conv_operands([x, w], spec.bf16);
+        let b = contiguous_f32(&b).expect("checked");
+        let out = conv::forward(f32s(&x), f32s(&w), f32s(&b), &d, bf16);
+        FlexTensor::from_data(TensorData::new(out, [d.n, d.co, d.ho(), d.wo()]))
+    }
+
+    fn fused_conv2d_backward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        spec: ConvSpec,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let fits = |d: &ConvDims| grad.layout().shape().dims::<4>() == [d.n, d.co, d.ho(), d.wo()];
+        let Some(d) = conv_dims(&x, &w, &grad, spec).filter(fits) else {
+            return super::reference::conv2d_backward::<Flex>(x, w, grad, spec);
+        };
+        let ([x, w, g], bf16) = conv_operands([x, w, grad], spec.bf16);
+        let (dx, dw, db) = conv::backward(f32s(&x), f32s(&w), f32s(&g), &d, bf16);
+        (
+            FlexTensor::from_data(TensorData::new(dx, [d.n, d.c, d.h, d.w])),
+            FlexTensor::from_data(TensorData::new(dw, [d.co, d.c, d.k, d.k])),
+            FlexTensor::from_data(TensorData::new(db, [d.co])),
+        )
+    }
+
     fn sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let Some(x) = contiguous_f32(&x).filter(|x| x.layout().shape().num_dims() == 2) else {
             return reference_sum_rows::<Flex>(x);
@@ -686,6 +723,43 @@ pub(crate) fn cpu_gemm(
         let c = buf.as_mut_ptr() as *mut f32;
         unsafe { gemm_f32::gemm_portable(p, c, n, accumulate, true) };
     }
+}
+
+/// The convolution's shapes where our kernel takes it: f32 `x [n, c, h, w]` and a square
+/// `w [co, c, k, k]` that fits inside the padded input, and `other` (the bias, or the output's
+/// gradient) in f32. `None` sends it to burn's.
+fn conv_dims(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    other: &FlexTensor,
+    spec: ConvSpec,
+) -> Option<ConvDims> {
+    let (xs, ws) = (x.layout().shape(), w.layout().shape());
+    let f32s = [x, w, other].iter().all(|t| t.dtype() == DType::F32);
+    if !f32s || xs.num_dims() != 4 || ws.num_dims() != 4 || spec.stride == 0 {
+        return None;
+    }
+    let d = ConvDims {
+        n: xs[0],
+        c: xs[1],
+        h: xs[2],
+        w: xs[3],
+        co: ws[0],
+        k: ws[2],
+        stride: spec.stride,
+        pad: spec.pad,
+    };
+    let fits =
+        ws[1] == d.c && ws[3] == d.k && d.k > 0 && d.h + 2 * d.pad >= d.k && d.w + 2 * d.pad >= d.k;
+    fits.then_some(d)
+}
+
+/// The operands as contiguous f32, and whether the products run in bf16: on a CPU without
+/// AVX512-BF16 they are rounded to bf16 here and multiplied in f32, which computes the same.
+fn conv_operands<const N: usize>(ts: [FlexTensor; N], bf16: bool) -> ([FlexTensor; N], bool) {
+    let slow_bf16 = bf16 && !gemm_bf16::available();
+    let ts = ts.map(|t| contiguous_f32(&rounded(t, slow_bf16)).expect("f32, checked"));
+    (ts, bf16 && !slow_bf16)
 }
 
 #[cfg(test)]

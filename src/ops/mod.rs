@@ -11,6 +11,7 @@ pub mod auto_precision;
 mod autodiff;
 pub mod blas;
 mod causal_attention;
+mod conv;
 pub mod cpu;
 mod cross_entropy;
 pub mod gemm_bf16;
@@ -30,6 +31,7 @@ use burn::tensor::Tensor;
 use std::sync::Arc;
 
 pub use adamw::AdamWStep;
+pub use conv::ConvSpec;
 
 /// The extension trait. Default bodies are burn's reference ops, so a backend without a fused
 /// kernel computes exactly what burn would.
@@ -163,6 +165,27 @@ pub trait FusedOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let _ = (w, g, m, v, step);
         panic!("the fused AdamW update is implemented for the flex backend only")
+    }
+    /// `x [n, c, h, w]` ⊛ `w [co, c, k, k]` + `b [co]` → `[n, co, ho, wo]` (torch's
+    /// `conv2d`, no dilation or groups). `spec.bf16` is for flex's kernel: elsewhere the
+    /// convolution is burn's, in f32.
+    fn fused_conv2d(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        spec: ConvSpec,
+    ) -> FloatTensor<Self> {
+        reference::conv2d::<Self>(x, w, b, spec)
+    }
+    /// Gradients of [`fused_conv2d`](Self::fused_conv2d) with respect to x, w and b, given the
+    /// output's gradient.
+    fn fused_conv2d_backward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        spec: ConvSpec,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        reference::conv2d_backward::<Self>(x, w, grad, spec)
     }
     /// Column sums: `[m, n] → [n]` (a bias gradient).
     fn sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -307,6 +330,28 @@ pub fn nll(logits: Tensor<2>, targets: Arc<[u32]>) -> Tensor<1> {
     Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::fused_nll(
         logits.into_dispatch(),
         targets,
+    ))
+}
+
+/// `x [n, c, h, w]` ⊛ `w [co, c, k, k]` (+ `b`) with `stride` and `pad` on both axes, as
+/// torch's `conv2d`; in bf16 under [`autocast`]`(Bf16)` on flex, whose products are our GEMM's.
+pub fn conv2d(
+    x: Tensor<4>,
+    w: Tensor<4>,
+    b: Option<Tensor<1>>,
+    stride: usize,
+    pad: usize,
+) -> Tensor<4> {
+    let b = b.unwrap_or_else(|| Tensor::zeros([w.dims()[0]], &w.device()));
+    Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::fused_conv2d(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        b.into_dispatch(),
+        ConvSpec {
+            stride,
+            pad,
+            bf16: bf16_active(),
+        },
     ))
 }
 

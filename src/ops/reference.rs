@@ -119,3 +119,33 @@ pub fn layer_norm_backward<B: Backend>(
     let dbeta = sum_rows::<B>(grad);
     (B::float_reshape(dx, shape), dgamma, dbeta)
 }
+
+fn conv_options(spec: super::ConvSpec) -> burn::tensor::ops::ConvOptions<2> {
+    let (s, p) = (spec.stride, spec.pad);
+    burn::tensor::ops::ConvOptions::new([s, s], [p, p], [1, 1], 1)
+}
+
+/// burn's convolution, in f32 whatever `spec.bf16` says.
+pub fn conv2d<B: Backend>(
+    x: FloatTensor<B>,
+    w: FloatTensor<B>,
+    b: FloatTensor<B>,
+    spec: super::ConvSpec,
+) -> FloatTensor<B> {
+    B::conv2d(x, w, Some(b), conv_options(spec))
+}
+
+/// burn's gradients of [`conv2d`]: x's, w's and the bias's (the output's sum per channel).
+pub fn conv2d_backward<B: Backend>(
+    x: FloatTensor<B>,
+    w: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    spec: super::ConvSpec,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let opts = conv_options(spec);
+    let co = w.shape()[0];
+    let dx = B::conv2d_x_backward(x.clone(), w.clone(), grad.clone(), opts.clone());
+    let dw = B::conv2d_weight_backward(x, w, grad.clone(), opts);
+    let db = B::float_sum_dim(B::float_sum_dim(B::float_sum_dim(grad, 3), 2), 0);
+    (dx, dw, B::float_reshape(db, Shape::new([co])))
+}

@@ -5,8 +5,8 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::relu;
-use burn::tensor::module::{batch_norm, conv2d, conv_transpose2d, interpolate};
-use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, InterpolateMode, InterpolateOptions};
+use burn::tensor::module::{batch_norm, conv_transpose2d, interpolate};
+use burn::tensor::ops::{ConvTransposeOptions, InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -96,13 +96,12 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let s = self.stride;
-        let opts = ConvOptions::new([s, s], [self.pad, self.pad], [1, 1], 1);
-        conv2d(
+        crate::ops::conv2d(
             x,
             self.weight.val(),
             self.bias.as_ref().map(Param::val),
-            opts,
+            self.stride,
+            self.pad,
         )
     }
 
