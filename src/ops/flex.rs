@@ -432,7 +432,7 @@ impl FusedOps for Flex {
         b: FloatTensor<Self>,
         spec: ConvSpec,
     ) -> FloatTensor<Self> {
-        let bias_fits = |d: &ConvDims| b.layout().num_elements() == d.co;
+        let bias_fits = |d: &ConvDims| b.layout().num_elements() == d.co && d.forward_is_ours();
         let Some(d) = conv_dims(&x, &w, &b, spec).filter(bias_fits) else {
             return super::reference::conv2d::<Flex>(x, w, b, spec);
         };
