@@ -137,8 +137,8 @@ fn cpu_decision(cache_dir: Option<&Path>) -> Decision {
 /// GFLOP/s of the f32 and bf16 GEMMs that will run, timed in turns (`cpu::gemm_rates`).
 fn measure() -> (f64, f64) {
     let [f32_rate, bf16_rate] = super::cpu::gemm_rates([
-        &mut |p, c| super::flex::cpu_gemm((p.m, p.n, p.k), p.a, p.b, c, false, false),
-        &mut |p, c| super::flex::cpu_gemm((p.m, p.n, p.k), p.a, p.b, c, false, true),
+        &mut |p, c| super::gemm::cpu_gemm((p.m, p.n, p.k), p.a, p.b, c, false, false),
+        &mut |p, c| super::gemm::cpu_gemm((p.m, p.n, p.k), p.a, p.b, c, false, true),
     ]);
     (f32_rate, bf16_rate)
 }

@@ -607,7 +607,7 @@ fn rates(lib: &Blas, cpu: &str, cache_dir: Option<&Path>) -> Option<(f64, f64)> 
 /// Times our f32 product and `lib`'s, taking turns.
 fn measure(lib: &Blas) -> (f64, f64) {
     let [ours, theirs] = super::cpu::gemm_rates([
-        &mut |p, c| super::flex::cpu_gemm((p.m, p.n, p.k), p.a, p.b, c, false, false),
+        &mut |p, c| super::gemm::cpu_gemm((p.m, p.n, p.k), p.a, p.b, c, false, false),
         &mut |p, c| {
             // SAFETY: c holds m rows of n floats; the views hold their matrices.
             let done = unsafe { lib.gemm(p, c.as_mut_ptr() as *mut f32, p.n, false, false) };

@@ -12,7 +12,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::flex::cpu_gemm;
+use super::gemm::cpu_gemm;
 use super::gemm_tile::View;
 
 /// A convolution's stride and padding (both axes), and whether its products run in bf16.

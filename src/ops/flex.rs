@@ -11,10 +11,11 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::conv::{self, ConvDims};
+use super::gemm::cpu_gemm;
 use super::gemm_tile::Product;
 use super::math::{at_simd_level, erf, exp_neg, sigmoid, simd_level};
 use super::{
-    adamw, attention, blas, causal_attention, cross_entropy, gemm_bf16, gemm_f32, gemv, layer_norm,
+    adamw, attention, causal_attention, cross_entropy, gemm_bf16, gemm_f32, gemv, layer_norm,
     ConvSpec,
 };
 use super::{reference_linear, reference_matmul, reference_sum_rows, FusedOps};
@@ -687,42 +688,6 @@ fn batched_gemm(lhs: &FlexTensor, rhs: &FlexTensor, bf16: bool) -> Option<FlexTe
     let mut shape: Vec<usize> = (0..d).map(|i| ls[i]).collect();
     shape[d - 1] = n;
     Some(FlexTensor::from_data(TensorData::new(out, shape)))
-}
-
-/// C (m×n) = A·B, or += with `accumulate`, on whichever CPU kernel suits the shape: few-row
-/// products on the GEMV path, large ones on a `--blas` library where one is in use, the rest
-/// on our AVX-512 kernels (f32 or bf16) or the `gemm` crate. bf16 needs
-/// `gemm_bf16::available()`.
-pub(crate) fn cpu_gemm(
-    (m, n, k): (usize, usize, usize),
-    a: gemm_bf16::View,
-    b: gemm_bf16::View,
-    buf: &mut [MaybeUninit<f32>],
-    accumulate: bool,
-    bf16: bool,
-) {
-    let p = Product::new(m, n, k, a, b);
-    if gemv::applies(m, &b) {
-        gemv::gemm(p, buf, accumulate);
-    } else if blas::active()
-        .filter(|_| m * n * k >= blas::MIN_FLOPS)
-        // SAFETY: as for gemm_portable below.
-        .is_some_and(|lib| unsafe {
-            let c = buf.as_mut_ptr() as *mut f32;
-            lib.gemm(p, c, n, accumulate, bf16)
-        })
-    {
-        // The library wrote C.
-    } else if bf16 {
-        gemm_bf16::gemm(p, buf, accumulate);
-    } else if gemm_f32::available() {
-        gemm_f32::gemm(p, buf, accumulate);
-    } else {
-        // SAFETY: the views address their elements inside their storage (burn's layouts
-        // guarantee it) and `buf` holds m × n, initialised by the bias rows if `accumulate`.
-        let c = buf.as_mut_ptr() as *mut f32;
-        unsafe { gemm_f32::gemm_portable(p, c, n, accumulate, true) };
-    }
 }
 
 /// The convolution's shapes where our kernel takes it: f32 `x [n, c, h, w]` and a square

@@ -14,6 +14,7 @@ mod causal_attention;
 mod conv;
 pub mod cpu;
 mod cross_entropy;
+mod gemm;
 pub mod gemm_bf16;
 pub mod gemm_f32;
 mod gemm_tile;
