@@ -302,14 +302,7 @@ pub(crate) fn forward(x: &[f32], w: &[f32], bias: &[f32], d: &ConvDims, bf16: bo
 /// `m [r, c]` row-major as `[c, r]` row-major.
 fn transposed(m: &[f32], r: usize, c: usize) -> Vec<f32> {
     let mut t = vec![0.0; r * c];
-    t.par_chunks_mut(r)
-        .with_min_len(min_len(r))
-        .enumerate()
-        .for_each(|(j, row)| {
-            for (i, v) in row.iter_mut().enumerate() {
-                *v = m[i * c + j];
-            }
-        });
+    super::gemm_f32::transpose(m, c, (r, c), &mut t, r);
     t
 }
 
